@@ -1,0 +1,398 @@
+"""Score regions of images against texts with FALIP, the image-editing baselines, or ensembles.
+
+Method names
+------------
+A method string names one or more *terms* joined by ``+``; the scores of the terms are summed
+(an ensemble, FALIP.md section 4 "E"). A term names one or more *atoms* joined by ``&``; the atoms
+are applied together to produce ONE image per box (a combined edit). So:
+
+* ``falip+circle+blur``: three scores per box (FALIP, RedCircle, reverse blur), summed;
+* ``blur&circle``: one score per box, from one image that is both blurred and circled;
+* ``falip&circle``: FALIP looking at the box in the circled image.
+
+Atoms (see :data:`METHODS`, or :func:`available_methods`):
+
+========== ==========================================================================
+falip      the image untouched; FALIP's foveal attention on the box (one batched pass)
+none       the whole image, no prompt: the same score for every box
+crop       the box alone, cut from the original image, then preprocessed
+circle     red ellipse inscribed in the box, drawn at model-input scale
+box        red rectangle outline, drawn at model-input scale
+blur       reverse blur, original kept inside the inscribed ellipse (original image)
+blur-box   reverse blur, original kept inside the box (original image)
+gray       grayscale outside the box (original image)
+cpt        CPT shading of the box (original image); text becomes "{text} is in red color."
+========== ==========================================================================
+
+``none`` and ``crop`` cannot be combined with other atoms by ``&``. Within a term the edits made
+on the original image run first (in the order written), then the resize to the model input, then
+those made at model-input scale (in the order written).
+
+Scores are ``logit_scale.exp() * cosine(image feature, text feature)``, shape ``[K boxes, T texts]``.
+Texts go through ``template`` (``"{}"``: verbatim) unless the term rewrites them (``cpt`` applies
+its own sentence to the raw text instead). Text features are cached per distinct final string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import visual_prompts as vp
+
+__all__ = [
+    "PromptParams",
+    "MethodSpec",
+    "METHODS",
+    "register_method",
+    "available_methods",
+    "parse_method",
+    "RegionScorer",
+]
+
+BoxesLike = Any  # Tensor / ndarray / nested sequence of shape [K, 4]
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    """Parameters of the image-editing prompts (defaults: FALIP.md section 5).
+
+    Thicknesses are in model-input pixels; ``blur_std`` is in original-image pixels (PIL's
+    GaussianBlur radius is the standard deviation).
+    """
+
+    circle_color: tuple[int, int, int] = vp.RED
+    circle_thickness: float = 2.0
+    box_color: tuple[int, int, int] = vp.RED
+    box_thickness: float = 2.0
+    blur_std: float = 100.0
+    gray_shape: Literal["box", "ellipse"] = "box"
+    cpt_color: tuple[int, int, int] = vp.CPT_COLOR
+    cpt_alpha: int = vp.CPT_ALPHA
+
+
+EditFn = Callable[[Image.Image, tuple[float, float, float, float], PromptParams], Image.Image]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One atom of the method grammar.
+
+    ``kind``: ``"falip"`` (foveal attention on the box), ``"none"`` (whole image), ``"crop"``
+    (box content only) or ``"edit"`` (``edit(image, box_xyxy, params) -> image``, applied at
+    ``scale``: ``"original"`` image pixels or ``"input"`` model-input pixels). ``text`` optionally
+    rewrites each raw text (replacing the template).
+    """
+
+    name: str
+    kind: Literal["falip", "none", "crop", "edit"]
+    description: str
+    edit: EditFn | None = None
+    scale: Literal["original", "input"] = "input"
+    text: Callable[[str], str] | None = None
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add (or replace) an atom in :data:`METHODS`; names may not contain ``+``, ``&`` or spaces."""
+    if not spec.name or any(ch in spec.name for ch in "+& \t"):
+        raise ValueError(f"method names may not be empty or contain '+', '&' or spaces: {spec.name!r}")
+    if spec.kind == "edit" and spec.edit is None:
+        raise ValueError(f"method {spec.name!r} is an edit but has no edit function")
+    if spec.scale not in ("original", "input"):
+        raise ValueError(f"scale must be 'original' or 'input', got {spec.scale!r}")
+    METHODS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    MethodSpec("falip", "falip", "image untouched; FALIP foveal attention on the box"),
+    MethodSpec("none", "none", "whole image, no prompt (same score for every box)"),
+    MethodSpec("crop", "crop", "the box alone from the original image, then preprocessing"),
+    MethodSpec("circle", "edit", "red ellipse inscribed in the box, at model-input scale",
+               lambda im, b, p: vp.red_circle(im, b, p.circle_color, p.circle_thickness), "input"),
+    MethodSpec("box", "edit", "red rectangle outline, at model-input scale",
+               lambda im, b, p: vp.colored_box(im, b, p.box_color, p.box_thickness), "input"),
+    MethodSpec("blur", "edit", "reverse blur outside the inscribed ellipse",
+               lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "ellipse"), "original"),
+    MethodSpec("blur-box", "edit", "reverse blur outside the box",
+               lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "box"), "original"),
+    MethodSpec("gray", "edit", "grayscale outside the box",
+               lambda im, b, p: vp.grayscale_outside(im, b, p.gray_shape), "original"),
+    MethodSpec("cpt", "edit", "CPT shading of the box; text '{text} is in red color.'",
+               lambda im, b, p: vp.cpt_shade(im, b, p.cpt_color, p.cpt_alpha), "original", vp.cpt_text),
+):
+    register_method(_spec)
+
+
+def available_methods() -> list[str]:
+    """The registered atom names (combine with ``+`` for ensembles, ``&`` for combined edits)."""
+    return sorted(METHODS)
+
+
+def parse_method(method: str) -> list[tuple[str, ...]]:
+    """``"falip+blur&circle"`` -> ``[("falip",), ("blur", "circle")]``; ValueError when invalid."""
+    if not isinstance(method, str) or not method.strip():
+        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    terms: list[tuple[str, ...]] = []
+    valid = ", ".join(available_methods())
+    for raw_term in method.replace(" ", "").split("+"):
+        atoms = tuple(raw_term.split("&"))
+        for a in atoms:
+            if a not in METHODS:
+                raise ValueError(
+                    f"unknown method {a!r} in {method!r}; valid methods: {valid} "
+                    "(join with '+' to sum scores, with '&' to combine edits in one image)"
+                )
+        if len(set(atoms)) != len(atoms):
+            raise ValueError(f"term {raw_term!r} of {method!r} repeats an atom")
+        if len(atoms) > 1:
+            for a in atoms:
+                if METHODS[a].kind in ("none", "crop"):
+                    raise ValueError(f"{a!r} cannot be combined with other atoms by '&' (in {method!r})")
+        terms.append(atoms)
+    return terms
+
+
+def _as_xyxy(boxes: BoxesLike, box_format: str) -> np.ndarray:
+    b = boxes.detach().cpu().double().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 4))
+    if b.ndim == 1 and b.shape[0] == 4:
+        raise ValueError("boxes must have shape [K, 4]; wrap a single box in a list")
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [K, 4], got {b.shape}")
+    if box_format == "xywh":
+        b = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+    elif box_format != "xyxy":
+        raise ValueError(f"box_format must be 'xyxy' or 'xywh', got {box_format!r}")
+    return b
+
+
+@dataclass
+class _Item:
+    """One image prepared for scoring: its boxes in original and in model-input pixels."""
+
+    image: Image.Image
+    boxes_orig: np.ndarray  # [K, 4] xyxy original px
+    boxes_input: torch.Tensor  # [K, 4] xyxy model-input px
+    texts: list[str]
+    resized: Image.Image | None = field(default=None)
+
+
+class RegionScorer:
+    """Scores boxes of images against texts with a method chosen by name (module docstring).
+
+    Args:
+        fclip: a :class:`falip.FovealCLIP` (``encode_image(images, boxes=...)``, ``encode_text``,
+            ``.model.logit_scale``).
+        preprocess: the model's :class:`falip.Preprocess` (``resize``, ``to_tensor``, ``map_boxes``).
+        tokenizer: the model's open_clip tokenizer (``list[str] -> LongTensor [T, L]``).
+        params: the image-edit parameters.
+        template: format string applied to each text, e.g. ``"a photo of {}."``; ``"{}"`` = verbatim.
+        batch_size: images per call through the image tower.
+        falip_options: per-call overrides for ``fclip.encode_image`` (``alpha``, ``sigma``,
+            ``layers``, ``form``), e.g. for a sweep; None uses the FovealCLIP's own settings.
+    """
+
+    def __init__(
+        self,
+        fclip: Any,
+        preprocess: Any,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        params: PromptParams | None = None,
+        template: str = "{}",
+        batch_size: int = 128,
+        falip_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if "{}" not in template:
+            raise ValueError(f"template must contain '{{}}', got {template!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.fclip = fclip
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.params = params or PromptParams()
+        self.template = template
+        self.batch_size = int(batch_size)
+        self.falip_options = dict(falip_options or {})
+        self._text_cache: dict[str, torch.Tensor] = {}
+        first = next(fclip.model.parameters())
+        self.device = first.device
+        self.dtype = fclip.model.visual.conv1.weight.dtype
+
+    # ------------------------------------------------------------------------------- texts
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    @property
+    def text_cache_size(self) -> int:
+        return len(self._text_cache)
+
+    def final_text(self, text: str, term: Sequence[str]) -> str:
+        """The string the text tower sees for ``text`` under ``term`` (template or the term's rewrite)."""
+        rewrites = [METHODS[a].text for a in term if METHODS[a].text is not None]
+        if not rewrites:
+            return self.template.format(text)
+        for fn in rewrites:
+            text = fn(text)
+        return text
+
+    @torch.no_grad()
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised features ``[T, D]`` of final strings; computes only the uncached ones, in one call."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if missing:
+            tokens = self.tokenizer(missing).to(self.device)
+            feats = F.normalize(self.fclip.encode_text(tokens).float(), dim=-1)
+            for t, f in zip(missing, feats):
+                self._text_cache[t] = f
+        if not texts:
+            return torch.zeros(0, self._feature_dim(), device=self.device)
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def _feature_dim(self) -> int:
+        if self._text_cache:
+            return next(iter(self._text_cache.values())).shape[0]
+        return int(self.fclip.model.text_projection.shape[1]) if getattr(self.fclip.model, "text_projection", None) is not None else 0
+
+    # ------------------------------------------------------------------------------- public
+    def score(
+        self,
+        image: Image.Image,
+        boxes: BoxesLike,
+        texts: Sequence[str],
+        method: str = "falip",
+        box_format: str = "xyxy",
+    ) -> torch.Tensor:
+        """Scores ``[K, T]`` of the K boxes (original-image pixels) of ``image`` against ``texts``."""
+        return self.score_many([image], [boxes], [list(texts)], method, box_format)[0]
+
+    @torch.no_grad()
+    def score_many(
+        self,
+        images: Sequence[Image.Image],
+        boxes: Sequence[BoxesLike],
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        method: str = "falip",
+        box_format: str = "xyxy",
+    ) -> list[torch.Tensor]:
+        """Scores for many images at once: one ``[K_i, T_i]`` tensor (float32, CPU) per image.
+
+        ``boxes[i]`` is ``[K_i, 4]`` in image i's pixels; ``texts`` is one list shared by all
+        images or one list per image. Edited images of all boxes of all images go through the
+        image tower together, ``batch_size`` at a time.
+        """
+        terms = parse_method(method)
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
+        if len(texts) > 0 and all(isinstance(t, str) for t in texts):
+            per_image = [list(texts)] * len(images)  # type: ignore[arg-type]
+        else:
+            if len(texts) != len(images):
+                raise ValueError(f"texts must be one list of str, or one list per image; got {len(texts)} lists for {len(images)} images")
+            per_image = [list(t) for t in texts]  # type: ignore[union-attr]
+            for t in per_image:
+                if not all(isinstance(s, str) for s in t):
+                    raise ValueError("texts must be strings")
+        items = []
+        for img, b, t in zip(images, boxes, per_image):
+            if not isinstance(img, Image.Image):
+                raise ValueError(f"images must be PIL images, got {type(img).__name__}")
+            img = img.convert("RGB")
+            xyxy = _as_xyxy(b, box_format)
+            mapped = self.preprocess.map_boxes(xyxy, orig_size=img.size, box_format="xyxy")
+            items.append(_Item(img, xyxy, mapped.float(), t))
+
+        if sum(len(it.boxes_orig) for it in items) == 0:
+            return [torch.zeros(0, len(it.texts)) for it in items]
+        totals: list[torch.Tensor | None] = [None] * len(items)
+        scale = self.fclip.model.logit_scale.exp().float().to(self.device)
+        for term in terms:
+            feats = F.normalize(self._term_features(items, term).float(), dim=-1)
+            offset = 0
+            for i, it in enumerate(items):
+                k = len(it.boxes_orig)
+                txt = self.text_features([self.final_text(s, term) for s in it.texts])
+                s = (scale * feats[offset : offset + k] @ txt.T).cpu()
+                offset += k
+                totals[i] = s if totals[i] is None else totals[i] + s
+        return [t for t in totals]  # type: ignore[misc]
+
+    # ----------------------------------------------------------------------------- images
+    def _resized(self, it: _Item) -> Image.Image:
+        if it.resized is None:
+            it.resized = self.preprocess.resize(it.image)
+        return it.resized
+
+    def _edited(self, it: _Item, k: int, term: Sequence[str]) -> Image.Image:
+        """Image ``it`` edited for box ``k`` by the term's edits, at model-input size."""
+        specs = [METHODS[a] for a in term if METHODS[a].kind == "edit"]
+        originals = [s for s in specs if s.scale == "original"]
+        inputs = [s for s in specs if s.scale == "input"]
+        if originals:
+            im = it.image
+            box = tuple(float(v) for v in it.boxes_orig[k])
+            for s in originals:
+                im = s.edit(im, box, self.params)  # type: ignore[misc]
+            im = self.preprocess.resize(im)
+        else:
+            im = self._resized(it)
+        box_in = tuple(float(v) for v in it.boxes_input[k])
+        for s in inputs:
+            im = s.edit(im, box_in, self.params)  # type: ignore[misc]
+        return im
+
+    def _encode(self, tensors: Iterable[torch.Tensor], boxes: Iterable[torch.Tensor] | None) -> torch.Tensor:
+        """Stream of ``[3, H, W]`` tensors (and optional ``[K_i, 4]`` boxes each) -> features, batched."""
+        out: list[torch.Tensor] = []
+        box_iter: Iterator[torch.Tensor] | None = iter(boxes) if boxes is not None else None
+        batch: list[torch.Tensor] = []
+        batch_boxes: list[torch.Tensor] = []
+
+        def flush() -> None:
+            x = torch.stack(batch).to(self.device, self.dtype)
+            if box_iter is None:
+                out.append(self.fclip.encode_image(x))
+            else:
+                out.append(self.fclip.encode_image(x, boxes=[b.to(self.device) for b in batch_boxes], **self.falip_options))
+            batch.clear()
+            batch_boxes.clear()
+
+        for t in tensors:
+            batch.append(t)
+            if box_iter is not None:
+                batch_boxes.append(next(box_iter))
+            if len(batch) == self.batch_size:
+                flush()
+        if batch:
+            flush()
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    def _term_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
+        """Image features ``[sum K_i, D]`` of every box of every item under one term."""
+        kinds = {METHODS[a].kind for a in term}
+        pp = self.preprocess
+        if kinds == {"none"}:
+            whole = self._encode((pp.to_tensor(self._resized(it)) for it in items), None)
+            counts = torch.tensor([len(it.boxes_orig) for it in items], device=whole.device)
+            return whole.repeat_interleave(counts, dim=0)
+        if kinds == {"crop"}:
+            return self._encode(
+                (pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it.boxes_orig))), None
+            )
+        has_falip = "falip" in kinds
+        if "edit" not in kinds:  # plain FALIP: one pass over every image with all its boxes
+            return self._encode((pp.to_tensor(self._resized(it)) for it in items), (it.boxes_input for it in items))
+        edited = (pp.to_tensor(self._edited(it, k, term)) for it in items for k in range(len(it.boxes_orig)))
+        if has_falip:
+            one_box = (it.boxes_input[k : k + 1] for it in items for k in range(len(it.boxes_orig)))
+            return self._encode(edited, one_box)
+        return self._encode(edited, None)

@@ -1,0 +1,217 @@
+"""RegionScorer: method grammar, batching, caching, and equality with direct calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from falip import visual_prompts as vp
+from falip.model import FovealCLIP
+from falip.preprocess import Preprocess
+from falip.scoring import METHODS, MethodSpec, PromptParams, RegionScorer, available_methods, parse_method, register_method
+
+torch.set_num_threads(1)
+
+TEXTS = ["a red square", "a blue circle", "a green star"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32, "mlp_ratio": 2},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    ).eval()
+    fclip = FovealCLIP(model, alpha=2.0)
+    pre = Preprocess(32)
+    tok = open_clip.get_tokenizer("ViT-B-16", context_length=16)
+    return fclip, pre, tok
+
+
+def _image(seed: int = 0, w: int = 64, h: int = 48) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+BOXES = [[2.0, 3.0, 30.0, 25.0], [30.0, 10.0, 62.0, 46.0], [10.0, 20.0, 20.0, 30.0]]
+
+
+def _scorer(setup, **kw) -> RegionScorer:
+    fclip, pre, tok = setup
+    return RegionScorer(fclip, pre, tok, **kw)
+
+
+def _expected(setup, feats: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    fclip, _, tok = setup
+    t = F.normalize(fclip.encode_text(tok(texts)), dim=-1)
+    return fclip.model.logit_scale.exp() * F.normalize(feats, dim=-1) @ t.T
+
+
+ALL_TERMS = available_methods() + ["falip+circle+blur", "blur&circle", "falip&circle", "gray&box"]
+
+
+@pytest.mark.parametrize("method", ALL_TERMS)
+def test_shapes(setup, method):
+    s = _scorer(setup).score(_image(), BOXES, TEXTS, method=method)
+    assert s.shape == (3, 3) and s.dtype == torch.float32 and torch.isfinite(s).all()
+
+
+def test_none_same_score_every_box(setup):
+    s = _scorer(setup).score(_image(), BOXES, TEXTS, method="none")
+    assert torch.allclose(s, s[0:1].expand_as(s))
+
+
+@torch.no_grad()
+def test_falip_equals_direct_call(setup):
+    fclip, pre, _ = setup
+    img = _image()
+    s = _scorer(setup).score(img, BOXES, TEXTS, method="falip")
+    feats = fclip.encode_image(pre(img)[None], boxes=[pre.map_boxes(BOXES, img.size)])
+    assert torch.allclose(s, _expected(setup, feats, TEXTS), atol=1e-5)
+    # and FALIP actually changes something relative to the whole image
+    assert not torch.allclose(s, _scorer(setup).score(img, BOXES, TEXTS, method="none"), atol=1e-3)
+
+
+@torch.no_grad()
+def test_edit_methods_equal_manual_edits(setup):
+    """circle/box at model-input scale; blur/gray/cpt on the original, then resized; crop from the original."""
+    fclip, pre, _ = setup
+    img = _image(1)
+    mapped = pre.map_boxes(BOXES, img.size)
+    sc = _scorer(setup)
+    manual = {
+        "circle": [pre.to_tensor(vp.red_circle(pre.resize(img), b.tolist())) for b in mapped],
+        "box": [pre.to_tensor(vp.colored_box(pre.resize(img), b.tolist())) for b in mapped],
+        "blur": [pre(vp.reverse_blur(img, b, 100.0, "ellipse")) for b in BOXES],
+        "blur-box": [pre(vp.reverse_blur(img, b, 100.0, "box")) for b in BOXES],
+        "gray": [pre(vp.grayscale_outside(img, b)) for b in BOXES],
+        "crop": [pre(vp.crop(img, b)) for b in BOXES],
+        "blur&circle": [pre.to_tensor(vp.red_circle(pre.resize(vp.reverse_blur(img, b)), m.tolist())) for b, m in zip(BOXES, mapped)],
+    }
+    for method, tensors in manual.items():
+        feats = fclip.encode_image(torch.stack(tensors))
+        assert torch.allclose(sc.score(img, BOXES, TEXTS, method=method), _expected(setup, feats, TEXTS), atol=1e-5), method
+    # CPT: shaded original and the rewritten text
+    feats = fclip.encode_image(torch.stack([pre(vp.cpt_shade(img, b)) for b in BOXES]))
+    want = _expected(setup, feats, [vp.cpt_text(t) for t in TEXTS])
+    assert torch.allclose(sc.score(img, BOXES, TEXTS, method="cpt"), want, atol=1e-5)
+    # FALIP on the circled image, one box per edited image
+    circled = torch.stack(manual["circle"])
+    feats = fclip.encode_image(circled, boxes=[m[None] for m in mapped])
+    assert torch.allclose(sc.score(img, BOXES, TEXTS, method="falip&circle"), _expected(setup, feats, TEXTS), atol=1e-5)
+
+
+def test_prompt_params_used(setup):
+    img = _image(2)
+    a = _scorer(setup).score(img, BOXES, TEXTS, method="circle")
+    b = _scorer(setup, params=PromptParams(circle_color=(0, 255, 0), circle_thickness=3)).score(img, BOXES, TEXTS, method="circle")
+    assert not torch.allclose(a, b)
+
+
+def test_ensemble_is_sum_of_members(setup):
+    sc = _scorer(setup)
+    img = _image(3)
+    total = sc.score(img, BOXES, TEXTS, method="falip+circle+blur")
+    parts = sum(sc.score(img, BOXES, TEXTS, method=m) for m in ("falip", "circle", "blur"))
+    assert torch.allclose(total, parts, atol=1e-5)
+
+
+def test_text_cache(setup):
+    fclip, pre, tok = setup
+    sc = RegionScorer(fclip, pre, tok, template="a photo of {}.")
+    calls: list[int] = []
+    orig = fclip.encode_text
+
+    def counting(tokens, *a, **k):
+        calls.append(tokens.shape[0])
+        return orig(tokens, *a, **k)
+
+    fclip.encode_text = counting  # instance attribute shadows the method
+    try:
+        img = _image(4)
+        sc.score(img, BOXES, TEXTS + TEXTS[:1], method="falip")
+        assert calls == [3]  # one call, each distinct text once
+        sc.score(img, BOXES, TEXTS, method="none+falip+circle")
+        sc.score_many([img, img], [BOXES, BOXES[:1]], [TEXTS[:2], TEXTS[1:]], method="box")
+        assert calls == [3]
+        sc.score(img, BOXES, TEXTS, method="cpt+falip")
+        assert calls == [3, 3]  # CPT's rewritten texts, once
+        sc.score(img, BOXES, TEXTS, method="cpt")
+        assert calls == [3, 3]
+        assert sc.text_cache_size == 6
+        assert "a red square is in red color." in sc._text_cache
+        assert "a photo of a red square." in sc._text_cache
+    finally:
+        del fclip.encode_text
+
+
+def test_score_many_matches_single_and_batches(setup):
+    imgs = [_image(i, w=40 + 8 * i, h=48) for i in range(4)]
+    boxes = [BOXES, BOXES[:1], [], [[0, 0, 10, 10], [5, 5, 39, 47]]]
+    texts = [TEXTS, TEXTS[:1], TEXTS[1:], TEXTS]
+    for method in ("falip", "circle+blur", "none", "crop", "falip&circle"):
+        single = [_scorer(setup).score(im, b, t, method=method) for im, b, t in zip(imgs, boxes, texts)]
+        many = _scorer(setup, batch_size=2).score_many(imgs, boxes, texts, method=method)
+        for a, b, k, t in zip(single, many, boxes, texts):
+            assert a.shape == b.shape == (len(k), len(t))
+            assert torch.allclose(a, b, atol=1e-5), method
+
+
+def test_shared_texts_and_box_formats(setup):
+    sc = _scorer(setup)
+    img = _image(5)
+    xywh = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in BOXES]
+    for method in ("falip", "crop", "blur"):
+        a = sc.score(img, BOXES, TEXTS, method=method)
+        b = sc.score(img, torch.tensor(xywh), TEXTS, method=method, box_format="xywh")
+        assert torch.allclose(a, b, atol=1e-5)
+    out = sc.score_many([img, img], [BOXES, BOXES[:2]], TEXTS, method="falip")
+    assert [o.shape for o in out] == [(3, 3), (2, 3)]
+
+
+def test_falip_options_override(setup):
+    img = _image(6)
+    base = _scorer(setup).score(img, BOXES, TEXTS, method="falip")
+    zero = _scorer(setup, falip_options={"alpha": 0.0}).score(img, BOXES, TEXTS, method="falip")
+    whole = _scorer(setup).score(img, BOXES, TEXTS, method="none")
+    assert torch.allclose(zero, whole, atol=1e-5)
+    assert not torch.allclose(base, zero, atol=1e-3)
+
+
+def test_unknown_method_and_grammar_errors(setup):
+    sc = _scorer(setup)
+    with pytest.raises(ValueError, match="valid methods: .*falip"):
+        sc.score(_image(), BOXES, TEXTS, method="redcircle")
+    for bad in ("none&circle", "crop&blur", "circle&circle", "falip+", ""):
+        with pytest.raises(ValueError):
+            parse_method(bad)
+    assert parse_method("falip+blur&circle") == [("falip",), ("blur", "circle")]
+    assert parse_method("falip + circle") == [("falip",), ("circle",)]
+
+
+def test_bad_inputs(setup):
+    sc = _scorer(setup)
+    with pytest.raises(ValueError):
+        sc.score(_image(), [[200, 200, 300, 300]], TEXTS)  # wholly outside the image
+    with pytest.raises(ValueError):
+        sc.score(_image(), [1, 2, 3, 4], TEXTS)
+    with pytest.raises(ValueError):
+        sc.score_many([_image()], [BOXES, BOXES], TEXTS)
+    assert sc.score(_image(), [], TEXTS).shape == (0, 3)
+
+
+def test_register_custom_method(setup):
+    spec = register_method(MethodSpec("invert", "edit", "invert the box", lambda im, b, p: vp.cpt_shade(im, b, (0, 0, 0), 255), "input"))
+    try:
+        assert "invert" in available_methods()
+        s = _scorer(setup).score(_image(), BOXES, TEXTS, method="falip+invert")
+        assert s.shape == (3, 3)
+    finally:
+        METHODS.pop(spec.name)
+    with pytest.raises(ValueError):
+        register_method(MethodSpec("a+b", "falip", "bad name"))
