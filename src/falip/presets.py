@@ -1,0 +1,55 @@
+"""Per-model FALIP defaults and shipped weights (configs as data, like open_clip's pretrained table).
+
+A preset names the FovealCLIP settings that work best for a model, and, for models that falip
+ships, the weights file inside the package. ``falip.load`` applies a preset's settings unless
+the caller passes them explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "model_configs"
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+SHIPPED_TAG = "synthetic"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """FALIP defaults for one model: ``alpha``, ``sigma`` (tokens), ``layers`` (None: last 4), ``form``."""
+
+    alpha: float = 0.2
+    sigma: float = 100.0
+    layers: tuple[int, ...] | None = None
+    form: str = "cls"
+    weights: str | None = None  # file name under falip/weights, for shipped models
+    notes: str = ""
+    falip_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path | None:
+        return None if self.weights is None else WEIGHTS_DIR / self.weights
+
+    def settings(self) -> dict:
+        return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form}
+
+
+# The paper's settings for OpenAI ViTs (FALIP.md sections 2-3) apply to every model without a preset.
+PAPER_PRESET = Preset(notes="paper defaults: alpha 0.2, sigma 100, the last 4 blocks, form 'cls'")
+
+PRESETS: dict[str, Preset] = {
+    "falip-tiny": Preset(
+        alpha=0.2,
+        sigma=100.0,
+        layers=None,
+        weights="falip-tiny.safetensors",
+        notes="falip's shipped model, trained on synthetic scenes (see BENCHMARKS.md)",
+    ),
+}
+
+
+def get_preset(model_name: str) -> Preset:
+    """The preset for ``model_name`` (the paper's defaults when it has none)."""
+    return PRESETS.get(model_name, PAPER_PRESET)
