@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from falip import visual_prompts as vp
-from falip.model import FovealCLIP
-from falip.preprocess import Preprocess
+from falip import FovealCLIP, Preprocess
 from falip.scoring import METHODS, MethodSpec, PromptParams, RegionScorer, available_methods, parse_method, register_method
 
 torch.set_num_threads(1)

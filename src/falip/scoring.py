@@ -236,11 +236,11 @@ class RegionScorer:
     def text_cache_size(self) -> int:
         return len(self._text_cache)
 
-    def final_text(self, text: str, term: Sequence[str]) -> str:
+    def final_text(self, text: str, term: Sequence[str], template: str | None = None) -> str:
         """The string the text tower sees for ``text`` under ``term`` (template or the term's rewrite)."""
         rewrites = [METHODS[a].text for a in term if METHODS[a].text is not None]
         if not rewrites:
-            return self.template.format(text)
+            return (self.template if template is None else template).format(text)
         for fn in rewrites:
             text = fn(text)
         return text
@@ -271,9 +271,13 @@ class RegionScorer:
         texts: Sequence[str],
         method: str = "falip",
         box_format: str = "xyxy",
+        template: str | None = None,
     ) -> torch.Tensor:
-        """Scores ``[K, T]`` of the K boxes (original-image pixels) of ``image`` against ``texts``."""
-        return self.score_many([image], [boxes], [list(texts)], method, box_format)[0]
+        """Scores ``[K, T]`` of the K boxes (original-image pixels) of ``image`` against ``texts``.
+
+        ``template`` overrides the scorer's template for this call.
+        """
+        return self.score_many([image], [boxes], [list(texts)], method, box_format, template)[0]
 
     @torch.no_grad()
     def score_many(
@@ -283,14 +287,17 @@ class RegionScorer:
         texts: Sequence[str] | Sequence[Sequence[str]],
         method: str = "falip",
         box_format: str = "xyxy",
+        template: str | None = None,
     ) -> list[torch.Tensor]:
         """Scores for many images at once: one ``[K_i, T_i]`` tensor (float32, CPU) per image.
 
         ``boxes[i]`` is ``[K_i, 4]`` in image i's pixels; ``texts`` is one list shared by all
-        images or one list per image. Edited images of all boxes of all images go through the
+        images or one list per image; ``template`` overrides the scorer's. Edited images of all boxes of all images go through the
         image tower together, ``batch_size`` at a time.
         """
         terms = parse_method(method)
+        if template is not None and "{}" not in template:
+            raise ValueError(f"template must contain '{{}}', got {template!r}")
         if len(images) != len(boxes):
             raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
         if len(texts) > 0 and all(isinstance(t, str) for t in texts):
@@ -320,7 +327,7 @@ class RegionScorer:
             offset = 0
             for i, it in enumerate(items):
                 k = len(it.boxes_orig)
-                txt = self.text_features([self.final_text(s, term) for s in it.texts])
+                txt = self.text_features([self.final_text(s, term, template) for s in it.texts])
                 s = (scale * feats[offset : offset + k] @ txt.T).cpu()
                 offset += k
                 totals[i] = s if totals[i] is None else totals[i] + s

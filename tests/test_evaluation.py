@@ -1,0 +1,57 @@
+"""Evaluation helpers: IoU, Wilson intervals, REC grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from falip.evaluation import RecItem, box_iou, rec_correct, rec_predict, wilson_interval
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
+    b = np.array([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 0, 0]])
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0, 0] == 1 and iou[0, 1] == 0 and iou[0, 2] == 0
+    assert iou[1, 0] == pytest.approx(25 / 175)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and 0.2 < hi < 0.35
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+class _FakeScorer:
+    """Scores box k against text t as -(k - len(text) % K)^2; records calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_many(self, images, boxes, texts, method, template):
+        import torch
+
+        self.calls.append((len(images), method, template))
+        out = []
+        for b, ts in zip(boxes, texts):
+            k = len(b)
+            out.append(torch.tensor([[-float((i - len(t) % k) ** 2) for t in ts] for i in range(k)]))
+        return out
+
+
+def test_rec_predict_groups_queries_by_image():
+    img = Image.new("RGB", (8, 8))
+    boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8]], dtype=float)
+    items = [RecItem(img, boxes, "ab", boxes[0:1], key="a"), RecItem(img, boxes, "abc", boxes[0:1], key="a"),
+             RecItem(img, boxes, "abcd", boxes[1:2], key="b")]
+    fake = _FakeScorer()
+    preds, scores = rec_predict(fake, items, "falip", images_per_call=8)
+    assert fake.calls == [(2, "falip", "a photo of {}")]
+    assert preds.tolist() == [0, 1, 0]
+    assert rec_correct(items, preds).tolist() == [True, False, False]
+    assert len(scores) == 3 and scores[0].shape == (2,)
