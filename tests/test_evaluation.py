@@ -55,3 +55,17 @@ def test_rec_predict_groups_queries_by_image():
     assert preds.tolist() == [0, 1, 0]
     assert rec_correct(items, preds).tolist() == [True, False, False]
     assert len(scores) == 3 and scores[0].shape == (2,)
+
+
+def test_rec_predict_random_tie_break():
+    class Flat(_FakeScorer):
+        def score_many(self, images, boxes, texts, method, template):
+            import torch
+
+            return [torch.zeros(len(b), len(t)) for b, t in zip(boxes, texts)]
+
+    boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8], [0, 4, 4, 8]], dtype=float)
+    items = [RecItem(Image.new("RGB", (8, 8)), boxes, "x", boxes[0:1], key=i) for i in range(60)]
+    assert (rec_predict(Flat(), items)[0] == 0).all()
+    preds = rec_predict(Flat(), items, rng=np.random.default_rng(0))[0]
+    assert set(preds.tolist()) == {0, 1, 2}

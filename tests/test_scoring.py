@@ -182,6 +182,17 @@ def test_falip_options_override(setup):
     assert not torch.allclose(base, zero, atol=1e-3)
 
 
+def test_with_options_shares_text_cache(setup):
+    sc = _scorer(setup)
+    img = _image(7)
+    sc.score(img, BOXES, TEXTS)
+    other = sc.with_options(falip_options={"alpha": 0.0})
+    assert other.text_cache_size == 3
+    assert torch.allclose(other.score(img, BOXES, TEXTS), sc.score(img, BOXES, TEXTS, method="none"), atol=1e-5)
+    other.score(img, BOXES, ["a new text"])
+    assert sc.text_cache_size == 4
+
+
 def test_unknown_method_and_grammar_errors(setup):
     sc = _scorer(setup)
     with pytest.raises(ValueError, match="valid methods: .*falip"):

@@ -85,11 +85,14 @@ def rec_predict(
     method: str = "falip",
     template: str = REC_TEMPLATE,
     images_per_call: int = 64,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, list[torch.Tensor]]:
     """Predicted box index per query ``[Q]`` and each query's scores ``[K]`` (before softmax).
 
     Queries of one image share its box encodings; ``images_per_call`` images per scorer call.
     Expressions are lowercased and put in ``template``; the ``cpt`` atom rewrites them instead.
+    Exact ties (e.g. method ``none``, which scores every box the same) go to the first box, or
+    to a random one of the tied boxes when ``rng`` is given, so that box order cannot help.
     """
     preds = np.full(len(items), -1, dtype=np.int64)
     scores: list[torch.Tensor | None] = [None] * len(items)
@@ -107,8 +110,17 @@ def rec_predict(
         for g, s in zip(chunk, out):
             for j, i in enumerate(g):
                 scores[i] = s[:, j]
-                preds[i] = int(s[:, j].argmax()) if s.shape[0] else -1
+                preds[i] = _argmax(s[:, j], rng)
     return preds, scores  # type: ignore[return-value]
+
+
+def _argmax(scores: torch.Tensor, rng: np.random.Generator | None) -> int:
+    if scores.shape[0] == 0:
+        return -1
+    if rng is None:
+        return int(scores.argmax())
+    top = np.flatnonzero((scores == scores.max()).numpy())
+    return int(top[rng.integers(len(top))]) if len(top) > 1 else int(top[0])
 
 
 def rec_correct(items: Sequence[RecItem], preds: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:

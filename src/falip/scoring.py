@@ -228,6 +228,28 @@ class RegionScorer:
         self.device = first.device
         self.dtype = fclip.model.visual.conv1.weight.dtype
 
+    def with_options(
+        self,
+        falip_options: Mapping[str, Any] | None = None,
+        params: PromptParams | None = None,
+        template: str | None = None,
+    ) -> "RegionScorer":
+        """A scorer on the same model with other FALIP options / edit params / template.
+
+        It shares this scorer's text-feature cache (same text tower), e.g. for an alpha sweep.
+        """
+        other = RegionScorer(
+            self.fclip,
+            self.preprocess,
+            self.tokenizer,
+            params=self.params if params is None else params,
+            template=self.template if template is None else template,
+            batch_size=self.batch_size,
+            falip_options=self.falip_options if falip_options is None else falip_options,
+        )
+        other._text_cache = self._text_cache
+        return other
+
     # ------------------------------------------------------------------------------- texts
     def clear_text_cache(self) -> None:
         self._text_cache.clear()
