@@ -10,6 +10,9 @@ are applied together to produce ONE image per box (a combined edit). So:
 * ``blur&circle``: one score per box, from one image that is both blurred and circled;
 * ``falip&circle``: FALIP looking at the box in the circled image.
 
+Note that ``blur+circle`` is therefore the ensemble of two images' scores, not the paper's
+"blur + circle in one image", which is ``blur&circle``.
+
 Atoms (see :data:`METHODS`, or :func:`available_methods`):
 
 ========== ==========================================================================
