@@ -161,11 +161,17 @@ def test_zero_alpha_is_vanilla_clip(vit_b16, form):
     assert torch.equal(no_regions, plain)
 
 
-def test_custom_attention_blocks_match_open_clip():
+@pytest.mark.parametrize("inner_norm", [False, True])
+def test_custom_attention_blocks_match_open_clip(inner_norm):
     """open_clip's own Attention module (qk-norm, head scale, inner norm, attn norm) through falip."""
-    model = make_tiny_clip(qk_norm=True, scale_heads=True, scale_attn_inner=True, scale_attn=True, scale_fc=True)
+    model = make_tiny_clip(qk_norm=True, scale_heads=True, scale_attn_inner=inner_norm, scale_attn=True, scale_fc=True)
     assert type(model.visual.transformer.resblocks[0]).__name__ == "CustomResidualAttentionBlock"
     torch.manual_seed(4)
+    with torch.no_grad():  # make the head scales and norms non-trivial
+        for block in model.visual.transformer.resblocks:
+            block.attn.head_scale.uniform_(0.5, 1.5)
+            block.attn.ln_q.weight.uniform_(0.5, 1.5)
+            block.attn.ln_k.bias.uniform_(-0.5, 0.5)
     images = torch.randn(2, 3, 32, 32)
     fclip = falip.FovealCLIP(model, alpha=0.0, layers=(0, 1, 2))
     with torch.no_grad():

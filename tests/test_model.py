@@ -196,3 +196,41 @@ def test_models_without_cls_pooling_are_refused():
         falip.FovealCLIP(resnet)
     with pytest.raises(ValueError, match="no .visual"):
         falip.FovealCLIP(torch.nn.Linear(2, 2))
+
+
+def _plain_per_region(model, image, box, alpha, sigma, layers, form):
+    """Every block on all tokens with the full mask: no sharing, no [CLS]-only shortcuts."""
+    from falip.attention import block_forward
+    from falip.foveal_mask import boxes_to_roa, foveal_profile, full_mask
+
+    v = model.visual
+    roa = boxes_to_roa(torch.tensor([box], dtype=torch.float64), v.grid_size, v.patch_size)
+    m = full_mask(foveal_profile(roa, alpha, sigma), form)[:, None].float()  # [1, 1, L, L]
+    x = v._embeds(image[None])
+    for i, block in enumerate(v.transformer.resblocks):
+        x = block_forward(block, x, m if i in layers else None)
+    return v.ln_post(x[:, 0]) @ v.proj
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, dict(qk_norm=True, scale_heads=True, scale_attn=True), dict(scale_attn_inner=True, scale_fc=True)],
+)
+@pytest.mark.parametrize("layers", [(0,), (0, 1, 2, 3), (1, 3), (2, 3), (3,)])
+def test_shortcuts_equal_plain_per_region_forward(extra, layers):
+    model = make_tiny_clip(layers=4, **extra)
+    with torch.no_grad():
+        for block in model.visual.transformer.resblocks:
+            if getattr(block.attn, "head_scale", None) is not None:
+                block.attn.head_scale.uniform_(0.5, 1.5)
+    torch.manual_seed(6)
+    images = torch.randn(2, 3, 32, 32)
+    boxes = [torch.tensor([[0.0, 0.0, 12.0, 20.0], [9.0, 9.0, 31.0, 30.0]]), torch.tensor([[3.0, 17.0, 8.0, 25.0]])]
+    fclip = falip.FovealCLIP(model, alpha=3.0, sigma=1.5, layers=layers)
+    with torch.no_grad():
+        got = fclip.encode_image(images, boxes=boxes)
+        ref = torch.cat([
+            _plain_per_region(model, images[i], box, 3.0, 1.5, set(layers), "cls")
+            for i, bs in enumerate(boxes) for box in bs.tolist()
+        ])
+    assert (got - ref).abs().max().item() <= 1e-5

@@ -97,6 +97,47 @@ def attention(
     return attn.out_proj(out)
 
 
+def _factorizable(attn: nn.Module) -> bool:
+    """True when keys enter the logits linearly (no qk-norm, no cosine logits)."""
+    return getattr(attn, "ln_k", None) is None or isinstance(attn.ln_k, nn.Identity)
+
+
+def cls_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention output of the [CLS] query alone, ``[B, 1, C]``, without projecting every token.
+
+    For one query row, ``q . (W_k x_t + b_k) = (W_k^T q) . x_t + const`` and
+    ``sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t) + b_v``, so the keys and values of the
+    L tokens are never formed: the cost per image is O(L * C * heads) instead of O(L * C^2).
+    The constant ``q . b_k`` is the same for every key and cancels in the softmax.
+
+    ``x``: normalised tokens ``[B, L, C]``; ``bias``: ``[B, 1, 1, L]`` or None.
+    """
+    if not _factorizable(attn) or getattr(attn, "logit_scale", None) is not None:
+        return attention(attn, x, bias=bias, query_rows=slice(0, 1))
+    b, length, c = x.shape
+    heads = attn.num_heads
+    hd = c // heads
+    w, bias_in = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(x[:, 0], w[:c], None if bias_in is None else bias_in[:c]).view(b, heads, hd) * hd**-0.5
+    q_in_x = torch.einsum("bhd,hdc->bhc", q, w[c : 2 * c].view(heads, hd, c))  # W_k^T q per head
+    logits = torch.einsum("bhc,btc->bht", q_in_x, x)
+    if bias is not None:
+        logits = logits + bias[:, :, 0, :].to(logits.dtype)
+    weights = logits.softmax(dim=-1)
+    pooled = torch.einsum("bht,btc->bhc", weights, x)  # attention-weighted tokens per head
+    out = torch.einsum("bhc,hdc->bhd", pooled, w[2 * c :].view(heads, hd, c))
+    if bias_in is not None:
+        out = out + bias_in[2 * c :].view(heads, hd)  # weights sum to 1, so b_v passes through
+    head_scale = getattr(attn, "head_scale", None)
+    if head_scale is not None:
+        out = out * head_scale.view(1, heads, 1)
+    out = out.reshape(b, 1, c)
+    ln_inner = getattr(attn, "ln_inner", None)
+    if ln_inner is not None:
+        out = ln_inner(out)
+    return attn.out_proj(out)
+
+
 def block_forward(
     block: nn.Module,
     x: torch.Tensor,
@@ -110,7 +151,10 @@ def block_forward(
     (see :func:`attention` for ``bias`` and ``kv_index``).
     """
     h = block.ln_1(x)
-    a = attention(block.attn, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
+    if query_rows == slice(0, 1) and kv_index is None:
+        a = cls_attention(block.attn, h, bias)
+    else:
+        a = attention(block.attn, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
     ln_attn = getattr(block, "ln_attn", None)
     if ln_attn is not None:
         a = ln_attn(a)
@@ -118,4 +162,95 @@ def block_forward(
     if kv_index is not None:
         residual = residual[kv_index]
     y = residual + block.ls_1(a)
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+
+def block_forward_shared_patches(
+    block: nn.Module,
+    cls: torch.Tensor,
+    patches: torch.Tensor,
+    kv_index: torch.Tensor,
+    cls_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A block whose input patch tokens are shared by all regions of an image, [CLS] per region.
+
+    This is the block after the first biased one with form ``"cls"``: every region of image i
+    enters with the same patch tokens and its own [CLS]. A patch query's softmax then differs
+    between regions only in the one [CLS] key column, so with the shared (patch-keys-only)
+    attention ``A`` and its log-normaliser ``lse``, the exact per-region output is
+    ``(1 - w) A + w v_cls`` with ``w = sigmoid(q . k_cls / sqrt(d) - lse)``. Pushed through the
+    output projection head by head, the per-region work is O(P * heads * C) instead of
+    O(P * C^2); only the MLP runs per region and token.
+
+    Args:
+        cls: per-region [CLS] tokens ``[R, 1, C]``.
+        patches: per-image patch tokens ``[N, P, C]``.
+        kv_index: ``[R]`` image of each region.
+        cls_bias: additive bias of the [CLS] query row ``[R, 1, 1, 1 + P]`` or None.
+    Returns:
+        the block's output tokens ``[R, 1 + P, C]``.
+    """
+    attn = block.attn
+    if (
+        getattr(attn, "logit_scale", None) is not None
+        or not isinstance(getattr(attn, "ln_inner", nn.Identity()), nn.Identity)
+    ):
+        x = torch.cat([cls, patches[kv_index]], dim=1)
+        bias = None
+        if cls_bias is not None:
+            bias = cls_bias.new_zeros(cls_bias.shape[0], 1, x.shape[1], x.shape[1])
+            bias[:, :, 0:1] = cls_bias
+        return block_forward(block, x, bias)
+
+    r, p, c = cls.shape[0], patches.shape[1], cls.shape[2]
+    heads = attn.num_heads
+    hd = c // heads
+    w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
+    ln_q = getattr(attn, "ln_q", nn.Identity())
+    ln_k = getattr(attn, "ln_k", nn.Identity())
+    head_scale = getattr(attn, "head_scale", None)
+
+    hp = block.ln_1(patches)
+    hc = block.ln_1(cls)
+    qp, kp, vp = (_split_heads(t, heads) for t in F.linear(hp, w_in, b_in).chunk(3, dim=-1))  # [N, H, P, d]
+    qc, kc, vc = (_split_heads(t, heads) for t in F.linear(hc, w_in, b_in).chunk(3, dim=-1))  # [R, H, 1, d]
+    qp, kp, qc, kc = ln_q(qp), ln_k(kp), ln_q(qc), ln_k(kc)
+
+    # [CLS] query row, per region: keys are its own [CLS] and its image's patches
+    keys = torch.cat([kc, kp[kv_index]], dim=2)
+    values = torch.cat([vc, vp[kv_index]], dim=2)
+    bias = None if cls_bias is None else cls_bias.to(qc.dtype)
+    out_cls = F.scaled_dot_product_attention(qc, keys, values, attn_mask=bias)  # [R, H, 1, d]
+    if head_scale is not None:
+        out_cls = out_cls * head_scale
+    out_cls = attn.out_proj(out_cls.transpose(1, 2).reshape(r, 1, c))
+
+    # patch query rows: shared part per image, then the [CLS] column per region
+    scale = hd**-0.5
+    logits_pp = (qp @ kp.transpose(-1, -2)) * scale  # [N, H, P, P]
+    lse = torch.logsumexp(logits_pp, dim=-1)  # [N, H, P]
+    shared = logits_pp.softmax(dim=-1) @ vp  # [N, H, P, d]
+    cls_logit = torch.einsum("rhpd,rhd->rhp", qp[kv_index], kc[:, :, 0]) * scale
+    w_cls = torch.sigmoid(cls_logit - lse[kv_index])  # [R, H, P]: softmax weight of the [CLS] key
+    w_out = attn.out_proj.weight.view(c, heads, hd)  # out_proj's input columns, per head
+    if head_scale is not None:
+        shared = shared * head_scale
+        vc = vc * head_scale
+    per_head_shared = torch.einsum("nhpd,chd->nphc", shared, w_out)  # [N, P, H, C]
+    per_head_cls = torch.einsum("rhd,chd->rhc", vc[:, :, 0], w_out)  # [R, H, C]
+    base = per_head_shared.sum(dim=2)  # [N, P, C]: the attention output if the [CLS] key had weight 0
+    delta = torch.empty(r, p, c, dtype=base.dtype, device=base.device)
+    for i in torch.unique(kv_index).tolist():
+        sel = (kv_index == i).nonzero().flatten()
+        wi = w_cls[sel].permute(2, 0, 1)  # [P, Ri, H]
+        mixed = torch.bmm(wi, per_head_shared[i])  # [P, Ri, C]: sum_h w * shared_h
+        delta[sel] = mixed.transpose(0, 1)
+    delta = torch.einsum("rhp,rhc->rpc", w_cls, per_head_cls) - delta
+    out_patches = base[kv_index] + delta + attn.out_proj.bias
+
+    a = torch.cat([out_cls, out_patches], dim=1)
+    ln_attn = getattr(block, "ln_attn", None)
+    if ln_attn is not None:
+        a = ln_attn(a)
+    y = torch.cat([cls, patches[kv_index]], dim=1) + block.ls_1(a)
     return y + block.ls_2(block.mlp(block.ln_2(y)))

@@ -3,11 +3,13 @@
 The bias only touches the chosen (last) blocks, so the forward pass is split:
 
 1. the blocks before the first biased block run once per *image* (exactly open_clip's code);
-2. the first biased block runs once per image for the patch tokens when the form is ``"cls"``
-   (only the [CLS] query row is biased and every region of an image has the same input there),
-   and per *region* for the [CLS] row;
+2. with form ``"cls"`` only the [CLS] query row is biased, so the first biased block computes
+   the patch tokens once per image and only the [CLS] row per *region*; in the block after it
+   the regions of an image still share their patch tokens and differ only in one key column,
+   which is folded in exactly (``attention.block_forward_shared_patches``);
 3. the remaining blocks run per region, except the last one, where only the [CLS] output
-   (the pooled feature) is computed.
+   (the pooled feature) is computed, without projecting every token's keys and values
+   (``attention.cls_attention``).
 
 Regions of one or several images go through in chunks of ``batch_size``.
 """
@@ -23,7 +25,7 @@ from torch import nn
 if TYPE_CHECKING:
     from PIL import Image
 
-from .attention import block_forward, check_block
+from .attention import block_forward, block_forward_shared_patches, check_block
 from .foveal_mask import (
     attention_bias,
     boxes_to_roa,
@@ -331,14 +333,20 @@ class FovealCLIP(nn.Module):
         # first biased block: keys/values come from each region's image
         if first == last:
             return block_forward(blocks[first], x_img, attention_bias(bias, form, _CLS), _CLS, local_index)[:, 0]
+        start = first + 1
         if form == "cls":
             patches = block_forward(blocks[first], x_img, None, slice(1, None))  # shared per image
             cls = block_forward(blocks[first], x_img, attention_bias(bias, form, _CLS), _CLS, local_index)
-            x = torch.cat([cls, patches[local_index]], dim=1)
+            if start < last:  # the next block still sees shared patch tokens
+                cls_bias = attention_bias(bias, form, _CLS) if start in biased else None
+                x = block_forward_shared_patches(blocks[start], cls, patches, local_index, cls_bias)
+                start += 1
+            else:
+                x = torch.cat([cls, patches[local_index]], dim=1)
         else:
             x = block_forward(blocks[first], x_img, attention_bias(bias, form), None, local_index)
 
-        for i in range(first + 1, last):
+        for i in range(start, last):
             x = block_forward(blocks[i], x, attention_bias(bias, form) if i in biased else None)
         last_bias = attention_bias(bias, form, _CLS) if last in biased else None
         return block_forward(blocks[last], x, last_bias, _CLS)[:, 0]
