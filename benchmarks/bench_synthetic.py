@@ -44,7 +44,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--relational-fraction", type=float, default=0.5)
     p.add_argument("--methods", default="falip,none,crop,blur,circle",
                    help="REC/classification scoring methods (see falip.scoring), comma-separated")
-    p.add_argument("--alphas", default="0.1,0.2,0.5,1,2,5,10", help="sweep: alpha values")
+    p.add_argument("--alphas", default="0.1,0.2,0.5,1,2,5,10,20", help="sweep: alpha values")
     p.add_argument("--last-blocks", default="1,2,3,4,all", help="sweep: bias the last n blocks ('all' = every block)")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--threads", type=int, default=1)
