@@ -193,7 +193,12 @@ def run(args: argparse.Namespace) -> int:
     # one query per scene, so the panels show different images
     first = list({it.key: i for i, it in reversed(list(enumerate(items)))}.values())[::-1]
     shown = first[: max(1, min(args.show, len(first)))]
-    weights = "random weights" if note else "shipped weights"
+    if note:
+        weights = "random weights"
+    elif args.pretrained == "auto":
+        weights = "shipped weights"
+    else:
+        weights = f"weights {Path(str(args.pretrained)).name}"
     _draw([items[i] for i in shown], {m: rec_preds[m][shown] for m in methods}, {m: rec_ok[m][shown] for m in methods},
           methods, png, f"{args.model} ({weights}): the box each method picks")
     print()
