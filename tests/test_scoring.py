@@ -161,6 +161,31 @@ def test_score_many_matches_single_and_batches(setup):
             assert torch.allclose(a, b, atol=1e-5), method
 
 
+def test_one_image_tower_call_per_term(setup):
+    fclip, _, _ = setup
+    calls: list[tuple[int, bool]] = []
+    orig = fclip.encode_image
+
+    def counting(images, *a, **k):
+        calls.append((images.shape[0], k.get("boxes") is not None))
+        return orig(images, *a, **k)
+
+    fclip.encode_image = counting
+    try:
+        imgs = [_image(i) for i in range(3)]
+        sc = _scorer(setup)
+        sc.score_many(imgs, [BOXES] * 3, TEXTS, method="falip")
+        assert calls == [(3, True)]  # all 9 boxes of 3 images in one FALIP pass
+        calls.clear()
+        sc.score_many(imgs, [BOXES] * 3, TEXTS, method="circle+crop")
+        assert calls == [(9, False), (9, False)]  # 9 edited images per term, one call each
+        calls.clear()
+        _scorer(setup, batch_size=4).score_many(imgs, [BOXES] * 3, TEXTS, method="blur")
+        assert calls == [(4, False), (4, False), (1, False)]
+    finally:
+        del fclip.encode_image
+
+
 def test_shared_texts_and_box_formats(setup):
     sc = _scorer(setup)
     img = _image(5)
