@@ -362,23 +362,25 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     return f"a photo of {body}."
 
 
-def training_sample(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, p_single: float = 0.4) -> tuple[np.ndarray, str]:
-    """One training pair: image ``[H, W, 3]`` uint8 and its caption.
+def training_scene(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, p_single: float = 0.4) -> Scene:
+    """A training scene: with probability ``p_single`` one object, otherwise 2-4 objects.
 
-    With probability ``p_single`` a single-object scene, otherwise 2-4 objects; a fifth of the
-    multi-object scenes repeat one colour-shape pair at clearly different sizes (what the relational
-    "larger/smaller" queries need).
+    A fifth of the multi-object scenes repeat one colour-shape pair at clearly different sizes
+    (what the relational "larger/smaller" queries need).
     """
     if rng.random() < p_single:
-        scene = random_scene(rng, 1, image_size)
-    else:
-        n = int(rng.integers(2, 5))
-        if rng.random() < 0.2:
-            scene = _duplicate_pair_scene(rng, n, image_size, mode="size")
-            if scene is None:
-                scene = random_scene(rng, n, image_size)
-        else:
-            scene = random_scene(rng, n, image_size)
+        return random_scene(rng, 1, image_size)
+    n = int(rng.integers(2, 5))
+    if rng.random() < 0.2:
+        scene = _duplicate_pair_scene(rng, n, image_size, mode="size")
+        if scene is not None:
+            return scene
+    return random_scene(rng, n, image_size)
+
+
+def training_sample(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, p_single: float = 0.4) -> tuple[np.ndarray, str]:
+    """One training pair: image ``[H, W, 3]`` uint8 and its :func:`caption` (scene from :func:`training_scene`)."""
+    scene = training_scene(rng, image_size, p_single)
     return scene.image, caption(scene, rng)
 
 
