@@ -91,3 +91,12 @@ def test_score_json(image_file, tiny_checkpoint, capsys):
 def test_console_script_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "falip.cli", "models"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "falip-tiny" in proc.stdout
+
+
+def test_checkpoint_that_does_not_fit_is_one_line_error(image_file, tmp_path, capsys):
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"not_a_weight": torch.zeros(1)}, bad)
+    code, _, err = run_cli(["score", str(image_file), "--box", "0,0,10,10", "--text", "x", "--pretrained", str(bad)], capsys)
+    assert code == 2 and err.startswith("falip: error: ") and len(err.strip().splitlines()) == 1

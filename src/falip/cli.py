@@ -1,7 +1,7 @@
 """The ``falip`` command line: ``demo``, ``score``, ``train-tiny``, ``models``.
 
 Errors in the user's input (ValueError, missing files) are printed as one line,
-``falip: error: ...``, with exit status 2; ``--debug`` shows the traceback instead.
+``falip: error: ...``, with exit status 2; ``--debug`` (or ``FALIP_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("falip: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        # OSError covers missing/unreadable files; RuntimeError what torch/open_clip raise on
+        # e.g. a checkpoint that does not fit the model.
         if args.debug or os.environ.get("FALIP_DEBUG"):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
