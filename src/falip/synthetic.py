@@ -419,10 +419,12 @@ def _duplicate_pair_scene(rng: np.random.Generator, n_objects: int, image_size: 
     return render_scene(rng, specs, corners, image_size)
 
 
-def rec_attribute_example(rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE) -> RecExample:
-    """2-4 objects with distinct colour-shape pairs; distractors often share the target's colour or shape.
+def rec_attribute_example(rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE,
+                          p_share: float = 0.7) -> RecExample:
+    """2-4 objects with distinct colour-shape pairs; one query per object: "the {colour} {shape}".
 
-    One query per object: "the {colour} {shape}".
+    Each distractor shares the first object's colour (probability ``p_share / 2``) or shape
+    (``p_share / 2``), else is random; ``p_share=0`` gives plain random scenes.
     """
     c0 = list(COLOURS)[int(rng.integers(len(COLOURS)))]
     s0 = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -430,8 +432,8 @@ def rec_attribute_example(rng: np.random.Generator, n_objects: int, image_size: 
     used = {f"{c0} {s0}"}
     while len(specs) < n_objects:
         r = rng.random()
-        c = c0 if r < 0.35 else list(COLOURS)[int(rng.integers(len(COLOURS)))]
-        s = s0 if 0.35 <= r < 0.7 else SHAPES[int(rng.integers(len(SHAPES)))]
+        c = c0 if r < p_share / 2 else list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        s = s0 if p_share / 2 <= r < p_share else SHAPES[int(rng.integers(len(SHAPES)))]
         if f"{c} {s}" not in used:
             used.add(f"{c} {s}")
             specs.append((c, s))
@@ -500,8 +502,13 @@ def rec_relational_example(rng: np.random.Generator, n_objects: int, image_size:
     raise RuntimeError("could not build a relational example")  # pragma: no cover
 
 
-def rec_examples(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE, relational_fraction: float = 0.5) -> list[RecExample]:
-    """``n_scenes`` REC scenes of 2-4 objects; ``relational_fraction`` of them relational (one query each)."""
+def rec_examples(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE, relational_fraction: float = 0.5,
+                 p_share: float = 0.7) -> list[RecExample]:
+    """``n_scenes`` REC scenes of 2-4 objects; ``relational_fraction`` of them relational (one query each).
+
+    ``p_share`` is passed to :func:`rec_attribute_example` (how often distractors share the target's
+    colour or shape; the default 0.7 makes attribute queries need both words).
+    """
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_scenes):
@@ -509,7 +516,7 @@ def rec_examples(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE,
         if rng.random() < relational_fraction:
             out.append(rec_relational_example(rng, n, image_size))
         else:
-            out.append(rec_attribute_example(rng, n, image_size))
+            out.append(rec_attribute_example(rng, n, image_size, p_share))
     return out
 
 
