@@ -142,6 +142,26 @@ def test_vit_b16_default_settings_match_naive(vit_b16):
     assert (got[0].double() - ref).abs().max().item() <= TOL
 
 
+def _regions_with_zero_bias(fclip, images, per_image, layers=None, form="cls"):
+    """falip's biased computation itself (not the alpha == 0 shortcut) with an all-zero bias."""
+    length = 1 + fclip.grid_size[0] * fclip.grid_size[1]
+    n = images.shape[0]
+    index = torch.arange(n).repeat_interleave(per_image)
+    return fclip._encode_regions(images, torch.zeros(len(index), length), index, layers or fclip.layers, form)
+
+
+@pytest.mark.parametrize("form", ["cls", "all", "diag"])
+@pytest.mark.parametrize("layers", [(0,), (3, 8, 11), (10, 11), (11,)])
+def test_biased_computation_with_zero_bias_is_vanilla_clip(vit_b16, form, layers):
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 224, 224)
+    fclip = falip.FovealCLIP(vit_b16, layers=layers, form=form)
+    with torch.no_grad():
+        plain = vit_b16.encode_image(images)
+        got = _regions_with_zero_bias(fclip, images, 2)
+    assert (got - plain.repeat_interleave(2, dim=0)).abs().max().item() <= 1e-5
+
+
 @pytest.mark.parametrize("form", ["cls", "all", "diag"])
 def test_zero_alpha_is_vanilla_clip(vit_b16, form):
     torch.manual_seed(3)
@@ -156,8 +176,8 @@ def test_zero_alpha_is_vanilla_clip(vit_b16, form):
         got_masks = fclip.encode_image(images, masks=masks)
         no_regions = fclip.encode_image(images)
     expected = plain[torch.tensor([0, 0, 1])]
-    assert (got - expected).abs().max().item() <= 1e-5
-    assert (got_masks - plain).abs().max().item() <= 1e-5
+    assert torch.equal(got, expected)  # bitwise: alpha 0 is exactly CLIP
+    assert torch.equal(got_masks, plain)
     assert torch.equal(no_regions, plain)
 
 
@@ -175,7 +195,7 @@ def test_custom_attention_blocks_match_open_clip(inner_norm):
     images = torch.randn(2, 3, 32, 32)
     fclip = falip.FovealCLIP(model, alpha=0.0, layers=(0, 1, 2))
     with torch.no_grad():
-        got = fclip.encode_image(images, boxes=[torch.tensor([[0.0, 0.0, 9.0, 9.0]])] * 2)
+        got = _regions_with_zero_bias(fclip, images, 1)
         assert (got - model.encode_image(images)).abs().max().item() <= 1e-5
         biased = falip.FovealCLIP(model, alpha=2.0, layers=(0, 1, 2)).encode_image(
             images, boxes=[torch.tensor([[0.0, 0.0, 9.0, 9.0]])] * 2

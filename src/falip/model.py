@@ -67,7 +67,7 @@ class FovealCLIP(nn.Module):
 
     Args:
         model: an open_clip ``CLIP``/``CustomTextCLIP`` with a ViT image tower pooling [CLS].
-        alpha: peak of the foveal bias (>= 0); 0 gives exactly CLIP.
+        alpha: peak of the foveal bias (>= 0); 0 gives exactly (bitwise) CLIP's features.
         sigma: Gaussian width in tokens (> 0).
         layers: 0-based indices of the visual blocks that get the bias (negative counts from the
             end); None = the last 4 (all blocks if the tower has fewer).
@@ -186,9 +186,12 @@ class FovealCLIP(nn.Module):
             roa, image_index = self._boxes_roa(boxes, images.shape[0], images.device)
         else:
             roa, image_index = self._masks_roa(masks, images.shape[0], images.device)
-        profile = foveal_profile(roa, alpha, sigma)
-        bias = token_bias(profile).to(images.dtype)  # [R, L]
-        features = self._encode_regions(images, bias, image_index, layers, form)
+        if alpha == 0:  # no bias: exactly (bitwise) the plain features, one row per region
+            features = self.model.encode_image(images)[image_index]
+        else:
+            profile = foveal_profile(roa, alpha, sigma)
+            bias = token_bias(profile).to(images.dtype)  # [R, L]
+            features = self._encode_regions(images, bias, image_index, layers, form)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_pil(
