@@ -44,6 +44,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--relational-fraction", type=float, default=0.5)
     p.add_argument("--methods", default="falip,none,crop,blur,circle",
                    help="REC/classification scoring methods (see falip.scoring), comma-separated")
+    p.add_argument("--subtract", default="falip,crop,blur,circle",
+                   help="methods also scored with 'subtract' (P: minus the mean score of 500 split captions)")
     p.add_argument("--alphas", default="0.1,0.2,0.5,1,2,5,10,20", help="sweep: alpha values")
     p.add_argument("--last-blocks", default="1,2,3,4,all", help="sweep: bias the last n blocks ('all' = every block)")
     p.add_argument("--no-sweep", action="store_true")
@@ -130,10 +132,10 @@ def _acc(ok: np.ndarray) -> dict[str, Any]:
     return {"acc": k / n if n else float("nan"), "correct": k, "n": n, "ci95": [lo, hi]}
 
 
-def _rec_eval(scorer, items: list, method: str, seed: int) -> np.ndarray:
+def _rec_eval(scorer, items: list, method: str, seed: int, negatives: list[str] | None = None) -> np.ndarray:
     from falip.evaluation import rec_correct, rec_predict
 
-    preds, _ = rec_predict(scorer, items, method, rng=np.random.default_rng(seed))
+    preds, _ = rec_predict(scorer, items, method, rng=np.random.default_rng(seed), negatives=negatives)
     return rec_correct(items, preds)
 
 
@@ -233,6 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["rec"][m] = _rec_summary(rec_test, ok)
         results["cls"][m] = _acc(_cls_eval(scorer, cls_test, classes, m))
         _log(f"  {m:>8}: REC {_fmt(results['rec'][m]['all'])}  cls {_fmt(results['cls'][m])}  [{time.time() - t0:.0f} s]")
+    from falip.evaluation import negative_captions
+
+    negatives = negative_captions(rec_test, 500, seed=_seed(args.seed, 6))
+    results["config"]["subtract_captions"] = len(negatives)
+    subtracted = [m.strip() for m in args.subtract.split(",") if m.strip()]
+    for m in subtracted:
+        ok = _rec_eval(scorer, rec_test, m, _seed(args.seed, 5), negatives)
+        results["rec"][f"{m} (P)"] = _rec_summary(rec_test, ok)
+        _log(f"  {m + ' (P)':>12}: REC {_fmt(results['rec'][m + ' (P)']['all'])}  [{time.time() - t0:.0f} s]")
     rng = np.random.default_rng(_seed(args.seed, 5))
     rand_pred = np.array([rng.integers(len(it.boxes)) for it in rec_test])
     from falip.evaluation import rec_correct
@@ -283,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = results["rec"][m]
         cls = _fmt(results["cls"][m]) if "correct" in results["cls"][m] else f"{100 * results['cls'][m]['expected']:5.1f} (exp.)"
         rows.append([labels.get(m, m), _fmt(r["all"]), _fmt(r["attribute"]), _fmt(r["relational"]), cls])
+    for m in subtracted:
+        r = results["rec"][f"{m} (P)"]
+        rows.append([f"{labels.get(m, m)} + subtract (P)", _fmt(r["all"]), _fmt(r["attribute"]), _fmt(r["relational"]), "-"])
     for name, e in results.get("best_on_val", {}).items():
         tag = f"FALIP a={e['alpha']:g} blocks {e['layers']} (best val {name})"
         rows.append([tag, _fmt(e["rec_test"]["all"]), _fmt(e["rec_test"]["attribute"]), _fmt(e["rec_test"]["relational"]),

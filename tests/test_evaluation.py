@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from falip.evaluation import RecItem, box_iou, rec_correct, rec_predict, wilson_interval
@@ -69,3 +70,24 @@ def test_rec_predict_random_tie_break():
     assert (rec_predict(Flat(), items)[0] == 0).all()
     preds = rec_predict(Flat(), items, rng=np.random.default_rng(0))[0]
     assert set(preds.tolist()) == {0, 1, 2}
+
+
+def test_subtract_removes_each_box_s_mean_negative_score():
+    from falip.evaluation import negative_captions
+
+    items = [RecItem(Image.new("RGB", (8, 8)), np.array([[0, 0, 4, 4], [4, 4, 8, 8]], float), f"E{i}",
+                     np.array([[0, 0, 4, 4]], float), key=0) for i in range(3)]
+    assert negative_captions(items, count=2, seed=0) == negative_captions(items, count=2, seed=0)
+    assert len(negative_captions(items, count=2)) == 2 and negative_captions(items) == ["e0", "e1", "e2"]
+
+    class FixedScorer:
+        """Box 0 scores 1 on everything; box 1 scores 0.5 on the query "e0" and 0 elsewhere."""
+
+        def score_many(self, images, boxes, texts, method, template):
+            return [torch.tensor([[1.0] * len(t), [0.5 if s == "e0" else 0.0 for s in t]]) for t in texts]
+
+    plain, _ = rec_predict(FixedScorer(), items[:1])
+    assert plain.tolist() == [0]  # box 0 wins on raw scores
+    sub, scores = rec_predict(FixedScorer(), items[:1], negatives=["x", "y"])
+    assert sub.tolist() == [1]  # but box 0 scores high on any caption: subtract removes it
+    assert torch.allclose(scores[0], torch.tensor([0.0, 0.5]))

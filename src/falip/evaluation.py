@@ -20,6 +20,7 @@ __all__ = [
     "RecItem",
     "box_iou",
     "wilson_interval",
+    "negative_captions",
     "rec_predict",
     "rec_correct",
     "classify_regions",
@@ -79,6 +80,19 @@ def _groups(items: Sequence[RecItem]) -> list[list[int]]:
     return list(groups.values())
 
 
+def negative_captions(items: Sequence[RecItem], count: int = 500, seed: int = 0) -> list[str]:
+    """Up to ``count`` distinct expressions of the split, sampled with a seeded generator.
+
+    The caption bank for "subtract" post-processing (FALIP.md section 4, P): RedCircle and FALIP
+    subtract from each box's score its mean score over Q = 500 captions of the whole split.
+    """
+    bank = sorted({it.expression.lower() for it in items})
+    if len(bank) <= count:
+        return bank
+    pick = np.random.default_rng(seed).choice(len(bank), size=count, replace=False)
+    return [bank[i] for i in sorted(pick)]
+
+
 def rec_predict(
     scorer: RegionScorer,
     items: Sequence[RecItem],
@@ -86,6 +100,7 @@ def rec_predict(
     template: str = REC_TEMPLATE,
     images_per_call: int = 64,
     rng: np.random.Generator | None = None,
+    negatives: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[torch.Tensor]]:
     """Predicted box index per query ``[Q]`` and each query's scores ``[K]`` (before softmax).
 
@@ -93,7 +108,10 @@ def rec_predict(
     Expressions are lowercased and put in ``template``; the ``cpt`` atom rewrites them instead.
     Exact ties (e.g. method ``none``, which scores every box the same) go to the first box, or
     to a random one of the tied boxes when ``rng`` is given, so that box order cannot help.
+    ``negatives`` (e.g. from :func:`negative_captions`) turns on "subtract": each box's score
+    minus its mean score over those captions, scored by the same method.
     """
+    negatives = [n.lower() for n in negatives] if negatives else []
     preds = np.full(len(items), -1, dtype=np.int64)
     scores: list[torch.Tensor | None] = [None] * len(items)
     groups = _groups(items)
@@ -103,10 +121,13 @@ def rec_predict(
         out = scorer.score_many(
             [h.image for h in heads],
             [h.boxes for h in heads],
-            [[items[i].expression.lower() for i in g] for g in chunk],
+            [[items[i].expression.lower() for i in g] + negatives for g in chunk],
             method=method,
             template=template,
         )
+        if negatives:
+            out = [s[:, : s.shape[1] - len(negatives)] - s[:, s.shape[1] - len(negatives) :].mean(dim=1, keepdim=True)
+                   for s in out]
         for g, s in zip(chunk, out):
             for j, i in enumerate(g):
                 scores[i] = s[:, j]
