@@ -32,7 +32,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default="falip-tiny-run", help="checkpoints, logs and cache go here")
     p.add_argument("--output", default=None, help="final fp16 safetensors path (default: <out-dir>/falip-tiny.safetensors)")
     p.add_argument("--model", default="falip-tiny", help="open_clip model config name")
-    p.add_argument("--steps", type=int, default=2100, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=1800, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     p.add_argument("--min-lr", type=float, default=1e-5, help="cosine floor")
