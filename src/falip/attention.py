@@ -138,6 +138,15 @@ def cls_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = 
     return attn.out_proj(out)
 
 
+def _residual_tail(block: nn.Module, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    """The rest of a block after attention: optional attention norm, residual, then the MLP."""
+    ln_attn = getattr(block, "ln_attn", None)
+    if ln_attn is not None:
+        attn_out = ln_attn(attn_out)
+    y = residual + block.ls_1(attn_out)
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+
 def block_forward(
     block: nn.Module,
     x: torch.Tensor,
@@ -155,14 +164,10 @@ def block_forward(
         a = cls_attention(block.attn, h, bias)
     else:
         a = attention(block.attn, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
-    ln_attn = getattr(block, "ln_attn", None)
-    if ln_attn is not None:
-        a = ln_attn(a)
     residual = x if query_rows is None else x[:, query_rows]
     if kv_index is not None:
         residual = residual[kv_index]
-    y = residual + block.ls_1(a)
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
+    return _residual_tail(block, residual, a)
 
 
 def block_forward_shared_patches(
@@ -249,8 +254,4 @@ def block_forward_shared_patches(
     out_patches = base[kv_index] + delta + attn.out_proj.bias
 
     a = torch.cat([out_cls, out_patches], dim=1)
-    ln_attn = getattr(block, "ln_attn", None)
-    if ln_attn is not None:
-        a = ln_attn(a)
-    y = torch.cat([cls, patches[kv_index]], dim=1) + block.ls_1(a)
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
+    return _residual_tail(block, torch.cat([cls, patches[kv_index]], dim=1), a)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from typing import Any, Callable
@@ -14,7 +13,6 @@ from .model import FovealCLIP
 from .preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
 
-log = logging.getLogger(__name__)
 _AUTO = "auto"
 
 
