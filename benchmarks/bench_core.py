@@ -48,7 +48,7 @@ def load_model(device: str, dtype: torch.dtype):
 
 def authors_loop(model, image: torch.Tensor, boxes: torch.Tensor, layers, alpha=0.2, sigma=100.0) -> torch.Tensor:
     """One full forward per box, the box's mask added in ``layers`` (the authors' scheme)."""
-    from falip.foveal_mask import boxes_to_roa, clip_boxes, foveal_profile, full_mask
+    from falip.core.mask import boxes_to_roa, clip_boxes, foveal_profile, full_mask
 
     v = model.visual
     heads = v.transformer.resblocks[0].attn.num_heads

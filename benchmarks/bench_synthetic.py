@@ -96,8 +96,8 @@ class _Images:
 
 
 def _rec_items(path: Path, images: _Images) -> list:
-    from falip.datasets import read_reclip_jsonl
-    from falip.evaluation import RecItem
+    from falip.data.reclip import read_reclip_jsonl
+    from falip.tasks.rec import RecItem
 
     items = []
     for s in read_reclip_jsonl(path, image_root=path.parent / "images"):
@@ -110,7 +110,7 @@ def _rec_items(path: Path, images: _Images) -> list:
 
 def _cls_groups(path: Path, images: _Images) -> tuple[list, list[np.ndarray], np.ndarray]:
     """Images, their boxes ``[K_i, 4]`` and the labels of all boxes (image-major), grouped per image."""
-    from falip.datasets import read_classification_jsonl
+    from falip.data.classification import read_classification_jsonl
 
     groups: dict[Path, list] = defaultdict(list)
     for it in read_classification_jsonl(path):
@@ -125,7 +125,7 @@ def _cls_groups(path: Path, images: _Images) -> tuple[list, list[np.ndarray], np
 
 
 def _acc(ok: np.ndarray) -> dict[str, Any]:
-    from falip.evaluation import wilson_interval
+    from falip.tasks.metrics import wilson_interval
 
     k, n = int(ok.sum()), int(ok.size)
     lo, hi = wilson_interval(k, n)
@@ -133,14 +133,14 @@ def _acc(ok: np.ndarray) -> dict[str, Any]:
 
 
 def _rec_eval(scorer, items: list, method: str, seed: int, negatives: list[str] | None = None) -> np.ndarray:
-    from falip.evaluation import rec_correct, rec_predict
+    from falip.tasks.rec import rec_correct, rec_predict
 
     preds, _ = rec_predict(scorer, items, method, rng=np.random.default_rng(seed), negatives=negatives)
     return rec_correct(items, preds)
 
 
 def _cls_eval(scorer, data, classes: Sequence[str], method: str) -> np.ndarray:
-    from falip.evaluation import classify_regions
+    from falip.tasks.region_cls import classify_regions
 
     imgs, boxes, labels = data
     preds = np.concatenate(classify_regions(scorer, imgs, boxes, classes, method))
@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     import falip
     from falip import synthetic
-    from falip.scoring import RegionScorer, parse_method
+    from falip.prompts.registry import parse_method
+from falip.scoring import RegionScorer
 
     t0 = time.time()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["rec"][m] = _rec_summary(rec_test, ok)
         results["cls"][m] = _acc(_cls_eval(scorer, cls_test, classes, m))
         _log(f"  {m:>8}: REC {_fmt(results['rec'][m]['all'])}  cls {_fmt(results['cls'][m])}  [{time.time() - t0:.0f} s]")
-    from falip.evaluation import negative_captions
+    from falip.tasks.rec import negative_captions
 
     negatives = negative_captions(rec_test, 500, seed=_seed(args.seed, 6))
     results["config"]["subtract_captions"] = len(negatives)
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"  {m + ' (P)':>12}: REC {_fmt(results['rec'][m + ' (P)']['all'])}  [{time.time() - t0:.0f} s]")
     rng = np.random.default_rng(_seed(args.seed, 5))
     rand_pred = np.array([rng.integers(len(it.boxes)) for it in rec_test])
-    from falip.evaluation import rec_correct
+    from falip.tasks.rec import rec_correct
 
     results["rec"]["random"] = _rec_summary(rec_test, rec_correct(rec_test, rand_pred))
     results["rec"]["random"]["expected"] = float(np.mean([len(it.gold) / len(it.boxes) for it in rec_test]))

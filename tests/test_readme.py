@@ -19,7 +19,7 @@ def test_readme_opens_with_the_two_setup_commands():
 
 
 def test_readme_python_example_runs(capsys):
-    from falip.presets import get_preset
+    from falip.models.presets import get_preset
 
     if not get_preset("falip-tiny").weights_path.is_file():
         pytest.fail("the shipped falip-tiny weights are missing")

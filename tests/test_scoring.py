@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from falip import visual_prompts as vp
+from falip.prompts import edits as vp
 from falip import FovealCLIP, Preprocess
-from falip.scoring import METHODS, MethodSpec, PromptParams, RegionScorer, available_methods, parse_method, register_method
+from falip.prompts.registry import METHODS, MethodSpec, PromptParams, available_methods, parse_method, register_method
+from falip.scoring import RegionScorer
 
 torch.set_num_threads(1)
 

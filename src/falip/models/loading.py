@@ -1,0 +1,125 @@
+"""Loading open_clip models as FovealCLIP, with falip's shipped configs registered in open_clip."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable
+
+import open_clip
+import torch
+
+from ..core.model import FovealCLIP
+from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
+
+_AUTO = "auto"
+
+
+def register_with_open_clip() -> None:
+    """Make falip's shipped model configs (and their weights, as tag ``"synthetic"``) known to open_clip.
+
+    After this, ``open_clip.create_model("falip-tiny", pretrained="synthetic")`` works offline.
+    Called once at ``import falip``.
+    """
+    open_clip.add_model_config(CONFIG_DIR)
+    table = getattr(getattr(open_clip, "pretrained", None), "_PRETRAINED", None)
+    for name, preset in PRESETS.items():
+        path = preset.weights_path
+        if table is None or path is None or not path.is_file():
+            continue
+        table.setdefault(name, {})[SHIPPED_TAG] = {
+            "file": str(path),
+            "mean": OPENAI_MEAN,
+            "std": OPENAI_STD,
+            "interpolation": "bicubic",
+            "resize_mode": "squash",
+        }
+
+
+def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | None, bool]:
+    """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise ValueError."""
+    preset = get_preset(model_name)
+    if pretrained == _AUTO:
+        path = preset.weights_path
+        if path is not None:
+            if not path.is_file():
+                raise ValueError(f"the shipped weights of {model_name!r} are missing from the package: {path}")
+            return str(path), False
+        warnings.warn(
+            f"falip.load({model_name!r}) without pretrained=: the model has random weights. Pass an open_clip "
+            f"tag (e.g. pretrained='openai') or a checkpoint path for real features.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None, False
+    if pretrained is None or pretrained == "":
+        return None, False
+    if os.path.isfile(pretrained):
+        return pretrained, False
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(
+            f"pretrained={pretrained!r} is neither a file nor a known open_clip tag for {model_name!r} "
+            f"(known tags: {', '.join(tags) if tags else 'none'})"
+        )
+    # OpenAI ViTs were trained with QuickGELU: build them that way instead of only warning.
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    quick = bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
+    return pretrained, quick
+
+
+def load(
+    model_name: str = "falip-tiny",
+    pretrained: str | None = _AUTO,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    resize_mode: str = "squash",
+    cache_dir: str | None = None,
+    **falip_kwargs: Any,
+) -> tuple[FovealCLIP, Preprocess, Callable]:
+    """Create an open_clip model and wrap it as a :class:`FovealCLIP`.
+
+    Args:
+        model_name: any open_clip model name (``open_clip.list_models()``) or ``"falip-tiny"``.
+        pretrained: an open_clip tag (downloads at first use, then cached), a local checkpoint
+            path, None for random weights, or ``"auto"``: the shipped weights for falip's own
+            models, random weights (with a warning) otherwise.
+        device, precision: passed to ``open_clip.create_model``.
+        resize_mode: ``"squash"`` (the paper's, default) or ``"crop"`` (shorter side + centre crop).
+        **falip_kwargs: FovealCLIP settings (alpha, sigma, layers, form, batch_size); the model's
+            preset supplies those not given.
+    Returns:
+        ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``.
+    """
+    if not isinstance(model_name, str) or open_clip.get_model_config(model_name) is None:
+        raise ValueError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
+    checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
+    model = open_clip.create_model(
+        model_name,
+        pretrained=checkpoint,
+        device=device,
+        precision=precision,
+        force_quick_gelu=quick_gelu,
+        cache_dir=cache_dir,
+    )
+    model.eval()
+    settings = get_preset(model_name).settings()
+    settings.update(falip_kwargs)
+    fclip = FovealCLIP(model, **settings)
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    preprocess = Preprocess(
+        fclip.image_size,
+        mean=cfg.get("mean", OPENAI_MEAN),
+        std=cfg.get("std", OPENAI_STD),
+        mode=resize_mode,
+        interpolation="bicubic",
+    )
+    fclip.preprocess = preprocess
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return fclip, preprocess, tokenizer
+
+
+register_with_open_clip()

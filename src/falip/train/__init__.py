@@ -1,0 +1,1 @@
+"""Training the shipped model (falip-tiny) on synthetic scenes."""

@@ -1,0 +1,119 @@
+"""FALIP features against an independent, naive implementation written here (loops, float64).
+
+The reference builds the paper's mask M cell by cell with math.exp, and runs the ViT by hand:
+patch embedding as a matrix product, LayerNorm by its formula, attention head by head with an
+explicit softmax, then the MLP. It shares nothing with falip but the model's weights.
+Tolerance: 1e-4 absolute on features (the reference runs in float64, falip in float32).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import falip
+from support.naive import naive_region_feature
+from support.tiny import make_tiny_clip
+
+TOL = 1e-4
+
+
+BOXES = [
+    [0.0, 0.0, 224.0, 224.0],  # whole image
+    [10.0, 20.0, 100.0, 121.0],  # generic
+    [32.0, 48.0, 48.0, 64.0],  # exactly one cell (borders on cell edges)
+    [100.5, 3.0, 223.0, 40.0],  # wide, fractional
+    [5.0, 60.0, 30.0, 220.0],  # tall
+]
+
+
+@pytest.mark.parametrize(
+    "form,layers",
+    [("cls", (8, 9, 10, 11)), ("cls", (11,)), ("cls", (2, 7)), ("all", (8, 9, 10, 11)), ("diag", (10, 11))],
+)
+def test_vit_b16_matches_naive(vit_b16, form, layers):
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 224, 224)
+    fclip = falip.FovealCLIP(vit_b16, alpha=6.0, sigma=3.0, layers=layers, form=form)
+    boxes = torch.tensor(BOXES[:3] if form != "cls" or layers != (8, 9, 10, 11) else BOXES)
+    with torch.no_grad():
+        got = fclip.encode_image(image, boxes=[boxes])
+        plain = vit_b16.encode_image(image)
+        for k, box in enumerate(boxes.tolist()):
+            ref = naive_region_feature(vit_b16, image[0], box, 6.0, 3.0, set(layers), form)
+            assert (got[k].double() - ref).abs().max().item() <= TOL, (form, layers, box)
+        # the check can fail: a biased feature really differs from the plain one
+        assert (got[1] - plain[0]).abs().max().item() > 10 * TOL
+
+
+def test_vit_b16_default_settings_match_naive(vit_b16):
+    """The paper's defaults (alpha 0.2, sigma 100, last 4 blocks, cls)."""
+    torch.manual_seed(2)
+    image = torch.randn(1, 3, 224, 224)
+    fclip = falip.FovealCLIP(vit_b16)
+    box = [40.0, 30.0, 150.0, 170.0]
+    with torch.no_grad():
+        got = fclip.encode_image(image, boxes=[torch.tensor([box])])
+        ref = naive_region_feature(vit_b16, image[0], box, 0.2, 100.0, {8, 9, 10, 11}, "cls")
+    assert (got[0].double() - ref).abs().max().item() <= TOL
+
+
+def _regions_with_zero_bias(fclip, images, per_image, layers=None, form="cls"):
+    """falip's biased computation itself (not the alpha == 0 shortcut) with an all-zero bias."""
+    length = 1 + fclip.grid_size[0] * fclip.grid_size[1]
+    n = images.shape[0]
+    index = torch.arange(n).repeat_interleave(per_image)
+    return fclip._encode_regions(images, torch.zeros(len(index), length), index, layers or fclip.layers, form)
+
+
+@pytest.mark.parametrize("form", ["cls", "all", "diag"])
+@pytest.mark.parametrize("layers", [(0,), (3, 8, 11), (10, 11), (11,)])
+def test_biased_computation_with_zero_bias_is_vanilla_clip(vit_b16, form, layers):
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 224, 224)
+    fclip = falip.FovealCLIP(vit_b16, layers=layers, form=form)
+    with torch.no_grad():
+        plain = vit_b16.encode_image(images)
+        got = _regions_with_zero_bias(fclip, images, 2)
+    assert (got - plain.repeat_interleave(2, dim=0)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("form", ["cls", "all", "diag"])
+def test_zero_alpha_is_vanilla_clip(vit_b16, form):
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 224, 224)
+    fclip = falip.FovealCLIP(vit_b16, alpha=0.0, form=form, layers=(3, 8, 11))
+    boxes = [torch.tensor([[0.0, 0.0, 50.0, 50.0], [60.0, 10.0, 200.0, 220.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]])]
+    with torch.no_grad():
+        plain = vit_b16.encode_image(images)
+        got = fclip.encode_image(images, boxes=boxes)
+        masks = [torch.zeros(1, 224, 224, dtype=torch.bool)] * 2
+        masks[0][0, 100:120, 7:9] = True
+        got_masks = fclip.encode_image(images, masks=masks)
+        no_regions = fclip.encode_image(images)
+    expected = plain[torch.tensor([0, 0, 1])]
+    assert torch.equal(got, expected)  # bitwise: alpha 0 is exactly CLIP
+    assert torch.equal(got_masks, plain)
+    assert torch.equal(no_regions, plain)
+
+
+@pytest.mark.parametrize("inner_norm", [False, True])
+def test_custom_attention_blocks_match_open_clip(inner_norm):
+    """open_clip's own Attention module (qk-norm, head scale, inner norm, attn norm) through falip."""
+    model = make_tiny_clip(qk_norm=True, scale_heads=True, scale_attn_inner=inner_norm, scale_attn=True, scale_fc=True)
+    assert type(model.visual.transformer.resblocks[0]).__name__ == "CustomResidualAttentionBlock"
+    torch.manual_seed(4)
+    with torch.no_grad():  # make the head scales and norms non-trivial
+        for block in model.visual.transformer.resblocks:
+            block.attn.head_scale.uniform_(0.5, 1.5)
+            block.attn.ln_q.weight.uniform_(0.5, 1.5)
+            block.attn.ln_k.bias.uniform_(-0.5, 0.5)
+    images = torch.randn(2, 3, 32, 32)
+    fclip = falip.FovealCLIP(model, alpha=0.0, layers=(0, 1, 2))
+    with torch.no_grad():
+        got = _regions_with_zero_bias(fclip, images, 1)
+        assert (got - model.encode_image(images)).abs().max().item() <= 1e-5
+        biased = falip.FovealCLIP(model, alpha=2.0, layers=(0, 1, 2)).encode_image(
+            images, boxes=[torch.tensor([[0.0, 0.0, 9.0, 9.0]])] * 2
+        )
+    assert (biased - got).abs().max().item() > 1e-3

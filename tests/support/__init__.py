@@ -1,0 +1,1 @@
+"""Test support: tiny random-weight models and the naive reference (one place, imported by the tests)."""

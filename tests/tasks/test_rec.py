@@ -1,0 +1,94 @@
+"""Evaluation helpers: IoU, Wilson intervals, REC grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from falip.tasks.metrics import box_iou, wilson_interval
+from falip.tasks.rec import RecItem, rec_correct, rec_predict
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
+    b = np.array([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 0, 0]])
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0, 0] == 1 and iou[0, 1] == 0 and iou[0, 2] == 0
+    assert iou[1, 0] == pytest.approx(25 / 175)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and 0.2 < hi < 0.35
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+class _FakeScorer:
+    """Scores box k against text t as -(k - len(text) % K)^2; records calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_many(self, images, boxes, texts, method, template):
+        import torch
+
+        self.calls.append((len(images), method, template))
+        out = []
+        for b, ts in zip(boxes, texts):
+            k = len(b)
+            out.append(torch.tensor([[-float((i - len(t) % k) ** 2) for t in ts] for i in range(k)]))
+        return out
+
+
+def test_rec_predict_groups_queries_by_image():
+    img = Image.new("RGB", (8, 8))
+    boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8]], dtype=float)
+    items = [RecItem(img, boxes, "ab", boxes[0:1], key="a"), RecItem(img, boxes, "abc", boxes[0:1], key="a"),
+             RecItem(img, boxes, "abcd", boxes[1:2], key="b")]
+    fake = _FakeScorer()
+    preds, scores = rec_predict(fake, items, "falip", images_per_call=8)
+    assert fake.calls == [(2, "falip", "a photo of {}")]
+    assert preds.tolist() == [0, 1, 0]
+    assert rec_correct(items, preds).tolist() == [True, False, False]
+    assert len(scores) == 3 and scores[0].shape == (2,)
+
+
+def test_rec_predict_random_tie_break():
+    class Flat(_FakeScorer):
+        def score_many(self, images, boxes, texts, method, template):
+            import torch
+
+            return [torch.zeros(len(b), len(t)) for b, t in zip(boxes, texts)]
+
+    boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8], [0, 4, 4, 8]], dtype=float)
+    items = [RecItem(Image.new("RGB", (8, 8)), boxes, "x", boxes[0:1], key=i) for i in range(60)]
+    assert (rec_predict(Flat(), items)[0] == 0).all()
+    preds = rec_predict(Flat(), items, rng=np.random.default_rng(0))[0]
+    assert set(preds.tolist()) == {0, 1, 2}
+
+
+def test_subtract_removes_each_box_s_mean_negative_score():
+    from falip.tasks.rec import negative_captions
+
+    items = [RecItem(Image.new("RGB", (8, 8)), np.array([[0, 0, 4, 4], [4, 4, 8, 8]], float), f"E{i}",
+                     np.array([[0, 0, 4, 4]], float), key=0) for i in range(3)]
+    assert negative_captions(items, count=2, seed=0) == negative_captions(items, count=2, seed=0)
+    assert len(negative_captions(items, count=2)) == 2 and negative_captions(items) == ["e0", "e1", "e2"]
+
+    class FixedScorer:
+        """Box 0 scores 1 on everything; box 1 scores 0.5 on the query "e0" and 0 elsewhere."""
+
+        def score_many(self, images, boxes, texts, method, template):
+            return [torch.tensor([[1.0] * len(t), [0.5 if s == "e0" else 0.0 for s in t]]) for t in texts]
+
+    plain, _ = rec_predict(FixedScorer(), items[:1])
+    assert plain.tolist() == [0]  # box 0 wins on raw scores
+    sub, scores = rec_predict(FixedScorer(), items[:1], negatives=["x", "y"])
+    assert sub.tolist() == [1]  # but box 0 scores high on any caption: subtract removes it
+    assert torch.allclose(scores[0], torch.tensor([0.0, 0.5]))
