@@ -2,6 +2,7 @@
 
 from .scenes import *  # noqa: F403
 from .scenes import __all__ as _scenes_all
-from .writers import mask_to_rle, write_classification, write_reclip_rec
+from .writers import *  # noqa: F403
+from .writers import __all__ as _writers_all
 
-__all__ = [*_scenes_all, "mask_to_rle", "write_classification", "write_reclip_rec"]
+__all__ = [*_scenes_all, *_writers_all]

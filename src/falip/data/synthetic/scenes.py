@@ -20,9 +20,9 @@ The dataset writers are in :mod:`falip.data.synthetic.writers`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -183,16 +183,20 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     tint = rng.normal(0, 10, size=3)
     g = int(rng.integers(3, 7))
     coarse = rng.normal(0, 1, size=(g, g, 1)) * rng.uniform(10, 28) + rng.normal(0, 4, size=(g, g, 3))
-    up = np.asarray(
-        Image.fromarray(coarse[..., 0].astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
-    )[..., None]
+    up = np.asarray(Image.fromarray(coarse[..., 0].astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))[
+        ..., None
+    ]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     bg = base + tint + up
     kind = int(rng.integers(0, 4))
     if kind == 1:  # stripes
         period = rng.uniform(4, 12)
         ang = rng.uniform(0, math.pi)
-        bg = bg + rng.uniform(6, 16) * np.sin(2 * math.pi * (xx * math.cos(ang) + yy * math.sin(ang)) * size / period)[..., None]
+        bg = (
+            bg
+            + rng.uniform(6, 16)
+            * np.sin(2 * math.pi * (xx * math.cos(ang) + yy * math.sin(ang)) * size / period)[..., None]
+        )
     elif kind == 2:  # checker
         p = int(rng.integers(3, 9))
         chk = ((np.arange(size)[:, None] // p + np.arange(size)[None, :] // p) % 2).astype(np.float32)
@@ -257,7 +261,7 @@ def render_scene(
         rgb = np.asarray(COLOURS[colour], dtype=np.float32) + rng.normal(0, 8, size=3)
         shade = rng.uniform(-12, 12) * (np.linspace(-1, 1, s, dtype=np.float32)[:, None])
         patch = canvas[y : y + s, x : x + s]
-        patch[m] = (rgb[None, :] + shade[..., None].repeat(s, axis=1)[m])
+        patch[m] = rgb[None, :] + shade[..., None].repeat(s, axis=1)[m]
         ys, xs = np.nonzero(full)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         objects.append(SceneObject(colour=colour, shape=shape, box=box, size=int(s)))
@@ -294,7 +298,7 @@ def random_scene(
         raise RuntimeError("could not place objects")
     full_specs = []
     for i in range(n_objects):
-        c, s = (specs[i] if specs is not None else (None, None))
+        c, s = specs[i] if specs is not None else (None, None)
         c = c if c is not None else colours[int(rng.integers(len(colours)))]
         s = s if s is not None else shapes[int(rng.integers(len(shapes)))]
         full_specs.append((c, s, sizes[i]))
@@ -305,7 +309,7 @@ def random_scene(
 
 
 def size_word(obj: SceneObject, image_size: int) -> str | None:
-    """"small" / "big" from the frame side relative to the image, or None for medium objects."""
+    """ "small" / "big" from the frame side relative to the image, or None for medium objects."""
     r = obj.size / image_size
     if r <= SMALL_MAX:
         return "small"
@@ -315,7 +319,7 @@ def size_word(obj: SceneObject, image_size: int) -> str | None:
 
 
 def position_phrase(obj: SceneObject, image_size: int) -> str | None:
-    """"on the left" / "on the right" / "at the top" / "at the bottom" from the box centre, or None."""
+    """ "on the left" / "on the right" / "at the top" / "at the bottom" from the box centre, or None."""
     cx, cy = obj.center
     opts = []
     if cx < image_size * 0.38:
@@ -402,7 +406,9 @@ def training_scene(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZ
     return random_scene(rng, n, image_size)
 
 
-def training_sample(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, p_single: float = 0.4) -> tuple[np.ndarray, str]:
+def training_sample(
+    rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, p_single: float = 0.4
+) -> tuple[np.ndarray, str]:
     """One training pair: image ``[H, W, 3]`` uint8 and its :func:`caption` (scene from :func:`training_scene`)."""
     scene = training_scene(rng, image_size, p_single)
     return scene.image, caption(scene, rng)
@@ -443,8 +449,9 @@ def _duplicate_pair_scene(rng: np.random.Generator, n_objects: int, image_size: 
     return render_scene(rng, specs, corners, image_size)
 
 
-def rec_attribute_example(rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                          p_share: float = 0.7) -> RecExample:
+def rec_attribute_example(
+    rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE, p_share: float = 0.7
+) -> RecExample:
     """2-4 objects with distinct colour-shape pairs; one query per object: "the {colour} {shape}".
 
     Each distractor shares the first object's colour (probability ``p_share / 2``) or shape
@@ -467,7 +474,9 @@ def rec_attribute_example(rng: np.random.Generator, n_objects: int, image_size: 
     return RecExample(scene, queries)
 
 
-def rec_relational_example(rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE) -> RecExample:
+def rec_relational_example(
+    rng: np.random.Generator, n_objects: int, image_size: int = DEFAULT_IMAGE_SIZE
+) -> RecExample:
     """2-4 objects, two sharing colour and shape; one query that only context resolves.
 
     ``kind`` is chosen at random among "size" (the pair differs >= 1.6x in size), "position" (the
@@ -526,8 +535,13 @@ def rec_relational_example(rng: np.random.Generator, n_objects: int, image_size:
     raise RuntimeError("could not build a relational example")  # pragma: no cover
 
 
-def rec_examples(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE, relational_fraction: float = 0.5,
-                 p_share: float = 0.7) -> list[RecExample]:
+def rec_examples(
+    seed: int,
+    n_scenes: int,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    relational_fraction: float = 0.5,
+    p_share: float = 0.7,
+) -> list[RecExample]:
     """``n_scenes`` REC scenes of 2-4 objects; ``relational_fraction`` of them relational (one query each).
 
     ``p_share`` is passed to :func:`rec_attribute_example` (how often distractors share the target's
@@ -544,7 +558,9 @@ def rec_examples(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE,
     return out
 
 
-def classification_scenes(seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE, min_objects: int = 1, max_objects: int = 4) -> list[Scene]:
+def classification_scenes(
+    seed: int, n_scenes: int, image_size: int = DEFAULT_IMAGE_SIZE, min_objects: int = 1, max_objects: int = 4
+) -> list[Scene]:
     """Scenes of ``min_objects..max_objects`` random objects (for zero-shot and region classification)."""
     rng = np.random.default_rng(seed)
     return [random_scene(rng, int(rng.integers(min_objects, max_objects + 1)), image_size) for _ in range(n_scenes)]

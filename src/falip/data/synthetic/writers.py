@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from .scenes import CLASSES, RecExample, Scene
+
+__all__ = ["mask_to_rle", "write_classification", "write_reclip_rec"]
+
 
 def mask_to_rle(mask: np.ndarray) -> dict:
     """Uncompressed COCO RLE of a bool mask ``[H, W]``: column-major runs starting with zeros."""
@@ -46,13 +49,15 @@ def write_reclip_rec(examples: Sequence[RecExample], root: str | os.PathLike, sp
             anns = []
             for k, o in enumerate(ex.scene.objects):
                 x0, y0, x1, y1 = o.box
-                anns.append({
-                    "id": ann_id + k,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "category_id": CLASSES.index(o.label),
-                    "segmentation": mask_to_rle(ex.scene.masks[k]),
-                    "area": int(ex.scene.masks[k].sum()),
-                })
+                anns.append(
+                    {
+                        "id": ann_id + k,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "category_id": CLASSES.index(o.label),
+                        "segmentation": mask_to_rle(ex.scene.masks[k]),
+                        "area": int(ex.scene.masks[k].sum()),
+                    }
+                )
             for q in ex.queries:
                 gold = ann_id + q.target
                 rec = {
@@ -69,7 +74,9 @@ def write_reclip_rec(examples: Sequence[RecExample], root: str | os.PathLike, sp
     return path
 
 
-def write_classification(scenes: Sequence[Scene], root: str | os.PathLike, name: str = "synthetic_cls", with_masks: bool = True) -> Path:
+def write_classification(
+    scenes: Sequence[Scene], root: str | os.PathLike, name: str = "synthetic_cls", with_masks: bool = True
+) -> Path:
     """Write one item per object as generic classification JSONL ``<root>/<name>.jsonl``.
 
     Each line: ``{"image": "images/<name>_<i>.png", "box": [x0, y0, x1, y1] (pixels, exclusive
