@@ -1,8 +1,10 @@
-"""Reading image files: every image falip opens goes through :func:`load_image`."""
+"""Reading image files: every image falip opens goes through :func:`load_image` (or :func:`decode_file`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -10,7 +12,49 @@ from PIL import Image, UnidentifiedImageError
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 
-__all__ = ["load_image"]
+__all__ = ["decode_file", "load_image"]
+
+
+def _decode_error(p: Path, e: BaseException) -> FalipError:
+    if isinstance(e, UnidentifiedImageError):
+        return FalipError(f"{p}: not an image file Pillow can read")
+    if isinstance(e, Image.DecompressionBombError):
+        return FalipError(f"{p}: image too large to decode safely ({e})")
+    if isinstance(e, PermissionError):
+        return FalipError(f"{p}: permission denied")
+    # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError ("broken
+    # PNG file"), ValueError or EOFError, depending on the format.
+    return FalipError(f"{p}: truncated or corrupt image ({e})")
+
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+@contextmanager
+def decode_file(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """Open and fully decode an image file, in its stored mode; closed when the block ends.
+
+    Raises:
+        FalipError: naming ``path``, for a missing file, a directory, a file that is not an image
+            Pillow can identify, a truncated or corrupt image, or one too large to decode safely.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise FalipError(f"{p}: is a directory, not an image file")
+    if not p.exists():
+        raise FalipError(f"{p}: no such image file")
+    try:
+        im = Image.open(p)
+    except _DECODE_ERRORS as e:
+        raise _decode_error(p, e) from None
+    try:
+        try:
+            im.load()
+        except _DECODE_ERRORS as e:
+            raise _decode_error(p, e) from None
+        yield im
+    finally:
+        im.close()
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -25,27 +69,10 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     (COCO, CUB, ...) are given in stored pixels; rotating the image would move it away from them.
 
     Raises:
-        FalipError: naming ``path``, for a missing file, a directory, a file that is not an image
-            Pillow can identify, a truncated or corrupt image, or one too large to decode safely.
+        FalipError: naming ``path``, as :func:`decode_file`, or for a mode that cannot become RGB.
     """
-    p = Path(path)
-    if p.is_dir():
-        raise FalipError(f"{p}: is a directory, not an image file")
-    if not p.exists():
-        raise FalipError(f"{p}: no such image file")
-    try:
-        with Image.open(p) as im:
-            im.load()
+    with decode_file(path) as im:
+        try:
             return to_rgb(im)
-    except UnidentifiedImageError:
-        raise FalipError(f"{p}: not an image file Pillow can read") from None
-    except Image.DecompressionBombError as e:
-        raise FalipError(f"{p}: image too large to decode safely ({e})") from None
-    except PermissionError:
-        raise FalipError(f"{p}: permission denied") from None
-    except FalipError as e:
-        raise FalipError(f"{p}: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError
-        # ("broken PNG file"), ValueError or EOFError, depending on the format.
-        raise FalipError(f"{p}: truncated or corrupt image ({e})") from None
+        except FalipError as e:
+            raise FalipError(f"{Path(path)}: {e}") from None
