@@ -61,9 +61,8 @@ def test_vit_b16_default_settings_match_naive(vit_b16):
 def _regions_with_zero_bias(fclip, images, per_image, layers=None, form="cls"):
     """falip's biased computation itself (not the alpha == 0 shortcut) with an all-zero bias."""
     length = 1 + fclip.grid_size[0] * fclip.grid_size[1]
-    n = images.shape[0]
-    index = torch.arange(n).repeat_interleave(per_image)
-    return fclip._encode_regions(images, torch.zeros(len(index), length), index, layers or fclip.layers, form)
+    counts = [per_image] * images.shape[0]
+    return fclip._encode_regions(images, torch.zeros(sum(counts), length), counts, fclip.plan(layers, form))
 
 
 @pytest.mark.parametrize("form", ["cls", "all", "diag"])

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falip.core.mask import (
-    EPS,
-    boxes_to_roa,
-    clip_boxes,
-    foveal_profile,
-    full_mask,
-    masks_to_roa,
-)
+from falip.core.errors import FalipError
+from falip.core.mask import EPS, boxes_to_roa, foveal_profile, full_mask, masks_to_roa, regions_to_roa
+from falip.core.regions import Regions
 
 
 def roa_of(box, grid=(4, 4), patch=(8, 8)):
@@ -119,27 +115,6 @@ def test_vit_l14_336_geometry():
     assert roa.shape == (1, 24, 24) and roa[0, :, 0].all() and roa[0].sum() == 24
 
 
-@pytest.mark.parametrize(
-    "box,message",
-    [
-        ([float("nan"), 0, 5, 5], "NaN or inf"),
-        ([0, 0, float("inf"), 5], "NaN or inf"),
-        ([10, 0, 5, 5], "inverted or empty"),
-        ([0, 5, 5, 5], "inverted or empty"),
-        ([40, 0, 50, 5], "wholly outside"),
-        ([-9, -9, -1, -1], "wholly outside"),
-    ],
-)
-def test_clip_boxes_errors(box, message):
-    with pytest.raises(ValueError, match=message):
-        clip_boxes(torch.tensor([box], dtype=torch.float64), (32, 32))
-
-
-def test_clip_boxes_clips_partly_outside():
-    out = clip_boxes(torch.tensor([[-5.0, 3.0, 40.0, 50.0]]), (32, 32))
-    assert out.tolist() == [[0.0, 3.0, 32.0, 32.0]]
-
-
 def test_profile_rejects_bad_alpha_sigma():
     roa = roa_of([0.0, 0.0, 8.0, 8.0])[None]
     with pytest.raises(ValueError, match="alpha"):
@@ -148,9 +123,24 @@ def test_profile_rejects_bad_alpha_sigma():
         foveal_profile(roa, alpha=0.1, sigma=0.0)
 
 
-def test_empty_mask_is_an_error():
-    with pytest.raises(ValueError, match="empty"):
-        masks_to_roa(torch.zeros(2, 32, 32, dtype=torch.bool), 8)
+def test_mask_beyond_the_last_whole_patch_is_an_error_naming_it():
+    mask = np.zeros((1, 35, 35), dtype=bool)
+    mask[0, 33, 2] = True  # row 33 lies beyond the 4 whole 8-pixel patches
+    assert not masks_to_roa(torch.from_numpy(mask), 8).any()
+    regions = Regions(masks=mask, image_size=(35, 35), frame="input")
+    with pytest.raises(FalipError, match="mask 0 of the 35x35 model input covers no whole patch"):
+        regions_to_roa(regions, (4, 4), 8)
+
+
+def test_regions_to_roa_uses_masks_over_boxes_and_clips_boxes():
+    mask = np.zeros((1, 32, 32), dtype=bool)
+    mask[0, 0, 0] = True
+    both = Regions(boxes=[[8, 8, 24, 24]], masks=mask, image_size=(32, 32), frame="input")
+    assert regions_to_roa(both, 4, 8)[0].nonzero().tolist() == [[0, 0]]
+    partly_outside = Regions(boxes=[[-20, 30, 9, 90]], image_size=(32, 32), frame="input")
+    assert regions_to_roa(partly_outside, 4, 8)[0].nonzero().tolist() == [[3, 0], [3, 1]]
+    with pytest.raises(FalipError, match="model-input frame"):
+        regions_to_roa(Regions(boxes=[[0, 0, 5, 5]], image_size=(32, 32)), 4, 8)
 
 
 # ----------------------------------------------------------------------------- properties

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -137,17 +138,16 @@ def test_vit_l14_geometry_runs():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(boxes=[torch.tensor([[float("nan"), 0, 5, 5]])] * 3), r"boxes\[0\]\[0\] contains NaN"),
-        (dict(boxes=[torch.zeros(0, 4), torch.tensor([[9.0, 0, 5, 5]]), torch.zeros(0, 4)]), r"boxes\[1\]\[0\] is inverted"),
+        (dict(boxes=[torch.tensor([[float("nan"), 0, 5, 5]])] * 3), r"boxes\[0\]: box 0 \(nan, 0, 5, 5\) of the 32x32 model input has a NaN"),
+        (dict(boxes=[torch.zeros(0, 4), torch.tensor([[9.0, 0, 5, 5]]), torch.zeros(0, 4)]), r"boxes\[1\]: box 0 \(9, 0, 5, 5\) of the 32x32 model input is inverted \(x1 < x0\)"),
         (dict(boxes=[torch.tensor([[40.0, 40, 50, 50]])] * 3), "wholly outside"),
         (dict(boxes=[torch.tensor([[0.0, 0, 5, 5]])]), "boxes has 1 entries but there are 3 images"),
         (dict(boxes=torch.zeros(3, 1, 4)), "boxes must be a list"),
-        (dict(boxes=[torch.zeros(1, 3)] * 3), r"boxes\[0\] must have shape \[K, 4\]"),
-        (dict(masks=[torch.ones(1, 16, 16, dtype=torch.bool)] * 3), r"masks\[0\] has shape \(1, 16, 16\)"),
-        (dict(masks=[torch.ones(32, 32, dtype=torch.bool)] * 3), "add a region axis"),
-        (dict(masks=[torch.ones(1, 32, 32)] * 3), "must be a bool tensor"),
-        (dict(masks=[torch.zeros(1, 32, 32, dtype=torch.bool)] * 3), r"masks\[0\]\[0\] is empty"),
-        (dict(boxes=[torch.zeros(0, 4)] * 3, masks=[torch.zeros(0, 32, 32, dtype=torch.bool)] * 3), "either boxes or masks"),
+        (dict(boxes=[torch.zeros(1, 3)] * 3), r"boxes\[0\]: boxes must have shape \[K, 4\]"),
+        (dict(masks=[torch.ones(1, 16, 16, dtype=torch.bool)] * 3), r"masks\[0\]: masks are 16x16 \(width x height\) but they are for the 32x32 model input"),
+        (dict(masks=[torch.full((1, 32, 32), 0.5)] * 3), r"masks\[0\]: masks must be binary"),
+        (dict(masks=[torch.zeros(1, 32, 32, dtype=torch.bool)] * 3), r"masks\[0\]: mask 0 of the 32x32 model input is empty"),
+        (dict(boxes=[torch.zeros(0, 4)] * 3, masks=[torch.zeros(0, 32, 32, dtype=torch.bool)] * 3), "pass one of boxes, masks or regions, not boxes and masks"),
         (dict(boxes=[torch.zeros(0, 4)] * 3, alpha=-1.0), "alpha must be"),
         (dict(boxes=[torch.zeros(0, 4)] * 3, form="row"), "form must be one of"),
         (dict(boxes=[torch.zeros(0, 4)] * 3, layers=[3]), "index 3 is out of range"),
@@ -198,39 +198,87 @@ def test_models_without_cls_pooling_are_refused():
         falip.FovealCLIP(torch.nn.Linear(2, 2))
 
 
-def _plain_per_region(model, image, box, alpha, sigma, layers, form):
-    """Every block on all tokens with the full mask: no sharing, no [CLS]-only shortcuts."""
-    from falip.core.attention import block_forward
-    from falip.core.mask import boxes_to_roa, foveal_profile, full_mask
-
-    v = model.visual
-    roa = boxes_to_roa(torch.tensor([box], dtype=torch.float64), v.grid_size, v.patch_size)
-    m = full_mask(foveal_profile(roa, alpha, sigma), form)[:, None].float()  # [1, 1, L, L]
-    x = v._embeds(image[None])
-    for i, block in enumerate(v.transformer.resblocks):
-        x = block_forward(block, x, m if i in layers else None)
-    return v.ln_post(x[:, 0]) @ v.proj
+# ------------------------------------------------------------------------- FovealCLIP fixes
+def test_state_dict_holds_the_model_once(tiny_clip):
+    fclip = falip.FovealCLIP(tiny_clip)
+    keys = list(fclip.state_dict())
+    assert keys == ["model." + k for k in tiny_clip.state_dict()]
+    assert fclip.visual is tiny_clip.visual
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{}, dict(qk_norm=True, scale_heads=True, scale_attn=True), dict(scale_attn_inner=True, scale_fc=True)],
-)
-@pytest.mark.parametrize("layers", [(0,), (0, 1, 2, 3), (1, 3), (2, 3), (3,)])
-def test_shortcuts_equal_plain_per_region_forward(extra, layers):
-    model = make_tiny_clip(layers=4, **extra)
+def test_train_mode_is_refused_with_the_fix(images):
+    model = make_tiny_clip(patch_dropout=0.5).train()
+    fclip = falip.FovealCLIP(model, alpha=1.0)
+    with pytest.raises(falip.FalipError, match=r"train mode .* call fclip.eval\(\)"):
+        fclip.encode_image(images, boxes=[torch.tensor([[0.0, 0, 8, 8]])] * 3)
+    fclip.eval()
+    assert fclip.encode_image(images, boxes=[torch.tensor([[0.0, 0, 8, 8]])] * 3).shape == (3, 32)
+
+
+def test_numpy_and_torch_numbers_are_accepted(tiny_clip, images):
+    boxes = [torch.tensor([[0.0, 0, 12, 20]])] * 3
+    ref = falip.FovealCLIP(tiny_clip, alpha=2.0, sigma=1.5, layers=(1, 2), batch_size=2)
+    fclip = falip.FovealCLIP(
+        tiny_clip, alpha=np.float32(2.0), sigma=torch.tensor(1.5), layers=np.array([1, 2]), batch_size=np.int64(2)
+    )
+    assert (fclip.alpha, fclip.sigma, fclip.layers, fclip.batch_size) == (2.0, 1.5, (1, 2), 2)
+    assert type(fclip.alpha) is float and type(fclip.batch_size) is int
     with torch.no_grad():
-        for block in model.visual.transformer.resblocks:
-            if getattr(block.attn, "head_scale", None) is not None:
-                block.attn.head_scale.uniform_(0.5, 1.5)
-    torch.manual_seed(6)
-    images = torch.randn(2, 3, 32, 32)
-    boxes = [torch.tensor([[0.0, 0.0, 12.0, 20.0], [9.0, 9.0, 31.0, 30.0]]), torch.tensor([[3.0, 17.0, 8.0, 25.0]])]
-    fclip = falip.FovealCLIP(model, alpha=3.0, sigma=1.5, layers=layers)
+        torch.testing.assert_close(fclip.encode_image(images, boxes=boxes), ref.encode_image(images, boxes=boxes))
+        over = fclip.encode_image(images, boxes=boxes, alpha=torch.tensor(3.0), layers=torch.tensor([2]))
+        torch.testing.assert_close(over, ref.encode_image(images, boxes=boxes, alpha=3.0, layers=[2]))
+    with pytest.raises(falip.FalipError, match="alpha must be one number"):
+        falip.FovealCLIP(tiny_clip, alpha=np.array([1.0, 2.0]))
+    with pytest.raises(falip.FalipError, match="batch_size must be an integer"):
+        falip.FovealCLIP(tiny_clip, batch_size=2.5)
+    with pytest.raises(falip.FalipError, match="layers must be an integer"):
+        falip.FovealCLIP(tiny_clip, layers=[1.5])
+
+
+def test_per_call_none_means_the_instance_setting(tiny_clip, images):
+    fclip = falip.FovealCLIP(tiny_clip, alpha=2.0, sigma=1.0, layers=(2,), form="all")
+    boxes = [torch.tensor([[0.0, 0, 12, 20]])] * 3
     with torch.no_grad():
-        got = fclip.encode_image(images, boxes=boxes)
-        ref = torch.cat([
-            _plain_per_region(model, images[i], box, 3.0, 1.5, set(layers), "cls")
-            for i, bs in enumerate(boxes) for box in bs.tolist()
-        ])
-    assert (got - ref).abs().max().item() <= 1e-5
+        default = fclip.encode_image(images, boxes=boxes)
+        explicit = fclip.encode_image(images, boxes=boxes, alpha=None, sigma=None, layers=None, form=None)
+        other = fclip.encode_image(images, boxes=boxes, layers=(0, 1, 2))
+    assert torch.equal(default, explicit)
+    assert (default - other).abs().max() > 1e-4
+
+
+def test_image_dtypes(tiny_clip, images):
+    fclip = falip.FovealCLIP(tiny_clip, alpha=2.0)
+    boxes = [torch.tensor([[0.0, 0, 12, 20]])] * 3
+    with torch.no_grad():
+        ref = fclip.encode_image(images, boxes=boxes)
+        torch.testing.assert_close(fclip.encode_image(images.double(), boxes=boxes), ref)  # cast to the model's
+        torch.testing.assert_close(fclip.encode_image(images.double()), tiny_clip.encode_image(images))
+    with pytest.raises(falip.FalipError, match="torch.uint8; normalise them first"):
+        fclip.encode_image((images * 50 + 100).clamp(0, 255).to(torch.uint8), boxes=boxes)
+
+
+def test_empty_batch_and_nan_pixels(tiny_clip, images):
+    fclip = falip.FovealCLIP(tiny_clip, alpha=2.0)
+    empty = torch.zeros(0, 3, 32, 32)
+    assert fclip.encode_image(empty).shape == (0, 32)
+    assert fclip.encode_image(empty, boxes=[]).shape == (0, 32)
+    bad = images.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(falip.FalipError, match="image 1 of the batch has NaN"):
+        fclip.encode_image(bad, boxes=[torch.tensor([[0.0, 0, 12, 20]])] * 3)
+
+
+def test_regions_argument_and_encode_pil_errors_in_original_pixels(tiny_clip):
+    from PIL import Image
+
+    fclip, preprocess, _ = falip.load("falip-tiny")
+    image = Image.new("RGB", (256, 192), (200, 30, 30))
+    with pytest.raises(falip.FalipError, match=r"box 1 \(90, 110, 20, 40\) of a 256x192 image is inverted \(x1 < x0\)"):
+        fclip.encode_pil([image], boxes=[[[0, 0, 50, 50], [90, 110, 20, 40]]])
+    regions = falip.Regions([[0, 0, 50, 50]], image_size=image.size)
+    with torch.no_grad():
+        a = fclip.encode_pil([image], regions=[regions])
+        b = fclip.encode_image(preprocess(image)[None], regions=[preprocess.map_regions(regions)])
+    torch.testing.assert_close(a, b)
+    with pytest.raises(falip.FalipError, match="'original' frame; encode_image takes model-input regions"):
+        fclip.encode_image(preprocess(image)[None], regions=[regions])

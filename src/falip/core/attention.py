@@ -12,9 +12,22 @@ All tensors are batch-first: tokens ``[B, L, C]``; an additive bias ``[B, 1 or h
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import FalipError
+
+__all__ = [
+    "attention",
+    "block_forward",
+    "block_forward_shared_patches",
+    "check_block",
+    "cls_attention",
+    "residual_tail",
+]
 
 
 def check_block(block: nn.Module, index: int) -> None:
@@ -22,17 +35,17 @@ def check_block(block: nn.Module, index: int) -> None:
     attn = getattr(block, "attn", None)
     missing = [name for name in ("ln_1", "ln_2", "mlp") if not hasattr(block, name)]
     if attn is None or missing or not hasattr(attn, "in_proj_weight") or not hasattr(attn, "out_proj"):
-        raise ValueError(
+        raise FalipError(
             f"visual block {index} ({type(block).__name__}) is not an open_clip residual attention block "
             "(needs ln_1, attn.in_proj_weight, attn.out_proj, ln_2, mlp)"
         )
     if isinstance(attn, nn.MultiheadAttention):
         if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
-            raise ValueError(f"visual block {index}: unsupported nn.MultiheadAttention options")
+            raise FalipError(f"visual block {index}: unsupported nn.MultiheadAttention options")
         if not attn.batch_first:
-            raise ValueError(f"visual block {index}: nn.MultiheadAttention must be batch_first")
+            raise FalipError(f"visual block {index}: nn.MultiheadAttention must be batch_first")
     if hasattr(block, "ln_1_kv"):
-        raise ValueError(f"visual block {index} is a cross-attention block; FALIP needs self-attention")
+        raise FalipError(f"visual block {index} is a cross-attention block; FALIP needs self-attention")
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -138,7 +151,7 @@ def cls_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = 
     return attn.out_proj(out)
 
 
-def _residual_tail(block: nn.Module, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+def residual_tail(block: nn.Module, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
     """The rest of a block after attention: optional attention norm, residual, then the MLP."""
     ln_attn = getattr(block, "ln_attn", None)
     if ln_attn is not None:
@@ -167,7 +180,7 @@ def block_forward(
     residual = x if query_rows is None else x[:, query_rows]
     if kv_index is not None:
         residual = residual[kv_index]
-    return _residual_tail(block, residual, a)
+    return residual_tail(block, residual, a)
 
 
 def block_forward_shared_patches(
@@ -175,6 +188,7 @@ def block_forward_shared_patches(
     cls: torch.Tensor,
     patches: torch.Tensor,
     kv_index: torch.Tensor,
+    counts: Sequence[int],
     cls_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A block whose input patch tokens are shared by all regions of an image, [CLS] per region.
@@ -190,7 +204,9 @@ def block_forward_shared_patches(
     Args:
         cls: per-region [CLS] tokens ``[R, 1, C]``.
         patches: per-image patch tokens ``[N, P, C]``.
-        kv_index: ``[R]`` image of each region.
+        kv_index: ``[R]`` image of each region (image-major: regions of image i are consecutive).
+        counts: regions per image, on the host (``sum(counts) == R``), so that no step waits on
+            the device to learn where an image's regions start.
         cls_bias: additive bias of the [CLS] query row ``[R, 1, 1, 1 + P]`` or None.
     Returns:
         the block's output tokens ``[R, 1 + P, C]``.
@@ -245,13 +261,15 @@ def block_forward_shared_patches(
     per_head_cls = torch.einsum("rhd,chd->rhc", vc[:, :, 0], w_out)  # [R, H, C]
     base = per_head_shared.sum(dim=2)  # [N, P, C]: the attention output if the [CLS] key had weight 0
     delta = torch.empty(r, p, c, dtype=base.dtype, device=base.device)
-    for i in torch.unique(kv_index).tolist():
-        sel = (kv_index == i).nonzero().flatten()
-        wi = w_cls[sel].permute(2, 0, 1)  # [P, Ri, H]
-        mixed = torch.bmm(wi, per_head_shared[i])  # [P, Ri, C]: sum_h w * shared_h
-        delta[sel] = mixed.transpose(0, 1)
+    lo = 0
+    for i, count in enumerate(counts):
+        if count:
+            wi = w_cls[lo : lo + count].permute(2, 0, 1)  # [P, Ri, H]
+            mixed = torch.bmm(wi, per_head_shared[i])  # [P, Ri, C]: sum_h w * shared_h
+            delta[lo : lo + count] = mixed.transpose(0, 1)
+        lo += count
     delta = torch.einsum("rhp,rhc->rpc", w_cls, per_head_cls) - delta
     out_patches = base[kv_index] + delta + attn.out_proj.bias
 
     a = torch.cat([out_cls, out_patches], dim=1)
-    return _residual_tail(block, torch.cat([cls, patches[kv_index]], dim=1), a)
+    return residual_tail(block, torch.cat([cls, patches[kv_index]], dim=1), a)

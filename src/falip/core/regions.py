@@ -134,8 +134,8 @@ def _check_masks(masks: Any, image_size: tuple[int, int] | None, frame: str) -> 
         arr = arr.astype(bool)
     if image_size is not None and arr.shape[0] and (arr.shape[2], arr.shape[1]) != tuple(image_size):
         raise FalipError(
-            f"masks are {arr.shape[2]}x{arr.shape[1]} (WxH) but the image is {_size_text(image_size, frame)[2:]}; "
-            "a mask must have the image's size"
+            f"masks are {arr.shape[2]}x{arr.shape[1]} (width x height) but they are for "
+            f"{_size_text(image_size, frame)}; a mask must have the image's size"
         )
     for k, m in enumerate(arr):
         if not m.any():

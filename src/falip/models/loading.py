@@ -9,6 +9,7 @@ from typing import Any, Callable
 import open_clip
 import torch
 
+from ..core.errors import FalipError
 from ..core.model import FovealCLIP
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
@@ -38,13 +39,13 @@ def register_with_open_clip() -> None:
 
 
 def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | None, bool]:
-    """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise ValueError."""
+    """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise FalipError."""
     preset = get_preset(model_name)
     if pretrained == _AUTO:
         path = preset.weights_path
         if path is not None:
             if not path.is_file():
-                raise ValueError(f"the shipped weights of {model_name!r} are missing from the package: {path}")
+                raise FalipError(f"the shipped weights of {model_name!r} are missing from the package: {path}")
             return str(path), False
         warnings.warn(
             f"falip.load({model_name!r}) without pretrained=: the model has random weights. Pass an open_clip "
@@ -60,7 +61,7 @@ def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | 
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise ValueError(
+        raise FalipError(
             f"pretrained={pretrained!r} is neither a file nor a known open_clip tag for {model_name!r} "
             f"(known tags: {', '.join(tags) if tags else 'none'})"
         )
@@ -95,7 +96,7 @@ def load(
         ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``.
     """
     if not isinstance(model_name, str) or open_clip.get_model_config(model_name) is None:
-        raise ValueError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
+        raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
     model = open_clip.create_model(
         model_name,

@@ -7,7 +7,7 @@ the caller passes them explicitly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -26,13 +26,13 @@ class Preset:
     form: str = "cls"
     weights: str | None = None  # file name under falip/weights, for shipped models
     notes: str = ""
-    falip_kwargs: dict = field(default_factory=dict)
 
     @property
     def weights_path(self) -> Path | None:
         return None if self.weights is None else WEIGHTS_DIR / self.weights
 
     def settings(self) -> dict:
+        """The FovealCLIP keyword arguments this preset sets."""
         return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form}
 
 
