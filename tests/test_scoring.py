@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from falip.prompts import edits as vp
-from falip import FovealCLIP, Preprocess
+from falip import FalipError, FovealCLIP, Preprocess, Regions
 from falip.prompts.registry import METHODS, MethodSpec, PromptParams, available_methods, parse_method, register_method
 from falip.scoring import RegionScorer
 
@@ -168,7 +168,7 @@ def test_one_image_tower_call_per_term(setup):
     orig = fclip.encode_image
 
     def counting(images, *a, **k):
-        calls.append((images.shape[0], k.get("boxes") is not None))
+        calls.append((images.shape[0], k.get("regions") is not None))
         return orig(images, *a, **k)
 
     fclip.encode_image = counting
@@ -251,3 +251,65 @@ def test_register_custom_method(setup):
         METHODS.pop(spec.name)
     with pytest.raises(ValueError):
         register_method(MethodSpec("a+b", "falip", "bad name"))
+
+
+# ------------------------------------------------------------------------- texts and regions
+def test_a_string_is_one_text(setup):
+    sc = _scorer(setup)
+    one = sc.score(_image(), BOXES, "a red square")
+    assert one.shape == (3, 1)
+    torch.testing.assert_close(one, sc.score(_image(), BOXES, ["a red square"]))
+    many = sc.score_many([_image(0), _image(1)], [BOXES, BOXES[:1]], "a red square")
+    assert [tuple(s.shape) for s in many] == [(3, 1), (1, 1)]
+    with pytest.raises(FalipError, match="texts must be strings"):
+        sc.score(_image(), BOXES, ["ok", 3])
+
+
+@pytest.mark.parametrize("template", ["a photo of", "{} and {}", "a {0} photo", "{x}", "a {photo"])
+def test_template_must_hold_exactly_one_placeholder(setup, template):
+    fclip, pre, tok = setup
+    with pytest.raises(FalipError, match="template"):
+        RegionScorer(fclip, pre, tok, template=template)
+    with pytest.raises(FalipError, match="template"):
+        RegionScorer(fclip, pre, tok).score(_image(), BOXES, TEXTS, template=template)
+
+
+def test_literal_braces_are_fine(setup):
+    sc = _scorer(setup, template="{{a}} photo of {}")
+    assert sc.final_text("x", ("falip",)) == "{a} photo of x"
+
+
+def test_long_texts_warn_once_that_they_are_truncated(setup):
+    sc = _scorer(setup)
+    long = " ".join(["word"] * 40)  # the test tokenizer's context is 16 tokens
+    with pytest.warns(UserWarning, match=r"1 text\(s\) are longer than the model's 16-token context and were truncated") as rec:
+        sc.score(_image(), BOXES, [long, "short"])
+    assert len([w for w in rec if "truncated" in str(w.message)]) == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sc.score(_image(), BOXES, ["short", long])  # cached: no second warning
+        sc.score(_image(), BOXES, [" ".join(["w"] * 14)])  # exactly fits 16 with start/end tokens
+
+
+def test_whole_image_gives_every_box_the_same_score_bitwise(setup):
+    sc = _scorer(setup)
+    many = sc.score_many([_image(i) for i in range(5)], [BOXES * 7] * 5, TEXTS, method="none")
+    for s in many:
+        assert s.shape == (21, 3) and bool((s == s[0]).all())  # exact ties, not float-noise ties
+
+
+def test_regions_with_masks_and_errors_in_original_pixels(setup):
+    sc = _scorer(setup)
+    img = _image(w=64, h=48)
+    mask = np.zeros((1, 48, 64), dtype=bool)
+    mask[0, 3:25, 2:30] = True
+    by_mask = sc.score(img, Regions(masks=mask), TEXTS)
+    by_box = sc.score(img, [[2, 3, 30, 25]], TEXTS)
+    torch.testing.assert_close(by_mask, by_box)  # a rectangular mask selects the box's cells
+    assert sc.score(img, Regions(masks=mask), TEXTS, method="crop").shape == (1, 3)
+    with pytest.raises(FalipError, match=r"box 1 \(70, 0, 80, 10\) of a 64x48 image lies wholly outside it"):
+        sc.score(img, [[0, 0, 5, 5], [70, 0, 80, 10]], TEXTS)
+    with pytest.raises(FalipError, match="image 0 is 64x48"):
+        sc.score(img, Regions([[0, 0, 5, 5]], image_size=(32, 32)), TEXTS)

@@ -13,43 +13,70 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
+import string
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .core.errors import FalipError
+from .core.images import to_rgb
+from .core.regions import Regions
 from .prompts import edits as vp
 from .prompts.registry import METHODS, PromptParams, parse_method
 
-__all__ = ["RegionScorer"]
+__all__ = ["RegionScorer", "as_texts", "check_template"]
 
-BoxesLike = Any  # Tensor / ndarray / nested sequence of shape [K, 4]
+RegionsLike = Any  # a falip.Regions (original frame), or boxes [K, 4] as Tensor / ndarray / nested lists
 
 
-def _as_xyxy(boxes: BoxesLike, box_format: str) -> np.ndarray:
-    b = boxes.detach().cpu().double().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=np.float64)
-    if b.size == 0:
-        return np.zeros((0, 4))
-    if b.ndim == 1 and b.shape[0] == 4:
-        raise ValueError("boxes must have shape [K, 4]; wrap a single box in a list")
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [K, 4], got {b.shape}")
-    if box_format == "xywh":
-        b = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
-    elif box_format != "xyxy":
-        raise ValueError(f"box_format must be 'xyxy' or 'xywh', got {box_format!r}")
-    return b
+def check_template(template: str) -> str:
+    """``template`` if it holds exactly one ``{}`` (the text's place); FalipError otherwise."""
+    if not isinstance(template, str):
+        raise FalipError(f"template must be a string with one '{{}}', got {template!r}")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise FalipError(f"template {template!r} is not a valid format string ({err})") from None
+    if fields != [""]:
+        raise FalipError(
+            f"template must hold exactly one '{{}}' where the text goes (write literal braces as '{{{{' and "
+            f"'}}}}'), got {template!r}"
+        )
+    return template
+
+
+def as_texts(texts: str | Sequence[str], name: str = "texts") -> list[str]:
+    """A list of texts; a single ``str`` is one text (not a sequence of characters)."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Iterable):
+        raise FalipError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for t in out:
+        if not isinstance(t, str):
+            raise FalipError(f"{name} must be strings, got {type(t).__name__} {t!r}")
+    return out
 
 
 @dataclass
 class _Item:
-    """One image prepared for scoring: its boxes in original and in model-input pixels."""
+    """One image prepared for scoring: its regions in original and in model-input pixels."""
 
     image: Image.Image
-    boxes_orig: np.ndarray  # [K, 4] xyxy original px
-    boxes_input: torch.Tensor  # [K, 4] xyxy model-input px
+    regions: Regions  # original frame
+    regions_input: Regions  # model-input frame
     texts: list[str]
     resized: Image.Image | None = field(default=None)
+
+    @property
+    def boxes_orig(self) -> np.ndarray:
+        return self.regions.boxes
+
+    def __len__(self) -> int:
+        return len(self.regions)
 
 
 class RegionScorer:
@@ -77,10 +104,9 @@ class RegionScorer:
         batch_size: int = 128,
         falip_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if "{}" not in template:
-            raise ValueError(f"template must contain '{{}}', got {template!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_template(template)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FalipError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.fclip = fclip
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -137,6 +163,7 @@ class RegionScorer:
         """L2-normalised features ``[T, D]`` of final strings; computes only the uncached ones, in one call."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
         if missing:
+            self._warn_if_truncated(missing)
             tokens = self.tokenizer(missing).to(self.device)
             feats = F.normalize(self.fclip.encode_text(tokens).float(), dim=-1)
             for t, f in zip(missing, feats):
@@ -144,6 +171,25 @@ class RegionScorer:
         if not texts:
             return torch.zeros(0, self._feature_dim(), device=self.device)
         return torch.stack([self._text_cache[t] for t in texts])
+
+    def _warn_if_truncated(self, texts: list[str]) -> None:
+        """One warning naming the texts longer than the tokenizer's context (it truncates them)."""
+        length = getattr(self.tokenizer, "context_length", None)
+        if not isinstance(length, int):
+            return
+        try:  # one position more than the context: a token there means the text did not fit
+            longer = self.tokenizer(texts, context_length=length + 1)
+        except TypeError:  # a tokenizer without the context_length argument
+            return
+        cut = [t for t, row in zip(texts, longer) if int(row[length]) != 0]
+        if cut:
+            example = cut[0] if len(cut[0]) <= 80 else cut[0][:77] + "..."
+            warnings.warn(
+                f"{len(cut)} text(s) are longer than the model's {length}-token context and were truncated, "
+                f"e.g. {example!r}",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _feature_dim(self) -> int:
         if self._text_cache:
@@ -154,71 +200,81 @@ class RegionScorer:
     def score(
         self,
         image: Image.Image,
-        boxes: BoxesLike,
-        texts: Sequence[str],
+        regions: RegionsLike,
+        texts: str | Sequence[str],
         method: str = "falip",
         box_format: str = "xyxy",
         template: str | None = None,
     ) -> torch.Tensor:
-        """Scores ``[K, T]`` of the K boxes (original-image pixels) of ``image`` against ``texts``.
+        """Scores ``[K, T]`` of the K regions of ``image`` against ``texts`` (a str is one text).
 
-        ``template`` overrides the scorer's template for this call.
+        ``regions``: a :class:`falip.Regions` of the image, or boxes ``[K, 4]`` in its pixels
+        (``box_format`` ``"xyxy"`` or COCO ``"xywh"``). ``template`` overrides the scorer's.
         """
-        return self.score_many([image], [boxes], [list(texts)], method, box_format, template)[0]
+        return self.score_many([image], [regions], [as_texts(texts)], method, box_format, template)[0]
 
     @torch.no_grad()
     def score_many(
         self,
         images: Sequence[Image.Image],
-        boxes: Sequence[BoxesLike],
-        texts: Sequence[str] | Sequence[Sequence[str]],
+        regions: Sequence[RegionsLike],
+        texts: str | Sequence[str] | Sequence[Sequence[str]],
         method: str = "falip",
         box_format: str = "xyxy",
         template: str | None = None,
     ) -> list[torch.Tensor]:
         """Scores for many images at once: one ``[K_i, T_i]`` tensor (float32, CPU) per image.
 
-        ``boxes[i]`` is ``[K_i, 4]`` in image i's pixels; ``texts`` is one list shared by all
-        images or one list per image; ``template`` overrides the scorer's. Edited images of all boxes of all images go through the
-        image tower together, ``batch_size`` at a time.
+        ``regions[i]``: a :class:`falip.Regions` of image i, or boxes ``[K_i, 4]`` in its pixels.
+        ``texts``: one text, one list shared by all images, or one list per image. ``template``
+        overrides the scorer's. Edited images of all regions of all images go through the image
+        tower together, ``batch_size`` at a time. Regions with masks: FALIP looks at the mask,
+        the image edits use its bounding box. Errors name regions in each image's own pixels.
         """
         terms = parse_method(method)
-        if template is not None and "{}" not in template:
-            raise ValueError(f"template must contain '{{}}', got {template!r}")
-        if len(images) != len(boxes):
-            raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
-        if len(texts) > 0 and all(isinstance(t, str) for t in texts):
-            per_image = [list(texts)] * len(images)  # type: ignore[arg-type]
+        if template is not None:
+            check_template(template)
+        if len(images) != len(regions):
+            raise FalipError(f"{len(images)} images but {len(regions)} region lists (one per image)")
+        if isinstance(texts, str) or (len(texts) > 0 and all(isinstance(t, str) for t in texts)):
+            per_image = [as_texts(texts)] * len(images)  # type: ignore[arg-type]
         else:
             if len(texts) != len(images):
-                raise ValueError(f"texts must be one list of str, or one list per image; got {len(texts)} lists for {len(images)} images")
-            per_image = [list(t) for t in texts]  # type: ignore[union-attr]
-            for t in per_image:
-                if not all(isinstance(s, str) for s in t):
-                    raise ValueError("texts must be strings")
+                raise FalipError(
+                    f"texts must be one list of str, or one list per image; got {len(texts)} lists for {len(images)} images"
+                )
+            per_image = [as_texts(t) for t in texts]  # type: ignore[arg-type]
         items = []
-        for img, b, t in zip(images, boxes, per_image):
+        for i, (img, r, t) in enumerate(zip(images, regions, per_image)):
             if not isinstance(img, Image.Image):
-                raise ValueError(f"images must be PIL images, got {type(img).__name__}")
-            img = img.convert("RGB")
-            xyxy = _as_xyxy(b, box_format)
-            mapped = self.preprocess.map_boxes(xyxy, orig_size=img.size, box_format="xyxy")
-            items.append(_Item(img, xyxy, mapped.float(), t))
+                raise FalipError(f"images must be PIL images, got {type(img).__name__}")
+            img = to_rgb(img)
+            if not isinstance(r, Regions):
+                r = Regions(r, image_size=img.size, box_format=box_format)
+            elif r.frame != "original" or r.image_size != img.size:
+                raise FalipError(
+                    f"regions[{i}] are for {'a model input' if r.frame != 'original' else 'an image'} of "
+                    f"{r.image_size[0]}x{r.image_size[1]}, but image {i} is {img.size[0]}x{img.size[1]}"
+                )
+            items.append(_Item(img, r, self.preprocess.map_regions(r), t))
 
-        if sum(len(it.boxes_orig) for it in items) == 0:
+        if sum(len(it) for it in items) == 0:
             return [torch.zeros(0, len(it.texts)) for it in items]
         totals: list[torch.Tensor | None] = [None] * len(items)
         scale = self.fclip.model.logit_scale.exp().float().to(self.device)
         for term in terms:
+            whole_image = {METHODS[a].kind for a in term} == {"none"}
             feats = F.normalize(self._term_features(items, term).float(), dim=-1)
             offset = 0
             for i, it in enumerate(items):
-                k = len(it.boxes_orig)
                 txt = self.text_features([self.final_text(s, term, template) for s in it.texts])
-                s = (scale * feats[offset : offset + k] @ txt.T).cpu()
-                offset += k
+                if whole_image:  # one feature per image: score it once, so every box ties exactly
+                    s = (scale * feats[i : i + 1] @ txt.T).cpu().expand(len(it), -1)
+                else:
+                    s = (scale * feats[offset : offset + len(it)] @ txt.T).cpu()
+                    offset += len(it)
                 totals[i] = s if totals[i] is None else totals[i] + s
-        return [t for t in totals]  # type: ignore[misc]
+        return [t.contiguous() for t in totals]  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------------------- images
     def _resized(self, it: _Item) -> Image.Image:
@@ -239,31 +295,31 @@ class RegionScorer:
             im = self.preprocess.resize(im)
         else:
             im = self._resized(it)
-        box_in = tuple(float(v) for v in it.boxes_input[k])
+        box_in = tuple(float(v) for v in it.regions_input.boxes[k])
         for s in inputs:
             im = s.edit(im, box_in, self.params)  # type: ignore[misc]
         return im
 
-    def _encode(self, tensors: Iterable[torch.Tensor], boxes: Iterable[torch.Tensor] | None) -> torch.Tensor:
-        """Stream of ``[3, H, W]`` tensors (and optional ``[K_i, 4]`` boxes each) -> features, batched."""
+    def _encode(self, tensors: Iterable[torch.Tensor], regions: Iterable[Regions] | None) -> torch.Tensor:
+        """Stream of ``[3, H, W]`` tensors (and optional model-input Regions each) -> features, batched."""
         out: list[torch.Tensor] = []
-        box_iter: Iterator[torch.Tensor] | None = iter(boxes) if boxes is not None else None
+        region_iter: Iterator[Regions] | None = iter(regions) if regions is not None else None
         batch: list[torch.Tensor] = []
-        batch_boxes: list[torch.Tensor] = []
+        batch_regions: list[Regions] = []
 
         def flush() -> None:
             x = torch.stack(batch).to(self.device, self.dtype)
-            if box_iter is None:
+            if region_iter is None:
                 out.append(self.fclip.encode_image(x))
             else:
-                out.append(self.fclip.encode_image(x, boxes=[b.to(self.device) for b in batch_boxes], **self.falip_options))
+                out.append(self.fclip.encode_image(x, regions=list(batch_regions), **self.falip_options))
             batch.clear()
-            batch_boxes.clear()
+            batch_regions.clear()
 
         for t in tensors:
             batch.append(t)
-            if box_iter is not None:
-                batch_boxes.append(next(box_iter))
+            if region_iter is not None:
+                batch_regions.append(next(region_iter))
             if len(batch) == self.batch_size:
                 flush()
         if batch:
@@ -271,22 +327,20 @@ class RegionScorer:
         return torch.cat(out) if out else torch.zeros(0, 0)
 
     def _term_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
-        """Image features ``[sum K_i, D]`` of every box of every item under one term."""
+        """Image features ``[sum K_i, D]`` of every region of every item under one term (``none``: ``[N, D]``)."""
         kinds = {METHODS[a].kind for a in term}
         pp = self.preprocess
-        if kinds == {"none"}:
-            whole = self._encode((pp.to_tensor(self._resized(it)) for it in items), None)
-            counts = torch.tensor([len(it.boxes_orig) for it in items], device=whole.device)
-            return whole.repeat_interleave(counts, dim=0)
+        if kinds == {"none"}:  # one feature per image [N, D]
+            return self._encode((pp.to_tensor(self._resized(it)) for it in items), None)
         if kinds == {"crop"}:
             return self._encode(
-                (pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it.boxes_orig))), None
+                (pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it))), None
             )
         has_falip = "falip" in kinds
-        if "edit" not in kinds:  # plain FALIP: one pass over every image with all its boxes
-            return self._encode((pp.to_tensor(self._resized(it)) for it in items), (it.boxes_input for it in items))
-        edited = (pp.to_tensor(self._edited(it, k, term)) for it in items for k in range(len(it.boxes_orig)))
+        if "edit" not in kinds:  # plain FALIP: one pass over every image with all its regions
+            return self._encode((pp.to_tensor(self._resized(it)) for it in items), (it.regions_input for it in items))
+        edited = (pp.to_tensor(self._edited(it, k, term)) for it in items for k in range(len(it)))
         if has_falip:
-            one_box = (it.boxes_input[k : k + 1] for it in items for k in range(len(it.boxes_orig)))
-            return self._encode(edited, one_box)
+            one_region = (it.regions_input.select([k]) for it in items for k in range(len(it)))
+            return self._encode(edited, one_region)
         return self._encode(edited, None)

@@ -173,7 +173,7 @@ def test_bad_boxes():
 
 
 @settings(max_examples=40, deadline=None)
-@given(x0=st.floats(-10, 50), y0=st.floats(-10, 45), w=st.floats(0, 40), h=st.floats(0, 40))
+@given(x0=st.floats(-10, 50), y0=st.floats(-10, 45), w=st.floats(0.01, 40), h=st.floats(0.01, 40))
 def test_edits_confined_property(x0, y0, w, h):
     im = _noise(seed=3)
     box = (x0, y0, x0 + w, y0 + h)
@@ -189,3 +189,13 @@ def test_edits_confined_property(x0, y0, w, h):
     assert not (shaded & ~bx).any()
     blurred = _arr(vp.reverse_blur(im, box, std=2.0))
     assert (blurred[ell] == a[ell]).all()
+
+
+def test_boxes_use_falips_validator_with_clear_messages():
+    im = _noise()
+    with pytest.raises(vp.FalipError, match=r"box \(10, 10, 5, 20\) is inverted \(x1 < x0\)"):
+        vp.red_circle(im, (10, 10, 5, 20))
+    with pytest.raises(vp.FalipError, match=r"box \(10, 10, 10, 20\) is empty \(zero width\)"):
+        vp.reverse_blur(im, (10, 10, 10, 20))
+    with pytest.raises(vp.FalipError, match="NaN"):
+        vp.crop(im, (float("nan"), 0, 5, 5))

@@ -24,6 +24,9 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..core.errors import FalipError
+from ..core.regions import check_boxes
+
 __all__ = [
     "RED",
     "CPT_COLOR",
@@ -54,14 +57,11 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 
 def _check_box(box: Box) -> tuple[float, float, float, float]:
-    if len(box) != 4:
-        raise ValueError(f"a box is 4 numbers (x0, y0, x1, y1), got {len(box)}")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not np.all(np.isfinite([x0, y0, x1, y1])):
-        raise ValueError(f"box has non-finite coordinates: {box}")
-    if x1 < x0 or y1 < y0:
-        raise ValueError(f"box must be xyxy with x1 >= x0 and y1 >= y0, got {box}")
-    return x0, y0, x1, y1
+    """One box through falip's box validator (finite, x1 > x0, y1 > y0); errors name it as given."""
+    if isinstance(box, (str, bytes)) or len(box) != 4:
+        raise FalipError(f"a box is 4 numbers (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = check_boxes([box], names=["box"])[0]
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 def _centres(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +94,7 @@ def region_mask(size: tuple[int, int], box: Box, shape: Shape = "box") -> np.nda
     elif shape == "ellipse":
         mask = _ellipse_inside(xs, ys, (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2)
     else:
-        raise ValueError(f"shape must be 'box' or 'ellipse', got {shape!r}")
+        raise FalipError(f"shape must be 'box' or 'ellipse', got {shape!r}")
     if not mask.any():
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         c, r = int(np.floor(cx)), int(np.floor(cy))
@@ -111,7 +111,7 @@ def outline_mask(size: tuple[int, int], box: Box, shape: Shape = "ellipse",
     by ``thickness``; the box outline is the box minus the box shrunk by ``thickness`` per side.
     """
     if thickness <= 0:
-        raise ValueError(f"thickness must be > 0, got {thickness}")
+        raise FalipError(f"thickness must be > 0, got {thickness}")
     x0, y0, x1, y1 = _check_box(box)
     outer = region_mask(size, box, shape)
     xs, ys = _centres(size)
@@ -154,7 +154,7 @@ def reverse_blur(image: Image.Image, box: Box, std: float = 100.0,
     original's.
     """
     if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
+        raise FalipError(f"std must be >= 0, got {std}")
     arr = _rgb(image)
     blurred = np.array(Image.fromarray(arr, "RGB").filter(ImageFilter.GaussianBlur(radius=float(std))))
     mask = region_mask(image.size, box, shape)
@@ -179,7 +179,7 @@ def crop(image: Image.Image, box: Box) -> Image.Image:
     """
     mask = region_mask(image.size, box, "box")
     if not mask.any():
-        raise ValueError(f"box {tuple(box)} lies wholly outside the image of size {image.size}")
+        raise FalipError(f"box {tuple(box)} lies wholly outside the image of size {image.size}")
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return image.convert("RGB").crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
@@ -193,7 +193,7 @@ def cpt_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR,
     (the alpha blend rounded to nearest); outside is unchanged.
     """
     if not 0 <= int(alpha) <= 255:
-        raise ValueError(f"alpha must be in [0, 255], got {alpha}")
+        raise FalipError(f"alpha must be in [0, 255], got {alpha}")
     arr = _rgb(image)
     mask = region_mask(image.size, box, "box")
     a = int(alpha)
