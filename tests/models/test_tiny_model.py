@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -13,11 +12,11 @@ from safetensors import safe_open
 
 import falip  # noqa: F401  (registers the config with open_clip)
 from falip.data import synthetic
-from falip.train.tiny import to_model_input
+from falip.models.presets import CONFIG_DIR, WEIGHTS_DIR
+from falip.train.tiny import to_model_input, zero_shot_accuracy
 
-PKG = Path(falip.__file__).resolve().parent
-CONFIG = PKG / "model_configs" / "falip-tiny.json"
-WEIGHTS = PKG / "weights" / "falip-tiny.safetensors"
+CONFIG = CONFIG_DIR / "falip-tiny.json"
+WEIGHTS = WEIGHTS_DIR / "falip-tiny.safetensors"
 
 
 def test_config_is_a_cls_pooled_vit_with_the_standard_tokenizer():
@@ -59,8 +58,6 @@ def test_shipped_model_recognises_single_objects(n):
     torch.set_num_threads(1)
     model = open_clip.create_model("falip-tiny", pretrained=str(WEIGHTS)).eval()
     tok = open_clip.get_tokenizer("falip-tiny")
-    from falip.train.tiny import zero_shot_accuracy
-
     scenes = synthetic.classification_scenes(4242, 4 * n, 64, 1, 1)
     acc = zero_shot_accuracy(model, tok, np.stack([s.image for s in scenes]), [s.objects[0].label for s in scenes])
     assert acc >= 0.7, acc  # 98.75% on 720 held-out scenes at the end of training; chance is 1/36
