@@ -1,16 +1,16 @@
-"""The falip command line: one-line errors, non-zero exit codes, the score command end to end."""
+"""The falip command line: lazy imports, exit statuses and one-line messages, argv handling, models."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
+import falip.cli.models as models_cmd
 from falip.cli import main
+from falip.cli._common import int_at_least, join_negative_values
+from falip.core.errors import FalipError
 
 
 def run_cli(args, capsys):
@@ -19,84 +19,218 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
-@pytest.fixture
-def image_file(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "scene.png"
-    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
-    return path
+# ------------------------------------------------------------------------------ lazy imports
 
-
-def test_missing_image_is_one_line_error(capsys):
-    code, _, err = run_cli(["score", "/no/such.png", "--box", "1,2,3,4", "--text", "x"], capsys)
-    assert code == 2
-    assert err.strip() == "falip: error: image not found: /no/such.png"
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path):
-    import open_clip
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pt"
-    torch.save(open_clip.create_model("falip-tiny", pretrained=None).state_dict(), path)
-    return path
+_LAZY_PROBE = """
+import sys, time, contextlib, io
+t0 = time.perf_counter()
+from falip.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main({argv!r})
+heavy = sorted(m for m in ("torch", "open_clip", "matplotlib") if m in sys.modules)
+print(code, time.perf_counter() - t0, ",".join(heavy) or "-", len(out.getvalue()))
+"""
 
 
 @pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--box", "50,10,20,40"], "is inverted or empty"),
-        (["--box", "500,500,600,600"], "wholly outside"),
-        (["--box", "0,0,10,10", "--alpha", "-1"], "alpha must be"),
-        (["--box", "0,0,10,10", "--layers", "9"], "out of range"),
-        (["--box", "0,0,10,10", "--pretrained", "none-such"], "neither a file nor a known open_clip tag"),
-    ],
+    "argv",
+    [["--help"], ["models"], ["models", "--all"], ["score", "--help"], ["demo", "--help"], ["train-tiny", "--help"]],
 )
-def test_bad_input_is_one_line_error(image_file, tiny_checkpoint, capsys, extra, message):
-    args = ["score", str(image_file), "--text", "a cat", "--pretrained", str(tiny_checkpoint)] + extra
-    if "--pretrained" in extra:
-        args = ["score", str(image_file), "--text", "a cat"] + extra
-    code, _, err = run_cli(args, capsys)
-    assert code == 2 and err.startswith("falip: error: ") and len(err.strip().splitlines()) == 1
-    assert message in err
-
-
-def test_bad_box_syntax_is_rejected_by_argparse(image_file, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["score", str(image_file), "--box", "1,2,3", "--text", "x"])
-    assert exc.value.code == 2
-    assert "--box must be four comma-separated numbers" in capsys.readouterr().err
-
-
-def test_score_json(image_file, tiny_checkpoint, capsys):
-    ckpt = tiny_checkpoint
-    code, out, _ = run_cli(
-        ["score", str(image_file), "--box", "0,0,40,30", "--box", "40,30,80,60", "--text", "a red square",
-         "--text", "a blue circle", "--pretrained", str(ckpt), "--json", "--alpha", "1.0"],
-        capsys,
+def test_help_and_models_import_neither_torch_nor_open_clip(argv):
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAZY_PROBE.format(argv=argv)], capture_output=True, text=True, timeout=60
     )
-    assert code == 0
-    result = json.loads(out)
-    assert np.array(result["scores"]).shape == (2, 2)
-    assert np.allclose(np.array(result["softmax_over_boxes"]).sum(axis=0), 1.0, atol=1e-5)
-    code, _, err = run_cli(
-        ["score", str(image_file), "--box", "0,0,40,30", "--text", "x", "--pretrained", str(ckpt), "--method", "sparkles"],
-        capsys,
-    )
-    assert code == 2 and "sparkles" in err
+    assert proc.returncode == 0, proc.stderr
+    code, seconds, heavy, printed = proc.stdout.split()
+    assert code == "0" and int(printed) > 0
+    assert heavy == "-", f"falip {' '.join(argv)} imported {heavy}"
+    # importing torch alone takes seconds; this bound only catches a heavy import sneaking back
+    assert float(seconds) < 3.0
 
 
 def test_console_script_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "falip.cli", "models"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "falip.cli", "models"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "falip-tiny" in proc.stdout
 
 
-def test_checkpoint_that_does_not_fit_is_one_line_error(image_file, tmp_path, capsys):
-    import torch
+def test_no_command_prints_help_and_fails(capsys):
+    code, _, err = run_cli([], capsys)
+    assert code == 2 and "COMMAND" in err
 
-    bad = tmp_path / "bad.pt"
-    torch.save({"not_a_weight": torch.zeros(1)}, bad)
-    code, _, err = run_cli(["score", str(image_file), "--box", "0,0,10,10", "--text", "x", "--pretrained", str(bad)], capsys)
-    assert code == 2 and err.startswith("falip: error: ") and len(err.strip().splitlines()) == 1
+
+# ------------------------------------------------------------------------------ errors and exit statuses
+
+
+def _raise(exc):
+    def run(args):
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (
+            FalipError("box 0 (1, 2, 3, 4) is inverted\nsecond line"),
+            "falip: error: box 0 (1, 2, 3, 4) is inverted second line",
+        ),
+        (
+            FileNotFoundError(2, "No such file or directory", "/no/such.png"),
+            "falip: error: No such file or directory: /no/such.png",
+        ),
+        (IsADirectoryError(21, "Is a directory", "/tmp"), "falip: error: Is a directory: /tmp"),
+        (PermissionError(13, "Permission denied", "/root/x"), "falip: error: Permission denied: /root/x"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(monkeypatch, capsys, exc, expected):
+    monkeypatch.setattr(models_cmd, "run", _raise(exc))
+    code, out, err = run_cli(["models"], capsys)
+    assert code == 2 and out == ""
+    assert err == expected + "\n"
+
+
+@pytest.mark.parametrize(
+    "exc,head",
+    [
+        (RuntimeError("kaput\nmore detail"), "falip: internal error: RuntimeError: kaput"),
+        (ValueError("a plain ValueError is not a user error"), "falip: internal error: ValueError: a plain"),
+        (KeyError("k"), "falip: internal error: KeyError: 'k'"),
+        (OSError("disk on fire"), "falip: internal error: OSError: disk on fire"),
+        (AssertionError(), "falip: internal error: AssertionError"),
+    ],
+)
+def test_other_exceptions_are_internal_errors_with_status_1(monkeypatch, capsys, exc, head):
+    monkeypatch.setattr(models_cmd, "run", _raise(exc))
+    code, _, err = run_cli(["models"], capsys)
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 2
+    assert lines[0].startswith(head) and "error: " not in lines[0].replace("internal error: ", "")
+    assert lines[1] == "(run with --debug for the traceback, and please report it)"
+
+
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+@pytest.mark.parametrize("exc", [RuntimeError("kaput"), FalipError("user mistake")])
+def test_debug_reraises(monkeypatch, where, exc):
+    monkeypatch.setattr(models_cmd, "run", _raise(exc))
+    monkeypatch.delenv("FALIP_DEBUG", raising=False)
+    argv = {"before": ["--debug", "models"], "after": ["models", "--debug"], "env": ["models"]}[where]
+    if where == "env":
+        monkeypatch.setenv("FALIP_DEBUG", "1")
+    with pytest.raises(type(exc)):
+        main(argv)
+
+
+def test_debug_before_the_command_is_not_reset_by_the_subparser(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(models_cmd, "run", lambda args: seen.setdefault("debug", args.debug) and 0)
+    main(["--debug", "models"])
+    assert seen["debug"] is True
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
+    monkeypatch.setattr(models_cmd, "run", _raise(KeyboardInterrupt()))
+    code, _, err = run_cli(["models"], capsys)
+    assert code == 130 and err.strip() == "falip: interrupted"
+
+
+def test_usage_errors_return_2_and_help_returns_0(capsys):
+    assert main(["no-such-command"]) == 2
+    assert main(["--help"]) == 0
+    assert "usage: falip" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ argument handling
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["score", "img.png", "--text", "x", "--threads", "0"],
+        ["demo", "--threads", "0"],
+        ["train-tiny", "--threads", "0"],
+        ["demo", "--threads", "-2"],
+        ["demo", "--threads", "one"],
+    ],
+)
+def test_threads_below_1_rejected(capsys, argv):
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert "argument --threads: must be an integer >= 1" in err
+
+
+def test_int_at_least():
+    parse = int_at_least(0)
+    assert parse("0") == 0 and parse("7") == 7
+    for bad in ("-1", "1.5", "x"):
+        with pytest.raises(Exception, match="must be an integer >= 0"):
+            parse(bad)
+
+
+def test_join_negative_values():
+    argv = ["score", "a.png", "--box", "-50,-50,40,40", "--box", "1,2,3,4", "--box", "-.5,0,1,1", "--text", "-x"]
+    assert join_negative_values(argv, {"--box"}) == [
+        "score",
+        "a.png",
+        "--box=-50,-50,40,40",
+        "--box",
+        "1,2,3,4",
+        "--box=-.5,0,1,1",
+        "--text",
+        "-x",
+    ]
+    # an option after --box stays an option; everything after a bare -- is left alone
+    assert join_negative_values(["--box", "--text", "x"], {"--box"}) == ["--box", "--text", "x"]
+    assert join_negative_values(["--", "--box", "-1,2,3,4"], {"--box"}) == ["--", "--box", "-1,2,3,4"]
+
+
+def test_negative_box_coordinates_parse(monkeypatch):
+    import falip.cli.score as score_cmd
+
+    seen = {}
+    monkeypatch.setattr(score_cmd, "run", lambda args: seen.setdefault("box", args.box) and 0)
+    argv = ["score", "img.png", "--box", "-50,-50,40,40", "--box=-1.5,-2,3,4", "--box", "1,2,3,4", "--text", "x"]
+    assert main(argv) == 0
+    assert seen["box"] == [[-50.0, -50.0, 40.0, 40.0], [-1.5, -2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]
+
+
+def test_bad_box_syntax_is_a_usage_error(capsys):
+    code, _, err = run_cli(["score", "img.png", "--box", "1,2,3", "--text", "x"], capsys)
+    assert code == 2 and "--box must be four comma-separated numbers" in err
+
+
+# ------------------------------------------------------------------------------ falip models
+
+
+def test_models_lists_presets_and_configs(capsys):
+    code, out, _ = run_cli(["models", "--all"], capsys)
+    assert code == 0
+    assert "falip-tiny" in out and "shipped weights" in out and "paper defaults" in out
+    assert "  ViT-B-16\n" in out and "  ViT-L-14\n" in out
+    assert "RN50" not in out and "coca" not in out.lower() and "SigLIP" not in out
+
+
+def test_models_config_list_matches_open_clip():
+    """The JSON-read list is exactly what open_clip.list_models() + the old filter gave."""
+    import open_clip
+
+    from falip.models.presets import CONFIG_DIR
+
+    open_clip.add_model_config(CONFIG_DIR)  # as falip.models.loading does
+    expected = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        vision = cfg.get("vision_cfg", {})
+        if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
+            continue
+        if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or "multimodal_cfg" in cfg:
+            continue
+        expected.append(name)
+    assert models_cmd.wrappable_models() == expected
+    assert "falip-tiny" in expected
+
+
+def test_models_tags(capsys):
+    code, out, _ = run_cli(["models", "--tags"], capsys)
+    assert code == 0
+    assert "  falip-tiny  (synthetic)" in out and "openai" in out

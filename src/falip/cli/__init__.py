@@ -1,7 +1,14 @@
-"""The ``falip`` command line: ``demo``, ``score``, ``train-tiny``, ``models``.
+"""The ``falip`` command line: ``demo``, ``score``, ``models``, ``train-tiny``.
 
-Errors in the user's input (ValueError, missing files) are printed as one line,
-``falip: error: ...``, with exit status 2; ``--debug`` (or ``FALIP_DEBUG=1``) shows the traceback.
+One module per subcommand, each with ``configure_parser(p)`` and ``run(args) -> int``. The modules
+import only the standard library at module level (torch, open_clip and falip's model code are
+imported inside ``run``), so ``falip --help``, ``falip <command> --help`` and ``falip models`` are
+fast.
+
+Exit statuses: 0 success; 2 a mistake in the user's input (a :class:`falip.FalipError`, a missing
+or unreadable file, a bad option), printed as one line ``falip: error: ...``; 1 an internal error
+(any other exception: a bug, printed as such with a hint to rerun with ``--debug``); 130
+interrupted. ``--debug`` (or ``FALIP_DEBUG=1``) lets exceptions propagate with their traceback.
 """
 
 from __future__ import annotations
@@ -10,56 +17,104 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from ._common import join_negative_values
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 # subcommand -> (module, help); each module has configure_parser(p) and run(args) -> int
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("falip.cli.demo", "run REC and region classification on synthetic scenes with the shipped model"),
     "score": ("falip.cli.score", "score boxes of your own image against texts (FALIP or a baseline)"),
-    "train-tiny": ("falip.train.tiny", "train the shipped falip-tiny model on synthetic scenes"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
+    "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
 }
+
+_USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_DEBUG_HELP = "show full tracebacks instead of one-line messages (also: FALIP_DEBUG=1)"
+
+
+def _modules() -> dict[str, ModuleType]:
+    return {name: importlib.import_module(module) for name, (module, _) in SUBCOMMANDS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``falip`` parser with every subcommand (imports only the light subcommand modules)."""
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="falip",
         description="FALIP: make a CLIP ViT look where you point it (foveal attention, no image editing).",
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    from .. import __version__
-
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     parser.add_argument("--version", action="version", version=f"falip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, module in _modules().items():
+        help_text = SUBCOMMANDS[name][1]
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
         module.configure_parser(p)
+        # also accepted after the subcommand; SUPPRESS keeps it from resetting a --debug given before
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         p.set_defaults(_run=module.run)
     return parser
 
 
+def _negative_value_options() -> set[str]:
+    options: set[str] = set()
+    for module in _modules().values():
+        options.update(getattr(module, "NEGATIVE_VALUE_OPTIONS", ()))
+    return options
+
+
+def _first_line(err: BaseException) -> str:
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _user_message(err: BaseException) -> str | None:
+    """The one-line message for a user error, or None if ``err`` is an internal error."""
+    errors = sys.modules.get("falip.core.errors")  # not imported: no FalipError can have been raised
+    if errors is not None and isinstance(err, errors.FalipError):
+        return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, _USER_OS_ERRORS):
+        if err.filename is not None and err.strerror:
+            return f"{err.strerror}: {err.filename}"
+        return _first_line(err) or type(err).__name__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``falip`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(join_negative_values(argv, _negative_value_options()))
+    except SystemExit as exit_:  # --help, --version, or a usage error (argparse printed it)
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
     if run is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
+    debug = bool(args.debug) or os.environ.get("FALIP_DEBUG", "") not in ("", "0")
     try:
         return int(run(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("falip: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError, RuntimeError) as err:
-        # OSError covers missing/unreadable files; RuntimeError what torch/open_clip raise on
-        # e.g. a checkpoint that does not fit the model.
-        if args.debug or os.environ.get("FALIP_DEBUG"):
+    except Exception as err:
+        if debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"falip: error: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        message = _user_message(err)
+        if message is not None:
+            print(f"falip: error: {message}", file=sys.stderr)
+            return 2
+        detail = _first_line(err)
+        print(f"falip: internal error: {type(err).__name__}" + (f": {detail}" if detail else ""), file=sys.stderr)
+        print("(run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
