@@ -1,92 +1,102 @@
 """``falip demo``: FALIP against image-editing prompts on synthetic scenes, offline, in seconds.
 
-Generates seeded synthetic scenes (:mod:`falip.synthetic`), runs referring-expression
+Generates seeded synthetic scenes (:mod:`falip.data.synthetic`), runs referring-expression
 comprehension (pick the box an expression refers to) and region classification (name the
 object in a box, among all colour-shape classes) with FALIP and the baselines, prints a table
-and writes a PNG of the first scenes with the box each method chose.
+and writes a PNG of one query per scene with the box each method chose.
+
+The demo uses the model's shipped weights (or the ``--pretrained`` given); it never falls back
+to a random-weight model, whose numbers would be meaningless.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
-import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
+from ._common import ensure_writable_dir, int_at_least, load_model, set_threads
 
-from ..data import synthetic
-from ..tasks.metrics import wilson_interval
-from ..tasks.rec import RecItem, rec_correct, rec_predict
-from ..tasks.region_cls import classify_regions
-from ..prompts.registry import parse_method
-from ..scoring import RegionScorer
-
-__all__ = ["DEMO_METHODS", "configure_parser", "run", "main"]
+__all__ = ["DEMO_METHODS", "Panel", "configure_parser", "run", "draw_panels", "box_edges", "method_outlines"]
 
 DEMO_METHODS: tuple[str, ...] = ("falip", "none", "crop", "blur", "circle")
 _LABELS = {"falip": "FALIP", "none": "whole image", "crop": "crop", "blur": "reverse blur", "circle": "red circle"}
-# box colours chosen to stand apart from the scenes' object colours
-_COLORS = {"falip": "#000000", "none": "#8c8c8c", "crop": "#ff69b4", "blur": "#8b4513", "circle": "#ff8c00"}
+# Okabe-Ito (colour-blind safe) colours, picked away from the scenes' object hues (red, yellow,
+# green, cyan, blue, purple) and from the white gold box; each method also has its own dash
+# pattern, so a method stays identifiable where colours are hard to tell apart.
+_STYLES: dict[str, tuple[str, Any]] = {
+    "falip": ("#E69F00", "solid"),  # orange
+    "none": ("#000000", (0, (1, 1))),  # black, dotted
+    "crop": ("#CC79A7", (0, (4, 1.5))),  # reddish purple, dashed
+    "blur": ("#8C510A", (0, (4, 1.5, 1, 1.5))),  # brown, dash-dot
+    "circle": ("#56B4E9", (0, (7, 2))),  # sky blue, long dashes
+}
+_EXTRA_STYLES: tuple[tuple[str, Any], ...] = (
+    ("#D55E00", (0, (2, 2))),
+    ("#009E73", (0, (6, 1.5, 1, 1.5, 1, 1.5))),
+    ("#0072B2", (0, (3, 1))),
+    ("#999999", "solid"),
+)
+_METHOD_LW = 2.0  # points
+_GOLD_LW = 2.0
+_RING_STEP = 1.5  # distance between the methods' outlines, in line widths
+
+
+def _style(methods: Sequence[str], m: str) -> tuple[str, Any]:
+    if m in _STYLES:
+        return _STYLES[m]
+    extra = [x for x in methods if x not in _STYLES]
+    return _EXTRA_STYLES[extra.index(m) % len(_EXTRA_STYLES)]
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the demo's options to ``p``."""
     p.add_argument("--out", default="falip-demo", help="output folder for the PNG (default: ./falip-demo)")
-    p.add_argument("--scenes", type=int, default=60, help="REC scenes and classification scenes to evaluate (default 60)")
-    p.add_argument("--show", type=int, default=6, help="scenes drawn in the PNG (default 6)")
+    p.add_argument(
+        "--scenes",
+        type=int_at_least(1),
+        default=60,
+        help="REC scenes and classification scenes to evaluate, >= 1 (default 60)",
+    )
+    p.add_argument(
+        "--show", type=int_at_least(0), default=6, help="scenes drawn in the PNG, >= 0; 0: no PNG (default 6)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scenes (default 0)")
     p.add_argument("--model", default="falip-tiny", help="model name (default: the shipped falip-tiny)")
-    p.add_argument("--pretrained", default="auto",
-                   help="open_clip tag or checkpoint path; 'auto' = the shipped weights (default)")
-    p.add_argument("--methods", default=",".join(DEMO_METHODS),
-                   help=f"comma-separated scoring methods (default {','.join(DEMO_METHODS)})")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument(
+        "--pretrained", default="auto", help="open_clip tag or checkpoint path; 'auto' = the shipped weights (default)"
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(DEMO_METHODS),
+        help=f"comma-separated scoring methods (default {','.join(DEMO_METHODS)})",
+    )
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
 
 
-def _load(model: str, pretrained: str) -> tuple[object, object, object, str]:
-    """``(fclip, preprocess, tokenizer, note)``; falls back to random weights when none are shipped."""
-    import falip
+def _rec_items(seed: int, n: int, image_size: int) -> list[Any]:
+    import numpy as np
+    from PIL import Image
 
-    try:
-        fclip, pre, tok = falip.load(model, pretrained=pretrained)
-        return fclip, pre, tok, ""
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        if pretrained != "auto":
-            raise
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # open_clip logs "initialized randomly"; the note below says it
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.manual_seed(0)  # the same random model every run
-                fclip, pre, tok = falip.load(model, pretrained=None)
-        finally:
-            root.setLevel(level)
-        return fclip, pre, tok, (
-            f"NOTE: no shipped weights for {model!r} ({err}); using a RANDOM-weight model, "
-            "so the numbers below are meaningless (about chance)."
-        )
+    from falip.data import synthetic
+    from falip.tasks.rec import RecItem
 
-
-def _rec_items(seed: int, n: int, image_size: int) -> list[RecItem]:
     items = []
     for i, ex in enumerate(synthetic.rec_examples(seed, n, image_size=image_size)):
         img = Image.fromarray(ex.scene.image)
         boxes = np.array([o.box for o in ex.scene.objects], dtype=np.float64)
         for q in ex.queries:
-            items.append(RecItem(img, boxes, q.expression, boxes[q.target : q.target + 1], key=i,
-                                 info={"relational": q.relational, "kind": q.kind, "target": q.target}))
+            info = {"relational": q.relational, "kind": q.kind, "target": q.target}
+            items.append(RecItem(img, boxes, q.expression, boxes[q.target : q.target + 1], key=i, info=info))
     return items
 
 
 def _fmt(k: int, n: int) -> str:
+    from falip.tasks.metrics import wilson_interval
+
     if n == 0:
         return "-"
     lo, hi = wilson_interval(k, n)
@@ -95,70 +105,164 @@ def _fmt(k: int, n: int) -> str:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
-def _draw(items: list[RecItem], preds: dict[str, np.ndarray], ok: dict[str, np.ndarray], methods: Sequence[str],
-          path: Path, title: str) -> None:
-    """One panel per query: candidate boxes (dotted), gold (white), each method's choice (coloured)."""
+@dataclass
+class Panel:
+    """One query to draw: the image, candidate boxes ``[K, 4]`` (xyxy px, exclusive x1/y1), the
+    gold box, the expression, and per method the chosen box index and whether it was right."""
+
+    image: Any
+    boxes: Any
+    gold: Any
+    expression: str
+    chosen: dict[str, int]
+    right: dict[str, bool]
+
+
+def _set_limits(ax: Any, w: int, h: int, margin: float) -> None:
+    ax.set_xlim(-0.5 - margin, w - 0.5 + margin)
+    ax.set_ylim(h - 0.5 + margin, -0.5 - margin)
+
+
+def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, title: str, caption: str) -> None:
+    """Write a PNG with one panel per query (three per row), a title, a caption and a legend.
+
+    Candidate boxes are dotted white, the gold box solid white just inside its edge; each method's
+    choice is an outline on the chosen object's box, one line width further out per method (in
+    the order of ``methods``), so that choices of several methods on one box stay visible.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.patches as mpatches
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.lines import Line2D
 
-    n = len(items)
+    n = len(panels)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.1 * rows + 0.8), squeeze=False)
-    for ax in axes.flat:
+    dpi = 150
+    # layout in inches: header, then rows of (panel title, square image), then the legend
+    cell_w, side, title_h, gap, header_h, footer_h = 3.6, 3.2, 0.45, 0.2, 0.75, 0.55
+    row_h = title_h + side + gap
+    fig_w, fig_h = cell_w * cols, header_h + rows * row_h + footer_h
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    data_per_pt = []
+    for k, pan in enumerate(panels):
+        r, c = divmod(k, cols)
+        left = c * cell_w + (cell_w - side) / 2
+        bottom = fig_h - header_h - r * row_h - title_h - side
+        ax = fig.add_axes((left / fig_w, bottom / fig_h, side / fig_w, side / fig_h))
         ax.axis("off")
-    for q, (ax, it) in enumerate(zip(axes.flat, items)):
-        ax.imshow(np.asarray(it.image), interpolation="nearest")
-        for b in it.boxes:
-            ax.add_patch(mpatches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
-                                            ec="white", lw=0.8, ls=":"))
-        g = it.gold[0]
-        ax.add_patch(mpatches.Rectangle((g[0] - 0.5, g[1] - 0.5), g[2] - g[0], g[3] - g[1], fill=False, ec="white", lw=2.2))
-        # each method's choice, inset a little per method so coinciding choices stay visible
-        for m_i, m in enumerate(methods):
-            b = it.boxes[preds[m][q]]
-            d = 0.9 * (m_i + 1)
-            ax.add_patch(mpatches.Rectangle((b[0] - 0.5 + d, b[1] - 0.5 + d), max(b[2] - b[0] - 2 * d, 1),
-                                            max(b[3] - b[1] - 2 * d, 1), fill=False, ec=_COLORS.get(m, "black"), lw=1.4))
-        right = [_LABELS.get(m, m) for m in methods if ok[m][q]]
-        ax.set_title(f'"{it.expression}"\nright: {", ".join(right) if right else "none"}', fontsize=8)
-    handles = [mpatches.Patch(fc="white", ec="#555555", label="gold box (white)")]
-    handles += [mpatches.Patch(color=_COLORS.get(m, "black"), label=_LABELS.get(m, m)) for m in methods]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+        image = np.asarray(pan.image)
+        h, w = image.shape[:2]
+        ax.imshow(image, interpolation="nearest")
+        right = [_LABELS.get(m, m) for m in methods if pan.right[m]]
+        ax.set_title(f'"{pan.expression}"\nright: {", ".join(right) if right else "none"}', fontsize=8)
+        # data pixels per point: the image (plus the outlines' margin) fills the square axes
+        per_pt = max(w, h) / (side * 72.0)
+        margin = (len(methods) + 0.5) * _RING_STEP * _METHOD_LW * per_pt
+        per_pt = (max(w, h) + 2 * margin) / (side * 72.0)
+        data_per_pt.append(per_pt)
+        _draw_boxes(ax, pan, methods, per_pt, mpatches)
+        _set_limits(ax, w, h, (len(methods) + 0.5) * _RING_STEP * _METHOD_LW * per_pt)
+    fig.suptitle(f"{title}\n{caption}", fontsize=10, y=1 - 0.12 / fig_h, va="top")
+    handles = [Line2D([], [], color="white", lw=_GOLD_LW, label="gold box (white)")]
+    handles += [
+        Line2D([], [], color=_style(methods, m)[0], ls=_style(methods, m)[1], lw=_METHOD_LW, label=_LABELS.get(m, m))
+        for m in methods
+    ]
+    legend = fig.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.1 / fig_h),
+        ncol=min(6, len(handles)),
+        fontsize=8,
+        handlelength=4,
+    )
+    legend.get_frame().set_facecolor("#9a9a9a")  # grey, so the white gold entry shows
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def box_edges(box: Any, grow: float = 0.0) -> tuple[float, float, float, float]:
+    """The outer pixel edges ``(x0, y0, x1, y1)`` of ``box`` in imshow coordinates, grown by ``grow``.
+
+    Pixel ``x`` covers ``[x - 0.5, x + 0.5]`` and boxes are exclusive at ``x1``/``y1``.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    return x0 - 0.5 - grow, y0 - 0.5 - grow, x1 - 0.5 + grow, y1 - 0.5 + grow
+
+
+def method_outlines(box: Any, n_methods: int, line_width: float) -> list[tuple[float, float, float, float]]:
+    """Centre lines of the methods' outlines around ``box`` (``line_width`` in data units).
+
+    The first lies on the box's edge (its inner side touches the edge from outside); each next one
+    is ``_RING_STEP`` line widths further out, so outlines on the same box never overlap.
+    """
+    step = _RING_STEP * line_width
+    return [box_edges(box, (i + 0.5) * step) for i in range(n_methods)]
+
+
+def _draw_boxes(ax: Any, pan: Panel, methods: Sequence[str], data_per_pt: float, mpatches: Any) -> None:
+    def rect(edges: tuple[float, float, float, float], **kw: Any) -> Any:
+        x0, y0, x1, y1 = edges
+        return mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, **kw)
+
+    for b in pan.boxes:
+        ax.add_patch(rect(box_edges(b), ec="white", lw=0.7, ls=(0, (1, 2)), alpha=0.9))
+    ax.add_patch(rect(box_edges(pan.gold, -0.5 * _GOLD_LW * data_per_pt), ec="white", lw=_GOLD_LW))
+    for i, m in enumerate(methods):
+        colour, dash = _style(methods, m)
+        edges = method_outlines(pan.boxes[pan.chosen[m]], len(methods), _METHOD_LW * data_per_pt)[i]
+        ax.add_patch(rect(edges, ec=colour, lw=_METHOD_LW, ls=dash, joinstyle="miter"))
+
+
+def _one_per_scene(keys: Sequence[Any]) -> list[int]:
+    """Index of the first query of each scene, in scene order."""
+    seen: dict[Any, int] = {}
+    for i, k in enumerate(keys):
+        seen.setdefault(k, i)
+    return list(seen.values())
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; prints the table and the PNG path. Returns the exit code."""
+    from falip.core.errors import FalipError
+
     t0 = time.time()
-    torch.set_num_threads(max(1, int(args.threads)))
-    methods = [m.strip() for m in str(args.methods).split(",") if m.strip()]
-    if args.scenes < 1:
-        print("falip demo: --scenes must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        for m in methods:
-            parse_method(m)
-    except ValueError as err:
-        print(f"falip demo: {err}", file=sys.stderr)
-        return 2
-    fclip, pre, tok, note = _load(args.model, args.pretrained)
+    out = ensure_writable_dir(args.out, "--out") if args.show > 0 else None
+    methods = list(dict.fromkeys(m.strip() for m in str(args.methods).split(",") if m.strip()))
+    if not methods:
+        raise FalipError("--methods names no method")
+
+    import numpy as np
+    from PIL import Image
+
+    from falip.data import synthetic
+    from falip.prompts.registry import parse_method
+    from falip.scoring import RegionScorer
+    from falip.tasks.rec import rec_correct, rec_predict
+    from falip.tasks.region_cls import classify_regions
+
+    for m in methods:
+        parse_method(m)
+    set_threads(args.threads)
+    fclip, pre, tok = load_model(args.model, args.pretrained)
     scorer = RegionScorer(fclip, pre, tok)
     size = int(pre.input_size[0])
-    print(f"falip demo: model {args.model} ({fclip!r}), {args.scenes} REC + {args.scenes} classification scenes, seed {args.seed}")
-    if note:
-        print(note)
+    print(
+        f"falip demo: model {args.model} ({fclip!r}), {args.scenes} REC + {args.scenes} classification scenes, "
+        f"seed {args.seed}"
+    )
 
     # REC: 2-4 objects, half of the scenes with a relational expression
     items = _rec_items(args.seed, args.scenes, size)
@@ -179,43 +283,57 @@ def run(args: argparse.Namespace) -> int:
         preds = classify_regions(scorer, images, boxes, synthetic.CLASSES, m)
         cls_ok[m] = np.concatenate(preds) == labels
 
-    header = ["method", f"REC all (n={len(items)})", f"REC relational (n={int(rel.sum())})",
-              f"region cls (n={len(labels)})"]
+    header = [
+        "method",
+        f"REC all (n={len(items)})",
+        f"REC relational (n={int(rel.sum())})",
+        f"region cls (n={len(labels)})",
+    ]
     rows = []
     for m in methods:
-        rows.append([_LABELS.get(m, m), _fmt(int(rec_ok[m].sum()), len(items)),
-                     _fmt(int(rec_ok[m][rel].sum()), int(rel.sum())), _fmt(int(cls_ok[m].sum()), len(labels))])
-    rows.append(["chance", f"{100 * np.mean(1 / n_boxes):5.1f}", f"{100 * np.mean(1 / n_boxes[rel]):5.1f}" if rel.any() else "-",
-                 f"{100 / len(synthetic.CLASSES):5.1f}"])
+        rows.append(
+            [
+                _LABELS.get(m, m),
+                _fmt(int(rec_ok[m].sum()), len(items)),
+                _fmt(int(rec_ok[m][rel].sum()), int(rel.sum())),
+                _fmt(int(cls_ok[m].sum()), len(labels)),
+            ]
+        )
+    rows.append(
+        [
+            "chance",
+            f"{100 * np.mean(1 / n_boxes):5.1f}",
+            f"{100 * np.mean(1 / n_boxes[rel]):5.1f}" if rel.any() else "-",
+            f"{100 / len(synthetic.CLASSES):5.1f}",
+        ]
+    )
     print()
     print("accuracy % [95% Wilson interval]")
     print(_table(rows, header))
-
-    out = Path(args.out)
-    png = out / f"falip_demo_seed{args.seed}.png"
-    # one query per scene, so the panels show different images
-    first = list({it.key: i for i, it in reversed(list(enumerate(items)))}.values())[::-1]
-    shown = first[: max(1, min(args.show, len(first)))]
-    if note:
-        weights = "random weights"
-    elif args.pretrained == "auto":
-        weights = "shipped weights"
-    else:
-        weights = f"weights {Path(str(args.pretrained)).name}"
-    _draw([items[i] for i in shown], {m: rec_preds[m][shown] for m in methods}, {m: rec_ok[m][shown] for m in methods},
-          methods, png, f"{args.model} ({weights}): the box each method picks")
     print()
-    print(f"wrote {png.resolve()}")
+
+    if out is None:
+        print("no picture written (--show 0)")
+    else:
+        png = out / f"falip_demo_seed{args.seed}.png"
+        shown = _one_per_scene([it.key for it in items])[: args.show]  # one query per scene: different images
+        panels = [
+            Panel(
+                image=items[i].image,
+                boxes=items[i].boxes,
+                gold=items[i].gold[0],
+                expression=items[i].expression,
+                chosen={m: int(rec_preds[m][i]) for m in methods},
+                right={m: bool(rec_ok[m][i]) for m in methods},
+            )
+            for i in shown
+        ]
+        if args.pretrained == "auto":
+            weights = "shipped weights"
+        else:
+            weights = f"weights {Path(str(args.pretrained)).name}"
+        caption = f"showing {len(panels)} of {len(items)} queries (one per scene)"
+        draw_panels(panels, methods, png, f"{args.model} ({weights}): the box each method picks", caption)
+        print(f"wrote {png.resolve()}: {caption}")
     print(f"done in {time.time() - t0:.1f} s")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m falip.demo [options]``."""
-    p = argparse.ArgumentParser(prog="falip demo", description=__doc__.splitlines()[0])
-    configure_parser(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
