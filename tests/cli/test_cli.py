@@ -134,6 +134,12 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     assert code == 130 and err.strip() == "falip: interrupted"
 
 
+def test_broken_pipe_exits_141_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(models_cmd, "run", _raise(BrokenPipeError(32, "Broken pipe")))
+    code, _, err = run_cli(["models"], capsys)
+    assert code == 141 and err == ""
+
+
 def test_usage_errors_return_2_and_help_returns_0(capsys):
     assert main(["no-such-command"]) == 2
     assert main(["--help"]) == 0

@@ -8,7 +8,8 @@ fast.
 Exit statuses: 0 success; 2 a mistake in the user's input (a :class:`falip.FalipError`, a missing
 or unreadable file, a bad option), printed as one line ``falip: error: ...``; 1 an internal error
 (any other exception: a bug, printed as such with a hint to rerun with ``--debug``); 130
-interrupted. ``--debug`` (or ``FALIP_DEBUG=1``) lets exceptions propagate with their traceback.
+interrupted; 141 stdout closed by its reader (a broken pipe). ``--debug`` (or ``FALIP_DEBUG=1``)
+lets exceptions propagate with their traceback.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def _user_message(err: BaseException) -> str | None:
     return None
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not fail on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``falip`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("falip: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `falip models --all | head`: the reader left, nothing went wrong here
+        _silence_stdout()
+        return 141
     except Exception as err:
         if debug:
             raise
