@@ -48,13 +48,15 @@ def load_model(device: str, dtype: torch.dtype):
 
 def authors_loop(model, image: torch.Tensor, boxes: torch.Tensor, layers, alpha=0.2, sigma=100.0) -> torch.Tensor:
     """One full forward per box, the box's mask added in ``layers`` (the authors' scheme)."""
-    from falip.core.mask import boxes_to_roa, clip_boxes, foveal_profile, full_mask
+    from falip.core.mask import foveal_profile, full_mask, regions_to_roa
+    from falip.core.regions import Regions
 
     v = model.visual
     heads = v.transformer.resblocks[0].attn.num_heads
     out = []
     for box in boxes:
-        roa = boxes_to_roa(clip_boxes(box[None].cpu(), v.image_size), v.grid_size, v.patch_size)
+        region = Regions(box[None].cpu(), image_size=tuple(v.image_size)[::-1], frame="input")
+        roa = regions_to_roa(region, v.grid_size, v.patch_size)
         m = full_mask(foveal_profile(roa, alpha, sigma), "cls").to(image.device, image.dtype)  # [1, L, L]
         m = m.expand(heads, -1, -1)  # nn.MultiheadAttention: [N * heads, L, L]
         x = v._embeds(image)

@@ -1,7 +1,7 @@
 """Measured behaviour of FALIP on held-out synthetic scenes (issue 3, part 4).
 
 Writes a held-out REC dataset (ReCLIP jsonl + PNGs) and a region-classification dataset (generic
-JSONL + PNGs) with :mod:`falip.synthetic`'s writers, reads them back with :mod:`falip.datasets`,
+JSONL + PNGs) with :mod:`falip.data.synthetic`'s writers, reads them back with :mod:`falip.data`'s readers,
 and evaluates the model:
 
 * REC on 2-4 object scenes (gold boxes as candidates; correct when IoU(pred, gold) > 0.5) for FALIP,
@@ -62,7 +62,7 @@ def _seed(base: int, k: int) -> int:
 
 
 def _write_data(root: Path, args: argparse.Namespace, image_size: int) -> dict[str, Path]:
-    from falip import synthetic
+    from falip.data import synthetic
 
     paths = {}
     rf = args.relational_fraction
@@ -87,11 +87,10 @@ class _Images:
         self._cache: dict[Path, Any] = {}
 
     def __call__(self, path: Path):
-        from PIL import Image
+        from falip.data.images import load_image
 
         if path not in self._cache:
-            with Image.open(path) as im:
-                self._cache[path] = im.convert("RGB")
+            self._cache[path] = load_image(path)
         return self._cache[path]
 
 
@@ -179,9 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     import falip
-    from falip import synthetic
+    from falip.data import synthetic
     from falip.prompts.registry import parse_method
-from falip.scoring import RegionScorer
+    from falip.scoring import RegionScorer
 
     t0 = time.time()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

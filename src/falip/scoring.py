@@ -61,6 +61,16 @@ def as_texts(texts: str | Sequence[str], name: str = "texts") -> list[str]:
     return out
 
 
+def _cosine_scores(image_feats: torch.Tensor, text_feats: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * image_feats @ text_feats.T`` ``[K, T]`` on the CPU, row by row the same way.
+
+    A matrix product may round identical rows differently (its kernel blocks the rows), which
+    would let float noise break ties between boxes with identical features; an elementwise
+    product reduced over D does the same arithmetic for every row.
+    """
+    return (scale * (image_feats[:, None, :] * text_feats[None, :, :]).sum(-1)).cpu()
+
+
 @dataclass
 class _Item:
     """One image prepared for scoring: its regions in original and in model-input pixels."""
@@ -269,9 +279,9 @@ class RegionScorer:
             for i, it in enumerate(items):
                 txt = self.text_features([self.final_text(s, term, template) for s in it.texts])
                 if whole_image:  # one feature per image: score it once, so every box ties exactly
-                    s = (scale * feats[i : i + 1] @ txt.T).cpu().expand(len(it), -1)
+                    s = _cosine_scores(feats[i : i + 1], txt, scale).expand(len(it), -1)
                 else:
-                    s = (scale * feats[offset : offset + len(it)] @ txt.T).cpu()
+                    s = _cosine_scores(feats[offset : offset + len(it)], txt, scale)
                     offset += len(it)
                 totals[i] = s if totals[i] is None else totals[i] + s
         return [t.contiguous() for t in totals]  # type: ignore[union-attr]
