@@ -1,13 +1,13 @@
 """The plain per-region FALIP forward, one block at a time, with hooks for analysis.
 
-Each region's image runs through open_clip's own blocks with the paper's mask ``M`` (FALIP.md
-Eq. 4) passed as an additive ``attn_mask`` in the biased blocks: no shared prefix, no folding,
+Each region's image runs through open_clip's own blocks with the paper's mask ``M`` (Eq. 4;
+``docs/method.md``, "The foveal mask") passed as an additive ``attn_mask`` in the biased blocks: no shared prefix, no folding,
 no [CLS]-only shortcut. It is the reference the fast plans of :class:`~falip.core.model.FovealCLIP`
 are tested against, and what the analysis tools build on, because it can record, for any block:
 
 * the attention probabilities ``[R, heads, Lq, L]``;
 * each head's output pushed through that head's slice of the output projection
-  ``[R, heads, Lq, C]`` (FALIP.md section 6, ``G_h``): ``sum_h G_h + out_proj.bias`` is the
+  ``[R, heads, Lq, C]`` (``docs/method.md``, "Per-head decomposition", ``G_h``): ``sum_h G_h + out_proj.bias`` is the
   block's attention output (before ``ls_1``/``ln_attn``);
 * the [CLS] residual stream: the [CLS] token entering every block and leaving the last
   (``[X_l]cls``), and each block's attention and MLP contributions to it, so that
@@ -117,7 +117,7 @@ def reference_forward(
         model: an open_clip CLIP with a ViT tower (``model.visual``).
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: N :class:`Regions` in the model-input frame, or None: each image once, no bias.
-        alpha, sigma, form: the foveal mask (FALIP.md section 2).
+        alpha, sigma, form: the foveal mask (docs/method.md, "The foveal mask").
         layers: 0-based biased blocks (None: the last 4).
         record: blocks whose attention and per-head outputs to keep (``"all"``, or indices).
         tokens: ``"cls"`` records the [CLS] query row only, ``"all"`` every row.

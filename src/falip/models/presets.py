@@ -36,7 +36,7 @@ class Preset:
         return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form}
 
 
-# The paper's settings for OpenAI ViTs (FALIP.md sections 2-3) apply to every model without a preset.
+# The paper's settings for OpenAI ViTs (docs/method.md, "The foveal mask") apply to every model without a preset.
 PAPER_PRESET = Preset(notes="paper defaults: alpha 0.2, sigma 100, the last 4 blocks, form 'cls'")
 
 PRESETS: dict[str, Preset] = {

@@ -1,4 +1,4 @@
-"""Image-editing visual prompts: the baselines FALIP is compared with (FALIP.md section 5).
+"""Image-editing visual prompts: the baselines FALIP is compared with (docs/method.md, "Image-editing baselines").
 
 Every function is pure: it takes a PIL image and one box ``(x0, y0, x1, y1)`` in that image's
 pixels (floats, pixel edges, so a box ``(0, 0, W, H)`` is the whole image) and returns a new RGB

@@ -3,7 +3,7 @@
 Method names
 ------------
 A method string names one or more *terms* joined by ``+``; the scores of the terms are summed
-(an ensemble, FALIP.md section 4 "E"). A term names one or more *atoms* joined by ``&``; the atoms
+(an ensemble; docs/method.md, "Scoring and tasks"). A term names one or more *atoms* joined by ``&``; the atoms
 are applied together to produce ONE image per box (a combined edit). So:
 
 * ``falip+circle+blur``: three scores per box (FALIP, RedCircle, reverse blur), summed;
@@ -53,7 +53,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PromptParams:
-    """Parameters of the image-editing prompts (defaults: FALIP.md section 5).
+    """Parameters of the image-editing prompts (defaults: docs/method.md, "Image-editing baselines").
 
     Thicknesses are in model-input pixels; ``blur_std`` is in original-image pixels (PIL's
     GaussianBlur radius is the standard deviation).

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 REC_TEMPLATE = "a photo of {}"
-"""FALIP's REC prompt (FALIP.md section 3); expressions are lowercased first."""
+"""FALIP's REC prompt (docs/method.md, "Scoring and tasks"); expressions are lowercased first."""
 @dataclass
 class RecItem:
     """One REC query: candidate ``boxes`` ``[K, 4]`` and ``gold`` boxes ``[G, 4]`` (xyxy, image px).
@@ -52,7 +52,7 @@ def _groups(items: Sequence[RecItem]) -> list[list[int]]:
 def negative_captions(items: Sequence[RecItem], count: int = 500, seed: int = 0) -> list[str]:
     """Up to ``count`` distinct expressions of the split, sampled with a seeded generator.
 
-    The caption bank for "subtract" post-processing (FALIP.md section 4, P): RedCircle and FALIP
+    The caption bank for "subtract" post-processing (docs/method.md, "Scoring and tasks"): RedCircle and FALIP
     subtract from each box's score its mean score over Q = 500 captions of the whole split.
     """
     bank = sorted({it.expression.lower() for it in items})

@@ -12,7 +12,7 @@ from ..scoring import RegionScorer
 __all__ = ["CLS_TEMPLATE", "classify_regions"]
 
 CLS_TEMPLATE = "a photo of a {}."
-"""Region-classification prompt (FALIP.md section 4)."""
+"""Region-classification prompt (docs/method.md, "Scoring and tasks")."""
 
 
 def classify_regions(
