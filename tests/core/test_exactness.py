@@ -67,27 +67,30 @@ def _regions_with_zero_bias(fclip, images, per_image, layers=None, form="cls"):
 
 @pytest.mark.parametrize("form", ["cls", "all", "diag"])
 @pytest.mark.parametrize("layers", [(0,), (3, 8, 11), (10, 11), (11,)])
-def test_biased_computation_with_zero_bias_is_vanilla_clip(vit_b16, form, layers):
+def test_biased_computation_with_zero_bias_is_vanilla_clip(form, layers):
+    model = make_tiny_clip(layers=12)  # 12 blocks like ViT-B/16; the width does not matter here
     torch.manual_seed(3)
-    images = torch.randn(2, 3, 224, 224)
-    fclip = falip.FovealCLIP(vit_b16, layers=layers, form=form)
+    images = torch.randn(2, 3, 32, 32)
+    fclip = falip.FovealCLIP(model, layers=layers, form=form)
     with torch.no_grad():
-        plain = vit_b16.encode_image(images)
+        plain = model.encode_image(images)
         got = _regions_with_zero_bias(fclip, images, 2)
     assert (got - plain.repeat_interleave(2, dim=0)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("form", ["cls", "all", "diag"])
-def test_zero_alpha_is_vanilla_clip(vit_b16, form):
+def test_zero_alpha_is_vanilla_clip(form):
+    model = make_tiny_clip(layers=12)
     torch.manual_seed(3)
-    images = torch.randn(2, 3, 224, 224)
-    fclip = falip.FovealCLIP(vit_b16, alpha=0.0, form=form, layers=(3, 8, 11))
-    boxes = [torch.tensor([[0.0, 0.0, 50.0, 50.0], [60.0, 10.0, 200.0, 220.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]])]
+    images = torch.randn(2, 3, 32, 32)
+    fclip = falip.FovealCLIP(model, alpha=0.0, form=form, layers=(3, 8, 11))
+    boxes = [torch.tensor([[0.0, 0.0, 5.0, 5.0], [6.0, 1.0, 20.0, 22.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]])]
     with torch.no_grad():
-        plain = vit_b16.encode_image(images)
+        plain = model.encode_image(images)
         got = fclip.encode_image(images, boxes=boxes)
-        masks = [torch.zeros(1, 224, 224, dtype=torch.bool)] * 2
-        masks[0][0, 100:120, 7:9] = True
+        masks = [torch.zeros(1, 32, 32, dtype=torch.bool), torch.zeros(1, 32, 32, dtype=torch.bool)]
+        masks[0][0, 10:12, 7:9] = True
+        masks[1][0, 30, 1] = True
         got_masks = fclip.encode_image(images, masks=masks)
         no_regions = fclip.encode_image(images)
     expected = plain[torch.tensor([0, 0, 1])]

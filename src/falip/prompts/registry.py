@@ -39,6 +39,7 @@ from typing import Callable, Literal
 
 from PIL import Image
 
+from ..core.errors import FalipError
 from . import edits as vp
 
 __all__ = [
@@ -96,11 +97,11 @@ METHODS: dict[str, MethodSpec] = {}
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Add (or replace) an atom in :data:`METHODS`; names may not contain ``+``, ``&`` or spaces."""
     if not spec.name or any(ch in spec.name for ch in "+& \t"):
-        raise ValueError(f"method names may not be empty or contain '+', '&' or spaces: {spec.name!r}")
+        raise FalipError(f"method names may not be empty or contain '+', '&' or spaces: {spec.name!r}")
     if spec.kind == "edit" and spec.edit is None:
-        raise ValueError(f"method {spec.name!r} is an edit but has no edit function")
+        raise FalipError(f"method {spec.name!r} is an edit but has no edit function")
     if spec.scale not in ("original", "input"):
-        raise ValueError(f"scale must be 'original' or 'input', got {spec.scale!r}")
+        raise FalipError(f"scale must be 'original' or 'input', got {spec.scale!r}")
     METHODS[spec.name] = spec
     return spec
 
@@ -133,22 +134,22 @@ def available_methods() -> list[str]:
 def parse_method(method: str) -> list[tuple[str, ...]]:
     """``"falip+blur&circle"`` -> ``[("falip",), ("blur", "circle")]``; ValueError when invalid."""
     if not isinstance(method, str) or not method.strip():
-        raise ValueError(f"method must be a non-empty string, got {method!r}")
+        raise FalipError(f"method must be a non-empty string, got {method!r}")
     terms: list[tuple[str, ...]] = []
     valid = ", ".join(available_methods())
     for raw_term in method.replace(" ", "").split("+"):
         atoms = tuple(raw_term.split("&"))
         for a in atoms:
             if a not in METHODS:
-                raise ValueError(
+                raise FalipError(
                     f"unknown method {a!r} in {method!r}; valid methods: {valid} "
                     "(join with '+' to sum scores, with '&' to combine edits in one image)"
                 )
         if len(set(atoms)) != len(atoms):
-            raise ValueError(f"term {raw_term!r} of {method!r} repeats an atom")
+            raise FalipError(f"term {raw_term!r} of {method!r} repeats an atom")
         if len(atoms) > 1:
             for a in atoms:
                 if METHODS[a].kind in ("none", "crop"):
-                    raise ValueError(f"{a!r} cannot be combined with other atoms by '&' (in {method!r})")
+                    raise FalipError(f"{a!r} cannot be combined with other atoms by '&' (in {method!r})")
         terms.append(atoms)
     return terms
