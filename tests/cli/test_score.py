@@ -70,6 +70,7 @@ def test_missing_image_is_one_line_error_naming_it(capsys):
         (["--box", "0,0,10,10", "--pretrained", "none-such"], "none-such"),
         (["--box", "0,0,10,10", "--model", "ViT-S-32"], "has no shipped weights"),
         (["--box", "0,0,10,10", "--method", "sparkles"], "sparkles"),
+        (["--box", "0,0,10,10", "--template", "no braces"], "template"),
     ],
 )
 def test_bad_input_is_one_line_error(image_file, capsys, extra, message):
