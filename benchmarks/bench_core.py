@@ -92,11 +92,15 @@ def bench_boxes(fclip, model, device, dtype, counts, repeats) -> list[dict]:
             max_diff = (ours.float() - ref.float()).abs().max().item()
             t_ours, t_loop = [], []
             for _ in range(repeats):
-                t_loop.append(timed(lambda: authors_loop(model, image, boxes, set(fclip.layers)), device))
-                t_ours.append(timed(lambda: fclip.encode_image(image, boxes=[boxes]), device))
+                t_loop.append(timed(lambda b=boxes: authors_loop(model, image, b, set(fclip.layers)), device))
+                t_ours.append(timed(lambda b=boxes: fclip.encode_image(image, boxes=[b]), device))
         lo, ou = statistics.median(t_loop), statistics.median(t_ours)
         rows.append({"boxes": b, "loop_s": lo, "falip_s": ou, "speedup": lo / ou, "max_abs_diff": max_diff})
-        print(f"  (a) B={b:>3}: loop {lo * 1e3:9.1f} ms   falip {ou * 1e3:9.1f} ms   x{lo / ou:5.2f}   |diff| {max_diff:.1e}", flush=True)
+        print(
+            f"  (a) B={b:>3}: loop {lo * 1e3:9.1f} ms   falip {ou * 1e3:9.1f} ms   "
+            f"x{lo / ou:5.2f}   |diff| {max_diff:.1e}",
+            flush=True,
+        )
     return rows
 
 
@@ -112,7 +116,11 @@ def bench_overhead(fclip, model, device, dtype, repeats, batch=8) -> dict:
             t_plain.append(timed(lambda: model.encode_image(images), device))
             t_ours.append(timed(lambda: fclip.encode_image(images, boxes=boxes), device))
     pl, ou = statistics.median(t_plain), statistics.median(t_ours)
-    print(f"  (b) batch {batch}, one box each: plain {pl * 1e3:.1f} ms   falip {ou * 1e3:.1f} ms   overhead {100 * (ou / pl - 1):+.1f}%", flush=True)
+    print(
+        f"  (b) batch {batch}, one box each: plain {pl * 1e3:.1f} ms   falip {ou * 1e3:.1f} ms   "
+        f"overhead {100 * (ou / pl - 1):+.1f}%",
+        flush=True,
+    )
     return {"batch": batch, "plain_s": pl, "falip_s": ou, "overhead_pct": 100 * (ou / pl - 1)}
 
 
@@ -176,7 +184,11 @@ def bench_memory(threads: int, boxes_n: int = 32) -> list[dict]:
         p.start()
         mib = q.get()
         p.join()
-        label = {"plain": "plain encode_image, 1 image", "loop": "authors' loop", "falip": f"falip batched (batch_size={chunk})"}[kind]
+        label = {
+            "plain": "plain encode_image, 1 image",
+            "loop": "authors' loop",
+            "falip": f"falip batched (batch_size={chunk})",
+        }[kind]
         rows.append({"kind": kind, "batch_size": chunk, "peak_growth_mib": mib, "label": label})
         print(f"  (c) B={boxes_n}: {label:<32} peak RSS growth {mib:7.1f} MiB", flush=True)
     return rows
@@ -198,8 +210,11 @@ def main(argv=None) -> int:
 
     dtype = getattr(torch, args.dtype)
     load_before = os.getloadavg()
-    print(f"bench_core: {MODEL} random weights, device={args.device}, dtype={args.dtype}, threads={args.threads}, "
-          f"load average before: {load_before[0]:.2f}", flush=True)
+    print(
+        f"bench_core: {MODEL} random weights, device={args.device}, dtype={args.dtype}, threads={args.threads}, "
+        f"load average before: {load_before[0]:.2f}",
+        flush=True,
+    )
     model = load_model(args.device, dtype)
     fclip = falip.FovealCLIP(model)
     counts = [int(c) for c in args.counts.split(",")]
@@ -219,8 +234,10 @@ def main(argv=None) -> int:
     if not args.no_memory and args.device == "cpu":
         result["memory"] = bench_memory(args.threads)
     result["load_average_after"] = os.getloadavg()
-    print(f"load average after: {result['load_average_after'][0]:.2f} (this run uses {args.threads} thread(s); "
-          f"above that is other load)")
+    print(
+        f"load average after: {result['load_average_after'][0]:.2f} (this run uses {args.threads} thread(s); "
+        f"above that is other load)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,12 +41,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; the splits use seeds 1_000_000 + 10 * seed + k")
     p.add_argument("--rec-scenes", type=int, default=600, help="REC test scenes (~2 queries each; default 600)")
     p.add_argument("--cls-scenes", type=int, default=350, help="classification test scenes (2-4 objects; default 350)")
-    p.add_argument("--val-scenes", type=int, default=200, help="scenes per validation split for the sweep (default 200)")
+    p.add_argument(
+        "--val-scenes", type=int, default=200, help="scenes per validation split for the sweep (default 200)"
+    )
     p.add_argument("--relational-fraction", type=float, default=0.5)
-    p.add_argument("--methods", default="falip,none,crop,blur,circle",
-                   help="REC/classification scoring methods (see falip.scoring), comma-separated")
-    p.add_argument("--subtract", default="falip,crop,blur,circle",
-                   help="methods also scored with 'subtract' (P: minus the mean score of 500 split captions)")
+    p.add_argument(
+        "--methods",
+        default="falip,none,crop,blur,circle",
+        help="REC/classification scoring methods (see falip.scoring), comma-separated",
+    )
+    p.add_argument(
+        "--subtract",
+        default="falip,crop,blur,circle",
+        help="methods also scored with 'subtract' (P: minus the mean score of 500 split captions)",
+    )
     p.add_argument("--alphas", default="0.1,0.2,0.5,1,2,5,10,20", help="sweep: alpha values")
     p.add_argument("--last-blocks", default="1,2,3,4,all", help="sweep: bias the last n blocks ('all' = every block)")
     p.add_argument("--no-sweep", action="store_true")
@@ -67,16 +76,24 @@ def _write_data(root: Path, args: argparse.Namespace, image_size: int) -> dict[s
     paths = {}
     rf = args.relational_fraction
     paths["rec_test"] = synthetic.write_reclip_rec(
-        synthetic.rec_examples(_seed(args.seed, 1), args.rec_scenes, image_size, rf), root / "rec", "synthetic_test")
+        synthetic.rec_examples(_seed(args.seed, 1), args.rec_scenes, image_size, rf), root / "rec", "synthetic_test"
+    )
     paths["cls_test"] = synthetic.write_classification(
-        synthetic.classification_scenes(_seed(args.seed, 3), args.cls_scenes, image_size, 2, 4), root / "cls", "synthetic_test",
-        with_masks=False)
+        synthetic.classification_scenes(_seed(args.seed, 3), args.cls_scenes, image_size, 2, 4),
+        root / "cls",
+        "synthetic_test",
+        with_masks=False,
+    )
     if not args.no_sweep:
         paths["rec_val"] = synthetic.write_reclip_rec(
-            synthetic.rec_examples(_seed(args.seed, 2), args.val_scenes, image_size, rf), root / "rec", "synthetic_val")
+            synthetic.rec_examples(_seed(args.seed, 2), args.val_scenes, image_size, rf), root / "rec", "synthetic_val"
+        )
         paths["cls_val"] = synthetic.write_classification(
-            synthetic.classification_scenes(_seed(args.seed, 4), args.val_scenes, image_size, 2, 4), root / "cls",
-            "synthetic_val", with_masks=False)
+            synthetic.classification_scenes(_seed(args.seed, 4), args.val_scenes, image_size, 2, 4),
+            root / "cls",
+            "synthetic_val",
+            with_masks=False,
+        )
     return paths
 
 
@@ -102,8 +119,16 @@ def _rec_items(path: Path, images: _Images) -> list:
     for s in read_reclip_jsonl(path, image_root=path.parent / "images"):
         boxes = s.boxes.astype(np.float64)
         gold = boxes[list(s.gold_indices)]
-        items.append(RecItem(images(s.image_path), boxes, s.sentence, gold, key=str(s.image_path),
-                             info={"relational": bool(s.extra.get("relational", False)), "kind": s.extra.get("kind", "?")}))
+        items.append(
+            RecItem(
+                images(s.image_path),
+                boxes,
+                s.sentence,
+                gold,
+                key=str(s.image_path),
+                info={"relational": bool(s.extra.get("relational", False)), "kind": s.extra.get("kind", "?")},
+            )
+        )
     return items
 
 
@@ -212,21 +237,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = _Images()
     rec_test = _rec_items(paths["rec_test"], images)
     cls_test = _cls_groups(paths["cls_test"], images)
-    _log(f"REC test: {len(rec_test)} queries ({sum(it.info['relational'] for it in rec_test)} relational); "
-         f"classification test: {len(cls_test[2])} regions in {len(cls_test[0])} images  [{time.time() - t0:.0f} s]")
+    _log(
+        f"REC test: {len(rec_test)} queries ({sum(it.info['relational'] for it in rec_test)} relational); "
+        f"classification test: {len(cls_test[2])} regions in {len(cls_test[0])} images  [{time.time() - t0:.0f} s]"
+    )
 
     results: dict[str, Any] = {
         "config": {
-            "model": args.model, "pretrained": args.pretrained, "random_weights": random_weights,
-            "falip_defaults": {"alpha": fclip.alpha, "sigma": fclip.sigma, "layers": list(fclip.layers), "form": fclip.form},
-            "num_blocks": fclip.num_blocks, "input_size": list(pre.input_size), "seed": args.seed,
-            "seeds": {"rec_test": _seed(args.seed, 1), "rec_val": _seed(args.seed, 2), "cls_test": _seed(args.seed, 3),
-                      "cls_val": _seed(args.seed, 4), "random_pick": _seed(args.seed, 5)},
-            "rec_scenes": args.rec_scenes, "cls_scenes": args.cls_scenes, "val_scenes": args.val_scenes,
-            "relational_fraction": args.relational_fraction, "threads": args.threads,
-            "rec_template": "a photo of {}", "cls_template": "a photo of a {}.", "iou_threshold": 0.5,
+            "model": args.model,
+            "pretrained": args.pretrained,
+            "random_weights": random_weights,
+            "falip_defaults": {
+                "alpha": fclip.alpha,
+                "sigma": fclip.sigma,
+                "layers": list(fclip.layers),
+                "form": fclip.form,
+            },
+            "num_blocks": fclip.num_blocks,
+            "input_size": list(pre.input_size),
+            "seed": args.seed,
+            "seeds": {
+                "rec_test": _seed(args.seed, 1),
+                "rec_val": _seed(args.seed, 2),
+                "cls_test": _seed(args.seed, 3),
+                "cls_val": _seed(args.seed, 4),
+                "random_pick": _seed(args.seed, 5),
+            },
+            "rec_scenes": args.rec_scenes,
+            "cls_scenes": args.cls_scenes,
+            "val_scenes": args.val_scenes,
+            "relational_fraction": args.relational_fraction,
+            "threads": args.threads,
+            "rec_template": "a photo of {}",
+            "cls_template": "a photo of a {}.",
+            "iou_threshold": 0.5,
         },
-        "rec": {}, "cls": {},
+        "rec": {},
+        "cls": {},
     }
 
     # REC and classification, test splits
@@ -234,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = _rec_eval(scorer, rec_test, m, _seed(args.seed, 5))
         results["rec"][m] = _rec_summary(rec_test, ok)
         results["cls"][m] = _acc(_cls_eval(scorer, cls_test, classes, m))
-        _log(f"  {m:>8}: REC {_fmt(results['rec'][m]['all'])}  cls {_fmt(results['cls'][m])}  [{time.time() - t0:.0f} s]")
+        _log(
+            f"  {m:>8}: REC {_fmt(results['rec'][m]['all'])}  cls {_fmt(results['cls'][m])}  [{time.time() - t0:.0f} s]"
+        )
     from falip.tasks.rec import negative_captions
 
     negatives = negative_captions(rec_test, 500, seed=_seed(args.seed, 6))
@@ -280,49 +329,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["best_on_val"] = {}
         for name, b in best.items():
             sc = scorer.with_options(falip_options={"alpha": b["alpha"], "layers": b["layers"]})
-            entry = {"alpha": b["alpha"], "layers": b["layers"],
-                     "rec_test": _rec_summary(rec_test, _rec_eval(sc, rec_test, "falip", _seed(args.seed, 5))),
-                     "cls_test": _acc(_cls_eval(sc, cls_test, classes, "falip"))}
+            entry = {
+                "alpha": b["alpha"],
+                "layers": b["layers"],
+                "rec_test": _rec_summary(rec_test, _rec_eval(sc, rec_test, "falip", _seed(args.seed, 5))),
+                "cls_test": _acc(_cls_eval(sc, cls_test, classes, "falip")),
+            }
             results["best_on_val"][name] = entry
     results["seconds"] = time.time() - t0
 
     # report
-    labels = {"falip": "FALIP (model defaults)", "none": "whole image", "crop": "crop", "blur": "reverse blur",
-              "circle": "red circle", "random": "random pick"}
+    labels = {
+        "falip": "FALIP (model defaults)",
+        "none": "whole image",
+        "crop": "crop",
+        "blur": "reverse blur",
+        "circle": "red circle",
+        "random": "random pick",
+    }
     rows = []
     for m in methods + ["random"]:
         r = results["rec"][m]
-        cls = _fmt(results["cls"][m]) if "correct" in results["cls"][m] else f"{100 * results['cls'][m]['expected']:5.1f} (exp.)"
+        cls = (
+            _fmt(results["cls"][m])
+            if "correct" in results["cls"][m]
+            else f"{100 * results['cls'][m]['expected']:5.1f} (exp.)"
+        )
         rows.append([labels.get(m, m), _fmt(r["all"]), _fmt(r["attribute"]), _fmt(r["relational"]), cls])
     for m in subtracted:
         r = results["rec"][f"{m} (P)"]
-        rows.append([f"{labels.get(m, m)} + subtract (P)", _fmt(r["all"]), _fmt(r["attribute"]), _fmt(r["relational"]), "-"])
+        rows.append(
+            [f"{labels.get(m, m)} + subtract (P)", _fmt(r["all"]), _fmt(r["attribute"]), _fmt(r["relational"]), "-"]
+        )
     for name, e in results.get("best_on_val", {}).items():
         tag = f"FALIP a={e['alpha']:g} blocks {e['layers']} (best val {name})"
-        rows.append([tag, _fmt(e["rec_test"]["all"]), _fmt(e["rec_test"]["attribute"]), _fmt(e["rec_test"]["relational"]),
-                     _fmt(e["cls_test"])])
+        rows.append(
+            [
+                tag,
+                _fmt(e["rec_test"]["all"]),
+                _fmt(e["rec_test"]["attribute"]),
+                _fmt(e["rec_test"]["relational"]),
+                _fmt(e["cls_test"]),
+            ]
+        )
     r0 = results["rec"][methods[0]]
-    header = ["method", f"REC all (n={r0['all']['n']})", f"attribute (n={r0['attribute']['n']})",
-              f"relational (n={r0['relational']['n']})", f"region cls (n={results['cls'][methods[0]]['n']})"]
+    header = [
+        "method",
+        f"REC all (n={r0['all']['n']})",
+        f"attribute (n={r0['attribute']['n']})",
+        f"relational (n={r0['relational']['n']})",
+        f"region cls (n={results['cls'][methods[0]]['n']})",
+    ]
     d = results["config"]["falip_defaults"]
-    print(f"model {args.model}{' (RANDOM WEIGHTS)' if random_weights else ''}; FALIP defaults alpha={d['alpha']:g} "
-          f"sigma={d['sigma']:g} layers={d['layers']}; accuracy % [95% Wilson interval]")
+    print(
+        f"model {args.model}{' (RANDOM WEIGHTS)' if random_weights else ''}; FALIP defaults alpha={d['alpha']:g} "
+        f"sigma={d['sigma']:g} layers={d['layers']}; accuracy % [95% Wilson interval]"
+    )
     print(_table(header, rows))
     kinds = sorted({k for m in methods for k in results["rec"][m]["by_kind"]})
     print()
     print("REC by query kind")
-    print(_table(["method"] + [f"{k} (n={results['rec'][methods[0]]['by_kind'][k]['n']})" for k in kinds],
-                 [[labels.get(m, m)] + [_fmt(results["rec"][m]["by_kind"][k]) for k in kinds] for m in methods + ["random"]]))
+    print(
+        _table(
+            ["method"] + [f"{k} (n={results['rec'][methods[0]]['by_kind'][k]['n']})" for k in kinds],
+            [[labels.get(m, m)] + [_fmt(results["rec"][m]["by_kind"][k]) for k in kinds] for m in methods + ["random"]],
+        )
+    )
     if "sweep" in results:
         print()
-        print(f"sweep on validation (REC n={results['sweep']['rec_val_queries']}, cls n={results['sweep']['cls_val_regions']}): "
-              "REC / cls accuracy %")
+        print(
+            f"sweep on validation (REC n={results['sweep']['rec_val_queries']}, "
+            f"cls n={results['sweep']['cls_val_regions']}): "
+            "REC / cls accuracy %"
+        )
         alphas = sorted({s["alpha"] for s in results["sweep"]["settings"]})
         by_layers: dict[tuple, dict] = defaultdict(dict)
         for s in results["sweep"]["settings"]:
             by_layers[tuple(s["layers"])][s["alpha"]] = s
-        srows = [[f"blocks {list(l)}"] + [f"{100 * v[a]['rec_val']['acc']:4.1f} / {100 * v[a]['cls_val']['acc']:4.1f}" if a in v else "-"
-                                         for a in alphas] for l, v in by_layers.items()]
+        srows = [
+            [f"blocks {list(layer_set)}"]
+            + [
+                f"{100 * v[a]['rec_val']['acc']:4.1f} / {100 * v[a]['cls_val']['acc']:4.1f}" if a in v else "-"
+                for a in alphas
+            ]
+            for layer_set, v in by_layers.items()
+        ]
         print(_table(["layers \\ alpha"] + [f"{a:g}" for a in alphas], srows))
     print(f"\n{time.time() - t0:.0f} s")
 

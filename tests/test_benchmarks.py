@@ -18,9 +18,25 @@ def _bench():
 
 def test_bench_synthetic_smoke(tmp_path, capsys):
     out = tmp_path / "r.json"
-    rc = _bench().main(["--allow-random", "--rec-scenes", "12", "--cls-scenes", "6", "--val-scenes", "6",
-                        "--alphas", "0.2,2", "--last-blocks", "1,all", "--data-dir", str(tmp_path / "data"),
-                        "--out", str(out)])
+    rc = _bench().main(
+        [
+            "--allow-random",
+            "--rec-scenes",
+            "12",
+            "--cls-scenes",
+            "6",
+            "--val-scenes",
+            "6",
+            "--alphas",
+            "0.2,2",
+            "--last-blocks",
+            "1,all",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     for m in ("falip", "none", "crop", "blur", "circle", "random"):

@@ -49,9 +49,12 @@ def test_core_imports_nothing_else_of_falip(path):
 @pytest.mark.parametrize("path", [p for p in MODULES if _area(p) == "data"], ids=lambda p: p.name)
 def test_data_imports_no_torch(path):
     bad = [m for m in _imports(path) if m.split(".")[0] in ("torch", "torchvision", "open_clip")]
-    bad += [m for m in _imports(path) if m.startswith("falip") and not m.startswith(("falip.data", "falip.core.errors",
-                                                                                     "falip.core.regions",
-                                                                                     "falip.core.images"))]
+    bad += [
+        m
+        for m in _imports(path)
+        if m.startswith("falip")
+        and not m.startswith(("falip.data", "falip.core.errors", "falip.core.regions", "falip.core.images"))
+    ]
     assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}: data/ readers stay torch-free"
 
 
@@ -72,7 +75,9 @@ FORBIDDEN = {
 }
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if _area(p) in FORBIDDEN], ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if _area(p) in FORBIDDEN], ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_imports_point_down(path):
     bad = [m for m in _imports(path) if m.startswith(FORBIDDEN[_area(path)])]
     assert not bad, f"{path.relative_to(PACKAGE)} ({_area(path)}) imports higher modules {bad}"

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from falip.prompts import edits as vp
 from falip import FalipError, FovealCLIP, Preprocess, Regions
+from falip.prompts import edits as vp
 from falip.prompts.registry import METHODS, MethodSpec, PromptParams, available_methods, parse_method, register_method
 from falip.scoring import RegionScorer
 
@@ -91,11 +91,15 @@ def test_edit_methods_equal_manual_edits(setup):
         "blur-box": [pre(vp.reverse_blur(img, b, 100.0, "box")) for b in BOXES],
         "gray": [pre(vp.grayscale_outside(img, b)) for b in BOXES],
         "crop": [pre(vp.crop(img, b)) for b in BOXES],
-        "blur&circle": [pre.to_tensor(vp.red_circle(pre.resize(vp.reverse_blur(img, b)), m.tolist())) for b, m in zip(BOXES, mapped)],
+        "blur&circle": [
+            pre.to_tensor(vp.red_circle(pre.resize(vp.reverse_blur(img, b)), m.tolist())) for b, m in zip(BOXES, mapped)
+        ],
     }
     for method, tensors in manual.items():
         feats = fclip.encode_image(torch.stack(tensors))
-        assert torch.allclose(sc.score(img, BOXES, TEXTS, method=method), _expected(setup, feats, TEXTS), atol=1e-5), method
+        assert torch.allclose(sc.score(img, BOXES, TEXTS, method=method), _expected(setup, feats, TEXTS), atol=1e-5), (
+            method
+        )
     # CPT: shaded original and the rewritten text
     feats = fclip.encode_image(torch.stack([pre(vp.cpt_shade(img, b)) for b in BOXES]))
     want = _expected(setup, feats, [vp.cpt_text(t) for t in TEXTS])
@@ -109,7 +113,9 @@ def test_edit_methods_equal_manual_edits(setup):
 def test_prompt_params_used(setup):
     img = _image(2)
     a = _scorer(setup).score(img, BOXES, TEXTS, method="circle")
-    b = _scorer(setup, params=PromptParams(circle_color=(0, 255, 0), circle_thickness=3)).score(img, BOXES, TEXTS, method="circle")
+    b = _scorer(setup, params=PromptParams(circle_color=(0, 255, 0), circle_thickness=3)).score(
+        img, BOXES, TEXTS, method="circle"
+    )
     assert not torch.allclose(a, b)
 
 
@@ -242,7 +248,9 @@ def test_bad_inputs(setup):
 
 
 def test_register_custom_method(setup):
-    spec = register_method(MethodSpec("invert", "edit", "invert the box", lambda im, b, p: vp.cpt_shade(im, b, (0, 0, 0), 255), "input"))
+    spec = register_method(
+        MethodSpec("invert", "edit", "invert the box", lambda im, b, p: vp.cpt_shade(im, b, (0, 0, 0), 255), "input")
+    )
     try:
         assert "invert" in available_methods()
         s = _scorer(setup).score(_image(), BOXES, TEXTS, method="falip+invert")
@@ -282,7 +290,9 @@ def test_literal_braces_are_fine(setup):
 def test_long_texts_warn_once_that_they_are_truncated(setup):
     sc = _scorer(setup)
     long = " ".join(["word"] * 40)  # the test tokenizer's context is 16 tokens
-    with pytest.warns(UserWarning, match=r"1 text\(s\) are longer than the model's 16-token context and were truncated") as rec:
+    with pytest.warns(
+        UserWarning, match=r"1 text\(s\) are longer than the model's 16-token context and were truncated"
+    ) as rec:
         sc.score(_image(), BOXES, [long, "short"])
     assert len([w for w in rec if "truncated" in str(w.message)]) == 1
     import warnings

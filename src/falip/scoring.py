@@ -10,11 +10,11 @@ its own sentence to the raw text instead). Text features are cached per distinct
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
-
 import string
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,7 +134,7 @@ class RegionScorer:
         falip_options: Mapping[str, Any] | None = None,
         params: PromptParams | None = None,
         template: str | None = None,
-    ) -> "RegionScorer":
+    ) -> RegionScorer:
         """A scorer on the same model with other FALIP options / edit params / template.
 
         It shares this scorer's text-feature cache (same text tower), e.g. for an alpha sweep.
@@ -204,7 +204,11 @@ class RegionScorer:
     def _feature_dim(self) -> int:
         if self._text_cache:
             return next(iter(self._text_cache.values())).shape[0]
-        return int(self.fclip.model.text_projection.shape[1]) if getattr(self.fclip.model, "text_projection", None) is not None else 0
+        return (
+            int(self.fclip.model.text_projection.shape[1])
+            if getattr(self.fclip.model, "text_projection", None) is not None
+            else 0
+        )
 
     # ------------------------------------------------------------------------------- public
     def score(
@@ -251,7 +255,8 @@ class RegionScorer:
         else:
             if len(texts) != len(images):
                 raise FalipError(
-                    f"texts must be one list of str, or one list per image; got {len(texts)} lists for {len(images)} images"
+                    f"texts must be one list of str, or one list per image; "
+                    f"got {len(texts)} lists for {len(images)} images"
                 )
             per_image = [as_texts(t) for t in texts]  # type: ignore[arg-type]
         items = []
@@ -343,9 +348,7 @@ class RegionScorer:
         if kinds == {"none"}:  # one feature per image [N, D]
             return self._encode((pp.to_tensor(self._resized(it)) for it in items), None)
         if kinds == {"crop"}:
-            return self._encode(
-                (pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it))), None
-            )
+            return self._encode((pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it))), None)
         has_falip = "falip" in kinds
         if "edit" not in kinds:  # plain FALIP: one pass over every image with all its regions
             return self._encode((pp.to_tensor(self._resized(it)) for it in items), (it.regions_input for it in items))

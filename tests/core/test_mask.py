@@ -148,9 +148,7 @@ GRID, PATCH = (6, 8), (6, 5)  # a 36 x 40 pixel input
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    x0=st.integers(0, 39), y0=st.integers(0, 35), w=st.integers(1, 40), h=st.integers(1, 36)
-)
+@given(x0=st.integers(0, 39), y0=st.integers(0, 35), w=st.integers(1, 40), h=st.integers(1, 36))
 def test_integer_box_equals_its_rasterised_mask(x0, y0, w, h):
     x1, y1 = min(x0 + w, 40), min(y0 + h, 36)
     mask = torch.zeros(1, 36, 40, dtype=torch.bool)
@@ -160,9 +158,7 @@ def test_integer_box_equals_its_rasterised_mask(x0, y0, w, h):
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    x0=st.floats(0, 39.9), y0=st.floats(0, 35.9), w=st.floats(0.01, 40), h=st.floats(0.01, 36)
-)
+@given(x0=st.floats(0, 39.9), y0=st.floats(0, 35.9), w=st.floats(0.01, 40), h=st.floats(0.01, 36))
 def test_float_box_selects_exactly_the_cells_it_overlaps(x0, y0, w, h):
     x1, y1 = min(x0 + w, 40.0), min(y0 + h, 36.0)
     if x1 <= x0 or y1 <= y0:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import falip
-from support.tiny import make_tiny_clip
 from support.naive import naive_region_feature
+from support.tiny import make_tiny_clip
 
 
 @pytest.fixture
@@ -65,7 +65,9 @@ def test_rectangular_masks_equal_boxes(tiny_clip, images, form):
             m[k, y0:y1, x0:x1] = True
         masks.append(m)
     with torch.no_grad():
-        assert torch.allclose(fclip.encode_image(images, masks=masks), fclip.encode_image(images, boxes=boxes), atol=1e-6)
+        assert torch.allclose(
+            fclip.encode_image(images, masks=masks), fclip.encode_image(images, boxes=boxes), atol=1e-6
+        )
 
 
 def test_partly_outside_boxes_are_clipped(tiny_clip, images):
@@ -138,16 +140,31 @@ def test_vit_l14_geometry_runs():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(boxes=[torch.tensor([[float("nan"), 0, 5, 5]])] * 3), r"boxes\[0\]: box 0 \(nan, 0, 5, 5\) of the 32x32 model input has a NaN"),
-        (dict(boxes=[torch.zeros(0, 4), torch.tensor([[9.0, 0, 5, 5]]), torch.zeros(0, 4)]), r"boxes\[1\]: box 0 \(9, 0, 5, 5\) of the 32x32 model input is inverted \(x1 < x0\)"),
+        (
+            dict(boxes=[torch.tensor([[float("nan"), 0, 5, 5]])] * 3),
+            r"boxes\[0\]: box 0 \(nan, 0, 5, 5\) of the 32x32 model input has a NaN",
+        ),
+        (
+            dict(boxes=[torch.zeros(0, 4), torch.tensor([[9.0, 0, 5, 5]]), torch.zeros(0, 4)]),
+            r"boxes\[1\]: box 0 \(9, 0, 5, 5\) of the 32x32 model input is inverted \(x1 < x0\)",
+        ),
         (dict(boxes=[torch.tensor([[40.0, 40, 50, 50]])] * 3), "wholly outside"),
         (dict(boxes=[torch.tensor([[0.0, 0, 5, 5]])]), "boxes has 1 entries but there are 3 images"),
         (dict(boxes=torch.zeros(3, 1, 4)), "boxes must be a list"),
         (dict(boxes=[torch.zeros(1, 3)] * 3), r"boxes\[0\]: boxes must have shape \[K, 4\]"),
-        (dict(masks=[torch.ones(1, 16, 16, dtype=torch.bool)] * 3), r"masks\[0\]: masks are 16x16 \(width x height\) but they are for the 32x32 model input"),
+        (
+            dict(masks=[torch.ones(1, 16, 16, dtype=torch.bool)] * 3),
+            r"masks\[0\]: masks are 16x16 \(width x height\) but they are for the 32x32 model input",
+        ),
         (dict(masks=[torch.full((1, 32, 32), 0.5)] * 3), r"masks\[0\]: masks must be binary"),
-        (dict(masks=[torch.zeros(1, 32, 32, dtype=torch.bool)] * 3), r"masks\[0\]: mask 0 of the 32x32 model input is empty"),
-        (dict(boxes=[torch.zeros(0, 4)] * 3, masks=[torch.zeros(0, 32, 32, dtype=torch.bool)] * 3), "pass one of boxes, masks or regions, not boxes and masks"),
+        (
+            dict(masks=[torch.zeros(1, 32, 32, dtype=torch.bool)] * 3),
+            r"masks\[0\]: mask 0 of the 32x32 model input is empty",
+        ),
+        (
+            dict(boxes=[torch.zeros(0, 4)] * 3, masks=[torch.zeros(0, 32, 32, dtype=torch.bool)] * 3),
+            "pass one of boxes, masks or regions, not boxes and masks",
+        ),
         (dict(boxes=[torch.zeros(0, 4)] * 3, alpha=-1.0), "alpha must be"),
         (dict(boxes=[torch.zeros(0, 4)] * 3, form="row"), "form must be one of"),
         (dict(boxes=[torch.zeros(0, 4)] * 3, layers=[3]), "index 3 is out of range"),

@@ -105,8 +105,6 @@ def test_encode_pil_equals_manual_pipeline():
                 fclip.preprocess.map_boxes(boxes[1][:1], (90, 60)),
             ],
         )
-        manual_xywh = fclip.encode_image(
-            batch[1:], boxes=[fclip.preprocess.map_boxes([[45, 30, 65, 50]], (90, 60))]
-        )
+        manual_xywh = fclip.encode_image(batch[1:], boxes=[fclip.preprocess.map_boxes([[45, 30, 65, 50]], (90, 60))])
     assert torch.equal(got, manual)
     assert torch.equal(got_xywh, manual_xywh)

@@ -56,7 +56,9 @@ def test_every_plan_equals_the_reference(options, layers, form):
     fclip = falip.FovealCLIP(model, alpha=3.0, sigma=1.5, layers=layers, form=form, batch_size=3)
     with torch.no_grad():
         got = fclip.encode_image(images, regions=_input_regions(per_image))
-        ref = reference_forward(model, images, _input_regions(per_image), alpha=3.0, sigma=1.5, layers=layers, form=form)
+        ref = reference_forward(
+            model, images, _input_regions(per_image), alpha=3.0, sigma=1.5, layers=layers, form=form
+        )
         plain = model.encode_image(images)
     assert got.shape == ref.features.shape == (6, 32)
     assert (got - ref.features).abs().max().item() <= 1e-5, fclip.plan().describe()
@@ -68,11 +70,19 @@ def test_every_plan_equals_the_reference(options, layers, form):
 
 def test_plan_shapes():
     assert [(s.block, s.kind, s.biased) for s in ForwardPlan.build((8, 9, 10, 11), "cls", 12).steps] == [
-        (8, "fork_cls", True), (9, "shared", True), (10, "region", True), (11, "cls", True)]
+        (8, "fork_cls", True),
+        (9, "shared", True),
+        (10, "region", True),
+        (11, "cls", True),
+    ]
     assert ForwardPlan.build((8, 9, 10, 11), "cls", 12).prefix == 8
     assert [(s.kind, s.biased) for s in ForwardPlan.build((2, 7), "cls", 12).steps] == (
-        [("fork_cls", True), ("shared", False)] + [("region", False)] * 3 + [("region", True)] + [("region", False)] * 3
-        + [("cls", False)])
+        [("fork_cls", True), ("shared", False)]
+        + [("region", False)] * 3
+        + [("region", True)]
+        + [("region", False)] * 3
+        + [("cls", False)]
+    )
     assert [s.kind for s in ForwardPlan.build((11,), "all", 12).steps] == ["cls"]
     assert [s.kind for s in ForwardPlan.build((10,), "cls", 12).steps] == ["fork_cls", "cls"]
     assert [s.kind for s in ForwardPlan.build((9, 11), "diag", 12).steps] == ["fork", "region", "cls"]
@@ -113,8 +123,9 @@ def test_hooks_decompose_the_cls_output(options):
         msa = blocks[layer].ls_1(getattr(blocks[layer], "ln_attn", torch.nn.Identity())(attn_out))
         torch.testing.assert_close(msa, out.msa_cls[layer], atol=1e-5, rtol=1e-5)
     # Eq. 5: [X_L]cls = [X_0]cls + sum_l MSA_l + sum_l MLP_l
-    torch.testing.assert_close(out.cls_stream[0] + out.msa_cls.sum(0) + out.mlp_cls.sum(0), out.cls_stream[-1],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.cls_stream[0] + out.msa_cls.sum(0) + out.mlp_cls.sum(0), out.cls_stream[-1], atol=1e-5, rtol=1e-5
+    )
     # the bias moves [CLS] attention onto the region's tokens in the biased blocks only
     roa_tokens = 1 + torch.tensor([0, 1, 4, 5, 8, 9])  # box (0, 0, 12, 20) on the 4x4 grid of 8-px cells
     plain = reference_forward(model, images, None, record=[1, 2])

@@ -16,7 +16,10 @@ from falip.core.regions import Regions, Resize, check_boxes
 @pytest.mark.parametrize(
     "boxes,message",
     [
-        ([[0, 0, 5, 5], [0, 0, 5, 5], [90, 110, 20, 40]], r"box 2 \(90, 110, 20, 40\) of a 256x192 image is inverted \(x1 < x0\)"),
+        (
+            [[0, 0, 5, 5], [0, 0, 5, 5], [90, 110, 20, 40]],
+            r"box 2 \(90, 110, 20, 40\) of a 256x192 image is inverted \(x1 < x0\)",
+        ),
         ([[10, 50, 20, 40]], r"box 0 \(10, 50, 20, 40\) of a 256x192 image is inverted \(y1 < y0\)"),
         ([[10, 20, 10, 40]], r"box 0 \(10, 20, 10, 40\) of a 256x192 image is empty \(zero width\)"),
         ([[10, 20, 15, 20]], r"is empty \(zero height\)"),
@@ -104,7 +107,10 @@ def test_crop_mapping_and_a_box_outside_the_crop():
     assert geo.visible_box((400, 200)) == (100, 0, 300, 200)
     r = Regions([[90, 0, 200, 100]], image_size=(400, 200)).to_input(geo)
     np.testing.assert_allclose(r.boxes, [[0, 0, 50, 50]])  # clipped to the crop
-    with pytest.raises(FalipError, match=r"box 0 \(0, 0, 100, 200\) of a 400x200 image lies wholly outside the centre crop \(100, 0, 300, 200\)"):
+    with pytest.raises(
+        FalipError,
+        match=r"box 0 \(0, 0, 100, 200\) of a 400x200 image lies wholly outside the centre crop \(100, 0, 300, 200\)",
+    ):
         Regions([[0, 0, 100, 200]], image_size=(400, 200)).to_input(geo)
 
 
@@ -115,7 +121,9 @@ def test_mask_mapping_nearest_and_a_vanishing_mask():
     assert out.masks.shape == (1, 10, 10) and out.masks[0, :5, :5].all() and out.masks[0].sum() == 25
     tiny = np.zeros((1, 1000, 1000), dtype=bool)
     tiny[0, 1, 1] = True
-    with pytest.raises(FalipError, match=r"mask 0 of a 1000x1000 image \(1 pixels\) vanishes when resized to the 224x224 model input"):
+    with pytest.raises(
+        FalipError, match=r"mask 0 of a 1000x1000 image \(1 pixels\) vanishes when resized to the 224x224 model input"
+    ):
         Regions(masks=tiny).to_input(Resize((224, 224)))
     left = np.zeros((1, 200, 400), dtype=bool)
     left[0, 50:60, 10:20] = True

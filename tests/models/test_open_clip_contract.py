@@ -40,8 +40,21 @@ def test_block_layout(extra):
 def test_embeds_and_pooling():
     model = make_tiny_clip()
     v = model.visual
-    for name in ("_embeds", "conv1", "class_embedding", "positional_embedding", "ln_pre", "ln_post", "proj",
-                 "patch_dropout", "pool_type", "attn_pool", "grid_size", "patch_size", "image_size"):
+    for name in (
+        "_embeds",
+        "conv1",
+        "class_embedding",
+        "positional_embedding",
+        "ln_pre",
+        "ln_post",
+        "proj",
+        "patch_dropout",
+        "pool_type",
+        "attn_pool",
+        "grid_size",
+        "patch_size",
+        "image_size",
+    ):
         assert hasattr(v, name), HINT.format(what=f"VisionTransformer.{name}")
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -43,8 +43,15 @@ def test_region_mask_ellipse_inside_box():
 def test_inputs_not_modified():
     im = _noise()
     before = _arr(im).copy()
-    for f in (vp.red_circle, vp.colored_box, vp.reverse_blur, vp.grayscale_outside, vp.cpt_shade,
-              vp.crop, vp.blur_circle):
+    for f in (
+        vp.red_circle,
+        vp.colored_box,
+        vp.reverse_blur,
+        vp.grayscale_outside,
+        vp.cpt_shade,
+        vp.crop,
+        vp.blur_circle,
+    ):
         f(im, BOX)
     assert (before == _arr(im)).all()
 

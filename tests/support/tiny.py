@@ -18,7 +18,12 @@ def make_tiny_clip(
     """A random-weight open_clip CLIP small enough for sub-second tests."""
     torch.manual_seed(seed)
     vision_cfg = dict(
-        image_size=image_size, patch_size=patch_size, width=width, layers=layers, head_width=width // heads, mlp_ratio=2.0
+        image_size=image_size,
+        patch_size=patch_size,
+        width=width,
+        layers=layers,
+        head_width=width // heads,
+        mlp_ratio=2.0,
     )
     vision_cfg.update(vision_extra)
     model = open_clip.CLIP(

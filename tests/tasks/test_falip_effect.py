@@ -15,8 +15,8 @@ from PIL import Image
 
 import falip
 from falip.data import synthetic
-from falip.tasks.rec import RecItem, rec_correct, rec_predict
 from falip.scoring import RegionScorer
+from falip.tasks.rec import RecItem, rec_correct, rec_predict
 
 SEED, SCENES = 4242, 200
 # Measured on these 389 queries with the preset (alpha 10, blocks 1-3): FALIP 66.8%, whole image
@@ -38,8 +38,11 @@ def items():
         img = Image.fromarray(ex.scene.image)
         boxes = np.array([o.box for o in ex.scene.objects], dtype=np.float64)
         for q in ex.queries:
-            out.append(RecItem(img, boxes, q.expression, boxes[q.target : q.target + 1], key=i,
-                               info={"relational": q.relational}))
+            out.append(
+                RecItem(
+                    img, boxes, q.expression, boxes[q.target : q.target + 1], key=i, info={"relational": q.relational}
+                )
+            )
     return out
 
 

@@ -49,8 +49,11 @@ class _FakeScorer:
 def test_rec_predict_groups_queries_by_image():
     img = Image.new("RGB", (8, 8))
     boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8]], dtype=float)
-    items = [RecItem(img, boxes, "ab", boxes[0:1], key="a"), RecItem(img, boxes, "abc", boxes[0:1], key="a"),
-             RecItem(img, boxes, "abcd", boxes[1:2], key="b")]
+    items = [
+        RecItem(img, boxes, "ab", boxes[0:1], key="a"),
+        RecItem(img, boxes, "abc", boxes[0:1], key="a"),
+        RecItem(img, boxes, "abcd", boxes[1:2], key="b"),
+    ]
     fake = _FakeScorer()
     preds, scores = rec_predict(fake, items, "falip", images_per_call=8)
     assert fake.calls == [(2, "falip", "a photo of {}")]
@@ -76,8 +79,16 @@ def test_rec_predict_random_tie_break():
 def test_subtract_removes_each_box_s_mean_negative_score():
     from falip.tasks.rec import negative_captions
 
-    items = [RecItem(Image.new("RGB", (8, 8)), np.array([[0, 0, 4, 4], [4, 4, 8, 8]], float), f"E{i}",
-                     np.array([[0, 0, 4, 4]], float), key=0) for i in range(3)]
+    items = [
+        RecItem(
+            Image.new("RGB", (8, 8)),
+            np.array([[0, 0, 4, 4], [4, 4, 8, 8]], float),
+            f"E{i}",
+            np.array([[0, 0, 4, 4]], float),
+            key=0,
+        )
+        for i in range(3)
+    ]
     assert negative_captions(items, count=2, seed=0) == negative_captions(items, count=2, seed=0)
     assert len(negative_captions(items, count=2)) == 2 and negative_captions(items) == ["e0", "e1", "e2"]
 

@@ -12,7 +12,7 @@ All tensors are batch-first: tokens ``[B, L, C]``; an additive bias ``[B, 1 or h
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -212,9 +212,8 @@ def block_forward_shared_patches(
         the block's output tokens ``[R, 1 + P, C]``.
     """
     attn = block.attn
-    if (
-        getattr(attn, "logit_scale", None) is not None
-        or not isinstance(getattr(attn, "ln_inner", nn.Identity()), nn.Identity)
+    if getattr(attn, "logit_scale", None) is not None or not isinstance(
+        getattr(attn, "ln_inner", nn.Identity()), nn.Identity
     ):
         x = torch.cat([cls, patches[kv_index]], dim=1)
         bias = None

@@ -20,7 +20,7 @@ The profile is computed in float64: with the default sigma = 100 tokens, ``max R
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -86,9 +86,7 @@ def validate_form(form: str) -> str:
     return form
 
 
-def boxes_to_roa(
-    boxes: torch.Tensor, grid_size: int | Sequence[int], patch_size: int | Sequence[int]
-) -> torch.Tensor:
+def boxes_to_roa(boxes: torch.Tensor, grid_size: int | Sequence[int], patch_size: int | Sequence[int]) -> torch.Tensor:
     """Boxes ``[K, 4]`` (xyxy, model-input pixels, already clipped) -> ROA cells ``[K, gh, gw]`` bool.
 
     A cell is in the ROA when it overlaps the box with positive area.
@@ -117,9 +115,7 @@ def masks_to_roa(masks: torch.Tensor, patch_size: int | Sequence[int]) -> torch.
     return cells.any(dim=4).any(dim=2)
 
 
-def regions_to_roa(
-    regions: Regions, grid_size: int | Sequence[int], patch_size: int | Sequence[int]
-) -> torch.Tensor:
+def regions_to_roa(regions: Regions, grid_size: int | Sequence[int], patch_size: int | Sequence[int]) -> torch.Tensor:
     """Regions in the model-input frame -> ROA cells ``[K, gh, gw]`` bool (CPU).
 
     Masks are used when present (a cell holding a mask pixel), else the boxes clipped to the
@@ -202,9 +198,7 @@ def attention_bias(bias_per_token: torch.Tensor, form: str, query_rows: slice | 
     return diag[:, :, rows.start : rows.stop : rows.step]
 
 
-def full_mask(
-    profile: torch.Tensor, form: str = "cls"
-) -> torch.Tensor:
+def full_mask(profile: torch.Tensor, form: str = "cls") -> torch.Tensor:
     """Patch-token profile ``[K, N]`` -> the paper's full ``M`` ``[K, 1 + N, 1 + N]`` (for inspection)."""
     bias = token_bias(profile)
     return attention_bias(bias, form).expand(-1, 1, bias.shape[1], -1)[:, 0].clone()

@@ -12,7 +12,8 @@ per-region forward (:mod:`falip.core.reference`) in the tests.
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -214,10 +215,13 @@ class FovealCLIP(nn.Module):
                 "the model is in train mode (patch dropout and dropout active), which FALIP's kernels do not "
                 "apply; call fclip.eval() first"
             )
-        alpha, sigma = validate_alpha_sigma(self.alpha if alpha is None else alpha, self.sigma if sigma is None else sigma)
+        alpha, sigma = validate_alpha_sigma(
+            self.alpha if alpha is None else alpha, self.sigma if sigma is None else sigma
+        )
         plan = self.plan(layers, form)
-        per_image = self._as_regions(regions if regions is not None else (boxes if boxes is not None else masks),
-                                     images.shape[0], given[0])
+        per_image = self._as_regions(
+            regions if regions is not None else (boxes if boxes is not None else masks), images.shape[0], given[0]
+        )
         counts = [len(r) for r in per_image]
         if sum(counts) == 0:
             return images.new_zeros(0, self.output_dim)
@@ -322,8 +326,10 @@ class FovealCLIP(nn.Module):
                         "(map them with preprocess.map_regions, or use encode_pil)"
                     )
                 if value.image_size != (in_w, in_h):
-                    raise FalipError(f"regions[{i}] are for a {value.image_size[0]}x{value.image_size[1]} input, "
-                                     f"but the model input is {in_w}x{in_h}")
+                    raise FalipError(
+                        f"regions[{i}] are for a {value.image_size[0]}x{value.image_size[1]} input, "
+                        f"but the model input is {in_w}x{in_h}"
+                    )
                 out.append(value)
                 continue
             try:

@@ -58,7 +58,7 @@ class ForwardPlan:
     steps: tuple[Step, ...]
 
     @classmethod
-    def build(cls, layers: tuple[int, ...], form: str, depth: int) -> "ForwardPlan":
+    def build(cls, layers: tuple[int, ...], form: str, depth: int) -> ForwardPlan:
         """The schedule for biasing ``layers`` (0-based) of a ``depth``-block tower with ``form``."""
         validate_form(form)
         if depth < 1:

@@ -15,7 +15,8 @@ grayscale; alpha composited on white).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

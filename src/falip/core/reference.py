@@ -1,9 +1,10 @@
 """The plain per-region FALIP forward, one block at a time, with hooks for analysis.
 
 Each region's image runs through open_clip's own blocks with the paper's mask ``M`` (Eq. 4;
-``docs/method.md``, "The foveal mask") passed as an additive ``attn_mask`` in the biased blocks: no shared prefix, no folding,
-no [CLS]-only shortcut. It is the reference the fast plans of :class:`~falip.core.model.FovealCLIP`
-are tested against, and what the analysis tools build on, because it can record, for any block:
+``docs/method.md``, "The foveal mask") passed as an additive ``attn_mask`` in the biased blocks: no
+shared prefix, no folding, no [CLS]-only shortcut. It is the reference the fast plans of
+:class:`~falip.core.model.FovealCLIP` are tested against, and what the analysis tools build on,
+because it can record, for any block:
 
 * the attention probabilities ``[R, heads, Lq, L]``;
 * each head's output pushed through that head's slice of the output projection
@@ -21,8 +22,8 @@ The cost is one full forward per region: use it for analysis and tests, FovealCL
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -21,8 +21,9 @@ readers in :mod:`falip.data` use this module without torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,9 @@ def check_boxes(
             which = "x1 < x0" if b[2] < b[0] else "y1 < y0"
             raise FalipError(f"{name(k)} {format_box(shown)}{size_text} is inverted ({which}); boxes are {box_format}")
         if b[2] == b[0] or b[3] == b[1]:
-            raise FalipError(f"{name(k)} {format_box(shown)}{size_text} is empty (zero {'width' if b[2] == b[0] else 'height'})")
+            raise FalipError(
+                f"{name(k)} {format_box(shown)}{size_text} is empty (zero {'width' if b[2] == b[0] else 'height'})"
+            )
         if image_size is not None:
             w, h = image_size
             if b[0] >= w or b[1] >= h or b[2] <= 0 or b[3] <= 0:
@@ -279,7 +282,7 @@ class Regions:
             out[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
         return out
 
-    def select(self, indices: Sequence[int]) -> "Regions":
+    def select(self, indices: Sequence[int]) -> Regions:
         """The regions at ``indices``, in the same frame (already validated)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = Regions.__new__(Regions)
@@ -300,7 +303,7 @@ class Regions:
         return f"mask {k} of {_size_text(self.image_size, self.frame)}"
 
     # --------------------------------------------------------------------------- mapping
-    def to_input(self, resize: Resize) -> "Regions":
+    def to_input(self, resize: Resize) -> Regions:
         """These regions in model-input pixels (frame ``"input"``), through ``resize``.
 
         Boxes are mapped and clipped to the input; masks are resized (nearest). Errors name the
@@ -310,8 +313,10 @@ class Regions:
         in_h, in_w = resize.input_size
         if self.frame == "input":
             if self.image_size != (in_w, in_h):
-                raise FalipError(f"regions are in a {self.image_size[0]}x{self.image_size[1]} input frame, "
-                                 f"but the model input is {in_w}x{in_h}")
+                raise FalipError(
+                    f"regions are in a {self.image_size[0]}x{self.image_size[1]} input frame, "
+                    f"but the model input is {in_w}x{in_h}"
+                )
             return self
         boxes = masks = None
         if self._boxes is not None:
@@ -319,9 +324,11 @@ class Regions:
             outside = (mapped[:, 0] >= in_w) | (mapped[:, 1] >= in_h) | (mapped[:, 2] <= 0) | (mapped[:, 3] <= 0)
             if outside.any():
                 k = int(np.flatnonzero(outside)[0])
-                raise FalipError(f"{self.describe(k)} lies wholly outside the centre crop "
-                                 f"{format_box(resize.visible_box(self.image_size))} that the model sees "
-                                 "(resize mode 'crop'; use 'squash' to keep the whole image)")
+                raise FalipError(
+                    f"{self.describe(k)} lies wholly outside the centre crop "
+                    f"{format_box(resize.visible_box(self.image_size))} that the model sees "
+                    "(resize mode 'crop'; use 'squash' to keep the whole image)"
+                )
             boxes = np.clip(mapped, 0, [in_w, in_h, in_w, in_h])
         if self.masks is not None:
             masks = resize.map_masks(self.masks)
@@ -332,10 +339,14 @@ class Regions:
                 inside = ((cols + 1 > x0) & (cols < x1) & (rows + 1 > y0) & (rows < y1)).any()
                 what = f"mask {k} of {_size_text(self.image_size, self.frame)} ({int(m.sum())} pixels)"
                 if not inside:
-                    raise FalipError(f"{what} lies wholly outside the centre crop {format_box((x0, y0, x1, y1))} "
-                                     "that the model sees (resize mode 'crop')")
-                raise FalipError(f"{what} vanishes when resized to the {in_w}x{in_h} model input "
-                                 "(nearest-neighbour resizing drops it); use a larger mask or a box")
+                    raise FalipError(
+                        f"{what} lies wholly outside the centre crop {format_box((x0, y0, x1, y1))} "
+                        "that the model sees (resize mode 'crop')"
+                    )
+                raise FalipError(
+                    f"{what} vanishes when resized to the {in_w}x{in_h} model input "
+                    "(nearest-neighbour resizing drops it); use a larger mask or a box"
+                )
         out = Regions.__new__(Regions)
         out._boxes, out.masks, out.image_size, out.frame = boxes, masks, (in_w, in_h), "input"
         return out

@@ -19,7 +19,8 @@ image, as ReCLIP does.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -71,8 +72,9 @@ def _centres(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def _ellipse_inside(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, rx: float, ry: float,
-                    strict: bool = False) -> np.ndarray:
+def _ellipse_inside(
+    xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, rx: float, ry: float, strict: bool = False
+) -> np.ndarray:
     if rx <= 0 or ry <= 0:
         return np.zeros(np.broadcast_shapes(xs.shape, ys.shape), dtype=bool)
     with np.errstate(over="ignore"):  # a near-zero semi-axis gives inf, which compares fine
@@ -103,8 +105,7 @@ def region_mask(size: tuple[int, int], box: Box, shape: Shape = "box") -> np.nda
     return mask
 
 
-def outline_mask(size: tuple[int, int], box: Box, shape: Shape = "ellipse",
-                 thickness: float = 2.0) -> np.ndarray:
+def outline_mask(size: tuple[int, int], box: Box, shape: Shape = "ellipse", thickness: float = 2.0) -> np.ndarray:
     """Boolean mask [H, W] of an outline ``thickness`` px wide, drawn inward from the region's edge.
 
     The ellipse outline is the inscribed ellipse minus the ellipse with both semi-axes shortened
@@ -117,8 +118,7 @@ def outline_mask(size: tuple[int, int], box: Box, shape: Shape = "ellipse",
     xs, ys = _centres(size)
     t = float(thickness)
     if shape == "ellipse":
-        inner = _ellipse_inside(xs, ys, (x0 + x1) / 2, (y0 + y1) / 2,
-                                (x1 - x0) / 2 - t, (y1 - y0) / 2 - t, strict=True)
+        inner = _ellipse_inside(xs, ys, (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 - t, (y1 - y0) / 2 - t, strict=True)
     else:
         inner = (xs >= x0 + t) & (xs < x1 - t) & (ys >= y0 + t) & (ys < y1 - t)
     return outer & ~inner
@@ -130,8 +130,7 @@ def _paint(image: Image.Image, mask: np.ndarray, color: Sequence[int]) -> Image.
     return Image.fromarray(arr, "RGB")
 
 
-def red_circle(image: Image.Image, box: Box, color: Sequence[int] = RED,
-               thickness: float = 2.0) -> Image.Image:
+def red_circle(image: Image.Image, box: Box, color: Sequence[int] = RED, thickness: float = 2.0) -> Image.Image:
     """RedCircle: the ellipse inscribed in ``box`` outlined in ``color``, ``thickness`` px wide.
 
     Pixels off the outline are unchanged. Scoring draws it at model-input scale.
@@ -139,14 +138,12 @@ def red_circle(image: Image.Image, box: Box, color: Sequence[int] = RED,
     return _paint(image, outline_mask(image.size, box, "ellipse", thickness), color)
 
 
-def colored_box(image: Image.Image, box: Box, color: Sequence[int] = RED,
-                thickness: float = 2.0) -> Image.Image:
+def colored_box(image: Image.Image, box: Box, color: Sequence[int] = RED, thickness: float = 2.0) -> Image.Image:
     """Coloured box: the rectangle ``box`` outlined in ``color``, ``thickness`` px wide, inward."""
     return _paint(image, outline_mask(image.size, box, "box", thickness), color)
 
 
-def reverse_blur(image: Image.Image, box: Box, std: float = 100.0,
-                 shape: Shape = "ellipse") -> Image.Image:
+def reverse_blur(image: Image.Image, box: Box, std: float = 100.0, shape: Shape = "ellipse") -> Image.Image:
     """Reverse blur: Gaussian-blur the whole image (``std`` px), then restore the region's pixels.
 
     ``shape`` picks the region: the ellipse inscribed in the box (RedCircle's "Blur") or the box.
@@ -185,8 +182,7 @@ def crop(image: Image.Image, box: Box) -> Image.Image:
     return image.convert("RGB").crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
 
 
-def cpt_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR,
-              alpha: int = CPT_ALPHA) -> Image.Image:
+def cpt_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR, alpha: int = CPT_ALPHA) -> Image.Image:
     """CPT shading: an RGBA overlay ``(*color, alpha)`` composited over the box.
 
     Inside the box each channel becomes ``(alpha * color + (255 - alpha) * pixel + 127) // 255``
@@ -208,8 +204,9 @@ def cpt_text(expression: str) -> str:
     return f"{expression.strip().rstrip('.')} is in red color."
 
 
-def blur_circle(image: Image.Image, box: Box, std: float = 100.0, color: Sequence[int] = RED,
-                thickness: float = 2.0) -> Image.Image:
+def blur_circle(
+    image: Image.Image, box: Box, std: float = 100.0, color: Sequence[int] = RED, thickness: float = 2.0
+) -> Image.Image:
     """Blur and circle in one image: :func:`reverse_blur` (ellipse), then :func:`red_circle`.
 
     For the recipe's scales (blur on the original, circle at model input) use the scorer's

@@ -34,8 +34,9 @@ those made at model-input scale (in the order written).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from PIL import Image
 
@@ -110,18 +111,49 @@ for _spec in (
     MethodSpec("falip", "falip", "image untouched; FALIP foveal attention on the box"),
     MethodSpec("none", "none", "whole image, no prompt (same score for every box)"),
     MethodSpec("crop", "crop", "the box alone from the original image, then preprocessing"),
-    MethodSpec("circle", "edit", "red ellipse inscribed in the box, at model-input scale",
-               lambda im, b, p: vp.red_circle(im, b, p.circle_color, p.circle_thickness), "input"),
-    MethodSpec("box", "edit", "red rectangle outline, at model-input scale",
-               lambda im, b, p: vp.colored_box(im, b, p.box_color, p.box_thickness), "input"),
-    MethodSpec("blur", "edit", "reverse blur outside the inscribed ellipse",
-               lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "ellipse"), "original"),
-    MethodSpec("blur-box", "edit", "reverse blur outside the box",
-               lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "box"), "original"),
-    MethodSpec("gray", "edit", "grayscale outside the box",
-               lambda im, b, p: vp.grayscale_outside(im, b, p.gray_shape), "original"),
-    MethodSpec("cpt", "edit", "CPT shading of the box; text '{text} is in red color.'",
-               lambda im, b, p: vp.cpt_shade(im, b, p.cpt_color, p.cpt_alpha), "original", vp.cpt_text),
+    MethodSpec(
+        "circle",
+        "edit",
+        "red ellipse inscribed in the box, at model-input scale",
+        lambda im, b, p: vp.red_circle(im, b, p.circle_color, p.circle_thickness),
+        "input",
+    ),
+    MethodSpec(
+        "box",
+        "edit",
+        "red rectangle outline, at model-input scale",
+        lambda im, b, p: vp.colored_box(im, b, p.box_color, p.box_thickness),
+        "input",
+    ),
+    MethodSpec(
+        "blur",
+        "edit",
+        "reverse blur outside the inscribed ellipse",
+        lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "ellipse"),
+        "original",
+    ),
+    MethodSpec(
+        "blur-box",
+        "edit",
+        "reverse blur outside the box",
+        lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "box"),
+        "original",
+    ),
+    MethodSpec(
+        "gray",
+        "edit",
+        "grayscale outside the box",
+        lambda im, b, p: vp.grayscale_outside(im, b, p.gray_shape),
+        "original",
+    ),
+    MethodSpec(
+        "cpt",
+        "edit",
+        "CPT shading of the box; text '{text} is in red color.'",
+        lambda im, b, p: vp.cpt_shade(im, b, p.cpt_color, p.cpt_alpha),
+        "original",
+        vp.cpt_text,
+    ),
 ):
     register_method(_spec)
 

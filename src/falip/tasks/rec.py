@@ -5,8 +5,9 @@ Built on :class:`falip.scoring.RegionScorer`; "subtract" post-processing (P) by 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ __all__ = [
 
 REC_TEMPLATE = "a photo of {}"
 """FALIP's REC prompt (docs/method.md, "Scoring and tasks"); expressions are lowercased first."""
+
+
 @dataclass
 class RecItem:
     """One REC query: candidate ``boxes`` ``[K, 4]`` and ``gold`` boxes ``[G, 4]`` (xyxy, image px).
@@ -95,8 +98,10 @@ def rec_predict(
             template=template,
         )
         if negatives:
-            out = [s[:, : s.shape[1] - len(negatives)] - s[:, s.shape[1] - len(negatives) :].mean(dim=1, keepdim=True)
-                   for s in out]
+            out = [
+                s[:, : s.shape[1] - len(negatives)] - s[:, s.shape[1] - len(negatives) :].mean(dim=1, keepdim=True)
+                for s in out
+            ]
         for g, s in zip(chunk, out):
             for j, i in enumerate(g):
                 scores[i] = s[:, j]

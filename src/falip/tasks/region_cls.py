@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,7 +27,12 @@ def classify_regions(
     """Predicted class index per box: one ``[K_i]`` array per image (boxes xyxy in image px)."""
     preds: list[np.ndarray] = []
     for lo in range(0, len(images), images_per_call):
-        out = scorer.score_many(list(images[lo : lo + images_per_call]), list(boxes[lo : lo + images_per_call]),
-                                list(classes), method=method, template=template)
+        out = scorer.score_many(
+            list(images[lo : lo + images_per_call]),
+            list(boxes[lo : lo + images_per_call]),
+            list(classes),
+            method=method,
+            template=template,
+        )
         preds.extend(s.argmax(dim=1).numpy() if s.shape[0] else np.zeros(0, dtype=np.int64) for s in out)
     return preds
