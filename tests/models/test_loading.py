@@ -58,3 +58,22 @@ def test_models_without_preset_get_paper_defaults():
 
 def test_shipped_config_is_registered_with_open_clip():
     assert "falip-tiny" in open_clip.list_models()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_error_naming_it(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    misfit = tmp_path / "misfit.pt"
+    torch.save({"visual.proj": torch.zeros(3, 3), "extra": torch.zeros(1)}, misfit)
+    cases = {
+        text: "cannot be read as a PyTorch file",
+        empty: "the file is empty",
+        misfit: r"its weights do not fit the model \(\d+ missing keys, 1 unexpected key, 1 size mismatch\)",
+        tmp_path: "is a folder, not a checkpoint file",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(falip.FalipError, match=reason) as info:
+            falip.load("falip-tiny", pretrained=str(path))
+        assert str(path) in str(info.value)

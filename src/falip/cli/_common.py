@@ -99,74 +99,14 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(int(threads))
 
 
-def _frames(err: BaseException) -> list[tuple[str, str]]:
-    """``(function name, file name)`` of each frame of ``err``'s traceback, outermost first."""
-    out = []
-    tb = err.__traceback__
-    while tb is not None:
-        out.append((tb.tb_frame.f_code.co_name, tb.tb_frame.f_code.co_filename))
-        tb = tb.tb_next
-    return out
-
-
-def _in_open_clip(frames: list[tuple[str, str]], function: str) -> bool:
-    return any(name == function and f"{os.sep}open_clip{os.sep}" in file for name, file in frames)
-
-
-def _first_line(err: BaseException, limit: int = 160) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _mismatch_summary(err: BaseException) -> str | None:
-    """ "3 missing keys, 1 unexpected key" from torch's ``load_state_dict`` message, if it is one."""
-    counts = {"missing": 0, "unexpected": 0, "size mismatch": 0}
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line.startswith("Missing key(s)"):
-            counts["missing"] += len(re.findall(r'"[^"]*"', line))
-        elif line.startswith("Unexpected key(s)"):
-            counts["unexpected"] += len(re.findall(r'"[^"]*"', line))
-        elif line.startswith("size mismatch for"):
-            counts["size mismatch"] += 1
-    parts = []
-    for label, n in counts.items():
-        if n:
-            noun = (
-                "size mismatch" + ("es" if n > 1 else "")
-                if label == "size mismatch"
-                else f"{label} key" + "s" * (n > 1)
-            )
-            parts.append(f"{n} {noun}")
-    return ", ".join(parts) or None
-
-
-def _checkpoint_reason(err: BaseException, path: str) -> str | None:
-    """Why open_clip could not load the checkpoint ``path``, or None if ``err`` did not come from that."""
-    frames = _frames(err)
-    if not _in_open_clip(frames, "load_checkpoint"):
-        return None
-    if os.path.getsize(path) == 0:
-        return "the file is empty"
-    if _in_open_clip(frames, "load_state_dict"):  # open_clip's reader: torch.load or safetensors
-        kind = "safetensors" if str(path).endswith(".safetensors") else "PyTorch"
-        return f"it cannot be read as a {kind} file ({_first_line(err)})"
-    summary = _mismatch_summary(err)
-    return f"its weights do not fit the model ({summary or _first_line(err)})"
-
-
 def load_model(model: str, pretrained: str, *, allow_random: bool = False, **load_kwargs: Any) -> tuple[Any, Any, Any]:
     """``falip.load`` for the command line: ``(fclip, preprocess, tokenizer)``.
 
     * ``pretrained="auto"`` means the shipped weights; a model without shipped weights (or whose
       shipped file is missing) is an error naming the file or saying what to pass, never a
       silent random-weight model (unless ``allow_random``).
-    * A checkpoint file that open_clip cannot read, or that does not fit ``model``, becomes one
-      :class:`falip.FalipError` naming the file. Only errors raised inside open_clip's checkpoint
-      loading are translated; anything else propagates unchanged.
+    * A checkpoint file that open_clip cannot read, or that does not fit ``model``, is one
+      :class:`falip.FalipError` naming the file (raised by ``falip.load`` itself).
     """
     import falip
     from falip.core.errors import FalipError
@@ -181,16 +121,4 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
             )
         if not path.is_file():
             raise FalipError(f"the shipped weights of {model} are missing: {path} (reinstall falip)")
-    if not (isinstance(pretrained, str) and os.path.exists(pretrained)):
-        return falip.load(model, pretrained=pretrained, **load_kwargs)
-    if os.path.isdir(pretrained):
-        raise FalipError(f"--pretrained {pretrained} is a folder, not a checkpoint file")
-    try:
-        return falip.load(model, pretrained=pretrained, **load_kwargs)
-    except (FalipError, MemoryError):
-        raise
-    except Exception as err:
-        reason = _checkpoint_reason(err, pretrained)
-        if reason is None:
-            raise
-        raise FalipError(f"{pretrained} is not a checkpoint open_clip can load for {model}: {reason}") from err
+    return falip.load(model, pretrained=pretrained, **load_kwargs)

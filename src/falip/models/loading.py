@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,8 @@ def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | 
         return None, False
     if pretrained is None or pretrained == "":
         return None, False
+    if os.path.isdir(pretrained):
+        raise FalipError(f"pretrained={pretrained!r} is a folder, not a checkpoint file")
     if os.path.isfile(pretrained):
         return pretrained, False
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
@@ -70,6 +73,45 @@ def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | 
     model_cfg = open_clip.get_model_config(model_name) or {}
     quick = bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
     return pretrained, quick
+
+
+def _mismatch_summary(message: str) -> str | None:
+    """``"3 missing keys, 1 unexpected key"`` from torch's ``load_state_dict`` message, if it is one."""
+    counts = {"missing key": 0, "unexpected key": 0, "size mismatch": 0}
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("Missing key(s)"):
+            counts["missing key"] += len(re.findall(r'"[^"]*"', line))
+        elif line.startswith("Unexpected key(s)"):
+            counts["unexpected key"] += len(re.findall(r'"[^"]*"', line))
+        elif line.startswith("size mismatch for"):
+            counts["size mismatch"] += 1
+    plural = {"missing key": "missing keys", "unexpected key": "unexpected keys", "size mismatch": "size mismatches"}
+    parts = [f"{n} {label if n == 1 else plural[label]}" for label, n in counts.items() if n]
+    return ", ".join(parts) or None
+
+
+def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> None:
+    """Load the checkpoint file ``path`` into ``model`` with open_clip's loader (strict).
+
+    Raises FalipError naming the file when it is empty, cannot be read (not a PyTorch or
+    safetensors checkpoint), or holds weights that do not fit ``model_name``.
+    """
+    head = f"{path} is not a checkpoint open_clip can load for {model_name}"
+    if os.path.getsize(path) == 0:
+        raise FalipError(f"{head}: the file is empty")
+    try:
+        open_clip.load_checkpoint(model, path, strict=True)
+    except MemoryError:
+        raise
+    except Exception as err:  # everything raised while reading one user file is about that file
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        reason = f"{type(err).__name__}: {first[:157] + '...' if len(first) > 160 else first}".rstrip(": ")
+        summary = _mismatch_summary(str(err))
+        if summary is not None:
+            raise FalipError(f"{head}: its weights do not fit the model ({summary})") from err
+        kind = "safetensors" if str(path).endswith(".safetensors") else "PyTorch"
+        raise FalipError(f"{head}: it cannot be read as a {kind} file ({reason})") from err
 
 
 def load(
@@ -99,14 +141,17 @@ def load(
     if not isinstance(model_name, str) or open_clip.get_model_config(model_name) is None:
         raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
+    from_file = checkpoint is not None and os.path.isfile(checkpoint)
     model = open_clip.create_model(
         model_name,
-        pretrained=checkpoint,
+        pretrained=None if from_file else checkpoint,
         device=device,
         precision=precision,
         force_quick_gelu=quick_gelu,
         cache_dir=cache_dir,
     )
+    if from_file:
+        load_checkpoint_file(model, checkpoint, model_name)
     model.eval()
     settings = get_preset(model_name).settings()
     settings.update(falip_kwargs)
