@@ -77,3 +77,13 @@ def test_a_file_that_is_not_a_checkpoint_is_one_error_naming_it(tmp_path):
         with pytest.raises(falip.FalipError, match=reason) as info:
             falip.load("falip-tiny", pretrained=str(path))
         assert str(path) in str(info.value)
+
+
+def test_loading_a_checkpoint_file_does_not_log_random_initialisation(caplog):
+    with caplog.at_level("WARNING"):
+        falip.load("falip-tiny")
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with caplog.at_level("WARNING"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        falip.load("falip-tiny", pretrained=None)  # really random: open_clip's line stays
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]

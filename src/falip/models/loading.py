@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import open_clip
@@ -75,6 +77,28 @@ def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | 
     return pretrained, quick
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning(active: bool) -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" log line while building a model whose weights follow."""
+    if not active:
+        yield
+        return
+    flt, root = _DropRandomInitWarning(), logging.getLogger()
+    handlers = [root, *root.handlers]
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
+
+
 def _mismatch_summary(message: str) -> str | None:
     """``"3 missing keys, 1 unexpected key"`` from torch's ``load_state_dict`` message, if it is one."""
     counts = {"missing key": 0, "unexpected key": 0, "size mismatch": 0}
@@ -142,14 +166,15 @@ def load(
         raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
-    model = open_clip.create_model(
-        model_name,
-        pretrained=None if from_file else checkpoint,
-        device=device,
-        precision=precision,
-        force_quick_gelu=quick_gelu,
-        cache_dir=cache_dir,
-    )
+    with _quiet_random_init_warning(from_file):  # the file is loaded right below
+        model = open_clip.create_model(
+            model_name,
+            pretrained=None if from_file else checkpoint,
+            device=device,
+            precision=precision,
+            force_quick_gelu=quick_gelu,
+            cache_dir=cache_dir,
+        )
     if from_file:
         load_checkpoint_file(model, checkpoint, model_name)
     model.eval()
