@@ -1,7 +1,14 @@
 """Readers and writers of dataset files; numpy and PIL only (no torch), usable without a model.
 
 ``images`` (:func:`~falip.data.images.load_image`: every image file falip opens), ``reclip``
-(RefCOCO/+/g in the ReCLIP jsonl), ``classification`` (generic region-classification JSONL and
-mask files), ``synthetic`` (the seeded scene generator and its writers). Errors in the user's files
-are :class:`~falip.core.errors.FalipError` naming the file (and line).
+(RefCOCO/+/g in the ReCLIP jsonl, detector files), ``classification`` (the region item every
+classification reader yields; generic JSONL/CSV), ``cub``, ``dogs``, ``waterbirds``, ``imagenet_s``
+(the published datasets as they are distributed), ``synthetic`` (the seeded scene generator and its
+writers). Readers stream their items; with ``errors="skip"`` a malformed record is yielded as a
+:class:`Skipped` in its place. Errors in the user's files are :class:`~falip.core.errors.FalipError`
+naming the file (and line).
 """
+
+from .records import ERRORS, Skipped
+
+__all__ = ["ERRORS", "Skipped"]

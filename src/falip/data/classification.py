@@ -1,82 +1,107 @@
-"""Generic region-classification JSONL: one region to classify a line, and its mask files.
+"""Region classification items, and the generic JSONL / CSV format a user writes by hand.
 
-``{"image": path, "box": [x0, y0, x1, y1] pixels, "mask": optional path to a mask image (nonzero =
-region), "label": class name}``, paths relative to the file's directory (or a given root) unless
-absolute. Malformed input raises :class:`~falip.core.errors.FalipError` naming the file and line;
-every box is validated by :func:`falip.core.regions.check_boxes` and named as written, e.g.
-``items.jsonl:3: box (5, 0, 1, 1) is inverted (x1 < x0); boxes are xyxy``.
+:class:`ClassificationItem` is what every region-classification reader yields (this module's, and
+:mod:`~falip.data.cub`, :mod:`~falip.data.dogs`, :mod:`~falip.data.waterbirds`,
+:mod:`~falip.data.imagenet_s`): one region of one image and its class.
+
+The generic format, one region to classify per line (several lines may share an image); paths are
+relative to the file's directory (or a given ``root``) unless absolute:
+
+* JSONL: ``{"image": path, "label": class name, "box": [x0, y0, x1, y1] (xyxy pixels), "mask": path
+  to a mask image (nonzero = region)}``; ``box``, ``mask`` or both.
+* CSV (UTF-8, a header line, RFC 4180 quoting): columns ``image,label`` plus ``x0,y0,x1,y1`` (xyxy
+  pixels; all four or none), ``mask``, or both; a row may leave the box cells or the mask cell empty
+  as long as it has one of them. Other columns are ignored. E.g.::
+
+      image,label,x0,y0,x1,y1,mask
+      imgs/0001.jpg,Black footed Albatross,10,20,110,220.5,
+      imgs/0002.jpg,dog,,,,masks/0002.png
+
+A malformed line raises :class:`~falip.core.errors.FalipError` naming the file and line (or yields a
+:class:`~falip.data.records.Skipped` with ``errors="skip"``); every box is validated by
+:func:`falip.core.regions.check_boxes` and named as written, e.g. ``items.jsonl:3: box (5, 0, 1, 1)
+is inverted (x1 < x0); boxes are xyxy``. Mask files are opened only by :meth:`ClassificationItem.regions`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..core.errors import FalipError
-from ..core.regions import Regions, check_boxes
-from ._jsonl import lines as _lines
-from ._jsonl import numbers as _numbers
-from ._jsonl import resolve as _resolve
+from ..core.regions import Regions
+from ._common import check_errors, json_lines, numbers, one_box, open_binary, reject, resolve
 from .images import decode_file
+from .records import Skipped
 
-__all__ = ["ClassificationItem", "load_mask", "read_classification_jsonl"]
+__all__ = [
+    "ClassificationFile",
+    "ClassificationItem",
+    "iter_classification",
+    "iter_classification_csv",
+    "iter_classification_jsonl",
+    "load_mask",
+    "read_classification_jsonl",
+]
+
+_BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
 @dataclass(frozen=True)
 class ClassificationItem:
-    """One region to classify: ``box`` xyxy pixels, optional mask image path, class ``label``."""
+    """One region to classify: ``box`` xyxy pixels and/or a mask file, and its class ``label``.
+
+    ``id`` is stable and unique within the dataset (e.g. ``"items.jsonl:3"``, ``"cub:<path>"``);
+    ``source`` is where it was read from (``"<file>:<line>"``). ``label_index`` is the index of
+    ``label`` in the dataset's ``classes`` (None when the reader has no class list); ``group`` is a
+    subgroup name (Waterbirds: ``"landbird/water"``), None elsewhere.
+    """
 
     image_path: Path
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float] | None
     label: str
     mask_path: Path | None = None
-    source: str = field(default="", compare=False)  # "<file>:<line>" it was read from
+    source: str = field(default="", compare=False)
+    id: str = ""
+    label_index: int | None = None
+    group: str | None = None
 
-    def regions(self, image_size: tuple[int, int], use_mask: bool = True) -> Regions:
+    def regions(self, image_size: tuple[int, int], use_mask: bool | None = None) -> Regions:
         """This item's region in the image of size ``(W, H)``: its box, plus its mask if it has one.
 
-        Errors (a box wholly outside the image, a mask of another size, an empty mask) name
-        ``source``.
+        ``use_mask=False`` leaves the mask out (a mask-only item then gets the mask's bounding box);
+        None is the item's default (the mask when there is one). The mask is read here, not before.
+        Errors (a box wholly outside the image, a mask of another size, an empty mask) name ``source``.
         """
-        masks = load_mask(self.mask_path)[None] if use_mask and self.mask_path is not None else None
+        if use_mask is None:
+            use_mask = self._default_use_mask()
         try:
-            return Regions([self.box], masks, image_size=image_size)
+            box = self._box(image_size)
+            mask = self._mask() if self.mask_path is not None and (use_mask or box is None) else None
+            regions = Regions(
+                None if box is None else [box], None if mask is None else mask[None], image_size=image_size
+            )
+            return regions if use_mask or mask is None else Regions(regions.boxes, image_size=image_size)
         except FalipError as e:
             raise FalipError(f"{self.source}: {e}" if self.source else str(e)) from None
 
+    def _default_use_mask(self) -> bool:
+        return True
 
-def read_classification_jsonl(
-    path: str | os.PathLike, root: str | os.PathLike | None = None
-) -> list[ClassificationItem]:
-    """Read generic classification JSONL into :class:`ClassificationItem` (paths resolved against ``root``).
+    def _box(self, image_size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+        """The box in the image of ``image_size`` (a subclass may rescale it)."""
+        return self.box
 
-    ``root`` defaults to the file's directory. Raises :class:`FalipError` naming file and line for a
-    missing key, a box that is not 4 numbers or that :func:`check_boxes` rejects (NaN/inf,
-    inverted, empty), or a non-string label or path. Mask files are not opened here.
-    """
-    path = Path(path)
-    base = Path(root) if root is not None else path.parent
-    out: list[ClassificationItem] = []
-    for lineno, obj in _lines(path):
-        where = f"{path}:{lineno}"
-        for key in ("image", "box", "label"):
-            if key not in obj:
-                raise FalipError(f"{where}: missing key {key!r}")
-        if not isinstance(obj["image"], str) or not obj["image"]:
-            raise FalipError(f"{where}: image must be a non-empty string path, got {obj['image']!r}")
-        if not isinstance(obj["label"], str) or not obj["label"]:
-            raise FalipError(f"{where}: label must be a non-empty string, got {obj['label']!r}")
-        raw = _numbers(obj["box"], 4, where, "box")
-        box = tuple(float(v) for v in check_boxes([raw], names=[f"{where}: box"])[0])
-        mask = obj.get("mask")
-        if mask is not None and (not isinstance(mask, str) or not mask):
-            raise FalipError(f"{where}: mask must be a string path or absent, got {mask!r}")
-        mask_path = _resolve(base, mask) if mask is not None else None
-        out.append(ClassificationItem(_resolve(base, obj["image"]), box, obj["label"], mask_path, where))
-    return out
+    def _mask(self) -> np.ndarray:
+        """The region's mask, bool ``[H, W]`` (a subclass may decode its file differently)."""
+        return load_mask(self.mask_path)  # type: ignore[arg-type]
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -91,3 +116,168 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., 0]
     return arr != 0
+
+
+def _label_index(label: str, index: dict[str, int] | None) -> int | None:
+    if index is None:
+        return None
+    if label not in index:
+        raise FalipError(f"label {label!r} is not in the class list")
+    return index[label]
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FalipError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _jsonl_item(obj: dict, base: Path, index: dict[str, int] | None, **ids: str) -> ClassificationItem:
+    for key in ("image", "label"):
+        if key not in obj:
+            raise FalipError(f"missing key {key!r}")
+    image = _text(obj["image"], "image")
+    label = _text(obj["label"], "label")
+    box = mask = None
+    if obj.get("box") is not None:
+        box = one_box(numbers(obj["box"], 4, "box"), "box")
+    if obj.get("mask") is not None:
+        mask = resolve(base, _text(obj["mask"], "mask"))
+    if box is None and mask is None:
+        raise FalipError("needs a 'box' or a 'mask' (or both)")
+    return ClassificationItem(resolve(base, image), box, label, mask, label_index=_label_index(label, index), **ids)
+
+
+def _csv_item(row: dict, base: Path, index: dict[str, int] | None, **ids: str) -> ClassificationItem:
+    image = _text(row.get("image"), "image")
+    label = _text(row.get("label"), "label")
+    box = mask = None
+    cells = [(row.get(c) or "").strip() for c in _BOX_COLUMNS]
+    if any(cells):
+        try:
+            raw = [float(c) for c in cells]
+        except ValueError:
+            raise FalipError(f"x0,y0,x1,y1 must be 4 numbers, got {','.join(cells)!r}") from None
+        box = one_box(raw, "box")
+    if (row.get("mask") or "").strip():
+        mask = resolve(base, row["mask"].strip())
+    if box is None and mask is None:
+        raise FalipError("needs a box (x0,y0,x1,y1) or a mask (or both)")
+    return ClassificationItem(resolve(base, image), box, label, mask, label_index=_label_index(label, index), **ids)
+
+
+def _class_index(classes: Sequence[str] | None) -> dict[str, int] | None:
+    return None if classes is None else {c: i for i, c in enumerate(classes)}
+
+
+def iter_classification_jsonl(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    errors: str = "raise",
+    classes: Sequence[str] | None = None,
+) -> Iterator[ClassificationItem | Skipped]:
+    """Stream generic classification JSONL as :class:`ClassificationItem` (id ``"<file name>:<line>"``).
+
+    Paths are resolved against ``root`` (default: the file's directory). With ``classes``, a label
+    not among them is an error and ``label_index`` is its index. A malformed line (not JSON, a missing
+    key, a box that is not 4 numbers or that :func:`check_boxes` rejects, a non-string label or path,
+    neither box nor mask) raises :class:`FalipError` ``"<file>:<line>: <reason>"``, or yields a
+    :class:`Skipped` with ``errors="skip"``.
+    """
+    check_errors(errors)
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    index = _class_index(classes)
+    for lineno, obj in json_lines(path):
+        ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
+        try:
+            if isinstance(obj, FalipError):
+                raise obj
+            yield _jsonl_item(obj, base, index, **ids)
+        except FalipError as e:
+            yield reject(errors, ids["id"], ids["source"], e)
+
+
+def iter_classification_csv(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    errors: str = "raise",
+    classes: Sequence[str] | None = None,
+) -> Iterator[ClassificationItem | Skipped]:
+    """Stream generic classification CSV as :class:`ClassificationItem` (id ``"<file name>:<line>"``).
+
+    As :func:`iter_classification_jsonl`; the header must name ``image`` and ``label`` and either all
+    of ``x0,y0,x1,y1`` or ``mask``. A bad header, or bytes that are not UTF-8, raise for the file.
+    """
+    check_errors(errors)
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    index = _class_index(classes)
+    with open_binary(path, "CSV file") as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text)
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("image", "label") if c not in header]
+            if missing or not (set(_BOX_COLUMNS) <= set(header) or "mask" in header):
+                raise FalipError(
+                    f"{path}:1: the header must name image, label and x0,y0,x1,y1 and/or mask, got {','.join(header)!r}"
+                )
+            for row in reader:
+                lineno = reader.line_num
+                ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
+                if not any(cell.strip() for cell in row):
+                    continue
+                try:
+                    if len(row) != len(header):
+                        raise FalipError(f"{len(row)} fields, but the header has {len(header)}")
+                    yield _csv_item(dict(zip(header, row)), base, index, **ids)
+                except FalipError as e:
+                    yield reject(errors, ids["id"], ids["source"], e)
+        except UnicodeDecodeError:
+            raise FalipError(f"{path}: not UTF-8 text (after line {reader.line_num})") from None
+        except csv.Error as e:
+            raise FalipError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def iter_classification(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    errors: str = "raise",
+    classes: Sequence[str] | None = None,
+) -> Iterator[ClassificationItem | Skipped]:
+    """:func:`iter_classification_csv` for a ``.csv`` file, :func:`iter_classification_jsonl` otherwise."""
+    reader = iter_classification_csv if Path(path).suffix.lower() == ".csv" else iter_classification_jsonl
+    return reader(path, root, errors, classes)
+
+
+def read_classification_jsonl(
+    path: str | os.PathLike, root: str | os.PathLike | None = None
+) -> list[ClassificationItem]:
+    """All items of :func:`iter_classification_jsonl` as a list; the first malformed line raises."""
+    return list(iter_classification_jsonl(path, root))  # type: ignore[arg-type]
+
+
+class ClassificationFile:
+    """A generic classification JSONL or CSV file as a dataset: :attr:`classes` and the items.
+
+    ``classes`` defaults to the file's distinct labels, sorted (one pass over the file, no image
+    opened); given, a label not among them is an error (``errors`` says whether it raises). Iterating
+    streams :func:`iter_classification`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        classes: Sequence[str] | None = None,
+        errors: str = "raise",
+    ) -> None:
+        self.path, self.root, self.errors = Path(path), root, check_errors(errors)
+        if classes is None:
+            labels = {it.label for it in iter_classification(self.path, root, "skip") if not isinstance(it, Skipped)}
+            classes = sorted(labels)
+        self.classes: list[str] = list(classes)
+
+    def __iter__(self) -> Iterator[ClassificationItem | Skipped]:
+        return iter_classification(self.path, self.root, self.errors, self.classes)

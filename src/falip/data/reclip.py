@@ -1,26 +1,41 @@
-"""Reader of the ReCLIP-style REC jsonl (RefCOCO, RefCOCO+, RefCOCOg) and of COCO segmentations.
+"""RefCOCO / RefCOCO+ / RefCOCOg in the ReCLIP jsonl, detector proposal files, COCO segmentations.
 
-:func:`read_reclip_jsonl` returns one :class:`RecSample` per sentence; :func:`decode_segmentation`
-turns a COCO polygon or RLE into a mask. Malformed input raises
-:class:`~falip.core.errors.FalipError` naming the file and line (``"<file>:<line>: <what>"``).
-Every box is validated by :func:`falip.core.regions.check_boxes` (NaN/inf, negative width or
-height, empty) and named as written in the file, e.g.
-``refcoco_testa.jsonl:12: anns[3].bbox (10, 20, 0, 5) is empty (zero width)``; boxes are
-returned as xyxy pixels (float64). Images are not opened here; paths are resolved against a root.
+Format (ReCLIP's release, reused by FALIP, FGVP and Alpha-CLIP; checked against ReCLIP's own loader,
+``allenai/reclip`` ``main.py``): one JSON object per line, one referred object per line, with
 
-ReCLIP jsonl (RefCOCO / RefCOCO+ / RefCOCOg as distributed by ReCLIP and reused by FALIP, FGVP and
-Alpha-CLIP): one referred object per line, with ``file_name`` (COCO names carry a trailing
-``_<n>``, e.g. ``COCO_train2014_000000581857_16.jpg``, which is dropped to get the image file),
-``image_id`` (int or str), ``anns`` (every annotation of the image: ``id``, ``bbox`` COCO xywh
-pixels, ``category_id``, ``segmentation`` polygon list or RLE), ``ann_id`` (the gold annotation id,
-an int, a str or a list of them) and ``sentences`` (list of ``{"raw": ...}``); every sentence
-becomes one :class:`RecSample`. Other keys of the line are kept in ``extra``.
+* ``file_name``: e.g. ``COCO_train2014_000000581857_16.jpg``. ReCLIP drops the last ``_<part>`` of any
+  name containing "coco" and appends ``.jpg``; here (:func:`coco_image_name`) the trailing ``_<n>`` is
+  dropped from names whose stem ends in ``_<6 or more digits>_<digits>`` (all RefCOCO names, and the
+  synthetic writer's ``.png`` names); other names are used as they are. Images are under
+  ``image_root`` (COCO's ``train2014/``).
+* ``image_id``: int or str, the key into the detector file.
+* ``anns``: every annotation of the image, ``{"id", "bbox": [x, y, w, h] (COCO xywh pixels),
+  "category_id", "segmentation": polygon list or RLE}``; in the gold-box setting every ann is a
+  candidate.
+* ``ann_id``: the gold annotation id, an int, a str or a list of them. ReCLIP wraps a scalar in a
+  list and matches ``anns[i]["id"] in ann_id`` (type-sensitive); here ids are compared as strings.
+* ``sentences``: list of ``{"raw": str, ...}``; each sentence is one query (one :class:`RecSample`,
+  id ``"<jsonl name>:<line>#<k>"``). ReCLIP lowercases ``raw`` before scoring; the sample keeps it as
+  written (the REC task lowercases). Other keys of the line are kept in ``extra``.
+
+Detector file (ReCLIP's ``--detector_file``): either ``{image_id: [[x, y, w, h], ...]}`` or a list of
+``{"image_id": ..., "box": [x, y, w, h], ...}`` (ReCLIP accepts both, keys compared as ints there,
+as strings here). An image without detections is scored with the whole image as its one box, as in
+ReCLIP (:meth:`RecSample.regions`). The metric is IoU(predicted, any gold box) > 0.5.
+
+Segmentations (:func:`decode_segmentation`) are decoded with pycocotools (COCO's own rasteriser, so
+masks equal COCO's ``annToMask``). Every box is validated by :func:`falip.core.regions.check_boxes`
+and named as written in the file, e.g. ``refcoco_testa.jsonl:12: anns[3].bbox (10, 20, 0, 5) is empty
+(zero width)``. Images are not opened here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +44,21 @@ import numpy as np
 
 from ..core.errors import FalipError
 from ..core.regions import Regions, check_boxes
-from ._jsonl import lines as _lines
-from ._jsonl import numbers as _numbers
+from ._common import check_errors, json_lines, numbers, open_binary, reject
+from .records import Skipped
 
-__all__ = ["RecAnnotation", "RecSample", "coco_image_name", "decode_segmentation", "read_reclip_jsonl"]
+__all__ = [
+    "RecAnnotation",
+    "RecSample",
+    "coco_image_name",
+    "decode_segmentation",
+    "iter_reclip_jsonl",
+    "read_detections",
+    "read_reclip_jsonl",
+]
 
 _COCO_SUFFIX = re.compile(r"^(?P<stem>.+_\d{6,})_\d+(?P<ext>\.[A-Za-z0-9]+)$")
+_LINE_KEYS = ("file_name", "image_id", "anns", "ann_id", "sentences")
 
 
 @dataclass(frozen=True)
@@ -49,29 +73,22 @@ class RecAnnotation:
 
 @dataclass(frozen=True)
 class RecSample:
-    """One REC query: a sentence, the image it refers to, every annotation (candidates) and the gold ids."""
+    """One REC query (one sentence of a line): the image, every annotation of it and the gold ids.
 
+    ``id`` is ``"<jsonl name>:<line>#<k>"`` for sentence k (from 0) of that line; ``source`` is
+    ``"<jsonl path>:<line>"``. The samples of one line share ``anns``.
+    """
+
+    id: str
     sentence: str
     image_path: Path
     image_id: int | str
     file_name: str
     anns: tuple[RecAnnotation, ...]
     gold_ids: tuple[int | str, ...]
+    sentence_index: int = 0
     extra: dict = field(default_factory=dict, compare=False)
-    source: str = field(default="", compare=False)  # "<file>:<line>" it was read from
-
-    def regions(self, image_size: tuple[int, int]) -> Regions:
-        """The candidate boxes as :class:`Regions` of the image of size ``(W, H)``.
-
-        Checks them against the image: a box wholly outside it is an error naming ``source`` and
-        the box as COCO xywh, as in the file.
-        """
-        xywh = self.boxes.copy()
-        xywh[:, 2:] -= xywh[:, :2]
-        try:
-            return Regions(xywh, image_size=image_size, box_format="xywh")
-        except FalipError as e:
-            raise FalipError(f"{self.source}: {e}" if self.source else str(e)) from None
+    source: str = field(default="", compare=False)
 
     @property
     def gold_indices(self) -> tuple[int, ...]:
@@ -81,8 +98,65 @@ class RecSample:
 
     @property
     def boxes(self) -> np.ndarray:
-        """Candidate boxes ``[len(anns), 4]`` xyxy pixels, float64 (the dtype of :class:`Regions`)."""
+        """Every annotation's box ``[len(anns), 4]`` xyxy pixels, float64."""
         return np.asarray([a.box for a in self.anns], dtype=np.float64).reshape(-1, 4)
+
+    @property
+    def gold_boxes(self) -> np.ndarray:
+        """The gold annotations' boxes ``[G, 4]`` xyxy pixels, float64 (what a prediction is scored against)."""
+        return self.boxes[list(self.gold_indices)]
+
+    def candidates(self, detections: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The boxes to choose from, ``[K, 4]`` xyxy pixels.
+
+        Without ``detections``: every annotation's box (the gold-box setting, :attr:`boxes`). With
+        ``detections`` (from :func:`read_detections`): this image's proposals, ``[0, 4]`` when the
+        file has none for it (:meth:`regions` then uses the whole image).
+        """
+        if detections is None:
+            return self.boxes
+        return detections.get(str(self.image_id), np.zeros((0, 4)))
+
+    def regions(
+        self, image_size: tuple[int, int], detections: dict[str, np.ndarray] | None = None, masks: bool = False
+    ) -> Regions:
+        """The candidates (:meth:`candidates`) as :class:`Regions` of the image of size ``(W, H)``.
+
+        With ``detections`` and none for this image, the one region is the whole image ``(0, 0, W,
+        H)``. ``masks=True`` (gold-box setting only) adds every annotation's segmentation as its mask.
+        Errors (a box wholly outside the image, a segmentation that does not fit it) name ``source``
+        and the box as in the file (COCO xywh).
+        """
+        try:
+            if detections is not None:
+                if masks:
+                    raise FalipError("masks=True needs the annotations (no detections): proposals have no masks")
+                props = self.candidates(detections)
+                if len(props) == 0:
+                    return Regions([[0, 0, *image_size]], image_size=image_size)
+                xywh, what = props.copy(), f"detections for image_id {self.image_id!r}: "
+            else:
+                xywh, what = self.boxes.copy(), ""
+            xywh[:, 2:] -= xywh[:, :2]
+            mask_arr = None
+            if masks:
+                w, h = image_size
+                mask_arr = np.stack([self._mask(k, h, w) for k in range(len(self.anns))])
+            try:
+                return Regions(xywh, mask_arr, image_size=image_size, box_format="xywh")
+            except FalipError as e:
+                raise FalipError(f"{what}{e}") from None
+        except FalipError as e:
+            raise FalipError(f"{self.source}: {e}" if self.source else str(e)) from None
+
+    def _mask(self, k: int, height: int, width: int) -> np.ndarray:
+        seg = self.anns[k].segmentation
+        if seg is None:
+            raise FalipError(f"anns[{k}] has no segmentation")
+        try:
+            return decode_segmentation(seg, height, width)
+        except FalipError as e:
+            raise FalipError(f"anns[{k}].segmentation: {e}") from None
 
 
 def coco_image_name(file_name: str) -> str:
@@ -94,66 +168,139 @@ def coco_image_name(file_name: str) -> str:
     return m.group("stem") + m.group("ext") if m else file_name
 
 
-def read_reclip_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[RecSample]:
-    """Read a ReCLIP-style REC jsonl into one :class:`RecSample` per sentence.
+def _is_id(v: Any) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
+    """The fields shared by a line's samples, and its sentences; FalipError (a reason) if malformed."""
+    for key in _LINE_KEYS:
+        if key not in obj:
+            raise FalipError(f"missing key {key!r}")
+    file_name = obj["file_name"]
+    if not isinstance(file_name, str) or not file_name:
+        raise FalipError(f"file_name must be a non-empty string, got {file_name!r}")
+    if not _is_id(obj["image_id"]):
+        raise FalipError(f"image_id must be an int or a str, got {obj['image_id']!r}")
+    if not isinstance(obj["anns"], list) or not obj["anns"]:
+        raise FalipError("anns must be a non-empty list")
+    raw_boxes = []
+    for k, a in enumerate(obj["anns"]):
+        if not isinstance(a, dict) or "id" not in a or "bbox" not in a:
+            raise FalipError(f"anns[{k}] must be an object with 'id' and 'bbox'")
+        if not _is_id(a["id"]):
+            raise FalipError(f"anns[{k}].id must be an int or a str, got {a['id']!r}")
+        raw_boxes.append(numbers(a["bbox"], 4, f"anns[{k}].bbox"))
+    boxes = check_boxes(raw_boxes, box_format="xywh", names=[f"anns[{k}].bbox" for k in range(len(raw_boxes))])
+    anns = tuple(
+        RecAnnotation(a["id"], tuple(float(v) for v in box), a.get("category_id"), a.get("segmentation"))
+        for a, box in zip(obj["anns"], boxes)
+    )
+    raw_gold = obj["ann_id"]
+    gold = tuple(raw_gold) if isinstance(raw_gold, list) else (raw_gold,)
+    if not gold or not all(_is_id(g) for g in gold):
+        raise FalipError(f"ann_id must be an int, a str or a non-empty list of them, got {raw_gold!r}")
+    ids = {str(a.id) for a in anns}
+    missing = [g for g in gold if str(g) not in ids]
+    if missing:
+        raise FalipError(f"ann_id {missing!r} not among the ids of anns")
+    if not isinstance(obj["sentences"], list) or not obj["sentences"]:
+        raise FalipError("sentences must be a non-empty list")
+    shared = {
+        "image_path": root / coco_image_name(file_name),
+        "image_id": obj["image_id"],
+        "file_name": file_name,
+        "anns": anns,
+        "gold_ids": gold,
+        "extra": {k: v for k, v in obj.items() if k not in _LINE_KEYS},
+    }
+    return shared, obj["sentences"]
+
+
+def iter_reclip_jsonl(
+    path: str | os.PathLike, image_root: str | os.PathLike | None = None, errors: str = "raise"
+) -> Iterator[RecSample | Skipped]:
+    """Stream a ReCLIP-style REC jsonl as one :class:`RecSample` per sentence.
 
     ``image_root`` (default: the jsonl's directory) is where the image files are; ``image_path`` is
-    ``image_root / coco_image_name(file_name)``. Raises :class:`FalipError` naming file and line for
-    a missing or mistyped key, a bbox that is not 4 numbers or that :func:`check_boxes` rejects
-    (NaN/inf, negative width or height, empty), or an ``ann_id`` not among ``anns``.
+    ``image_root / coco_image_name(file_name)``. A malformed line (not JSON, a missing or mistyped
+    key, a bbox that is not 4 numbers or that :func:`check_boxes` rejects, an ``ann_id`` not among
+    ``anns``) raises :class:`FalipError` ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields
+    one :class:`Skipped` with id ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
+    does so for that sentence only (id ``"...:<line>#<k>"``). A missing file always raises.
     """
+    check_errors(errors)
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    out: list[RecSample] = []
-    for lineno, obj in _lines(path):
-        where = f"{path}:{lineno}"
-        for key in ("file_name", "image_id", "anns", "ann_id", "sentences"):
-            if key not in obj:
-                raise FalipError(f"{where}: missing key {key!r}")
-        file_name = obj["file_name"]
-        if not isinstance(file_name, str) or not file_name:
-            raise FalipError(f"{where}: file_name must be a non-empty string, got {file_name!r}")
-        image_id = obj["image_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            raise FalipError(f"{where}: image_id must be an int or a str, got {image_id!r}")
-        if not isinstance(obj["anns"], list) or not obj["anns"]:
-            raise FalipError(f"{where}: anns must be a non-empty list")
-        raw_boxes = []
-        for k, a in enumerate(obj["anns"]):
-            if not isinstance(a, dict) or "id" not in a or "bbox" not in a:
-                raise FalipError(f"{where}: anns[{k}] must be an object with 'id' and 'bbox'")
-            if isinstance(a["id"], bool) or not isinstance(a["id"], (int, str)):
-                raise FalipError(f"{where}: anns[{k}].id must be an int or a str, got {a['id']!r}")
-            raw_boxes.append(_numbers(a["bbox"], 4, where, f"anns[{k}].bbox"))
-        names = [f"{where}: anns[{k}].bbox" for k in range(len(raw_boxes))]
-        boxes = check_boxes(raw_boxes, box_format="xywh", names=names)
-        anns = tuple(
-            RecAnnotation(a["id"], tuple(float(v) for v in box), a.get("category_id"), a.get("segmentation"))
-            for a, box in zip(obj["anns"], boxes)
-        )
-        raw_gold = obj["ann_id"]
-        gold = tuple(raw_gold) if isinstance(raw_gold, list) else (raw_gold,)
-        if not gold or any(isinstance(g, bool) or not isinstance(g, (int, str)) for g in gold):
-            raise FalipError(f"{where}: ann_id must be an int, a str or a non-empty list of them, got {raw_gold!r}")
-        ids = {str(a.id) for a in anns}
-        missing = [g for g in gold if str(g) not in ids]
-        if missing:
-            raise FalipError(f"{where}: ann_id {missing!r} not among the ids of anns")
-        sents = obj["sentences"]
-        if not isinstance(sents, list) or not sents:
-            raise FalipError(f"{where}: sentences must be a non-empty list")
-        extra = {k: v for k, v in obj.items() if k not in ("file_name", "image_id", "anns", "ann_id", "sentences")}
-        image_path = root / coco_image_name(file_name)
-        for k, sent in enumerate(sents):
+    for lineno, obj in json_lines(path):
+        where, line_id = f"{path}:{lineno}", f"{path.name}:{lineno}"
+        try:
+            if isinstance(obj, FalipError):
+                raise obj
+            shared, sentences = _read_line(obj, root)
+        except FalipError as e:
+            yield reject(errors, line_id, where, e)
+            continue
+        for k, sent in enumerate(sentences):
             raw = sent.get("raw") if isinstance(sent, dict) else None
-            if not isinstance(raw, str):
-                raise FalipError(f"{where}: sentences[{k}] must be an object with a string 'raw'")
-            out.append(RecSample(raw, image_path, image_id, file_name, anns, gold, extra, where))
-    return out
+            if not isinstance(raw, str) or not raw.strip():
+                yield reject(errors, f"{line_id}#{k}", where, f"sentences[{k}] must be an object with a string 'raw'")
+                continue
+            yield RecSample(id=f"{line_id}#{k}", sentence=raw, sentence_index=k, source=where, **shared)
+
+
+def read_reclip_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[RecSample]:
+    """All samples of :func:`iter_reclip_jsonl` as a list; the first malformed line raises."""
+    return list(iter_reclip_jsonl(path, image_root))  # type: ignore[arg-type]
+
+
+def read_detections(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A detector file -> ``{str(image_id): boxes [K, 4] xyxy float64}`` (the file's boxes are xywh).
+
+    Accepts ``{image_id: [[x, y, w, h], ...]}`` or ``[{"image_id": ..., "box": [x, y, w, h]}, ...]``
+    (other keys, e.g. a score, ignored). Image ids are compared as strings (``581857`` matches
+    ``"581857"``). Raises :class:`FalipError` naming the file and the entry for anything malformed
+    (every box through :func:`check_boxes`).
+    """
+    path = Path(path)
+    with open_binary(path, "detector file") as fh:
+        data = fh.read()
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise FalipError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise FalipError(f"{path}: invalid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    raw: dict[str, list] = {}
+    names: dict[str, list[str]] = {}
+    if isinstance(obj, dict):
+        for image_id, boxes in obj.items():
+            if not isinstance(boxes, list):
+                raise FalipError(f"{path}: image_id {image_id!r}: expected a list of [x, y, w, h] boxes")
+            for j, b in enumerate(boxes):
+                what = f"{path}: image_id {image_id!r} box {j}"
+                raw.setdefault(image_id, []).append(numbers(b, 4, what))
+                names.setdefault(image_id, []).append(what)
+    elif isinstance(obj, list):
+        for i, d in enumerate(obj):
+            if not isinstance(d, dict) or "image_id" not in d or "box" not in d:
+                raise FalipError(f"{path}: entry [{i}] must be an object with 'image_id' and 'box'")
+            if not _is_id(d["image_id"]):
+                raise FalipError(f"{path}: entry [{i}]: image_id must be an int or a str, got {d['image_id']!r}")
+            key, what = str(d["image_id"]), f"{path}: entry [{i}] box"
+            raw.setdefault(key, []).append(numbers(d["box"], 4, what))
+            names.setdefault(key, []).append(what)
+    else:
+        raise FalipError(f"{path}: expected an object {{image_id: boxes}} or a list of {{image_id, box}} entries")
+    return {k: check_boxes(v, box_format="xywh", names=names[k]) for k, v in raw.items()}
 
 
 def _rle_string_counts(s: str) -> list[int]:
-    """Decode COCO's compressed RLE string (6-bit chunks offset by 48, deltas from the count two back)."""
+    """COCO's compressed RLE string -> run lengths (6-bit chunks offset by 48, deltas from two back).
+
+    Used to validate a string before pycocotools decodes it: pycocotools trusts the runs, and runs
+    that do not add up to ``h * w`` give a mask of uninitialised memory.
+    """
     counts: list[int] = []
     p = 0
     while p < len(s):
@@ -162,6 +309,8 @@ def _rle_string_counts(s: str) -> list[int]:
             if p >= len(s):
                 raise FalipError("compressed RLE counts end in the middle of a number")
             c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                raise FalipError(f"compressed RLE counts hold {s[p]!r}, not a COCO RLE character")
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
             p += 1
@@ -174,41 +323,61 @@ def _rle_string_counts(s: str) -> list[int]:
     return counts
 
 
-def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
-    """COCO segmentation -> bool mask ``[height, width]``; :class:`FalipError` if malformed.
+def _coco_decode(rle: dict) -> np.ndarray:
+    from pycocotools import mask as coco_mask
 
-    Accepts a polygon list ``[[x1, y1, x2, y2, ...], ...]`` (pixel coordinates, rasterised with PIL),
-    uncompressed RLE ``{"size": [h, w], "counts": [ints]}`` or compressed RLE (``counts`` a string).
-    RLE runs are column-major and start with background.
+    with warnings.catch_warnings():  # pycocotools 2.0.x under numpy 2 warns about np.array(copy=False)
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return coco_mask.decode(rle).astype(bool)
+
+
+def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
+    """COCO segmentation -> bool mask ``[height, width]`` (pycocotools); :class:`FalipError` if malformed.
+
+    Accepts a polygon list ``[[x1, y1, x2, y2, ...], ...]`` (pixel coordinates, rasterised as COCO's
+    ``annToMask`` does: the rectangle with corners (3, 2) and (9, 6) covers the pixels x 3..8, y 2..5,
+    those of the box (3, 2, 9, 6); polygons of fewer than 3 points are dropped, as they have no area,
+    and pycocotools would read 4 numbers as a box), uncompressed RLE ``{"size": [h, w], "counts":
+    [ints]}`` or compressed RLE (``counts`` a str or bytes). RLE runs are column-major and start with
+    background; their sum must be ``h * w`` and ``size`` must be the image's.
     """
+    from pycocotools import mask as coco_mask
+
     if isinstance(seg, dict):
         if "counts" not in seg or "size" not in seg:
             raise FalipError("RLE segmentation needs 'counts' and 'size'")
-        h, w = (int(v) for v in seg["size"])
+        try:
+            h, w = (int(v) for v in seg["size"])
+        except (TypeError, ValueError):
+            raise FalipError(f"RLE size must be [height, width], got {seg['size']!r}") from None
         if (h, w) != (height, width):
             raise FalipError(f"RLE size (h, w) = {(h, w)} differs from the image's {(height, width)}")
         counts = seg["counts"]
         if isinstance(counts, (bytes, str)):
-            counts = _rle_string_counts(counts.decode() if isinstance(counts, bytes) else counts)
-        counts = [int(c) for c in counts]
-        if sum(counts) != h * w:
-            raise FalipError(f"RLE counts sum to {sum(counts)}, expected {h * w}")
-        flat = np.zeros(h * w, dtype=bool)
-        pos, val = 0, False
-        for c in counts:
-            if val:
-                flat[pos : pos + c] = True
-            pos += c
-            val = not val
-        return flat.reshape((w, h)).T
+            text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+            runs = _rle_string_counts(text)
+            rle = {"size": [h, w], "counts": text.encode("ascii")}
+        elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            runs, rle = counts, None
+        else:
+            raise FalipError("RLE counts must be a list of ints or a compressed string")
+        if any(c < 0 for c in runs):
+            raise FalipError("RLE counts hold a negative run")
+        if sum(runs) != h * w:
+            raise FalipError(f"RLE counts sum to {sum(runs)}, expected {h * w}")
+        if rle is None:
+            rle = coco_mask.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+        return _coco_decode(rle)
     if isinstance(seg, list):
-        from PIL import Image, ImageDraw
-
-        img = Image.new("L", (width, height), 0)
-        draw = ImageDraw.Draw(img)
+        polys = []
         for poly in seg:
-            pts = [float(v) for v in poly]
-            if len(pts) >= 6:
-                draw.polygon(list(zip(pts[0::2], pts[1::2])), fill=1)
-        return np.asarray(img, dtype=bool)
+            if not isinstance(poly, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in poly):
+                raise FalipError("a polygon segmentation must be a list of [x1, y1, x2, y2, ...] lists of numbers")
+            if not np.isfinite(poly).all():
+                raise FalipError("a polygon has a NaN or infinite coordinate")
+            if len(poly) >= 6:
+                polys.append([float(v) for v in poly[: len(poly) // 2 * 2]])
+        if not polys:
+            raise FalipError("polygon segmentation has no polygon of 3 or more points")
+        return _coco_decode(coco_mask.merge(coco_mask.frPyObjects(polys, height, width)))
     raise FalipError(f"unsupported segmentation of type {type(seg).__name__}")
