@@ -19,6 +19,7 @@ from ..core.regions import check_boxes
 from .records import ERRORS, Skipped
 
 __all__ = [
+    "BadRecord",
     "check_errors",
     "json_lines",
     "numbers",
@@ -29,6 +30,14 @@ __all__ = [
     "text_lines",
     "words_table",
 ]
+
+
+class BadRecord(Exception):
+    """A record's problem, found at ``source`` when that is not the record's own line (else "")."""
+
+    def __init__(self, reason: str, source: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.source = reason, source
 
 
 def check_errors(errors: str) -> str:
