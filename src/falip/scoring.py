@@ -125,6 +125,7 @@ class RegionScorer:
         self.batch_size = int(batch_size)
         self.falip_options = dict(falip_options or {})
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._matrix_cache: dict[tuple, torch.Tensor] = {}
         first = next(fclip.model.parameters())
         self.device = first.device
         self.dtype = fclip.model.visual.conv1.weight.dtype
@@ -149,11 +150,13 @@ class RegionScorer:
             falip_options=self.falip_options if falip_options is None else falip_options,
         )
         other._text_cache = self._text_cache
+        other._matrix_cache = self._matrix_cache
         return other
 
     # ------------------------------------------------------------------------------- texts
     def clear_text_cache(self) -> None:
         self._text_cache.clear()
+        self._matrix_cache.clear()
 
     @property
     def text_cache_size(self) -> int:
@@ -167,6 +170,39 @@ class RegionScorer:
         for fn in rewrites:
             text = fn(text)
         return text
+
+    def templates_of(self, template: str | Sequence[str] | None) -> tuple[str, ...]:
+        """The templates of a call: the scorer's, one template, or several (an ensemble), each checked."""
+        if template is None:
+            return (self.template,)
+        if isinstance(template, str):
+            return (check_template(template),)
+        out = tuple(check_template(t) for t in template)
+        if not out:
+            raise FalipError("templates must name at least one template")
+        return out
+
+    @torch.no_grad()
+    def text_matrix(self, texts: Sequence[str], term: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text features ``[T, D]`` of ``texts`` under ``term``.
+
+        With several templates each text's feature is the normalised mean of its normalised
+        features over the templates (CLIP's prompt ensembling, in feature space). A term that
+        rewrites texts (``cpt``) ignores the templates. Matrices of a few recent calls are kept,
+        so per-image calls with the same class list cost nothing.
+        """
+        rewrites = any(METHODS[a].text is not None for a in term)
+        if rewrites or len(templates) == 1:
+            return self.text_features([self.final_text(s, term, templates[0]) for s in texts])
+        key = (tuple(texts), tuple(templates))
+        cached = self._matrix_cache.get(key)
+        if cached is None:
+            per_template = torch.stack([self.text_features([t.format(s) for s in texts]) for t in templates])
+            cached = F.normalize(per_template.mean(dim=0), dim=-1)
+            if len(self._matrix_cache) >= 8:
+                self._matrix_cache.pop(next(iter(self._matrix_cache)))
+            self._matrix_cache[key] = cached
+        return cached
 
     @torch.no_grad()
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
@@ -218,12 +254,13 @@ class RegionScorer:
         texts: str | Sequence[str],
         method: str = "falip",
         box_format: str = "xyxy",
-        template: str | None = None,
+        template: str | Sequence[str] | None = None,
     ) -> torch.Tensor:
         """Scores ``[K, T]`` of the K regions of ``image`` against ``texts`` (a str is one text).
 
         ``regions``: a :class:`falip.Regions` of the image, or boxes ``[K, 4]`` in its pixels
-        (``box_format`` ``"xyxy"`` or COCO ``"xywh"``). ``template`` overrides the scorer's.
+        (``box_format`` ``"xyxy"`` or COCO ``"xywh"``). ``template`` overrides the scorer's; a
+        list of templates is an ensemble (see :meth:`text_matrix`).
         """
         return self.score_many([image], [regions], [as_texts(texts)], method, box_format, template)[0]
 
@@ -235,19 +272,18 @@ class RegionScorer:
         texts: str | Sequence[str] | Sequence[Sequence[str]],
         method: str = "falip",
         box_format: str = "xyxy",
-        template: str | None = None,
+        template: str | Sequence[str] | None = None,
     ) -> list[torch.Tensor]:
         """Scores for many images at once: one ``[K_i, T_i]`` tensor (float32, CPU) per image.
 
         ``regions[i]``: a :class:`falip.Regions` of image i, or boxes ``[K_i, 4]`` in its pixels.
         ``texts``: one text, one list shared by all images, or one list per image. ``template``
-        overrides the scorer's. Edited images of all regions of all images go through the image
+        overrides the scorer's (a list of templates: an ensemble in feature space). Edited images of all regions of all images go through the image
         tower together, ``batch_size`` at a time. Regions with masks: FALIP looks at the mask,
         the image edits use its bounding box. Errors name regions in each image's own pixels.
         """
         terms = parse_method(method)
-        if template is not None:
-            check_template(template)
+        templates = self.templates_of(template)
         if len(images) != len(regions):
             raise FalipError(f"{len(images)} images but {len(regions)} region lists (one per image)")
         if isinstance(texts, str) or (len(texts) > 0 and all(isinstance(t, str) for t in texts)):
@@ -282,7 +318,7 @@ class RegionScorer:
             feats = F.normalize(self._term_features(items, term).float(), dim=-1)
             offset = 0
             for i, it in enumerate(items):
-                txt = self.text_features([self.final_text(s, term, template) for s in it.texts])
+                txt = self.text_matrix(it.texts, term, templates)
                 if whole_image:  # one feature per image: score it once, so every box ties exactly
                     s = _cosine_scores(feats[i : i + 1], txt, scale).expand(len(it), -1)
                 else:

@@ -29,6 +29,10 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("falip.cli.demo", "run REC and region classification on synthetic scenes with the shipped model"),
     "score": ("falip.cli.score", "score boxes of your own image against texts (FALIP or a baseline)"),
+    "rec": ("falip.cli.rec", "referring expression comprehension on ReCLIP-format splits (RefCOCO/+/g)"),
+    "classify": ("falip.cli.classify", "region classification: CUB, Stanford Dogs, Waterbirds, ImageNet-S, your files"),
+    "compare": ("falip.cli.compare", "several methods side by side on the same REC or classification data"),
+    "paper": ("falip.cli.paper", "the paper's Table 1 (REC) or Table 2 (classification) from your datasets"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
 }

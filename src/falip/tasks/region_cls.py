@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ..core.errors import FalipError
+from ..core.regions import Regions
+from ..prompts.registry import parse_method
+from ..runner import Skip, Unit
 from ..scoring import RegionScorer
+from .metrics import accuracy_summary, summary_table
 
-__all__ = ["CLS_TEMPLATE", "classify_regions"]
+__all__ = ["CLS_TEMPLATE", "ClassifySettings", "ClassifyTask", "classify_regions", "open_dataset"]
 
 CLS_TEMPLATE = "a photo of a {}."
 """Region-classification prompt (docs/method.md, "Scoring and tasks")."""
@@ -36,3 +44,215 @@ def classify_regions(
         )
         preds.extend(s.argmax(dim=1).numpy() if s.shape[0] else np.zeros(0, dtype=np.int64) for s in out)
     return preds
+
+
+# ----------------------------------------------------------------------------- the harness task
+@dataclass(frozen=True)
+class ClassifySettings:
+    """What defines a region-classification run (written to ``run.json``).
+
+    ``templates``: one prompt, or several averaged in feature space (CLIP's prompt ensembling).
+    ``top_k``: the second accuracy reported (top-5 by default).
+    """
+
+    dataset: str
+    source: str
+    method: str = "falip"
+    templates: tuple[str, ...] = (CLS_TEMPLATE,)
+    top_k: int = 5
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+class ClassifyTask:
+    """Region classification for :func:`falip.runner.run`.
+
+    ``items`` is a re-iterable dataset (e.g. :class:`falip.data.cub.CUB`) of items (``id``,
+    ``image_path``, ``source``, ``label`` name and/or ``label_index`` into ``classes``, optional
+    ``group``, ``regions(image_size)``) or ``Skipped`` records. A unit is one
+    image with all its items (e.g. every dog of a Stanford Dogs picture), scored in one pass. One
+    record per item: ``id``, ``label``, ``pred``, ``topk``, ``correct``, ``correct<k>``, ``group``.
+    """
+
+    name = "classify"
+
+    def __init__(
+        self,
+        scorer: RegionScorer,
+        settings: ClassifySettings,
+        items: Iterable[Any],
+        classes: Sequence[str],
+        model: dict | None = None,
+    ) -> None:
+        if not classes:
+            raise FalipError("the class list is empty")
+        if settings.top_k < 1:
+            raise FalipError(f"top_k must be >= 1, got {settings.top_k}")
+        parse_method(settings.method)
+        scorer.templates_of(list(settings.templates))
+        self.scorer = scorer
+        self.settings = settings
+        self.items = items
+        self.classes = [str(c) for c in classes]
+        self.model = dict(model or {})
+
+    def config(self) -> dict:
+        s = self.settings
+        return {
+            "task": "classify",
+            "dataset": s.dataset,
+            "source": s.source,
+            "method": s.method,
+            "templates": list(s.templates),
+            "top_k": s.top_k,
+            **{k: v for k, v in s.options},
+            "classes": len(self.classes),
+            **self.model,
+        }
+
+    def units(self) -> Iterator[Unit | Skip]:
+        from ..data.records import Skipped
+
+        groups: dict[str, list[tuple[Any, int]]] = {}
+        index = {name: i for i, name in enumerate(self.classes)}
+        for item in self.items:
+            if isinstance(item, Skipped):
+                yield Skip(item.id, item.source, item.reason)
+                continue
+            label = item.label_index if getattr(item, "label_index", None) is not None else index.get(item.label)
+            if label is None or not 0 <= label < len(self.classes):
+                yield Skip(item.id, item.source, f"label {item.label!r} is not one of the {len(self.classes)} classes")
+                continue
+            groups.setdefault(str(item.image_path), []).append((item, int(label)))
+        for image, items in groups.items():
+            first = items[0][0]
+            yield Unit(f"{self.settings.dataset}:{first.id}", {"image": image, "items": items}, first.source)
+
+    def load(self, unit: Unit) -> tuple[list[Any], Image.Image, list[Regions]]:
+        from ..data.images import load_image
+
+        image = load_image(unit.payload["image"])
+        regions = []
+        for item, _ in unit.payload["items"]:
+            try:
+                regions.append(item.regions(image.size))
+            except FalipError as err:
+                raise FalipError(f"{item.source}: {err}") from None
+        return unit.payload["items"], image, _merge(regions)
+
+    def run(self, loaded: list[tuple[list[Any], Image.Image, list[Regions]]]) -> list[list[dict]]:
+        s = self.settings
+        images, regions, owners = [], [], []
+        for u, (_, image, parts) in enumerate(loaded):
+            for part in parts:
+                images.append(image)
+                regions.append(part)
+                owners.append(u)
+        scores = self.scorer.score_many(images, regions, self.classes, s.method, template=list(s.templates))
+        per_unit: list[list[torch.Tensor]] = [[] for _ in loaded]
+        for u, sc in zip(owners, scores):
+            per_unit[u].append(sc)
+        out = []
+        k = min(s.top_k, len(self.classes))
+        for (items, _, _), parts in zip(loaded, per_unit):
+            sc = torch.cat(parts)  # [items, classes]
+            records = []
+            for (item, label), row in zip(items, sc):
+                top = _top_k(row, k)
+                records.append(
+                    {
+                        "id": item.id,
+                        "label": label,
+                        "label_name": self.classes[label],
+                        "pred": top[0],
+                        "pred_name": self.classes[top[0]],
+                        "topk": top,
+                        "correct": top[0] == label,
+                        f"correct{k}": label in top,
+                        "group": getattr(item, "group", None),
+                    }
+                )
+            out.append(records)
+        return out
+
+    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+        k = min(self.settings.top_k, len(self.classes))
+        grouped = any(r.get("group") is not None for r in records)
+        summary = accuracy_summary(
+            records, skipped, by=("group",) if grouped else (), metrics=("correct", f"correct{k}")
+        )
+        if grouped and summary["by_group"]:
+            accs = [row["accuracy"] for row in summary["by_group"].values()]
+            summary["group_mean_accuracy"] = sum(accs) / len(accs)
+            worst = min(summary["by_group"], key=lambda g: summary["by_group"][g]["accuracy"])
+            summary["worst_group"] = worst
+            summary["worst_group_accuracy"] = summary["by_group"][worst]["accuracy"]
+        return summary
+
+    def table(self, summary: dict) -> str:
+        text = summary_table(
+            summary, "group", f"region classification ({self.settings.dataset}, {self.settings.method})"
+        )
+        if "worst_group" in summary:
+            text += (
+                f"\nmean over groups {summary['group_mean_accuracy']:.1f}%, worst group "
+                f"{summary['worst_group']} {summary['worst_group_accuracy']:.1f}%"
+            )
+        return text
+
+
+def _top_k(row: torch.Tensor, k: int) -> list[int]:
+    """Indices of the k best classes, best first; ties go to the lower index (stable, exact)."""
+    order = np.lexsort((np.arange(row.shape[0]), -row.numpy().astype(np.float64)))
+    return [int(i) for i in order[:k]]
+
+
+def _merge(regions: list[Regions]) -> list[Regions]:
+    """One image's single-region Regions, merged into as few as possible (all boxes, or all masks)."""
+    if len(regions) > 1 and all(r.masks is None for r in regions):
+        return [Regions(np.concatenate([r.boxes for r in regions]), image_size=regions[0].image_size)]
+    if len(regions) > 1 and all(r.masks is not None for r in regions):
+        boxes = np.concatenate([r.boxes for r in regions]) if all(r.has_boxes for r in regions) else None
+        masks = np.concatenate([r.masks for r in regions])
+        return [Regions(boxes, masks, image_size=regions[0].image_size)]
+    return regions
+
+
+def open_dataset(
+    name: str,
+    root: str,
+    split: str = "test",
+    cub_root: str | None = None,
+    region: str = "mask",
+    classnames: str | None = None,
+) -> tuple[Iterable[Any], list[str], dict]:
+    """A classification dataset by name: ``(items, classes, options)``; bad records are skipped.
+
+    ``name``: ``cub``, ``dogs``, ``waterbirds`` (needs ``cub_root`` for the boxes), ``imagenet-s``
+    (``region``: the class mask or its box; ``classnames``: a names file), ``jsonl`` or ``csv``
+    (``root`` is the file). ``options`` are the settings that define the run (for ``run.json``).
+    """
+    from ..data.classification import ClassificationFile
+    from ..data.cub import CUB
+    from ..data.dogs import StanfordDogs
+    from ..data.waterbirds import Waterbirds
+
+    if name == "cub":
+        ds: Any = CUB(root, split=split, errors="skip")
+        return ds, ds.classes, {"split": split}
+    if name == "dogs":
+        ds = StanfordDogs(root, split=split, errors="skip")
+        return ds, ds.classes, {"split": split}
+    if name == "waterbirds":
+        if cub_root is None:
+            raise FalipError("Waterbirds needs the CUB-200-2011 folder (--cub-root) for the bird boxes")
+        ds = Waterbirds(root, cub_root, split=split, errors="skip")
+        return ds, ds.classes, {"split": split, "cub_root": str(cub_root)}
+    if name == "imagenet-s":
+        from ..data.imagenet_s import ImageNetS
+
+        ds = ImageNetS(root, region=region, classnames=classnames, errors="skip")
+        return ds, ds.classes, {"region": region, "classnames": classnames}
+    if name in ("jsonl", "csv"):
+        ds = ClassificationFile(root, errors="skip")
+        return ds, ds.classes, {}
+    raise FalipError(f"unknown dataset {name!r}; one of cub, dogs, waterbirds, imagenet-s, jsonl, csv")

@@ -1,0 +1,187 @@
+"""Options and set-up shared by the evaluation commands (``rec``, ``classify``, ``compare``, ``paper``).
+
+Standard library only at module level; torch and falip's model code load inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._common import ensure_writable_dir, int_at_least, load_model, set_threads
+
+__all__ = [
+    "add_model_options",
+    "add_run_options",
+    "add_rec_options",
+    "add_classify_options",
+    "make_scorer",
+    "rec_task",
+    "classify_task",
+    "run_task",
+    "read_templates",
+]
+
+DATASETS = ("cub", "dogs", "waterbirds", "imagenet-s", "jsonl", "csv")
+REC_TEMPLATE = "a photo of {}"  # falip.tasks.rec.REC_TEMPLATE, without importing it here
+CLS_DEFAULT = "a photo of a {}."  # falip.tasks.region_cls.CLS_TEMPLATE
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated block indices, got {text!r}") from None
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--pretrained``, FALIP settings, ``--device``, ``--threads``."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
+    g.add_argument(
+        "--pretrained",
+        default="auto",
+        help="open_clip tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny only)",
+    )
+    g.add_argument("--alpha", type=float, help="FALIP alpha (default: the model's preset)")
+    g.add_argument("--sigma", type=float, help="FALIP sigma in tokens (default: the model's preset)")
+    g.add_argument("--layers", type=_layers, help="comma-separated 0-based blocks to bias (default: preset)")
+    g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
+    g.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
+    g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
+
+
+def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """``--out``, ``--resume``, ``--limit``, ``--workers``, ``--batch``."""
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=out_required, help="output folder: results.jsonl, skipped.jsonl, summary.json")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out (finished items are kept)")
+    g.add_argument("--limit", type=int_at_least(1), help="only the first N images (units of work)")
+    g.add_argument(
+        "--workers", type=int_at_least(0), default=2, help="image-decoding worker processes (default 2; 0: inline)"
+    )
+    g.add_argument("--batch", type=int_at_least(1), default=16, help="images per model call (default 16)")
+
+
+def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
+    """REC options; ``standalone=False`` (``compare``): nothing required, no ``--template``."""
+    g = p.add_argument_group("REC data")
+    g.add_argument(
+        "--data", action="append", required=standalone, help="a ReCLIP-format split .jsonl (repeat for several)"
+    )
+    g.add_argument("--images", help="image folder (e.g. COCO train2014/; default: each split file's folder)")
+    g.add_argument("--detector-file", help="detector proposals (the 'prop' setting; default: gold boxes)")
+    if standalone:
+        add_template_options(g, repr(REC_TEMPLATE))
+    g.add_argument(
+        "--subtract-q", type=int_at_least(0), default=0, help="'subtract' with Q negative captions (default 0: off)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the negative captions and of tie-breaks")
+
+
+def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
+    """Classification options; ``standalone=False`` (``compare``): nothing required."""
+    g = p.add_argument_group("classification data")
+    g.add_argument("--dataset", required=standalone, choices=DATASETS, help="dataset format")
+    g.add_argument("--root", required=standalone, help="dataset folder (for jsonl/csv: the file)")
+    g.add_argument("--split", default="test", help="split (default test)")
+    g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
+    g.add_argument("--region", choices=("mask", "box"), default="mask", help="ImageNet-S: the mask or its box")
+    g.add_argument("--classnames", help="a file of class names (ImageNet-S; one per line)")
+    add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
+    g.add_argument("--top-k", type=int_at_least(1), default=5, help="the second accuracy reported (default top-5)")
+
+
+def add_template_options(g: Any, default_text: str | None = None) -> None:
+    """``--template`` / ``--templates FILE`` (mutually exclusive)."""
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_DEFAULT)})")
+    t.add_argument("--templates", help="a file of templates, one per line, averaged in feature space")
+
+
+def read_templates(args: argparse.Namespace, default: str = CLS_DEFAULT) -> tuple[str, ...]:
+    """The templates of ``--template`` / ``--templates FILE`` (else ``default``, the paper's)."""
+    from falip.core.errors import FalipError
+
+    if getattr(args, "templates", None):
+        path = Path(args.templates)
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise FalipError(f"--templates {path} holds no template")
+        return tuple(lines)
+    return (args.template or default,)
+
+
+def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, dict]:
+    """``(RegionScorer, model description for run.json)`` from the model options."""
+    from falip.scoring import RegionScorer
+
+    set_threads(args.threads)
+    from falip.runner import device_for_rank
+
+    device = str(device_for_rank()) if args.device == "auto" else args.device  # cuda:LOCAL_RANK under torchrun
+    overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
+    fclip, preprocess, tokenizer = load_model(
+        args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
+    )
+    scorer = RegionScorer(fclip, preprocess, tokenizer, template=template, batch_size=max(64, args.batch))
+    model = {
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "alpha": fclip.alpha,
+        "sigma": fclip.sigma,
+        "layers": list(fclip.layers),
+        "form": fclip.form,
+        "resize": args.resize,
+        "precision": args.precision,
+    }
+    return scorer, model
+
+
+def rec_task(args: argparse.Namespace, scorer: Any, model: dict, method: str, subtract_q: int | None = None) -> Any:
+    from falip.tasks.rec import RecSettings, RecTask
+
+    templates = read_templates(args, REC_TEMPLATE)
+    settings = RecSettings(
+        data=tuple(str(Path(d)) for d in args.data),
+        images=args.images,
+        detector_file=args.detector_file,
+        method=method,
+        template=templates[0] if len(templates) == 1 else templates,
+        subtract_q=args.subtract_q if subtract_q is None else subtract_q,
+        seed=args.seed,
+    )
+    return RecTask(scorer, settings, model)
+
+
+def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: str) -> Any:
+    from falip.tasks.region_cls import ClassifySettings, ClassifyTask, open_dataset
+
+    items, classes, options = open_dataset(
+        args.dataset,
+        args.root,
+        split=args.split,
+        cub_root=args.cub_root,
+        region=args.region,
+        classnames=args.classnames,
+    )
+    settings = ClassifySettings(
+        dataset=args.dataset,
+        source=str(Path(args.root)),
+        method=method,
+        templates=read_templates(args),
+        top_k=args.top_k,
+        options=tuple(sorted(options.items())),
+    )
+    return ClassifyTask(scorer, settings, items, classes, model)
+
+
+def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:
+    """Run ``task`` into ``out`` with the run options; prints the table; returns the summary."""
+    from falip.runner import run
+
+    ensure_writable_dir(out, "--out")
+    return run(task, out, resume=args.resume, limit=args.limit, workers=args.workers, batch_units=args.batch)

@@ -1,0 +1,30 @@
+"""``falip classify``: region-guided classification (CUB, Stanford Dogs, Waterbirds, ImageNet-S, your files).
+
+Resumable and sharded like ``falip rec``; one JSON line per region in ``--out``/results.jsonl with
+the top-k classes; summary with top-1, top-k and, for Waterbirds, accuracy per group, their mean
+and the worst group.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._eval import add_classify_options, add_model_options, add_run_options, classify_task, make_scorer, run_task
+
+__all__ = ["configure_parser", "run"]
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``classify`` options to ``p``."""
+    add_classify_options(p)
+    p.add_argument("--method", default="falip", help="scoring method, e.g. falip, none, crop, circle, blur")
+    add_run_options(p)
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the classification and print the table; returns the exit code."""
+    scorer, model = make_scorer(args)
+    task = classify_task(args, scorer, model, args.method)
+    run_task(task, args, args.out)
+    return 0
