@@ -122,7 +122,7 @@ def test_class_list_and_folder_errors(tmp_path):
     with pytest.raises(FalipError, match=r"classes.txt:2: expected 2 fields"):
         cub.CUB(root)
     (root / "classes.txt").unlink()
-    with pytest.raises(FalipError, match=r"classes.txt: no such file \(is .* the CUB_200_2011 folder\?\)"):
+    with pytest.raises(FalipError, match=r"classes.txt: no such file or directory \(is .* the CUB_200_2011 folder\?\)"):
         cub.CUB(root)
     with pytest.raises(FalipError, match="split must be one of"):
         cub.CUB(write_cub(tmp_path / "d"), split="val")

@@ -138,6 +138,6 @@ def test_list_file_errors(tmp_path):
     (root / "lists" / "test_list.mat").unlink()
     with pytest.raises(FalipError, match=r"lists/test_list.mat: no such file .*lists.tar"):
         dogs.StanfordDogs(root)
-    with pytest.raises(FalipError, match=r"Images: no such directory"):
+    with pytest.raises(FalipError, match=r"Images: no such file or directory \(is .* the Stanford Dogs folder"):
         dogs.StanfordDogs(tmp_path)
     assert dogs.breed_name("n02097658-silky_terrier") == "silky terrier"

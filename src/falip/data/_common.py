@@ -8,9 +8,11 @@ file (missing, a directory, unreadable) always raise, naming the file.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,11 +23,13 @@ from .records import ERRORS, Skipped
 __all__ = [
     "BadRecord",
     "check_errors",
+    "csv_dicts",
     "json_lines",
     "numbers",
     "one_box",
     "open_binary",
     "reject",
+    "require",
     "resolve",
     "text_lines",
     "words_table",
@@ -65,6 +69,46 @@ def open_binary(path: Path, what: str = "file") -> BinaryIO:
         raise FalipError(f"{path}: no such file") from None
     except OSError as e:
         raise FalipError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def require(root: Path, name: str | None, folder: str) -> Path:
+    """``root / name`` (``root`` if ``name`` is None) if it exists; FalipError saying which ``folder`` was expected."""
+    if not root.is_dir():
+        raise FalipError(f"{root}: no such directory (expected {folder})")
+    if name is None:
+        return root
+    path = root / name
+    if not path.exists():
+        raise FalipError(f"{path}: no such file or directory (is {root} {folder}?)")
+    return path
+
+
+def csv_dicts(path: Path, check_header: Callable[[list[str]], str | None]) -> Iterator[tuple[int, dict | FalipError]]:
+    """``(line number, {column: cell})`` for each non-blank row of a CSV file with a header, streamed.
+
+    ``check_header`` returns what is wrong with the header (stripped names), or None; a bad header,
+    bytes that are not UTF-8 or broken quoting raise for the file. A row with another number of
+    fields than the header comes as ``(line number, FalipError)``. Line numbers are the file's (a
+    quoted field spanning lines counts them all).
+    """
+    with open_binary(path, "CSV file") as fh:
+        reader = csv.reader(io.TextIOWrapper(fh, encoding="utf-8-sig", newline=""))
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            problem = check_header(header)
+            if problem:
+                raise FalipError(f"{path}:1: {problem}, got {','.join(header)!r}")
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    yield reader.line_num, FalipError(f"{len(row)} fields, but the header has {len(header)}")
+                    continue
+                yield reader.line_num, dict(zip(header, row))
+        except UnicodeDecodeError:
+            raise FalipError(f"{path}: not UTF-8 text (after line {reader.line_num})") from None
+        except csv.Error as e:
+            raise FalipError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
 
 
 def text_lines(path: Path, what: str = "text file") -> Iterator[tuple[int, str | FalipError]]:

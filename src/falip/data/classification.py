@@ -25,8 +25,6 @@ is inverted (x1 < x0); boxes are xyxy``. Mask files are opened only by :meth:`Cl
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ import numpy as np
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
-from ._common import check_errors, json_lines, numbers, one_box, open_binary, reject, resolve
+from ._common import check_errors, csv_dicts, json_lines, numbers, one_box, reject, resolve
 from .images import decode_file
 from .records import Skipped
 
@@ -213,31 +211,21 @@ def iter_classification_csv(
     path = Path(path)
     base = Path(root) if root is not None else path.parent
     index = _class_index(classes)
-    with open_binary(path, "CSV file") as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+    for lineno, row in csv_dicts(path, _check_header):
+        ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
         try:
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in ("image", "label") if c not in header]
-            if missing or not (set(_BOX_COLUMNS) <= set(header) or "mask" in header):
-                raise FalipError(
-                    f"{path}:1: the header must name image, label and x0,y0,x1,y1 and/or mask, got {','.join(header)!r}"
-                )
-            for row in reader:
-                lineno = reader.line_num
-                ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
-                if not any(cell.strip() for cell in row):
-                    continue
-                try:
-                    if len(row) != len(header):
-                        raise FalipError(f"{len(row)} fields, but the header has {len(header)}")
-                    yield _csv_item(dict(zip(header, row)), base, index, **ids)
-                except FalipError as e:
-                    yield reject(errors, ids["id"], ids["source"], e)
-        except UnicodeDecodeError:
-            raise FalipError(f"{path}: not UTF-8 text (after line {reader.line_num})") from None
-        except csv.Error as e:
-            raise FalipError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+            if isinstance(row, FalipError):
+                raise row
+            yield _csv_item(row, base, index, **ids)
+        except FalipError as e:
+            yield reject(errors, ids["id"], ids["source"], e)
+
+
+def _check_header(header: list[str]) -> str | None:
+    has_box = set(_BOX_COLUMNS) <= set(header)
+    if "image" not in header or "label" not in header or not (has_box or "mask" in header):
+        return "the header must name image, label and x0,y0,x1,y1 and/or mask"
+    return None
 
 
 def iter_classification(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..core.errors import FalipError
-from ._common import BadRecord, check_errors, one_box, reject, words_table
+from ._common import BadRecord, check_errors, one_box, reject, require, words_table
 from .classification import ClassificationItem
 from .records import Skipped
 
@@ -44,12 +44,7 @@ def class_name(folder: str) -> str:
 
 
 def _require(root: Path, name: str) -> Path:
-    if not root.is_dir():
-        raise FalipError(f"{root}: no such directory (expected the CUB_200_2011 folder)")
-    path = root / name
-    if not path.is_file():
-        raise FalipError(f"{path}: no such file (is {root} the CUB_200_2011 folder?)")
-    return path
+    return require(root, name, "the CUB_200_2011 folder")
 
 
 def _id_table(path: Path, columns: int) -> tuple[dict[int, tuple[str, list[str]]], list[tuple[str, str]]]:

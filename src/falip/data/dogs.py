@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FalipError
-from ._common import BadRecord, check_errors, one_box, reject
+from ._common import BadRecord, check_errors, one_box, reject, require
 from .classification import ClassificationItem
 from .records import Skipped
 
@@ -136,9 +136,7 @@ class StanfordDogs:
         if split not in DOGS_SPLITS:
             raise FalipError(f"Stanford Dogs split must be one of {DOGS_SPLITS}, got {split!r}")
         self.root, self.split, self.errors = Path(root), split, check_errors(errors)
-        images = self.root / "Images"
-        if not images.is_dir():
-            raise FalipError(f"{images}: no such directory (is {self.root} the Stanford Dogs folder?)")
+        images = require(self.root, "Images", "the Stanford Dogs folder (Images/, Annotation/, lists)")
         self.folders: list[str] = sorted(p.name for p in images.iterdir() if p.is_dir() and _BREED_DIR.match(p.name))
         if not self.folders:
             raise FalipError(f"{images}: no breed folders (<wnid>-<Breed>) in it")
