@@ -26,7 +26,7 @@ is inverted (x1 < x0); boxes are xyxy``. Mask files are opened only by :meth:`Cl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,42 +130,61 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _jsonl_item(obj: dict, base: Path, index: dict[str, int] | None, **ids: str) -> ClassificationItem:
+def _jsonl_fields(obj: dict) -> tuple[Any, Any, tuple[float, ...] | None, Any, str]:
+    """image, label, box as written (or None), mask (or None) of a JSONL object; what to say without either."""
     for key in ("image", "label"):
         if key not in obj:
             raise FalipError(f"missing key {key!r}")
-    image = _text(obj["image"], "image")
-    label = _text(obj["label"], "label")
-    box = mask = None
-    if obj.get("box") is not None:
-        box = one_box(numbers(obj["box"], 4, "box"), "box")
-    if obj.get("mask") is not None:
-        mask = resolve(base, _text(obj["mask"], "mask"))
-    if box is None and mask is None:
-        raise FalipError("needs a 'box' or a 'mask' (or both)")
-    return ClassificationItem(resolve(base, image), box, label, mask, label_index=_label_index(label, index), **ids)
+    box = None if obj.get("box") is None else numbers(obj["box"], 4, "box")
+    return obj["image"], obj["label"], box, obj.get("mask"), "needs a 'box' or a 'mask' (or both)"
 
 
-def _csv_item(row: dict, base: Path, index: dict[str, int] | None, **ids: str) -> ClassificationItem:
-    image = _text(row.get("image"), "image")
-    label = _text(row.get("label"), "label")
-    box = mask = None
+def _csv_fields(row: dict) -> tuple[Any, Any, tuple[float, ...] | None, Any, str]:
+    """As :func:`_jsonl_fields`, for a CSV row (empty cells are absent values)."""
     cells = [(row.get(c) or "").strip() for c in _BOX_COLUMNS]
+    box = None
     if any(cells):
         try:
-            raw = [float(c) for c in cells]
+            box = tuple(float(c) for c in cells)
         except ValueError:
             raise FalipError(f"x0,y0,x1,y1 must be 4 numbers, got {','.join(cells)!r}") from None
-        box = one_box(raw, "box")
-    if (row.get("mask") or "").strip():
-        mask = resolve(base, row["mask"].strip())
-    if box is None and mask is None:
-        raise FalipError("needs a box (x0,y0,x1,y1) or a mask (or both)")
-    return ClassificationItem(resolve(base, image), box, label, mask, label_index=_label_index(label, index), **ids)
+    mask = (row.get("mask") or "").strip() or None
+    return row.get("image"), row.get("label"), box, mask, "needs a box (x0,y0,x1,y1) or a mask (or both)"
 
 
 def _class_index(classes: Sequence[str] | None) -> dict[str, int] | None:
     return None if classes is None else {c: i for i, c in enumerate(classes)}
+
+
+def _items(
+    path: str | os.PathLike,
+    root: str | os.PathLike | None,
+    errors: str,
+    classes: Sequence[str] | None,
+    records: Callable[[Path], Iterator[tuple[int, Any]]],
+    fields: Callable[[Any], tuple],
+) -> Iterator[ClassificationItem | Skipped]:
+    """The items of ``records(path)`` (``(line, record | FalipError)``), each read by ``fields``."""
+    check_errors(errors)
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    index = _class_index(classes)
+    for lineno, record in records(path):
+        item_id, source = f"{path.name}:{lineno}", f"{path}:{lineno}"
+        try:
+            if isinstance(record, FalipError):
+                raise record
+            image, label, box, mask, neither = fields(record)
+            image, label = _text(image, "image"), _text(label, "label")
+            box = None if box is None else one_box(box, "box")
+            mask = None if mask is None else resolve(base, _text(mask, "mask"))
+            if box is None and mask is None:
+                raise FalipError(neither)
+            yield ClassificationItem(
+                resolve(base, image), box, label, mask, source, item_id, _label_index(label, index)
+            )
+        except FalipError as e:
+            yield reject(errors, item_id, source, e)
 
 
 def iter_classification_jsonl(
@@ -182,18 +201,7 @@ def iter_classification_jsonl(
     neither box nor mask) raises :class:`FalipError` ``"<file>:<line>: <reason>"``, or yields a
     :class:`Skipped` with ``errors="skip"``.
     """
-    check_errors(errors)
-    path = Path(path)
-    base = Path(root) if root is not None else path.parent
-    index = _class_index(classes)
-    for lineno, obj in json_lines(path):
-        ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
-        try:
-            if isinstance(obj, FalipError):
-                raise obj
-            yield _jsonl_item(obj, base, index, **ids)
-        except FalipError as e:
-            yield reject(errors, ids["id"], ids["source"], e)
+    return _items(path, root, errors, classes, json_lines, _jsonl_fields)
 
 
 def iter_classification_csv(
@@ -207,18 +215,7 @@ def iter_classification_csv(
     As :func:`iter_classification_jsonl`; the header must name ``image`` and ``label`` and either all
     of ``x0,y0,x1,y1`` or ``mask``. A bad header, or bytes that are not UTF-8, raise for the file.
     """
-    check_errors(errors)
-    path = Path(path)
-    base = Path(root) if root is not None else path.parent
-    index = _class_index(classes)
-    for lineno, row in csv_dicts(path, _check_header):
-        ids = {"id": f"{path.name}:{lineno}", "source": f"{path}:{lineno}"}
-        try:
-            if isinstance(row, FalipError):
-                raise row
-            yield _csv_item(row, base, index, **ids)
-        except FalipError as e:
-            yield reject(errors, ids["id"], ids["source"], e)
+    return _items(path, root, errors, classes, lambda p: csv_dicts(p, _check_header), _csv_fields)
 
 
 def _check_header(header: list[str]) -> str | None:
