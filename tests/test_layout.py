@@ -70,6 +70,15 @@ FORBIDDEN = {
     "prompts": ("falip.scoring", "falip.tasks", "falip.cli", "falip.train"),
     "scoring.py": ("falip.tasks", "falip.cli", "falip.train"),
     "tasks": ("falip.cli", "falip.train"),
+    "runner.py": (
+        "falip.tasks",
+        "falip.data",
+        "falip.scoring",
+        "falip.prompts",
+        "falip.models",
+        "falip.cli",
+        "falip.train",
+    ),
     "data": ("falip.tasks", "falip.scoring", "falip.prompts", "falip.models", "falip.cli", "falip.train"),
     "train": ("falip.cli", "falip.tasks", "falip.scoring"),
 }

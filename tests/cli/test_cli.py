@@ -34,7 +34,8 @@ print(code, time.perf_counter() - t0, ",".join(heavy) or "-", len(out.getvalue()
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["models"], ["models", "--all"], ["score", "--help"], ["demo", "--help"], ["train-tiny", "--help"]],
+    [["--help"], ["models"], ["models", "--all"]]
+    + [[name, "--help"] for name in ("score", "demo", "train-tiny", "rec", "classify", "compare", "paper")],
 )
 def test_help_and_models_import_neither_torch_nor_open_clip(argv):
     proc = subprocess.run(
