@@ -83,3 +83,13 @@ def test_label_not_in_classes_is_skipped(scorer, dataset, tmp_path):
     summary = run(task, tmp_path / "out", progress=False)
     _, skipped = read_results(tmp_path / "out")
     assert summary["skipped"] == 1 and skipped[0]["source"] == "x.jsonl:9" and "unicorn" in skipped[0]["reason"]
+
+
+def test_python_api_returns_summary_and_records(scorer, dataset, tmp_path):
+    from falip.tasks.region_cls import evaluate_classification
+
+    summary, records = evaluate_classification(
+        scorer, "jsonl", dataset.path, tmp_path / "api", templates=["a photo of a {}.", "a {}."], progress=False
+    )
+    assert summary["n"] == len(records) == len(list(dataset))
+    assert {"id", "pred", "topk", "correct", "correct5"} <= set(records[0])

@@ -27,6 +27,7 @@ __all__ = [
     "RecItem",
     "RecSettings",
     "RecTask",
+    "evaluate_rec",
     "pick_region",
     "rec_scores",
     "negative_captions",
@@ -328,3 +329,39 @@ def _sample_bank(bank: set[str], q: int, seed: int) -> list[str]:
         return ordered
     pick = np.random.default_rng(seed).choice(len(ordered), size=q, replace=False)
     return [ordered[i] for i in sorted(pick)]
+
+
+def evaluate_rec(
+    scorer: RegionScorer,
+    data: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    images: str | Path | None = None,
+    detector_file: str | Path | None = None,
+    method: str = "falip",
+    template: str | Sequence[str] = REC_TEMPLATE,
+    subtract_q: int = 0,
+    seed: int = 0,
+    model: dict | None = None,
+    **run_options: Any,
+) -> tuple[dict, list[dict]]:
+    """REC on ReCLIP-format split file(s), like ``falip rec``: ``(summary, per-sentence records)``.
+
+    ``run_options`` go to :func:`falip.runner.run` (``resume``, ``limit``, ``workers``,
+    ``batch_units``, ``progress``); results are written to ``out_dir`` as the command does.
+    """
+    from ..runner import read_results, run
+
+    files = (data,) if isinstance(data, (str, Path)) else tuple(data)
+    settings = RecSettings(
+        data=tuple(str(f) for f in files),
+        images=None if images is None else str(images),
+        detector_file=None if detector_file is None else str(detector_file),
+        method=method,
+        template=template if isinstance(template, str) else tuple(template),
+        subtract_q=subtract_q,
+        seed=seed,
+    )
+    summary = run(RecTask(scorer, settings, model), out_dir, **run_options)
+    records, _ = read_results(out_dir)
+    return summary, records

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,14 @@ from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import accuracy_summary, summary_table
 
-__all__ = ["CLS_TEMPLATE", "ClassifySettings", "ClassifyTask", "classify_regions", "open_dataset"]
+__all__ = [
+    "CLS_TEMPLATE",
+    "ClassifySettings",
+    "ClassifyTask",
+    "classify_regions",
+    "evaluate_classification",
+    "open_dataset",
+]
 
 CLS_TEMPLATE = "a photo of a {}."
 """Region-classification prompt (docs/method.md, "Scoring and tasks")."""
@@ -256,3 +264,47 @@ def open_dataset(
         ds = ClassificationFile(root, errors="skip")
         return ds, ds.classes, {}
     raise FalipError(f"unknown dataset {name!r}; one of cub, dogs, waterbirds, imagenet-s, jsonl, csv")
+
+
+def evaluate_classification(
+    scorer: RegionScorer,
+    dataset: str,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    method: str = "falip",
+    templates: str | Sequence[str] = CLS_TEMPLATE,
+    top_k: int = 5,
+    cub_root: str | Path | None = None,
+    region: str = "mask",
+    classnames: str | Path | None = None,
+    model: dict | None = None,
+    **run_options: Any,
+) -> tuple[dict, list[dict]]:
+    """Region classification like ``falip classify``: ``(summary, per-region records)``.
+
+    ``dataset``: ``cub``, ``dogs``, ``waterbirds``, ``imagenet-s``, ``jsonl`` or ``csv`` (see
+    :func:`open_dataset`); ``run_options`` go to :func:`falip.runner.run`.
+    """
+    from ..runner import read_results, run
+
+    items, classes, options = open_dataset(
+        dataset,
+        str(root),
+        split=split,
+        cub_root=None if cub_root is None else str(cub_root),
+        region=region,
+        classnames=None if classnames is None else str(classnames),
+    )
+    settings = ClassifySettings(
+        dataset=dataset,
+        source=str(root),
+        method=method,
+        templates=(templates,) if isinstance(templates, str) else tuple(templates),
+        top_k=top_k,
+        options=tuple(sorted(options.items())),
+    )
+    summary = run(ClassifyTask(scorer, settings, items, classes, model), out_dir, **run_options)
+    records, _ = read_results(out_dir)
+    return summary, records
