@@ -187,3 +187,48 @@ def test_classification_writer_round_trip(tmp_path):
         synthetic.write_classification(scenes, tmp_path / "b", "cls", with_masks=False)
     )
     assert all(i.mask_path is None for i in items_nomask)
+
+
+def test_cub_style_writer_round_trip(tmp_path):
+    from falip.data.cub import CUB
+
+    scenes = synthetic.classification_scenes(3, 5, 64, 1, 3)
+    root = synthetic.write_cub_style(scenes, tmp_path / "cub", train=[True, False, False, True, False])
+    ds = CUB(root)
+    assert ds.classes == list(synthetic.CLASSES)
+    items = list(ds)
+    assert len(items) == 3 and len(list(CUB(root, split="train"))) == 2
+    for it, sc in zip(items, [scenes[1], scenes[2], scenes[4]]):
+        o = sc.objects[0]
+        assert it.label == o.label and it.box == tuple(float(v) for v in o.box)
+        assert np.array_equal(np.asarray(load_image(it.image_path)), sc.image)
+
+
+def test_waterbirds_style_writer_round_trip(tmp_path):
+    from falip.data.waterbirds import Waterbirds
+
+    scenes = synthetic.classification_scenes(4, 4, 64, 1, 2)
+    y, place = [0, 1, 1, 0], [0, 0, 1, 1]
+    root = synthetic.write_waterbirds_style(scenes, y, place, tmp_path / "wb", tmp_path / "cub", split=[2, 2, 2, 0])
+    items = list(Waterbirds(root, tmp_path / "cub", classes=["circle", "square"]))
+    assert [it.group for it in items] == ["circle/land", "square/land", "square/water"]
+    for it, sc in zip(items, scenes):
+        assert it.box == tuple(float(v) for v in sc.objects[0].box)
+        assert it.regions((64, 64)).boxes.tolist() == [list(sc.objects[0].box)]
+        assert np.array_equal(np.asarray(load_image(it.image_path)), sc.image)
+
+
+def test_imagenet_s_style_writer_round_trip(tmp_path):
+    from falip.data.imagenet_s import ImageNetS
+
+    scenes = synthetic.classification_scenes(5, 4, 64, 1, 3)
+    root = synthetic.write_imagenet_s_style(scenes, tmp_path / "s")
+    ds = ImageNetS(root)
+    assert sorted(ds.classes) == sorted(synthetic.CLASSES) and len(ds.classes) == len(synthetic.CLASSES)
+    items = sorted(ds, key=lambda it: it.image_path.name)
+    for it, sc in zip(items, scenes):
+        target = sc.objects[0]
+        assert it.label == target.label
+        same = [m for o, m in zip(sc.objects, sc.masks) if o.label == target.label]
+        assert np.array_equal(it.load_mask(), np.any(same, axis=0))
+        assert np.array_equal(np.asarray(load_image(it.image_path)), sc.image)

@@ -17,7 +17,7 @@ Format, checked against the release's generator (``kohpangwei/group_DRO``,
   image's, the box is scaled by the ratio of the sizes (:meth:`WaterbirdsItem.regions`). When the CUB
   image is absent (only the ``*.txt`` files), the sizes are assumed equal.
 
-Classes are :data:`WATERBIRDS_CLASSES` ``["landbird", "waterbird"]`` (``label_index`` = ``y``). Not
+Classes are :data:`WATERBIRDS_CLASSES` ``("landbird", "waterbird")`` (``label_index`` = ``y``). Not
 verified here on the real file: the row count (11,788, one per CUB image) and the 95% confounder
 split, which the generator's code implies.
 """
@@ -25,7 +25,7 @@ split, which the generator's code implies.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from .records import Skipped
 
 __all__ = ["GROUPS", "PLACES", "WATERBIRDS_CLASSES", "WATERBIRDS_SPLITS", "Waterbirds", "WaterbirdsItem"]
 
-WATERBIRDS_CLASSES = ["landbird", "waterbird"]
+WATERBIRDS_CLASSES = ("landbird", "waterbird")
 PLACES = ("land", "water")
 GROUPS = ("landbird/land", "landbird/water", "waterbird/land", "waterbird/water")
 WATERBIRDS_SPLITS = {"train": 0, "val": 1, "test": 2, "all": None}
@@ -102,11 +102,17 @@ class Waterbirds:
     ``label_index`` from ``y``, ``group`` (e.g. ``"waterbird/land"``), ``place``, ``source``
     ``"<root>/metadata.csv:<line>"``. A malformed row, an image not in CUB's ``images.txt`` or with a
     malformed box line raises :class:`FalipError` naming the file and line, or (``errors="skip"``)
-    yields a :class:`Skipped` in its place.
+    yields a :class:`Skipped` in its place. ``classes`` renames y = 0, 1 (for Waterbirds-style data
+    of other classes); :attr:`groups` are then ``"<class>/land"`` ... in the order of :data:`GROUPS`.
     """
 
     def __init__(
-        self, root: str | os.PathLike, cub_root: str | os.PathLike | None, split: str = "test", errors: str = "raise"
+        self,
+        root: str | os.PathLike,
+        cub_root: str | os.PathLike | None,
+        split: str = "test",
+        errors: str = "raise",
+        classes: Sequence[str] = WATERBIRDS_CLASSES,
     ) -> None:
         if split not in WATERBIRDS_SPLITS:
             raise FalipError(f"Waterbirds split must be one of {tuple(WATERBIRDS_SPLITS)}, got {split!r}")
@@ -120,7 +126,10 @@ class Waterbirds:
         self.cub_root = Path(cub_root)
         for name in ("images.txt", "bounding_boxes.txt"):
             require(self.cub_root, name, "the CUB_200_2011 folder")
-        self.classes = list(WATERBIRDS_CLASSES)
+        if len(classes) != 2:
+            raise FalipError(f"Waterbirds has two classes (y = 0, 1), got {list(classes)!r}")
+        self.classes: list[str] = list(classes)
+        self.groups: tuple[str, ...] = tuple(f"{c}/{p}" for c in self.classes for p in PLACES)
 
     def __iter__(self) -> Iterator[WaterbirdsItem | Skipped]:
         boxes = cub_boxes(self.cub_root)
@@ -149,11 +158,11 @@ class Waterbirds:
         return WaterbirdsItem(
             self.root / name,
             box.box,
-            WATERBIRDS_CLASSES[y],
+            self.classes[y],
             source=source,
             id=f"waterbirds:{name}",
             label_index=y,
-            group=GROUPS[2 * y + place],
+            group=self.groups[2 * y + place],
             place=place,
             cub_image_path=self.cub_root / "images" / name,
         )

@@ -1,7 +1,10 @@
 """Writers of synthetic scenes into the real dataset formats (read back by :mod:`falip.data`).
 
 :func:`write_reclip_rec` writes a ReCLIP-style REC jsonl plus PNG images; :func:`write_classification`
-the generic classification JSONL (plus mask PNGs).
+the generic classification JSONL (plus mask PNGs); :func:`write_cub_style`, :func:`write_waterbirds_style`
+and :func:`write_imagenet_s_style` folders that :class:`~falip.data.cub.CUB`,
+:class:`~falip.data.waterbirds.Waterbirds` and :class:`~falip.data.imagenet_s.ImageNetS` read. Images
+are PNG (exact pixels), where the real datasets have JPEG; the readers take either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from PIL import Image
 
 from .scenes import CLASSES, RecExample, Scene
 
-__all__ = ["mask_to_rle", "write_classification", "write_reclip_rec"]
+__all__ = [
+    "mask_to_rle",
+    "write_classification",
+    "write_cub_style",
+    "write_imagenet_s_style",
+    "write_reclip_rec",
+    "write_waterbirds_style",
+]
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -100,3 +110,109 @@ def write_classification(
                     item["mask"] = m_rel
                 fh.write(json.dumps(item) + "\n")
     return path
+
+
+def _class_folder(k: int, label: str) -> str:
+    """CUB's folder name for class k (from 0): ``"007.red_square"``."""
+    return f"{k + 1:03d}.{label.replace(' ', '_')}"
+
+
+def write_cub_style(
+    scenes: Sequence[Scene],
+    root: str | os.PathLike,
+    target: int = 0,
+    train: Sequence[bool] | None = None,
+    classes: Sequence[str] = CLASSES,
+) -> Path:
+    """Write ``scenes`` as a CUB-200-2011 folder: object ``target`` of each scene is its labelled object.
+
+    ``classes.txt`` lists ``classes`` (``001.red_circle``, ...; the reader names them ``red circle``),
+    each image goes to ``images/<class folder>/<class>_<i>.png`` with its target's class, box
+    (``bounding_boxes.txt``, float xywh with the exclusive corner, so ``x + w`` is the xyxy ``x1``) and
+    ``is_training_image`` (``train[i]``, default 0: all test). Other objects are distractors. Returns
+    ``root``.
+    """
+    root = Path(root)
+    index = {c: k for k, c in enumerate(classes)}
+    lines: dict[str, list[str]] = {
+        n: [] for n in ("images", "image_class_labels", "bounding_boxes", "train_test_split")
+    }
+    for i, sc in enumerate(scenes, start=1):
+        o = sc.objects[target]
+        k = index[o.label]
+        rel = f"{_class_folder(k, o.label)}/{o.label.replace(' ', '_')}_{i:04d}.png"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sc.image).save(root / "images" / rel)
+        x0, y0, x1, y1 = o.box
+        lines["images"].append(f"{i} {rel}")
+        lines["image_class_labels"].append(f"{i} {k + 1}")
+        lines["bounding_boxes"].append(f"{i} {float(x0)} {float(y0)} {float(x1 - x0)} {float(y1 - y0)}")
+        lines["train_test_split"].append(f"{i} {int(bool(train[i - 1])) if train is not None else 0}")
+    (root / "classes.txt").write_text("".join(f"{k + 1} {_class_folder(k, c)}\n" for k, c in enumerate(classes)))
+    for name, rows in lines.items():
+        (root / f"{name}.txt").write_text("".join(r + "\n" for r in rows))
+    return root
+
+
+def write_waterbirds_style(
+    scenes: Sequence[Scene],
+    y: Sequence[int],
+    place: Sequence[int],
+    root: str | os.PathLike,
+    cub_root: str | os.PathLike,
+    split: Sequence[int] | None = None,
+    target: int = 0,
+) -> Path:
+    """Write ``scenes`` as a Waterbirds folder (``metadata.csv`` + images) and the CUB tables it needs.
+
+    ``y[i]`` (0 or 1) is scene i's class and ``place[i]`` (0 or 1) its background kind, both as the
+    caller drew them; ``split[i]`` is 0 train / 1 val / 2 test (default 2). The images go to
+    ``root/<folder>/<name>.png`` and, with the target object's box, to ``cub_root`` (``images/``,
+    ``images.txt``, ``bounding_boxes.txt``: what Waterbirds takes from CUB), so
+    ``Waterbirds(root, cub_root, classes=[name of y 0, name of y 1])`` reads them back. Returns ``root``.
+    """
+    root, cub_root = Path(root), Path(cub_root)
+    rows = ["img_id,img_filename,y,split,place,place_filename"]
+    images, boxes = [], []
+    for i, sc in enumerate(scenes, start=1):
+        rel = f"{int(y[i - 1]) + 1:03d}.y{int(y[i - 1])}/scene_{i:04d}.png"
+        for folder in (root, cub_root / "images"):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sc.image).save(folder / rel)
+        x0, y0, x1, y1 = sc.objects[target].box
+        images.append(f"{i} {rel}")
+        boxes.append(f"{i} {float(x0)} {float(y0)} {float(x1 - x0)} {float(y1 - y0)}")
+        s = 2 if split is None else int(split[i - 1])
+        rows.append(f"{i},{rel},{int(y[i - 1])},{s},{int(place[i - 1])},/synthetic/place{int(place[i - 1])}.png")
+    (cub_root / "images.txt").write_text("".join(r + "\n" for r in images))
+    (cub_root / "bounding_boxes.txt").write_text("".join(r + "\n" for r in boxes))
+    (root / "metadata.csv").write_text("".join(r + "\n" for r in rows))
+    return root
+
+
+def write_imagenet_s_style(
+    scenes: Sequence[Scene], root: str | os.PathLike, target: int = 0, classes: Sequence[str] = CLASSES
+) -> Path:
+    """Write ``scenes`` as an ImageNet-S folder: ``validation/<class>/`` images, ``validation-segmentation/`` masks.
+
+    Class folders are the ``classes`` with underscores (``red_square``), one for every class as the
+    release has; class ids are their sorted ranks from 1. Each scene is filed under its ``target``
+    object's class; its mask is an RGB PNG holding every object's class id as ``R + 256 * G`` (0
+    background), so the reader's region is the target's pixels (and any same-class object's).
+    Returns ``root``.
+    """
+    root = Path(root)
+    folders = sorted(c.replace(" ", "_") for c in classes)
+    ids = {f.replace("_", " "): k + 1 for k, f in enumerate(folders)}
+    for f in folders:
+        (root / "validation" / f).mkdir(parents=True, exist_ok=True)
+        (root / "validation-segmentation" / f).mkdir(parents=True, exist_ok=True)
+    for i, sc in enumerate(scenes):
+        folder = sc.objects[target].label.replace(" ", "_")
+        class_map = np.zeros(sc.image.shape[:2], dtype=np.int64)
+        for o, m in zip(sc.objects, sc.masks):
+            class_map[m] = ids[o.label]
+        rgb = np.stack([class_map % 256, class_map // 256, np.zeros_like(class_map)], axis=-1).astype(np.uint8)
+        Image.fromarray(sc.image).save(root / "validation" / folder / f"synthetic_val_{i:08d}.png")
+        Image.fromarray(rgb).save(root / "validation-segmentation" / folder / f"synthetic_val_{i:08d}.png")
+    return root
