@@ -104,6 +104,8 @@ def test_detections_in_both_shapes(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_array_equal(a["42"], [[1, 2, 4, 6], [0, 0, 10, 12]])  # xywh in the file, xyxy out
+    # ids compared as ReCLIP does (int(image_id)) when numeric, as strings otherwise
+    assert [reclip.image_key(v) for v in (42, "42", "0042", " 42", "COCO_42")] == ["42"] * 4 + ["COCO_42"]
 
 
 @pytest.mark.parametrize(

@@ -19,14 +19,19 @@ Format (ReCLIP's release, reused by FALIP, FGVP and Alpha-CLIP; checked against 
   written (the REC task lowercases). Other keys of the line are kept in ``extra``.
 
 Detector file (ReCLIP's ``--detector_file``): either ``{image_id: [[x, y, w, h], ...]}`` or a list of
-``{"image_id": ..., "box": [x, y, w, h], ...}`` (ReCLIP accepts both, keys compared as ints there,
-as strings here). An image without detections is scored with the whole image as its one box, as in
-ReCLIP (:meth:`RecSample.regions`). The metric is IoU(predicted, any gold box) > 0.5.
+``{"image_id": ..., "box": [x, y, w, h], ...}`` (ReCLIP accepts both and compares ``int(image_id)``;
+here ids are compared as strings with integers normalised, :func:`image_key`). An image without
+detections is scored with the whole image as its one box, as in ReCLIP (:meth:`RecSample.regions`).
+The metric is IoU(predicted, any gold box) > 0.5.
 
 Segmentations (:func:`decode_segmentation`) are decoded with pycocotools (COCO's own rasteriser, so
 masks equal COCO's ``annToMask``). Every box is validated by :func:`falip.core.regions.check_boxes`
 and named as written in the file, e.g. ``refcoco_testa.jsonl:12: anns[3].bbox (10, 20, 0, 5) is empty
 (zero width)``. Images are not opened here.
+
+Not verified here on the released files: the keys ReCLIP's loader does not read (``category_id``,
+``segmentation``: taken to be as in COCO's instances files, polygon lists or RLE), and whether the
+released detector files use the dict or the list shape (both are accepted).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "RecSample",
     "coco_image_name",
     "decode_segmentation",
+    "image_key",
     "iter_reclip_jsonl",
     "read_detections",
     "read_reclip_jsonl",
@@ -115,7 +121,7 @@ class RecSample:
         """
         if detections is None:
             return self.boxes
-        return detections.get(str(self.image_id), np.zeros((0, 4)))
+        return detections.get(image_key(self.image_id), np.zeros((0, 4)))
 
     def regions(
         self, image_size: tuple[int, int], detections: dict[str, np.ndarray] | None = None, masks: bool = False
@@ -157,6 +163,15 @@ class RecSample:
             return decode_segmentation(seg, height, width)
         except FalipError as e:
             raise FalipError(f"anns[{k}].segmentation: {e}") from None
+
+
+def image_key(image_id: int | str) -> str:
+    """How image ids are compared: as strings, integers written without leading zeros (``"0042"`` is ``42``).
+
+    ReCLIP compares ``int(image_id)``; this agrees with it on numeric ids and keeps other ids as they are.
+    """
+    text = str(image_id).strip()
+    return str(int(text)) if text.isdigit() else text
 
 
 def coco_image_name(file_name: str) -> str:
@@ -255,11 +270,12 @@ def read_reclip_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | N
 
 
 def read_detections(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A detector file -> ``{str(image_id): boxes [K, 4] xyxy float64}`` (the file's boxes are xywh).
+    """A detector file -> ``{image_key(image_id): boxes [K, 4] xyxy float64}`` (the file's boxes are xywh).
 
     Accepts ``{image_id: [[x, y, w, h], ...]}`` or ``[{"image_id": ..., "box": [x, y, w, h]}, ...]``
-    (other keys, e.g. a score, ignored). Image ids are compared as strings (``581857`` matches
-    ``"581857"``). Raises :class:`FalipError` naming the file and the entry for anything malformed
+    (other keys, e.g. a score, ignored). Image ids are compared as strings (:func:`image_key`:
+    ``581857`` matches ``"581857"`` and ``"0581857"``). Several entries of one image add up; an image
+    with an empty list has no proposals. Raises :class:`FalipError` naming the file and the entry for anything malformed
     (every box through :func:`check_boxes`).
     """
     path = Path(path)
@@ -279,15 +295,15 @@ def read_detections(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise FalipError(f"{path}: image_id {image_id!r}: expected a list of [x, y, w, h] boxes")
             for j, b in enumerate(boxes):
                 what = f"{path}: image_id {image_id!r} box {j}"
-                raw.setdefault(image_id, []).append(numbers(b, 4, what))
-                names.setdefault(image_id, []).append(what)
+                raw.setdefault(image_key(image_id), []).append(numbers(b, 4, what))
+                names.setdefault(image_key(image_id), []).append(what)
     elif isinstance(obj, list):
         for i, d in enumerate(obj):
             if not isinstance(d, dict) or "image_id" not in d or "box" not in d:
                 raise FalipError(f"{path}: entry [{i}] must be an object with 'image_id' and 'box'")
             if not _is_id(d["image_id"]):
                 raise FalipError(f"{path}: entry [{i}]: image_id must be an int or a str, got {d['image_id']!r}")
-            key, what = str(d["image_id"]), f"{path}: entry [{i}] box"
+            key, what = image_key(d["image_id"]), f"{path}: entry [{i}] box"
             raw.setdefault(key, []).append(numbers(d["box"], 4, what))
             names.setdefault(key, []).append(what)
     else:
