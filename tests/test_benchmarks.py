@@ -20,7 +20,6 @@ def test_bench_synthetic_smoke(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = _bench().main(
         [
-            "--allow-random",
             "--rec-scenes",
             "12",
             "--cls-scenes",
@@ -39,11 +38,15 @@ def test_bench_synthetic_smoke(tmp_path, capsys):
     )
     assert rc == 0
     res = json.loads(out.read_text())
-    for m in ("falip", "none", "crop", "blur", "circle", "random"):
+    for m in ("falip", "none", "crop", "blur", "circle", "falip+blur+circle", "falip (P)"):
         r = res["rec"][m]["all"]
         assert r["n"] >= 12 and 0 <= r["ci95"][0] <= r["acc"] <= r["ci95"][1] <= 1
-    assert res["cls"]["falip"]["n"] >= 12
+    for name in ("all objects", "CUB-style", "ImageNet-S-style", "Waterbirds-style"):
+        assert res["cls"][name]["falip"]["n"] >= 6
+    wb = res["cls"]["Waterbirds-style"]["falip"]
+    assert set(wb["by_group"]) == {"yellow star/land", "yellow star/water", "blue ring/land", "blue ring/water"}
     assert len(res["sweep"]["settings"]) == 4
-    assert {"rec", "cls", "mean"} == set(res["best_on_val"])
+    assert {"alpha", "layers", "rec_test", "cls_test"} == set(res["best_on_val"])
+    assert (tmp_path / "data" / "runs" / "rec" / "compare.md").is_file()
     assert (tmp_path / "data" / "rec" / "synthetic_test.jsonl").is_file()
     assert "REC all" in capsys.readouterr().out

@@ -235,8 +235,9 @@ def open_dataset(
 ) -> tuple[Iterable[Any], list[str], dict]:
     """A classification dataset by name: ``(items, classes, options)``; bad records are skipped.
 
-    ``name``: ``cub``, ``dogs``, ``waterbirds`` (needs ``cub_root`` for the boxes), ``imagenet-s``
-    (``region``: the class mask or its box; ``classnames``: a names file), ``jsonl`` or ``csv``
+    ``name``: ``cub``, ``dogs``, ``waterbirds`` (needs ``cub_root`` for the boxes; ``classnames``: a
+    file renaming y = 0, 1), ``imagenet-s`` (``region``: the class mask or its box; ``classnames``: a
+    names file), ``jsonl`` or ``csv``
     (``root`` is the file). ``options`` are the settings that define the run (for ``run.json``).
     """
     from ..data.classification import ClassificationFile
@@ -253,8 +254,13 @@ def open_dataset(
     if name == "waterbirds":
         if cub_root is None:
             raise FalipError("Waterbirds needs the CUB-200-2011 folder (--cub-root) for the bird boxes")
-        ds = Waterbirds(root, cub_root, split=split, errors="skip")
-        return ds, ds.classes, {"split": split, "cub_root": str(cub_root)}
+        names = None
+        if classnames is not None:  # e.g. the two class names of a Waterbirds-style synthetic set
+            names = [line.strip() for line in Path(classnames).read_text(encoding="utf-8").splitlines() if line.strip()]
+            if len(names) != 2:
+                raise FalipError(f"{classnames}: Waterbirds takes 2 class names (y = 0, 1), found {len(names)}")
+        ds = Waterbirds(root, cub_root, split=split, errors="skip", **({"classes": names} if names else {}))
+        return ds, ds.classes, {"split": split, "cub_root": str(cub_root), "classnames": classnames}
     if name == "imagenet-s":
         from ..data.imagenet_s import ImageNetS
 
