@@ -92,3 +92,28 @@ def test_paper_table1_from_the_files_present(rec_dir, tmp_path, capsys):
         assert row in table
     code, _, err = _run(["paper", "table1", "--refcoco-dir", str(tmp_path), "--out", str(tmp_path / "t")], capsys)
     assert code == 2 and "holds none of" in err
+
+
+def test_rec_under_torchrun_matches_one_process(rec_dir, tmp_path, capsys):
+    """2 CPU processes (gloo) with the real task and model: disjoint shards, rank 0's summary = 1 process."""
+    import os
+    import subprocess
+    import sys
+
+    data = ["--data", str(rec_dir / "refcoco_testa.jsonl"), "--images", str(rec_dir / "images")]
+    code, _, _ = _run(["rec", *data, "--out", str(tmp_path / "one"), "--workers", "0"], capsys)
+    assert code == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "--monitor-interval", "0.1", "-m", "falip.cli", "rec", *data, "--out", str(tmp_path / "two"),
+           "--workers", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert one == two
+    ids = [
+        {json.loads(line)["id"] for line in (tmp_path / "two" / f"results.rank{r}.jsonl").read_text().splitlines()}
+        for r in (0, 1)
+    ]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
