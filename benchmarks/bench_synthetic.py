@@ -281,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = _write_data(root, args, image_size)
     runs = root / "runs"
     common = [
+        "--resume",  # a second run on the same --data-dir reuses the finished runs
         "--model",
         args.model,
         "--pretrained",

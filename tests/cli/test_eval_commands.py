@@ -117,3 +117,41 @@ def test_rec_under_torchrun_matches_one_process(rec_dir, tmp_path, capsys):
         for r in (0, 1)
     ]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+def test_classify_stanford_dogs_one_record_per_dog(tmp_path, capsys):
+    """A Stanford Dogs folder in the real layout (VOC XML with two dogs, lists/*.mat): one record per dog."""
+    import numpy as np
+    from PIL import Image
+    from scipy.io import savemat
+
+    root = tmp_path / "dogs"
+    breed, stem = "n02085620-Chihuahua", "n02085620_7"
+    (root / "Images" / breed).mkdir(parents=True)
+    (root / "Annotation" / breed).mkdir(parents=True)
+    scene = synthetic.classification_scenes(seed=3, n_scenes=1, min_objects=2, max_objects=2)[0]
+    Image.fromarray(scene.image).save(root / "Images" / breed / f"{stem}.jpg")
+    objects = "".join(
+        f"<object><name>Chihuahua</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for x0, y0, x1, y1 in (o.box for o in scene.objects)
+    )
+    size = "<size><width>64</width><height>64</height><depth>3</depth></size>"
+    (root / "Annotation" / breed / stem).write_text(f"<annotation>{size}{objects}</annotation>")
+
+    def cell(strings):
+        out = np.empty((len(strings), 1), dtype=object)
+        for i, s in enumerate(strings):
+            out[i, 0] = np.array([s])
+        return out
+
+    (root / "lists").mkdir()
+    for split in ("test", "train"):
+        savemat(root / "lists" / f"{split}_list.mat", {"file_list": cell([f"{breed}/{stem}.jpg"]),
+                "annotation_list": cell([f"{breed}/{stem}"]), "labels": np.ones((1, 1))})  # fmt: skip
+    argv = ["classify", "--dataset", "dogs", "--root", str(root), "--out", str(tmp_path / "out"), "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {r["label_name"] for r in records} == {"Chihuahua"}
+    assert len({r["id"] for r in records}) == 2 and all(r["id"].endswith(("#0", "#1")) for r in records)
