@@ -127,7 +127,9 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
     fclip, preprocess, tokenizer = load_model(
         args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
     )
-    scorer = RegionScorer(fclip, preprocess, tokenizer, template=template, batch_size=max(64, args.batch))
+    scorer = RegionScorer(
+        fclip, preprocess, tokenizer, template=template, batch_size=max(64, getattr(args, "batch", 64))
+    )
     model = {
         "model": args.model,
         "pretrained": args.pretrained,

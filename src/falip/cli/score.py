@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import int_at_least, load_model, set_threads
+from ._eval import add_model_options, make_scorer
 
 __all__ = ["NEGATIVE_VALUE_OPTIONS", "SCORE_LEGEND", "configure_parser", "run"]
 
@@ -28,13 +28,6 @@ def _box(text: str) -> list[float]:
     return values
 
 
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers must be comma-separated block indices, got {text!r}") from None
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``score`` options to ``p``."""
     p.add_argument("image", help="image file (any format Pillow reads)")
@@ -48,19 +41,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--text", action="append", required=True, help="a text to score against (repeat for several)")
     p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy", help="box format (default xyxy)")
-    p.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
-    p.add_argument("--pretrained", default="auto", help="open_clip tag or checkpoint path ('auto': shipped weights)")
     p.add_argument(
         "--method", default="falip", help="scoring method, e.g. falip, crop, circle, falip+circle (default falip)"
     )
     p.add_argument("--template", default="{}", help="text template, e.g. 'a photo of {}.' (default: verbatim)")
-    p.add_argument("--alpha", type=float, help="FALIP alpha (default: the model's preset)")
-    p.add_argument("--sigma", type=float, help="FALIP sigma in tokens (default: the model's preset)")
-    p.add_argument("--layers", type=_layers, help="comma-separated 0-based blocks to bias (default: preset)")
-    p.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
-    p.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
     p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
-    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
+    add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,14 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
     from falip.data.images import load_image
     from falip.prompts.registry import parse_method
-    from falip.scoring import RegionScorer
 
     parse_method(args.method)
     image = load_image(args.image)  # FalipError naming the file if missing or unreadable
-    set_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
-    fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, resize_mode=args.resize, **overrides)
-    scorer = RegionScorer(fclip, preprocess, tokenizer, template=args.template)
+    scorer, _ = make_scorer(args, template=args.template)
+    fclip = scorer.fclip
     boxes = np.asarray(args.box, dtype=np.float64)
     scores = scorer.score(image, boxes, args.text, method=args.method, box_format=args.box_format)  # [K, T]
     probs = scores.softmax(dim=0)
