@@ -130,7 +130,9 @@ def main() -> int:
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    print(f"REC harness on {lines} lines / {args.scenes} images ({len(preds_loop)} sentences), {args.threads} thread(s)")
+    print(
+        f"REC harness on {lines} lines / {args.scenes} images ({len(preds_loop)} sentences), {args.threads} thread(s)"
+    )
     print(f"  line by line (RegionScorer.score per sentence): {t_loop:7.2f} s, {t_loop2:7.2f} s")
     print(f"  falip rec (runner, workers={args.workers}):          {t_run:7.2f} s, {t_run2:7.2f} s")
     print(f"  speed-up (best of two each): x{result['speedup']:.2f}; same predictions: {same}")

@@ -278,9 +278,10 @@ class RegionScorer:
 
         ``regions[i]``: a :class:`falip.Regions` of image i, or boxes ``[K_i, 4]`` in its pixels.
         ``texts``: one text, one list shared by all images, or one list per image. ``template``
-        overrides the scorer's (a list of templates: an ensemble in feature space). Edited images of all regions of all images go through the image
-        tower together, ``batch_size`` at a time. Regions with masks: FALIP looks at the mask,
-        the image edits use its bounding box. Errors name regions in each image's own pixels.
+        overrides the scorer's (a list of templates: an ensemble in feature space). Edited images of
+        all regions of all images go through the image tower together, ``batch_size`` at a time.
+        Regions with masks: FALIP looks at the mask, the image edits use its bounding box. Errors
+        name regions in each image's own pixels.
         """
         terms = parse_method(method)
         templates = self.templates_of(template)
