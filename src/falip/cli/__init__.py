@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("falip.cli.classify", "region classification: CUB, Stanford Dogs, Waterbirds, ImageNet-S, your files"),
     "compare": ("falip.cli.compare", "several methods side by side on the same REC or classification data"),
     "paper": ("falip.cli.paper", "the paper's Table 1 (REC) or Table 2 (classification) from your datasets"),
+    "pointcloud": ("falip.cli.pointcloud", "zero-shot 3D classification: ModelNet40, ScanObjectNN, point files"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
 }
