@@ -242,13 +242,17 @@ def v2_rows(view: int) -> np.ndarray:
     return ry(tilt) @ rx(ea) @ ry(eb) @ rz(ec)
 
 
-def expected_v2_cells(points, view: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grid row gx, column gy and depth value d of each point, by the docstring's formulas (float64)."""
+def expected_v2_cells(points, view: int, check=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid row gx, column gy and depth value d of each point, by the docstring's formulas (float64).
+
+    The points ``check`` (indices; default all) must be clear of cell borders.
+    """
     cam = np.asarray(points, dtype=np.float64) @ v2_rows(view).T
     hi, lo = cam.max(0), cam.min(0)
     p = (cam - (hi + lo) / 2) / (hi - lo).max() * 2
     tx, ty = (p[:, 0] * 0.8 + 1) / 2 * 112, (p[:, 1] * 0.8 + 1) / 2 * 112
-    for t in np.concatenate([tx, ty]):
+    check = slice(None) if check is None else list(check)
+    for t in np.concatenate([tx[check], ty[check]]):
         assert abs(t - round(t)) > 1e-3  # clear of cell borders
     d = ((p[:, 2] + 1) / 2 + 0.2) / 1.2 * 6
     return np.clip(np.ceil(tx), 1, 110).astype(int), np.clip(np.ceil(ty), 1, 110).astype(int), d
@@ -285,8 +289,8 @@ def test_v2_footprints_follow_the_grid_densify_and_smoothing(view):
 
 
 @pytest.mark.parametrize("view", range(10))
-def test_v2_keeps_the_farthest_depth_and_the_farthest_point_is_black(view):
-    """Inside a footprint the blur sums to 1: the pixel is 1 - d / max d, d growing with distance."""
+def test_v2_keeps_the_nearest_depth_and_the_nearest_point_is_black(view):
+    """Inside a footprint the blur sums to 1: the pixel is 1 - d / max d, d growing towards the camera."""
     gx, gy, d = expected_v2_cells(SPARSE, view)
     raw = project_v2(torch.tensor([SPARSE]), size=110)[0, view, 0]
     for r, c, depth in zip(gx, gy, d):
@@ -296,15 +300,15 @@ def test_v2_keeps_the_farthest_depth_and_the_farthest_point_is_black(view):
 
 
 def test_v2_one_cell_keeps_the_max_depth():
-    # two points in one grid cell of view 4 (from -z, low), 0.2 apart along its axis, plus two far points
+    # two points in one grid cell of view 4 (from +z, high), 0.2 apart along its axis, plus two far points
     base = [[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]]
-    near = [0.013, 0.011, 0.0]
-    far = (np.asarray(near) + 0.2 * v2_rows(4)[2]).tolist()
-    gx, gy, d = expected_v2_cells(base + [far, near], 4)
+    far = [0.013, 0.011, 0.0]
+    near = (np.asarray(far) + 0.2 * v2_rows(4)[2]).tolist()  # towards the camera (+z'')
+    gx, gy, d = expected_v2_cells(base + [near, far], 4)
     assert (gx[2], gy[2]) == (gx[3], gy[3]) and d[2] > d[3]
-    both = project_v2(torch.tensor([base + [far, near]]), size=110)[0, 4, 0]  # far first: not "last one wins"
-    only_far = project_v2(torch.tensor([base + [far, far]]), size=110)[0, 4, 0]
-    assert torch.equal(both, only_far)
+    both = project_v2(torch.tensor([base + [near, far]]), size=110)[0, 4, 0]  # near first: not "last one wins"
+    only_near = project_v2(torch.tensor([base + [near, near]]), size=110)[0, 4, 0]
+    assert torch.equal(both, only_near)
 
 
 def test_v2_rotations_and_camera_positions():
@@ -312,23 +316,45 @@ def test_v2_rotations_and_camera_positions():
     assert rot.shape == (10, 3, 3)
     for v in range(10):
         assert np.allclose(rot[v].double().numpy(), v2_rows(v), atol=1e-6)
-    camera = -rot[:, 2].double().numpy()  # the camera looks along +z'': it sits towards -z''
-    s20, c20, s12, c12, h = math.sin(math.pi / 9), math.cos(math.pi / 9), math.sin(math.pi / 15), 0, math.sqrt(0.5)
-    c12 = math.cos(math.pi / 15)
+    camera = rot[:, 2].double().numpy()  # the camera sits on the +z'' side, looking along -z''
+    s20, c20, h = math.sin(math.pi / 9), math.cos(math.pi / 9), math.sqrt(0.5)
+    s12, c12 = math.sin(math.pi / 15), math.cos(math.pi / 15)
     expected = [
-        (-h * c20, -s20, -h * c20),  # from -x-z, 20 degrees low
-        (-h * c20, -s20, h * c20),
-        (h * c20, -s20, h * c20),
-        (h * c20, -s20, -h * c20),
-        (0, -s20, -c20),  # from -z, low
-        (-c20, -s20, 0),  # from -x
-        (0, -s20, c20),  # from +z
-        (c20, -s20, 0),  # from +x
-        (0, c12, -s12),  # top, towards -z
+        (h * c20, s20, h * c20),  # from +x+z, 20 degrees high
+        (h * c20, s20, -h * c20),
+        (-h * c20, s20, -h * c20),
+        (-h * c20, s20, h * c20),
+        (0, s20, c20),  # from +z, high
+        (c20, s20, 0),  # from +x
+        (0, s20, -c20),  # from -z
+        (-c20, s20, 0),  # from -x
         (0, -c12, s12),  # bottom, towards +z
+        (0, c12, -s12),  # top, towards -z
     ]
     assert np.allclose(camera, expected, atol=1e-6)
-    assert len(V2_VIEWS) == 10 and "-z" in V2_VIEWS[4] and "top" in V2_VIEWS[8]
+    assert len(V2_VIEWS) == 10 and "+z" in V2_VIEWS[4] and "bottom" in V2_VIEWS[8] and "top" in V2_VIEWS[9]
+
+
+def test_v2_is_a_z_buffer_seen_from_plus_z_and_not_mirrored():
+    """View 4 (from +z, high): a near blob hides a far one behind it; +x is on the right, +y up."""
+    wall = [[x, y, -0.5] for x in np.linspace(-0.5, 0.5, 21) + 0.0123 for y in np.linspace(-0.5, 0.5, 21) + 0.0071]
+    near = [0.0137, 0.0241, 0.5]  # in front of the wall's middle: the nearest point of the cloud
+    gx, gy, d = expected_v2_cells(wall + [near], 4, check=[len(wall)])
+    assert d.argmax() == len(wall)
+    raw = project_v2(torch.tensor([wall + [near]], dtype=torch.float32), size=110)[0, 4, 0]
+    r, c = gx[-1], gy[-1]
+    assert raw[r - 1, c - 1] == 0  # the nearest point is black: it hides the wall behind it
+    assert raw[r - 3 : r + 2, c - 3 : c + 2].max() < 1e-6  # the inside of its footprint: no wall shows through
+    assert raw[r + 10 : r + 20, c - 5 : c + 4].min() > 0.3  # the wall, farther, lighter
+    # the black (nearest) point of a two-point cloud: +x is on the right (a camera at +z looking at -z
+    # with +y up sees +x on its right: no mirror), +y is up
+    for cloud, side in (
+        ([[0.5, 0.013, 0.3], [-0.5, 0.017, -0.3]], "right"),
+        ([[0.013, 0.5, 0.3], [0.017, -0.5, -0.3]], "up"),
+    ):
+        raw = project_v2(torch.tensor([cloud]), size=110)[0, 4, 0]
+        rows, cols = (raw == 0).nonzero().float().mean(dim=0).tolist()
+        assert (cols > 70 and 40 < rows < 70) if side == "right" else (rows < 40 and 40 < cols < 70), (rows, cols)
 
 
 def test_v2_ignores_position_and_scale():

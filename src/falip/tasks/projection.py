@@ -23,10 +23,15 @@ Conventions shared by both (pinned in ``tests/tasks/test_projection.py``):
 * A view's rotation is ``R = Rx(a) @ Ry(b) @ Rz(c)`` from its Euler angles ``(a, b, c)`` (the
   authors' ``euler2mat``), computed in float32 as they do, so the entries that are 0 in exact
   arithmetic are ~1e-8 (``cos(pi/2)`` in float32 is -4.4e-8). A point ``p`` goes to camera
-  coordinates ``p' = R p`` (``points @ R.T``). Image row = from ``x'``, column = from ``y'``,
-  depth = along ``z'`` (away from the camera).
-* Because (row, column, depth) = (x', y', z') is a left-handed frame, **every view is the mirror
-  image** (left-right) of a photograph taken from that camera position with the same "up".
+  coordinates ``p' = R p`` (``points @ R.T``). Image row = from ``x'`` (row index grows with
+  x': x' points down the image), column = from ``y'`` (y' points right).
+* Where the camera sits differs. V1 divides by ``z' + 1.6``: its camera is on the **-z'** side,
+  looking along +z'; (right, down, forward) = (y', x', z') is a left-handed frame, so **every V1
+  view is the mirror image** (left-right) of a photograph from that camera with the same "up".
+  V2 is orthographic and keeps, per pixel, the point with the largest z'': its camera is on the
+  **+z''** side, looking along -z'' (the kept point is the nearest, a z-buffer); (right, down,
+  forward) = (y'', x'', -z'') is right-handed, so **V2 views are not mirrored**. The chairs in
+  ``docs/images/views_v1.png`` and ``views_v2.png`` show both.
 
 Checked against a line-by-line transcription of the functions named above, run on CPU (V2's
 ``torch_scatter.scatter(..., out=grid, reduce="max")`` keeps ``out``'s zeros in the max, read
@@ -129,19 +134,20 @@ _V2_ANGLES = (
 _V2_TILT = tuple((0.0, math.pi / 9, 0.0) for _ in range(8)) + tuple((0.0, math.pi / 15, 0.0) for _ in range(2))
 
 V2_VIEWS: tuple[str, ...] = (
-    "from -x-z, low",
-    "from -x+z, low",
-    "from +x+z, low",
-    "from +x-z, low",
-    "from -z, low",
-    "from -x, low",
-    "from +z, low",
-    "from +x, low",
-    "from +y (top)",
+    "from +x+z, high",
+    "from +x-z, high",
+    "from -x-z, high",
+    "from -x+z, high",
+    "from +z, high",
+    "from +x, high",
+    "from -z, high",
+    "from -x, high",
     "from -y (bottom)",
+    "from +y (top)",
 )
-"""Where each V2 view's camera sits. "low": 20 degrees below the horizontal plane (y-up data); the
-top and bottom views are tilted 12 degrees (top: camera towards -z; bottom: towards +z)."""
+"""Where each V2 view's camera sits (on the +z'' side, see the module docstring). "high": 20
+degrees above the horizontal plane (y-up data); the bottom and top views are tilted 12 degrees
+(bottom: camera towards +z; top: towards -z)."""
 
 
 def _euler(angles: tuple[tuple[float, float, float], ...]) -> torch.Tensor:
@@ -293,30 +299,33 @@ def project_v2(points: torch.Tensor, *, n_points: int = 1024, size: int = 224) -
 
     Returns:
         float32 ``[B, 10, 3, size, size]``, views in :data:`V2_VIEWS` order, values in [0, 1]:
-        **background 1** (white), the object darker; the darkest pixel of each view (before
-        upsampling) is 0. Three equal channels, no CLIP mean/std normalisation.
+        **background 1** (white), the object darker, the nearer the darker; the darkest pixel of
+        each view (before upsampling, the nearest surface) is 0. Three equal channels, no CLIP
+        mean/std normalisation.
 
     Steps (settings in :data:`V2_PARAMS`), each as the authors compute it:
 
     1. **Rotate** ``p'' = R_tilt R_view p``: ``R_view`` from the Euler angles ``(a, 0, pi/2)``,
        ``a = pi/4, 3pi/4, 5pi/4, 7pi/4, 0, pi/2, pi, 3pi/2``, then ``(0, -pi/2, pi/2)`` and
        ``(0, pi/2, pi/2)``; ``R_tilt = Ry(pi/9)`` for the first 8 views and ``Ry(pi/15)`` for the
-       last 2 (``_views``, ``_views_bias``). Views 4-7 and 8-9 are V1's four side views and its
-       top and bottom, tilted. The (-0.5, -0.5, -1.5) shift they add is applied too; the next
-       step cancels it.
+       last 2 (``_views``, ``_views_bias``). ``R_view`` of views 4-7 and 8-9 are V1's six
+       rotations, but V2's camera is on the other side (+z''), so V2's view 4 looks from +z where
+       V1's view 0 looks from -z, and V2's view 8 is the bottom view. The (-0.5, -0.5, -1.5)
+       shift they add is applied too; the next step cancels it.
     2. **Normalise per view** by the bounding box: ``p = (p'' - centre) / longest side * 2``
        (the longest side then spans [-1, 1]), then ``x, y *= 0.8``. Orthographic: no
        perspective division.
     3. **Grid** 8 x 112 x 112: ``gx = ceil((x + 1) / 2 * 112)``, ``gy`` likewise, both clipped
        to [1, 110]; ``d = ((z + 1) / 2 + 0.2) / 1.2 * 6`` in [1, 6], slice ``ceil(d)`` (not
        clipped; here clamped to [0, 7], which never binds for a finite cloud), value ``d``
-       clipped to [1, 6]. A cell keeps the **max** ``d`` of its points (the farthest from the
+       clipped to [1, 6]. A cell keeps the **max** ``d`` of its points (the nearest to the
        camera: ``d`` grows with z''), empty cells 0. Image row = ``gx`` (from x''), column =
-       ``gy`` (from y''), as V1: the views are mirrored the same way.
+       ``gy`` (from y''), as in V1; with the camera on the +z'' side the views are not mirrored.
     4. **Densify**: max pool 7 x 7, stride 1, padding 2 on each depth slice (112 -> 110; the
        window of output pixel ``i`` is input ``i-2 .. i+4``, so the map moves by one pixel).
     5. **Smooth**: 3 x 3 Gaussian (sigma 3, sum 1), zero padding 1, on each slice.
-    6. **Squeeze** the depth: max over the 8 slices; ``img = 1 - img / max(img)`` per view.
+    6. **Squeeze** the depth: max over the 8 slices (the nearest surface);
+       ``img = 1 - img / max(img)`` per view: the nearest point black, farther ones lighter.
     7. Repeat to 3 channels, **upsample** bilinearly, ``align_corners=True``, to ``size``.
     """
     pts = _as_points(points, n_points)
