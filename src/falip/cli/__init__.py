@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pointcloud": ("falip.cli.pointcloud", "zero-shot 3D classification: ModelNet40, ScanObjectNN, point files"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
+    "views": ("falip.cli.views", "the depth maps CLIP sees of one point cloud, as a contact sheet with the FALIP ROA"),
 }
 
 _USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
