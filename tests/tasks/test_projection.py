@@ -417,7 +417,8 @@ def test_registry():
     cloud = torch.rand(1, 64, 3) - 0.5
     for name, n_views, background in (("v1", 6, 0.0), ("v2", 10, 1.0)):
         proj = get_projection(name)
-        assert proj.name == name and proj.n_views == n_views and proj.background == background
+        assert proj.name == name and proj.n_views == n_views == len(proj.views) and proj.background == background
+        assert PROJECTIONS[name][0] is {"v1": project_v1, "v2": project_v2}[name] and PROJECTIONS[name][1] == n_views
         images = proj(cloud, size=32)
         assert images.shape == (1, n_views, 3, 32, 32)
         assert images[0, 0, 0, 0, 0] == background

@@ -50,9 +50,8 @@ import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -389,19 +388,17 @@ def foreground(images: torch.Tensor, projection: Literal["v1", "v2"]) -> torch.T
     raise FalipError(f"unknown projection {projection!r}: expected 'v1' or 'v2'")
 
 
-@dataclass(frozen=True)
-class Projection:
-    """A projection by name: its function ``fn(points, *, n_points, size)``, views and background."""
+class Projection(NamedTuple):
+    """A projection by name. A tuple ``(fn, n_views, name, views, background, description)``:
+    ``PROJECTIONS[name][0]`` is the function ``fn(points, *, n_points, size)``, ``[1]`` its number
+    of views."""
 
-    name: str
     fn: Callable[..., torch.Tensor]
+    n_views: int
+    name: str
     views: tuple[str, ...]
     background: float
     description: str
-
-    @property
-    def n_views(self) -> int:
-        return len(self.views)
 
     def __call__(self, points: torch.Tensor, *, n_points: int = 1024, size: int = 224) -> torch.Tensor:
         """``fn(points, n_points=n_points, size=size)``: ``[B, N, 3]`` -> ``[B, V, 3, size, size]``."""
@@ -413,8 +410,8 @@ class Projection:
 
 
 PROJECTIONS: dict[str, Projection] = {
-    "v1": Projection("v1", project_v1, V1_VIEWS, 0.0, "PointCLIP: 6 perspective depth maps, background 0"),
-    "v2": Projection("v2", project_v2, V2_VIEWS, 1.0, "PointCLIP V2 realistic projection: 10 views, background 1"),
+    "v1": Projection(project_v1, 6, "v1", V1_VIEWS, 0.0, "PointCLIP: 6 perspective depth maps, background 0"),
+    "v2": Projection(project_v2, 10, "v2", V2_VIEWS, 1.0, "PointCLIP V2 realistic projection: 10 views, background 1"),
 }
 
 
