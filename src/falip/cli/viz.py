@@ -1,0 +1,145 @@
+"""``falip viz``: where CLIP's [CLS] token looks, for vanilla CLIP, FALIP and a visual prompt, side by side.
+
+One PNG: the [CLS] attention of one block (one head, the head mean, or attention rollout) overlaid
+on the image for vanilla CLIP, FALIP looking at the region and the prompted image (red circle by
+default), the region drawn on each, the share of [CLS]'s attention inside the region in the
+titles and, with ``--text``, each panel's score. Definitions: :mod:`falip.analysis.maps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import int_at_least
+from ._eval import add_model_options
+from .score import _box
+
+__all__ = ["NEGATIVE_VALUE_OPTIONS", "configure_parser", "run"]
+
+# options whose value may start with "-" (a negative coordinate); see _common.join_negative_values
+NEGATIVE_VALUE_OPTIONS: tuple[str, ...] = ("--box",)
+
+
+def _head(text: str) -> int | str:
+    if text in ("mean", "rollout"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a head index (0-based), 'mean' or 'rollout', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a head index is >= 0, got {value}")
+    return value
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``viz`` options to ``p``."""
+    p.add_argument("image", help="image file (any format Pillow reads)")
+    p.add_argument(
+        "--box",
+        type=_box,
+        metavar="X0,Y0,X1,Y1",
+        help="the region in original-image pixels (negative values work: --box -5,-5,40,40); "
+        "with --mask, the box the prompt is drawn on (default: the mask's bounding box)",
+    )
+    p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy", help="box format (default xyxy)")
+    p.add_argument("--mask", help="a mask image of the region, the image's size (non-zero pixels are the region)")
+    p.add_argument("--text", action="append", help="a text to score each panel against (repeat for several)")
+    p.add_argument("--template", default="{}", help="text template, e.g. 'a photo of {}.' (default: verbatim)")
+    p.add_argument("--layer", type=int, default=-1, help="block, 0-based; negative counts from the end (default -1)")
+    p.add_argument("--head", type=_head, default="mean", help="a head index (0-based), 'mean' (default) or 'rollout'")
+    p.add_argument(
+        "--prompt", default="circle", help="the visual prompt's edits, e.g. circle, blur, blur&circle (default circle)"
+    )
+    p.add_argument("--no-prompt", action="store_true", help="vanilla and FALIP panels only")
+    p.add_argument(
+        "--upsample", choices=("nearest", "bilinear"), default="nearest", help="map to image (default nearest)"
+    )
+    p.add_argument("--title", help="the figure's title (default: what is shown and FALIP's settings)")
+    p.add_argument("--dpi", type=int_at_least(30), default=120, help="resolution of the PNG (default 120)")
+    p.add_argument("--json", help="also write the maps' numbers (rows, in-region shares, scores) to this JSON file")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    add_model_options(p)
+
+
+def _read_mask(path: str, size: tuple[int, int]):
+    import numpy as np
+
+    from falip.core.errors import FalipError
+    from falip.data.images import decode_file
+
+    with decode_file(path) as im:
+        mask = np.asarray(im.convert("L")) > 0
+    if (mask.shape[1], mask.shape[0]) != size:
+        raise FalipError(
+            f"--mask {path} is {mask.shape[1]}x{mask.shape[0]} but the image is {size[0]}x{size[1]}; "
+            "a mask has the image's size"
+        )
+    return mask[None]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the side-by-side PNG; returns the exit code."""
+    import json
+    from pathlib import Path
+
+    from falip.core.errors import FalipError
+    from falip.core.regions import Regions
+    from falip.data.images import load_image
+
+    from ._common import ensure_writable_dir
+    from ._eval import make_scorer
+
+    if args.box is None and args.mask is None:
+        raise FalipError("give the region: --box X0,Y0,X1,Y1 and/or --mask FILE")
+    out = Path(args.out)
+    ensure_writable_dir(out.parent if str(out.parent) else ".", "--out")
+    image = load_image(args.image)
+    masks = _read_mask(args.mask, image.size) if args.mask else None
+    boxes = None if args.box is None else [args.box]
+    region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format)
+
+    from falip.analysis.maps import attention_maps, plot_attention_maps
+    from falip.prompts.registry import parse_method
+
+    prompt = None if args.no_prompt else args.prompt
+    if prompt is not None:
+        parse_method(prompt)
+    scorer, _ = make_scorer(args, template=args.template)
+    maps = attention_maps(
+        scorer.fclip,
+        scorer.preprocess,
+        image,
+        region,
+        layer=args.layer,
+        head=args.head,
+        prompt=prompt,
+        texts=args.text,
+        tokenizer=scorer.tokenizer,
+        template=args.template,
+        upsample=args.upsample,
+    )
+    plot_attention_maps(maps, out, title=args.title, dpi=args.dpi)
+    for m in maps.maps.values():
+        scores = "  ".join(f"{t!r}: {s:.3f}" for t, s in m.scores.items())
+        print(
+            f"{m.title:>14}: {100 * m.in_region:5.1f}% of [CLS] attention in the region"
+            + (f"  {scores}" if scores else "")
+        )
+    if args.json:
+        data = {
+            "image": str(args.image),
+            "box": [float(v) for v in region.boxes[0]],
+            "layer": maps.layer,
+            "head": maps.head,
+            "settings": maps.settings,
+            "grid": list(maps.roa.shape),
+            "roa": maps.roa.astype(int).tolist(),
+            "maps": {
+                name: {"cls_row": m.row.tolist(), "in_region": m.in_region, "scores": m.scores}
+                for name, m in maps.maps.items()
+            },
+        }
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
