@@ -373,10 +373,15 @@ def foreground(images: torch.Tensor, projection: Literal["v1", "v2"]) -> torch.T
     """The views' foreground (FALIP's ROA): ``[..., 3, S, S]`` maps -> bool ``[..., S, S]``.
 
     ``"v1"``: depth > 0 (the background is exactly 0, also after upsampling). ``"v2"``: below
-    the background value 1 by more than 1e-6 (upsampling can round a background pixel to
-    1 - 6e-8; a pixel that any object cell reaches is below 1 by more than 1e-5). Pixel level
-    at the maps' size; upsampling blurs the edge, so the mask includes a thin rim of pixels
-    blended with the background. Channel 0 is used (the three are equal).
+    the background value 1 by more than 1e-6, as upsampling may round a background pixel to
+    1 - 6e-8 (the bilinear weights need not sum to exactly 1 in float32). An object pixel of the
+    raw 110 x 110 map is at least ~0.018 below 1, and an upsampled pixel blended from one by
+    at least that times its bilinear weight: typically far more than 1e-6 (5.7e-6 was the
+    smallest seen on random clouds), but a pixel that takes under ~6e-5 of an object pixel at a
+    diagonal corner counts as background (it differs from the background by < 1e-6, for the
+    eye and for CLIP alike). Pixel level at the maps' size; upsampling blurs the edge, so the
+    mask includes a thin rim of pixels blended with the background. Channel 0 is used (the
+    three are equal).
     """
     if images.dim() < 3 or images.shape[-3] != 3:
         raise FalipError(f"images must be [..., 3, S, S] maps, got shape {tuple(images.shape)}")

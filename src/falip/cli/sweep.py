@@ -1,0 +1,123 @@
+"""``falip sweep``: accuracy against one FALIP or prompt parameter (or a grid of two), on REC or classification data.
+
+Each value is a resumable run of the harness in ``--out``/<param>=<value>/ (like ``falip rec`` /
+``falip classify``); then ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (accuracy with 95%
+intervals against the parameter; a heat map for ``--grid``). Parameters and values:
+:mod:`falip.analysis.sweeps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._eval import (
+    add_classify_options,
+    add_model_options,
+    add_rec_options,
+    add_run_options,
+)
+
+__all__ = ["configure_parser", "run"]
+
+PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")  # falip.analysis.sweeps.PARAMS, kept light here
+
+_EPILOG = """values:
+  alpha, sigma     numbers, e.g. --values 0,0.1,0.2,0.5,1
+  blocks           1-based as the paper writes them: 1-4,5-8,9-12,all, lastK (the last K blocks),
+                   last* (every lastK), a union 1-2+11-12
+  form             cls,all,diag (mask forms a/b/c), feature-mask (Fig. 7a), qk-prompt (Fig. 7b: q, k
+                   from the prompted image, v from the original), v-prompt (Fig. 7c: q, k from the
+                   original with FALIP's bias, v from the prompted image)
+  circle-scale     factors enlarging the red circle's box (1 = RedCircle)
+grid:
+  --grid alpha=0.1,1,10,blocks=last1,last2   (or one --grid per parameter)"""
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``sweep`` options to ``p``."""
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _EPILOG
+    p.add_argument("param", nargs="?", choices=PARAMS, help="the parameter to sweep (or use --grid)")
+    p.add_argument("--values", help="comma-separated values (default: a range for the parameter; see below)")
+    p.add_argument(
+        "--grid", action="append", metavar="P=V,..,Q=V,..", help="a 2-D grid instead of PARAM/--values (heat map)"
+    )
+    p.add_argument("--task", required=True, choices=("rec", "classify"), help="which task")
+    p.add_argument(
+        "--method", help="scoring method (default falip; circle when sweeping circle-scale); e.g. falip+circle"
+    )
+    p.add_argument("--prompt", default="circle", help="the visual prompt of qk-prompt / v-prompt (default circle)")
+    add_rec_options(p, standalone=False)
+    add_classify_options(p, standalone=False)
+    add_run_options(p)
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep and print its table; returns the exit code."""
+    from pathlib import Path
+
+    from falip.analysis.sweeps import DEFAULT_VALUES, parse_grid, run_sweep
+    from falip.core.errors import FalipError
+
+    from ._common import ensure_writable_dir
+    from ._eval import classify_task, make_scorer, rec_task
+
+    if args.grid and (args.param or args.values):
+        raise FalipError("give either PARAM with --values, or --grid, not both")
+    if not args.grid and not args.param:
+        raise FalipError("name the parameter to sweep (alpha, sigma, blocks, form, circle-scale) or give --grid")
+    if args.task == "rec" and not args.data:
+        raise FalipError("--task rec needs --data (a ReCLIP-format split file)")
+    if args.task == "classify" and not (args.dataset and args.root):
+        raise FalipError("--task classify needs --dataset and --root")
+    axes = parse_grid(args.grid) if args.grid else {args.param: args.values or DEFAULT_VALUES[args.param]}
+    out = ensure_writable_dir(args.out, "--out")
+    scorer, model = make_scorer(args)
+
+    def make_task(point_scorer, point_model, method):
+        if args.task == "rec":
+            return rec_task(args, point_scorer, point_model, method)
+        return classify_task(args, point_scorer, point_model, method)
+
+    def announce(point, folder: Path) -> None:
+        print(f"\n== {point.name} -> {folder}", flush=True)
+
+    table = run_sweep(
+        make_task,
+        scorer,
+        model,
+        axes,
+        out,
+        method=args.method,
+        prompt=args.prompt,
+        resume=args.resume,
+        on_point=announce,
+        limit=args.limit,
+        workers=args.workers,
+        batch_units=args.batch,
+    )
+    params = table["params"]
+    header = [*params, "accuracy %", "95% CI", "n"]
+    lines = [header]
+    for r in table["rows"]:
+        lines.append(
+            [
+                *(r[p] for p in params),
+                f"{r['accuracy']:.1f}",
+                f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]",
+                str(r["n"]),
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    print(f"\n{table['task']} sweep, method {table['method']}, model {args.model}")
+    for k, line in enumerate(lines):
+        print(
+            "  ".join(
+                str(c).ljust(w) if i < len(params) else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+            )
+        )
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
+    return 0
