@@ -223,16 +223,16 @@ def project_v1(points: torch.Tensor, *, n_points: int = 1024, size: int = 224, r
        ``(a, b, c)`` = ``(k pi/2, 0, pi/2)``, k = 0..3, then ``(0, -pi/2, pi/2)`` and
        ``(0, pi/2, pi/2)`` (``PCViews._views``). In exact arithmetic, with ``(x', y', z')``:
 
-       ====  ==================  =======  ======  =======  ===========  ==============
-       view  camera              x' (row) y' (col) z'       image up     image right
-       ====  ==================  =======  ======  =======  ===========  ==============
-       0     from -z             -y       x       z        +y           +x
-       1     from -x             -y       -z      x        +y           -z
-       2     from +z             -y       -x      -z       +y           -x
-       3     from +x             -y       z       -x       +y           +z
-       4     from +y (top)       -z       x       -y       +z           +x
-       5     from -y (bottom)    z        x       y        -z           +x
-       ====  ==================  =======  ======  =======  ===========  ==============
+       ====  ================  ========  ========  ====  ========  ===========
+       view  camera            x' (row)  y' (col)  z'    image up  image right
+       ====  ================  ========  ========  ====  ========  ===========
+       0     from -z           -y        x         z     +y        +x
+       1     from -x           -y        -z        x     +y        -z
+       2     from +z           -y        -x        -z    +y        -x
+       3     from +x           -y        z         -x    +y        +z
+       4     from +y (top)     -z        x         -y    +z        +x
+       5     from -y (bottom)  z         x         y     -z        +x
+       ====  ================  ========  ========  ====  ========  ===========
 
        Each image is mirrored: a camera at -z looking at +z with +y up has +x on its *left*.
     2. **Camera distance**: ``depth = z' + 1.6`` (``point_transform`` subtracts ``TRANS = -1.6``).
