@@ -11,7 +11,17 @@ from PIL import Image
 
 from falip import FalipError, FovealCLIP, Preprocess, Regions
 from falip.prompts import edits as vp
-from falip.prompts.registry import METHODS, MethodSpec, PromptParams, available_methods, parse_method, register_method
+from falip.prompts.registry import (
+    METHODS,
+    MethodSpec,
+    PromptParams,
+    available_methods,
+    is_unleash,
+    parse_method,
+    register_method,
+    term_atoms,
+    unleash_k,
+)
 from falip.scoring import RegionScorer
 
 torch.set_num_threads(1)
@@ -52,7 +62,14 @@ def _expected(setup, feats: torch.Tensor, texts: list[str]) -> torch.Tensor:
     return fclip.model.logit_scale.exp() * F.normalize(feats, dim=-1) @ t.T
 
 
-ALL_TERMS = available_methods() + ["falip+circle+blur", "blur&circle", "falip&circle", "gray&box"]
+ALL_TERMS = available_methods() + [
+    "falip+circle+blur",
+    "blur&circle",
+    "falip&circle",
+    "gray&box",
+    "unleash:circle",
+    "falip+unleash@1:blur&circle",
+]
 
 
 @pytest.mark.parametrize("method", ALL_TERMS)
@@ -257,8 +274,9 @@ def test_register_custom_method(setup):
         assert s.shape == (3, 3)
     finally:
         METHODS.pop(spec.name)
-    with pytest.raises(ValueError):
-        register_method(MethodSpec("a+b", "falip", "bad name"))
+    for bad in ("a+b", "a:b", "a@b", "unleash"):
+        with pytest.raises(ValueError):
+            register_method(MethodSpec(bad, "falip", "bad name"))
 
 
 # ------------------------------------------------------------------------- texts and regions
@@ -323,3 +341,78 @@ def test_regions_with_masks_and_errors_in_original_pixels(setup):
         sc.score(img, [[0, 0, 5, 5], [70, 0, 80, 10]], TEXTS)
     with pytest.raises(FalipError, match="image 0 is 64x48"):
         sc.score(img, Regions([[0, 0, 5, 5]], image_size=(32, 32)), TEXTS)
+
+
+# ------------------------------------------------------------------------- unleashed prompts
+def test_unleash_grammar():
+    assert parse_method("unleash:circle") == [("unleash", "circle")]
+    assert parse_method("falip+unleash:blur&circle") == [("falip",), ("unleash", "blur", "circle")]
+    assert parse_method("unleash@2:falip&circle + crop") == [("unleash@2", "falip", "circle"), ("crop",)]
+    assert is_unleash(("unleash@2", "circle")) and not is_unleash(("circle",))
+    assert term_atoms(("unleash@2", "falip", "circle")) == ("falip", "circle") and term_atoms(("box",)) == ("box",)
+    assert unleash_k(("unleash@2", "circle")) == 2 and unleash_k(("unleash", "circle")) is None
+    assert unleash_k(("circle",)) is None
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ("unleash", "'unleash' names no prompt to unleash: write unleash:<prompt>"),
+        ("falip+unleash:", "'unleash:' in 'falip+unleash:' names no prompt to unleash"),
+        (
+            "unleash:crop",
+            "a visual prompt is image edits and/or falip joined by '&' (blur, blur-box, box, circle, cpt, "
+            "falip, gray); 'crop' is not one",
+        ),  # fmt: skip
+        ("unleash:none", "'none' is not one"),
+        ("unleash:redcircle", "'redcircle' is no method"),
+        ("circle&unleash:blur", "'unleash:' must start its term"),
+        ("unleash@0:circle", "the prefix must be 'unleash:' or 'unleash@K:', K >= 1"),
+        ("unleash@two:circle", "the prefix must be 'unleash:' or 'unleash@K:'"),
+        ("unleash:circle&circle", "repeats an atom"),
+        ("unleashed", "unknown method 'unleashed'"),
+    ],
+)
+def test_unleash_grammar_errors(setup, method, message):
+    with pytest.raises(FalipError) as err:
+        parse_method(method)
+    assert message in str(err.value)
+    with pytest.raises(FalipError):  # the scorer checks the method before any work
+        _scorer(setup).score(_image(), BOXES, TEXTS, method=method)
+
+
+def test_unleash_scores_in_ensembles_and_batches(setup):
+    sc = _scorer(setup)
+    imgs = [_image(i, w=40 + 8 * i, h=48) for i in range(3)]
+    boxes = [BOXES, [], [[0, 0, 10, 10], [5, 5, 39, 47]]]
+    for method in ("unleash:circle", "falip+unleash:blur&circle"):
+        single = [sc.score(im, b, TEXTS, method=method) for im, b in zip(imgs, boxes)]
+        many = _scorer(setup, batch_size=2).score_many(imgs, boxes, TEXTS, method=method)
+        for a, b, k in zip(single, many, boxes):
+            assert a.shape == b.shape == (len(k), 3)
+            assert torch.allclose(a, b, atol=1e-5), method
+    img = imgs[0]
+    total = sc.score(img, BOXES, TEXTS, method="falip+unleash:circle")
+    parts = sc.score(img, BOXES, TEXTS, method="falip") + sc.score(img, BOXES, TEXTS, method="unleash:circle")
+    assert torch.allclose(total, parts, atol=1e-5)
+    # unleashing moves the circle's scores, and k = 1 is not k = 2 (all blocks of this tower)
+    circle = sc.score(img, BOXES, TEXTS, method="circle")
+    unleashed = sc.score(img, BOXES, TEXTS, method="unleash:circle")
+    assert not torch.allclose(circle, unleashed, atol=1e-3)
+    assert not torch.allclose(unleashed, sc.score(img, BOXES, TEXTS, method="unleash@1:circle"), atol=1e-3)
+    # cpt rewrites the text under unleash too
+    assert sc.final_text("x", ("unleash", "cpt")) == "x is in red color."
+
+
+def test_features_of_one_term(setup):
+    fclip, pre, _ = setup
+    sc = _scorer(setup)
+    img = _image(2)
+    with torch.no_grad():
+        falip_feats = fclip.encode_image(pre(img)[None], boxes=[pre.map_boxes(BOXES, img.size)])
+        whole = fclip.encode_image(pre(img)[None])
+    assert torch.allclose(sc.features([img], [BOXES], "falip"), falip_feats, atol=1e-5)
+    assert torch.allclose(sc.features([img, img], [BOXES, BOXES[:1]], "none"), whole.expand(4, -1), atol=1e-5)
+    assert sc.features([img], [[]], "unleash:circle").shape == (0, 32)
+    with pytest.raises(FalipError, match="one term"):
+        sc.features([img], [BOXES], "falip+circle")

@@ -1,7 +1,8 @@
 """RegionScorer: images + regions + texts -> scores, by method name (FALIP, image edits, ensembles).
 
-The method grammar (``falip+circle+blur``, ``blur&circle``) and the atoms are defined in
-:mod:`falip.prompts.registry`.
+The method grammar (``falip+circle+blur``, ``blur&circle``, ``unleash:circle``) and the atoms are
+defined in :mod:`falip.prompts.registry`; unleashed prompts (Eq. 6) are computed by
+:mod:`falip.core.unleash`.
 
 Scores are ``logit_scale.exp() * cosine(image feature, text feature)``, shape ``[K boxes, T texts]``.
 Texts go through ``template`` (``"{}"``: verbatim) unless the term rewrites them (``cpt`` applies
@@ -24,8 +25,9 @@ from PIL import Image
 from .core.errors import FalipError
 from .core.images import to_rgb
 from .core.regions import Regions
+from .core.unleash import AttentionTerms, attention_terms, check_k, project, unleash_cls
 from .prompts import edits as vp
-from .prompts.registry import METHODS, PromptParams, parse_method
+from .prompts.registry import METHODS, PromptParams, apply_edits, is_unleash, parse_method, term_atoms, unleash_k
 
 __all__ = ["RegionScorer", "as_texts", "check_template"]
 
@@ -164,7 +166,7 @@ class RegionScorer:
 
     def final_text(self, text: str, term: Sequence[str], template: str | None = None) -> str:
         """The string the text tower sees for ``text`` under ``term`` (template or the term's rewrite)."""
-        rewrites = [METHODS[a].text for a in term if METHODS[a].text is not None]
+        rewrites = [METHODS[a].text for a in term_atoms(term) if METHODS[a].text is not None]
         if not rewrites:
             return (self.template if template is None else template).format(text)
         for fn in rewrites:
@@ -191,7 +193,7 @@ class RegionScorer:
         rewrites texts (``cpt``) ignores the templates. Matrices of a few recent calls are kept,
         so per-image calls with the same class list cost nothing.
         """
-        rewrites = any(METHODS[a].text is not None for a in term)
+        rewrites = any(METHODS[a].text is not None for a in term_atoms(term))
         if rewrites or len(templates) == 1:
             return self.text_features([self.final_text(s, term, templates[0]) for s in texts])
         key = (tuple(texts), tuple(templates))
@@ -296,26 +298,13 @@ class RegionScorer:
                     f"got {len(texts)} lists for {len(images)} images"
                 )
             per_image = [as_texts(t) for t in texts]  # type: ignore[arg-type]
-        items = []
-        for i, (img, r, t) in enumerate(zip(images, regions, per_image)):
-            if not isinstance(img, Image.Image):
-                raise FalipError(f"images must be PIL images, got {type(img).__name__}")
-            img = to_rgb(img)
-            if not isinstance(r, Regions):
-                r = Regions(r, image_size=img.size, box_format=box_format)
-            elif r.frame != "original" or r.image_size != img.size:
-                raise FalipError(
-                    f"regions[{i}] are for {'a model input' if r.frame != 'original' else 'an image'} of "
-                    f"{r.image_size[0]}x{r.image_size[1]}, but image {i} is {img.size[0]}x{img.size[1]}"
-                )
-            items.append(_Item(img, r, self.preprocess.map_regions(r), t))
-
+        items = self._items(images, regions, per_image, box_format)
         if sum(len(it) for it in items) == 0:
             return [torch.zeros(0, len(it.texts)) for it in items]
         totals: list[torch.Tensor | None] = [None] * len(items)
         scale = self.fclip.model.logit_scale.exp().float().to(self.device)
         for term in terms:
-            whole_image = {METHODS[a].kind for a in term} == {"none"}
+            whole_image = not is_unleash(term) and {METHODS[a].kind for a in term} == {"none"}
             feats = F.normalize(self._term_features(items, term).float(), dim=-1)
             offset = 0
             for i, it in enumerate(items):
@@ -328,7 +317,57 @@ class RegionScorer:
                 totals[i] = s if totals[i] is None else totals[i] + s
         return [t.contiguous() for t in totals]  # type: ignore[union-attr]
 
+    @torch.no_grad()
+    def features(
+        self,
+        images: Sequence[Image.Image],
+        regions: Sequence[RegionsLike],
+        method: str = "falip",
+        box_format: str = "xyxy",
+    ) -> torch.Tensor:
+        """Image features ``[sum K_i, D]`` (not normalised) of every region of every image under a one-term method.
+
+        E.g. ``method="unleash:circle"`` gives the unleashed features (Eq. 6), ``"falip"`` FALIP's;
+        rows are image-major, regions as in :meth:`score_many`. ``none`` (the whole image) gives
+        each image's feature once per region. An ensemble (``a+b``) has no single feature: an error.
+        """
+        terms = parse_method(method)
+        if len(terms) != 1:
+            raise FalipError(f"features() takes a method of one term, got {len(terms)} in {method!r}")
+        if len(images) != len(regions):
+            raise FalipError(f"{len(images)} images but {len(regions)} region lists (one per image)")
+        items = self._items(images, regions, [[] for _ in images], box_format)
+        if sum(len(it) for it in items) == 0:
+            return torch.zeros(0, self._feature_dim(), device=self.device)
+        feats = self._term_features(items, terms[0])
+        if not is_unleash(terms[0]) and {METHODS[a].kind for a in terms[0]} == {"none"}:
+            feats = feats.repeat_interleave(torch.tensor([len(it) for it in items], device=feats.device), dim=0)
+        return feats
+
     # ----------------------------------------------------------------------------- images
+    def _items(
+        self,
+        images: Sequence[Image.Image],
+        regions: Sequence[RegionsLike],
+        texts: Sequence[list[str]],
+        box_format: str,
+    ) -> list[_Item]:
+        """The images as RGB with their regions checked (original frame) and mapped to the model input."""
+        items = []
+        for i, (img, r, t) in enumerate(zip(images, regions, texts)):
+            if not isinstance(img, Image.Image):
+                raise FalipError(f"images must be PIL images, got {type(img).__name__}")
+            img = to_rgb(img)
+            if not isinstance(r, Regions):
+                r = Regions(r, image_size=img.size, box_format=box_format)
+            elif r.frame != "original" or r.image_size != img.size:
+                raise FalipError(
+                    f"regions[{i}] are for {'a model input' if r.frame != 'original' else 'an image'} of "
+                    f"{r.image_size[0]}x{r.image_size[1]}, but image {i} is {img.size[0]}x{img.size[1]}"
+                )
+            items.append(_Item(img, r, self.preprocess.map_regions(r), t))
+        return items
+
     def _resized(self, it: _Item) -> Image.Image:
         if it.resized is None:
             it.resized = self.preprocess.resize(it.image)
@@ -336,21 +375,11 @@ class RegionScorer:
 
     def _edited(self, it: _Item, k: int, term: Sequence[str]) -> Image.Image:
         """Image ``it`` edited for box ``k`` by the term's edits, at model-input size."""
-        specs = [METHODS[a] for a in term if METHODS[a].kind == "edit"]
-        originals = [s for s in specs if s.scale == "original"]
-        inputs = [s for s in specs if s.scale == "input"]
-        if originals:
-            im = it.image
-            box = tuple(float(v) for v in it.boxes_orig[k])
-            for s in originals:
-                im = s.edit(im, box, self.params)  # type: ignore[misc]
-            im = self.preprocess.resize(im)
-        else:
-            im = self._resized(it)
-        box_in = tuple(float(v) for v in it.regions_input.boxes[k])
-        for s in inputs:
-            im = s.edit(im, box_in, self.params)  # type: ignore[misc]
-        return im
+        b, bi = it.boxes_orig[k], it.regions_input.boxes[k]
+        box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        box_in = (float(bi[0]), float(bi[1]), float(bi[2]), float(bi[3]))
+        atoms = term_atoms(tuple(term))
+        return apply_edits(it.image, atoms, box, box_in, self.params, self.preprocess.resize, self._resized(it))
 
     def _encode(self, tensors: Iterable[torch.Tensor], regions: Iterable[Regions] | None) -> torch.Tensor:
         """Stream of ``[3, H, W]`` tensors (and optional model-input Regions each) -> features, batched."""
@@ -380,6 +409,8 @@ class RegionScorer:
 
     def _term_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
         """Image features ``[sum K_i, D]`` of every region of every item under one term (``none``: ``[N, D]``)."""
+        if is_unleash(term):
+            return self._unleash_features(items, term)
         kinds = {METHODS[a].kind for a in term}
         pp = self.preprocess
         if kinds == {"none"}:  # one feature per image [N, D]
@@ -394,3 +425,44 @@ class RegionScorer:
             one_region = (it.regions_input.select([k]) for it in items for k in range(len(it)))
             return self._encode(edited, one_region)
         return self._encode(edited, None)
+
+    def _falip_settings(self) -> dict[str, Any]:
+        """FALIP's ``alpha, sigma, layers, form`` for this scorer: the model's, with ``falip_options`` over them."""
+        f = self.fclip
+        opts = {"alpha": f.alpha, "sigma": f.sigma, "layers": None, "form": None}
+        opts.update({k: v for k, v in self.falip_options.items() if v is not None})
+        plan = f.plan(opts["layers"], opts["form"])
+        return {"alpha": opts["alpha"], "sigma": opts["sigma"], "layers": plan.layers, "form": plan.form}
+
+    def _unleash_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
+        """Unleashed features ``[sum K_i, D]`` (Eq. 6) of every region under an ``unleash[@K]:<prompt>`` term.
+
+        The original images run once each; the prompted images (edited for each region, with
+        FALIP's bias on it when ``falip`` is in the prompt) ``batch_size`` at a time.
+        """
+        model = self.fclip.model
+        if model.training:
+            raise FalipError("the model is in train mode (dropout active); call fclip.eval() first")
+        depth = len(model.visual.transformer.resblocks)
+        k = check_k(unleash_k(term) or self.params.unleash_k, depth)
+        atoms = term_atoms(term)
+        settings = self._falip_settings() if "falip" in atoms else {}
+        pp = self.preprocess
+        live = [it for it in items if len(it)]
+        parts = []
+        for start in range(0, len(live), self.batch_size):
+            x = torch.stack([pp.to_tensor(self._resized(it)) for it in live[start : start + self.batch_size]])
+            parts.append(attention_terms(model, x.to(self.device, self.dtype), k=k))
+        original = AttentionTerms(
+            torch.cat([p.cls for p in parts]), torch.cat([p.msa for p in parts], dim=1), parts[0].blocks
+        )
+        rows = [(i, it, r) for i, it in enumerate(live) for r in range(len(it))]
+        out = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            x = torch.stack([pp.to_tensor(self._edited(it, r, atoms)) for _, it, r in chunk])
+            regions = [it.regions_input.select([r]) for _, it, r in chunk] if settings else None
+            prompted = attention_terms(model, x.to(self.device, self.dtype), regions, k=k, **settings)
+            index = torch.tensor([i for i, _, _ in chunk], device=self.device)
+            out.append(project(model, unleash_cls(prompted, original, index)))
+        return torch.cat(out)

@@ -30,6 +30,20 @@ cpt        CPT shading of the box (original image); text becomes "{text} is in r
 ``none`` and ``crop`` cannot be combined with other atoms by ``&``. Within a term the edits made
 on the original image run first (in the order written), then the resize to the model input, then
 those made at model-input scale (in the order written).
+
+Unleashed prompts (Eq. 6, :mod:`falip.core.unleash`)
+----------------------------------------------------
+A term ``unleash:<prompt>`` scores the *unleashed* feature of a prompt: ``<prompt>`` is one or more
+edit atoms and/or ``falip`` joined by ``&`` (``unleash:circle``, ``unleash:blur&circle``,
+``unleash:falip``, ``unleash:falip&circle``). The prompted image (edited, and with FALIP's bias
+when ``falip`` is in it) and the original image both go through the ViT, and for the last ``k``
+blocks the prompt's extra attention ``sum_h (G'_h - G_h)`` is added once more to the prompted
+image's final [CLS]. ``k`` is :attr:`PromptParams.unleash_k` (default: the paper's 4), or given in
+the term as ``unleash@K:<prompt>`` (``unleash@2:circle``: the last 2 blocks). ``unleash:`` must
+start its term, and its ``&`` joins the atoms of its prompt: ``falip+unleash:blur&circle`` is the
+ensemble of FALIP and the unleashed blurred-and-circled image. :func:`parse_method` returns such a
+term as ``("unleash", "blur", "circle")`` (``("unleash@2", "circle")`` with an explicit ``k``); use
+:func:`term_atoms`, :func:`is_unleash` and :func:`unleash_k` to read it.
 """
 
 from __future__ import annotations
@@ -47,10 +61,18 @@ __all__ = [
     "PromptParams",
     "MethodSpec",
     "METHODS",
+    "UNLEASH",
     "register_method",
     "available_methods",
     "parse_method",
+    "parse_prompt",
+    "is_unleash",
+    "term_atoms",
+    "unleash_k",
+    "apply_edits",
 ]
+
+UNLEASH = "unleash"  # the term prefix of unleashed prompts: unleash:<prompt> or unleash@K:<prompt>
 
 
 @dataclass(frozen=True)
@@ -58,7 +80,9 @@ class PromptParams:
     """Parameters of the image-editing prompts (defaults: docs/method.md, "Image-editing baselines").
 
     Thicknesses are in model-input pixels; ``blur_std`` is in original-image pixels (PIL's
-    GaussianBlur radius is the standard deviation).
+    GaussianBlur radius is the standard deviation). ``unleash_k``: how many last blocks an
+    ``unleash:<prompt>`` term unleashes when the term does not say (``unleash@K:``); None: the
+    paper's 4, or every block of a shallower tower.
     """
 
     circle_color: tuple[int, int, int] = vp.RED
@@ -69,6 +93,7 @@ class PromptParams:
     gray_shape: Literal["box", "ellipse"] = "box"
     cpt_color: tuple[int, int, int] = vp.CPT_COLOR
     cpt_alpha: int = vp.CPT_ALPHA
+    unleash_k: int | None = None
 
 
 EditFn = Callable[[Image.Image, tuple[float, float, float, float], PromptParams], Image.Image]
@@ -96,9 +121,11 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add (or replace) an atom in :data:`METHODS`; names may not contain ``+``, ``&`` or spaces."""
-    if not spec.name or any(ch in spec.name for ch in "+& \t"):
-        raise FalipError(f"method names may not be empty or contain '+', '&' or spaces: {spec.name!r}")
+    """Add (or replace) an atom in :data:`METHODS`; names may not contain ``+&:@`` or spaces, nor be ``unleash``."""
+    if not spec.name or any(ch in spec.name for ch in "+&:@ \t"):
+        raise FalipError(f"method names may not be empty or contain '+', '&', ':', '@' or spaces: {spec.name!r}")
+    if spec.name == UNLEASH:
+        raise FalipError(f"{UNLEASH!r} is reserved for unleashed prompts (unleash:<prompt>)")
     if spec.kind == "edit" and spec.edit is None:
         raise FalipError(f"method {spec.name!r} is an edit but has no edit function")
     if spec.scale not in ("original", "input"):
@@ -164,17 +191,29 @@ def available_methods() -> list[str]:
 
 
 def parse_method(method: str) -> list[tuple[str, ...]]:
-    """``"falip+blur&circle"`` -> ``[("falip",), ("blur", "circle")]``; ValueError when invalid."""
+    """``"falip+blur&circle"`` -> ``[("falip",), ("blur", "circle")]``; FalipError (a ValueError) when invalid.
+
+    ``"unleash:blur&circle"`` -> ``[("unleash", "blur", "circle")]``; ``"unleash@2:circle"`` ->
+    ``[("unleash@2", "circle")]`` (module docstring, "Unleashed prompts").
+    """
     if not isinstance(method, str) or not method.strip():
         raise FalipError(f"method must be a non-empty string, got {method!r}")
     terms: list[tuple[str, ...]] = []
     valid = ", ".join(available_methods())
     for raw_term in method.replace(" ", "").split("+"):
+        if _is_unleash_text(raw_term):
+            terms.append(_parse_unleash(raw_term, method))
+            continue
         atoms = tuple(raw_term.split("&"))
         for a in atoms:
+            if _is_unleash_text(a):
+                raise FalipError(
+                    f"{a!r} in {method!r}: 'unleash:' must start its term, and '&' after it joins the atoms of "
+                    f"its prompt (e.g. unleash:blur&circle)"
+                )
             if a not in METHODS:
                 raise FalipError(
-                    f"unknown method {a!r} in {method!r}; valid methods: {valid} "
+                    f"unknown method {a!r} in {method!r}; valid methods: {valid}, unleash:<prompt> "
                     "(join with '+' to sum scores, with '&' to combine edits in one image)"
                 )
         if len(set(atoms)) != len(atoms):
@@ -185,3 +224,99 @@ def parse_method(method: str) -> list[tuple[str, ...]]:
                     raise FalipError(f"{a!r} cannot be combined with other atoms by '&' (in {method!r})")
         terms.append(atoms)
     return terms
+
+
+def _is_unleash_text(text: str) -> bool:
+    return text == UNLEASH or text.startswith((UNLEASH + ":", UNLEASH + "@"))
+
+
+def _prompt_atoms() -> list[str]:
+    return sorted(name for name, spec in METHODS.items() if spec.kind in ("edit", "falip"))
+
+
+def _parse_unleash(raw_term: str, method: str) -> tuple[str, ...]:
+    """One ``unleash[@K]:<atom>[&<atom>...]`` term -> ``("unleash[@K]", atoms...)``."""
+    where = repr(raw_term) if raw_term == method else f"{raw_term!r} in {method!r}"
+    head, colon, prompt = raw_term.partition(":")
+    usage = "write unleash:<prompt> or unleash@K:<prompt>, e.g. unleash:circle, unleash@2:blur&circle"
+    if not colon or not prompt:
+        raise FalipError(f"{where} names no prompt to unleash: {usage}")
+    if head != UNLEASH:
+        k = head[len(UNLEASH) + 1 :] if head.startswith(UNLEASH + "@") else None
+        if k is None or not k.isdigit() or int(k) < 1:
+            raise FalipError(
+                f"{where}: the prefix must be 'unleash:' or 'unleash@K:', K >= 1 the number of last blocks "
+                f"unleashed; {usage}"
+            )
+        head = f"{UNLEASH}@{int(k)}"
+    return (head, *parse_prompt(prompt, where))
+
+
+def parse_prompt(prompt: str, where: str | None = None) -> tuple[str, ...]:
+    """A visual prompt, image edits and/or ``falip`` joined by ``&`` (``"blur&circle"``) -> its atoms.
+
+    What :func:`parse_method` accepts after ``unleash:``, and what the head analysis compares with
+    the plain image. FalipError (naming ``where``, default the prompt) for anything else.
+    """
+    where = repr(prompt) if where is None else where
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise FalipError(f"a prompt must be a non-empty string, got {prompt!r}")
+    atoms = tuple(prompt.replace(" ", "").split("&"))
+    allowed = _prompt_atoms()
+    for a in atoms:
+        if a not in allowed:
+            raise FalipError(
+                f"{where}: a visual prompt is image edits and/or falip joined by '&' ({', '.join(allowed)}); "
+                + (f"{a!r} is not one" if a in METHODS else f"{a!r} is no method")
+            )
+    if len(set(atoms)) != len(atoms):
+        raise FalipError(f"{where} repeats an atom")
+    return atoms
+
+
+def is_unleash(term: tuple[str, ...]) -> bool:
+    """True for a term of :func:`parse_method` that unleashes a prompt (``unleash[@K]:...``)."""
+    return bool(term) and (term[0] == UNLEASH or term[0].startswith(UNLEASH + "@"))
+
+
+def term_atoms(term: tuple[str, ...]) -> tuple[str, ...]:
+    """The atoms of a term (of an unleash term: those of its prompt), each a key of :data:`METHODS`."""
+    return term[1:] if is_unleash(term) else term
+
+
+def unleash_k(term: tuple[str, ...]) -> int | None:
+    """The ``K`` of an ``unleash@K:`` term; None for ``unleash:`` (use the params') and other terms."""
+    if not is_unleash(term) or term[0] == UNLEASH:
+        return None
+    return int(term[0][len(UNLEASH) + 1 :])
+
+
+def apply_edits(
+    image: Image.Image,
+    atoms: tuple[str, ...],
+    box: tuple[float, float, float, float],
+    box_input: tuple[float, float, float, float],
+    params: PromptParams,
+    resize: Callable[[Image.Image], Image.Image],
+    resized: Image.Image | None = None,
+) -> Image.Image:
+    """``image`` with the edit atoms of ``atoms`` applied for one box, at model-input size.
+
+    Edits at ``"original"`` scale see ``box`` (the image's pixels), then ``resize`` maps the image
+    to the model input, then edits at ``"input"`` scale see ``box_input`` (model-input pixels);
+    each group in the order written. Atoms that are not edits (``falip``) are ignored.
+    ``resized``: ``resize(image)`` if already computed (used when no edit is at original scale).
+    """
+    specs = [METHODS[a] for a in atoms if METHODS[a].kind == "edit"]
+    originals = [s for s in specs if s.scale == "original"]
+    if originals:
+        im = image
+        for s in originals:
+            im = s.edit(im, box, params)  # type: ignore[misc]
+        im = resize(im)
+    else:
+        im = resize(image) if resized is None else resized
+    for s in specs:
+        if s.scale == "input":
+            im = s.edit(im, box_input, params)  # type: ignore[misc]
+    return im
