@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pointcloud": ("falip.cli.pointcloud", "zero-shot 3D classification: ModelNet40, ScanObjectNN, point files"),
     "viz": ("falip.cli.viz", "attention maps of vanilla CLIP, FALIP and a visual prompt, side by side (PNG)"),
     "sweep": ("falip.cli.sweep", "accuracy against alpha, sigma, blocks, mask form or circle size (table, plot)"),
+    "heads": ("falip.cli.heads", "which attention heads respond to a visual prompt or FALIP: ranking, JSON, heat map"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
     "views": ("falip.cli.views", "the depth maps CLIP sees of one point cloud, as a contact sheet with the FALIP ROA"),

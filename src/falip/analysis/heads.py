@@ -1,0 +1,537 @@
+"""Per-head decomposition of the [CLS] output (Eq. 5) and head sensitivity to visual prompts (Fig. 6 right).
+
+Decomposition (docs/method.md, "Per-head decomposition"). A pre-norm ViT block adds to the [CLS]
+token an attention term and an MLP term, and the attention term of block l is
+
+    MSA_l,cls = ls_1(ln_attn(sum_h G_h + b_out))
+
+with ``G_h`` head h's attention-weighted values pushed through its slice of the output projection.
+``ls_1`` (LayerScale, a per-channel gain) is linear, so ``MSA_l,cls = sum_h ls_1(G_h) + ls_1(b_out)``:
+the per-head terms here are ``ls_1(G_h)``, what each head adds to the residual stream, and the
+bias term is ``ls_1(b_out)``. Two block options make the attention term no sum over heads, and
+a block with either is refused for the per-head split (its whole attention term is still given):
+``ln_attn`` (open_clip ``scale_attn``: a LayerNorm of the attention output) and ``ln_inner``
+(``scale_attn_inner``: a LayerNorm of the concatenated heads before the output projection).
+Head scaling (``scale_heads``), qk-norm and cosine logits act inside a head and are fine. So
+
+    [X_L]cls = [X_0]cls + sum_l (sum_h ls_1(G_h) + ls_1(b_out))  +  sum_l MLP_l,cls
+
+:meth:`Decomposition.reconstruct` sums the terms back to the final [CLS] before ``ln_post``.
+
+Head sensitivity. For a visual prompt (an edit such as ``circle``, or ``falip``: FALIP's bias on
+the region), the per-head terms of the prompted image ``G'_h`` (one per region) are compared with
+those of the original image without any bias ``G_h``; the mean over regions of
+``||ls_1(G'_h) - ls_1(G_h)||_2`` ranks the (layer, head) pairs. For ``falip`` the deltas are exactly
+zero before the first biased block, which nothing has changed yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..core.errors import FalipError
+from ..core.images import to_rgb
+from ..core.reference import reference_forward
+from ..core.regions import Regions
+from ..prompts.registry import PromptParams, apply_edits, parse_prompt
+
+__all__ = [
+    "Decomposition",
+    "decompose",
+    "head_deltas",
+    "HeadSensitivity",
+    "head_sensitivity",
+    "rec_samples",
+    "classification_samples",
+    "load_samples",
+]
+
+
+@dataclass
+class Decomposition:
+    """Eq. 5 for R inputs (regions, or images without regions): the final [CLS] as a sum of terms.
+
+    ``embedding`` ``[R, C]``: ``[X_0]cls`` (after ``ln_pre``). ``attention`` / ``mlp``
+    ``[depth, R, C]``: each block's attention / MLP term added to [CLS]. For the blocks in
+    ``layers``: ``heads`` ``[len(layers), R, heads, C]`` the per-head terms ``ls_1(G_h)`` and
+    ``bias`` ``[len(layers), C]`` the output projection's bias term ``ls_1(b_out)``, which sum to
+    that block's attention term. ``output`` ``[R, C]``: the forward's own final [CLS], before
+    ``ln_post`` (what :meth:`reconstruct` must give back).
+    """
+
+    embedding: torch.Tensor
+    attention: torch.Tensor
+    mlp: torch.Tensor
+    heads: torch.Tensor
+    bias: torch.Tensor
+    layers: tuple[int, ...]
+    output: torch.Tensor
+
+    @property
+    def depth(self) -> int:
+        return int(self.attention.shape[0])
+
+    def head_terms(self, layer: int) -> torch.Tensor:
+        """The per-head terms ``[R, heads, C]`` of block ``layer`` (one of :attr:`layers`)."""
+        if layer not in self.layers:
+            raise FalipError(f"block {layer} was not decomposed per head (decomposed: {list(self.layers)})")
+        return self.heads[self.layers.index(layer)]
+
+    def reconstruct(self) -> torch.Tensor:
+        """``[X_0]cls + sum_l attention terms (per head where split) + sum_l MLP terms`` ``[R, C]``."""
+        total = self.embedding + self.mlp.sum(0)
+        split = set(self.layers)
+        for layer in range(self.depth):
+            if layer not in split:
+                total = total + self.attention[layer]
+        if self.layers:
+            total = total + self.heads.sum(dim=(0, 2)) + self.bias.sum(0)
+        return total
+
+
+def _check_layers(layers: Iterable[int] | None, depth: int) -> tuple[int, ...]:
+    if layers is None:
+        return tuple(range(depth))
+    out = set()
+    for i in layers:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise FalipError(f"layers must be block indices (ints), got {i!r}")
+        if not -depth <= int(i) < depth:
+            raise FalipError(f"layers: index {int(i)} is out of range for a tower of {depth} blocks (0..{depth - 1})")
+        out.add(int(i) % depth)
+    return tuple(sorted(out))
+
+
+def _check_splittable(blocks: nn.ModuleList, layers: Sequence[int]) -> None:
+    """FalipError for a block whose attention term is not a sum over heads (module docstring)."""
+    for i in layers:
+        block = blocks[i]
+        for owner, name, option in ((block, "ln_attn", "scale_attn"), (block.attn, "ln_inner", "scale_attn_inner")):
+            norm = getattr(owner, name, None)
+            if norm is not None and not isinstance(norm, nn.Identity):
+                raise FalipError(
+                    f"block {i} normalises its attention ({name}, open_clip's {option}=True): its attention term "
+                    "is a LayerNorm of the heads' sum, not a sum over heads, so it has no per-head decomposition; "
+                    "pass layers=[] for the block-level terms only"
+                )
+        ls = block.ls_1
+        if not isinstance(ls, nn.Identity) and not isinstance(getattr(ls, "gamma", None), torch.Tensor):
+            raise FalipError(f"block {i}: ls_1 is a {type(ls).__name__}, not LayerScale; cannot split it over heads")
+
+
+@torch.no_grad()
+def decompose(
+    model: nn.Module,
+    images: torch.Tensor,
+    regions: Sequence[Regions] | None = None,
+    *,
+    layers: Iterable[int] | None = None,
+    alpha: float = 0.2,
+    sigma: float = 100.0,
+    biased_layers: Iterable[int] | None = None,
+    form: str = "cls",
+) -> Decomposition:
+    """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``layers``.
+
+    Args:
+        model: an open_clip CLIP with a ViT tower, in eval mode.
+        images: ``[N, 3, H, W]`` preprocessed images.
+        regions: None (each image once, no bias), or N :class:`Regions` in the model-input frame
+            (one row per region, image-major, FALIP's bias on it in ``biased_layers``).
+        layers: blocks whose attention term is split per head (None: all; ``[]``: none).
+        alpha, sigma, biased_layers, form: FALIP's bias (``biased_layers`` None = the last 4).
+    Returns:
+        a :class:`Decomposition`; FalipError for a block in ``layers`` whose attention is no sum
+        over heads (``ln_attn``, ``ln_inner``).
+    """
+    blocks = model.visual.transformer.resblocks
+    depth = len(blocks)
+    split = _check_layers(layers, depth)
+    _check_splittable(blocks, split)
+    out = reference_forward(
+        model, images, regions, alpha=alpha, sigma=sigma, layers=biased_layers, form=form, record=split
+    )
+    rows = out.cls_stream.shape[1]
+    heads, biases = [], []
+    for i in split:
+        ls_1 = blocks[i].ls_1
+        heads.append(ls_1(out.head_outputs[i][:, :, 0].clone()))  # [R, heads, C]
+        biases.append(ls_1(out.out_proj_bias[i].clone()))
+    c = out.cls_stream.shape[-1]
+    n_heads = blocks[0].attn.num_heads
+    return Decomposition(
+        embedding=out.cls_stream[0],
+        attention=out.msa_cls,
+        mlp=out.mlp_cls,
+        heads=torch.stack(heads) if heads else out.cls_stream.new_zeros(0, rows, n_heads, c),
+        bias=torch.stack(biases) if biases else out.cls_stream.new_zeros(0, c),
+        layers=split,
+        output=out.cls_stream[-1],
+    )
+
+
+@torch.no_grad()
+def head_deltas(
+    model: nn.Module,
+    originals: torch.Tensor,
+    prompted: torch.Tensor,
+    prompted_regions: Sequence[Regions] | None = None,
+    *,
+    alpha: float = 0.2,
+    sigma: float = 100.0,
+    biased_layers: Iterable[int] | None = None,
+    form: str = "cls",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(||ls_1(G'_h) - ls_1(G_h)||, ||ls_1(G_h)||)``, each ``[depth, R, heads]``, for every block.
+
+    ``originals`` ``[R, 3, H, W]``: row r's original image (no bias); ``prompted`` ``[R, 3, H, W]``:
+    its prompted image, with FALIP's bias on ``prompted_regions[r]`` (one region each, model-input
+    frame) when given. The two run in the same batch layout, so a block the prompt does not reach
+    (before FALIP's first biased block) gives deltas of exactly zero, not float noise.
+    """
+    if originals.shape != prompted.shape:
+        raise FalipError(
+            f"originals {tuple(originals.shape)} and prompted {tuple(prompted.shape)} must match row for row"
+        )
+    if prompted_regions is not None and any(len(r) != 1 for r in prompted_regions):
+        raise FalipError("prompted_regions must hold one region per prompted image")
+    original = decompose(model, originals)
+    changed = decompose(
+        model, prompted, prompted_regions, alpha=alpha, sigma=sigma, biased_layers=biased_layers, form=form
+    )
+    return (changed.heads - original.heads).norm(dim=-1), original.heads.norm(dim=-1)
+
+
+@dataclass
+class HeadSensitivity:
+    """How much each (layer, head) responds to a prompt, averaged over ``regions`` regions of ``images`` images.
+
+    ``delta`` ``[depth, heads]``: mean ``||ls_1(G'_h) - ls_1(G_h)||``; ``norm`` ``[depth, heads]``:
+    mean ``||ls_1(G_h)||`` of the original images (the scale the deltas compare with).
+    ``biased_layers``: FALIP's blocks when the prompt holds ``falip`` (else empty).
+    """
+
+    prompt: str
+    delta: np.ndarray
+    norm: np.ndarray
+    regions: int
+    images: int
+    biased_layers: tuple[int, ...] = ()
+    model: str = ""
+    skipped: int = 0
+
+    def ranking(self) -> list[dict[str, Any]]:
+        """Every (layer, head), most sensitive first: ``{"layer", "head", "delta", "relative"}``."""
+        order = np.argsort(-self.delta, axis=None, kind="stable")
+        heads = self.delta.shape[1]
+        out = []
+        for flat in order:
+            layer, head = divmod(int(flat), heads)
+            norm = float(self.norm[layer, head])
+            out.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "delta": float(self.delta[layer, head]),
+                    "relative": float(self.delta[layer, head]) / norm if norm > 0 else 0.0,
+                }
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything as JSON-ready data (``delta``, ``norm``: lists of rows, one per layer)."""
+        return {
+            "prompt": self.prompt,
+            "model": self.model,
+            "images": self.images,
+            "regions": self.regions,
+            "skipped": self.skipped,
+            "biased_layers": list(self.biased_layers),
+            "layers": int(self.delta.shape[0]),
+            "heads": int(self.delta.shape[1]),
+            "measure": "mean over regions of ||ls_1(G'_h) - ls_1(G_h)||_2 (prompted minus original image, no bias)",
+            "delta": self.delta.tolist(),
+            "norm": self.norm.tolist(),
+            "ranking": self.ranking(),
+        }
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def save_heatmap(self, path: str | os.PathLike, title: str | None = None, dpi: int = 110) -> Path:
+        """A layers x heads heat map of :attr:`delta` as PNG (matplotlib, Agg backend), values in the cells."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        depth, heads = self.delta.shape
+        width = min(12.0, 2.4 + 0.62 * heads)
+        height = min(10.0, 1.8 + 0.42 * depth)
+        fig, ax = plt.subplots(figsize=(max(width, 4.8), max(height, 3.0)), dpi=dpi)
+        try:
+            im = ax.imshow(self.delta, cmap="viridis", aspect="auto", vmin=0.0, interpolation="nearest")
+            top = float(self.delta.max()) if self.delta.size else 0.0
+            if depth * heads <= 400:
+                for layer in range(depth):
+                    for head in range(heads):
+                        v = float(self.delta[layer, head])
+                        ax.text(
+                            head,
+                            layer,
+                            f"{v:.3g}",
+                            ha="center",
+                            va="center",
+                            fontsize=7 if depth * heads > 64 else 9,
+                            color="black" if top > 0 and v > 0.6 * top else "white",
+                        )
+            ax.set_xticks(range(heads))
+            ax.set_yticks(range(depth))
+            ax.set_yticklabels([f"{i}*" if i in self.biased_layers else str(i) for i in range(depth)])
+            ax.set_xlabel("head")
+            ax.set_ylabel("block (0-based)" + ("; * = FALIP's bias" if self.biased_layers else ""))
+            where = f"{self.model}, " if self.model else ""
+            ax.set_title(
+                title
+                or f"mean ||G'_h - G_h|| per head, prompt {self.prompt!r}\n"
+                f"({where}{self.regions} regions of {self.images} images; prompted minus original image)",
+                fontsize=9,
+            )
+            fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+            fig.tight_layout()
+            path = Path(path)
+            fig.savefig(path)
+        finally:
+            plt.close(fig)
+        return path
+
+
+def _single_regions(regions: Regions | Sequence[Regions]) -> list[Regions]:
+    """One :class:`Regions` of one region per region."""
+    parts = [regions] if isinstance(regions, Regions) else list(regions)
+    return [r.select([k]) for r in parts for k in range(len(r))]
+
+
+@torch.no_grad()
+def head_sensitivity(
+    fclip: Any,
+    preprocess: Any,
+    samples: Iterable[tuple[Image.Image, Regions | Sequence[Regions]]],
+    prompt: str,
+    *,
+    params: PromptParams | None = None,
+    alpha: float | None = None,
+    sigma: float | None = None,
+    layers: Iterable[int] | None = None,
+    form: str | None = None,
+    batch_size: int = 32,
+    model_name: str = "",
+) -> HeadSensitivity:
+    """Rank (layer, head) by the mean norm of ``G'_h - G_h`` for ``prompt`` over the samples' regions.
+
+    Args:
+        fclip: a :class:`falip.FovealCLIP` (its open_clip model, and FALIP's settings).
+        preprocess: its :class:`falip.Preprocess`.
+        samples: ``(image, regions)`` pairs; regions in the image's pixels (``Regions``, original
+            frame, or a list of them).
+        prompt: edits and/or ``falip`` joined by ``&`` (``"circle"``, ``"blur&circle"``, ``"falip"``);
+            the prompted image is made as :class:`falip.RegionScorer` makes it, with FALIP's bias
+            on the region when ``falip`` is in it. The original: the image alone, no bias.
+        params: the edits' parameters; alpha, sigma, layers, form: FALIP's (None: the fclip's).
+        batch_size: regions per forward (the reference forward runs one full pass per region, and
+            each region's original image runs again beside it: see :func:`head_deltas`).
+    """
+    atoms = parse_prompt(prompt)
+    params = params or PromptParams()
+    model = fclip.model
+    if model.training:
+        raise FalipError("the model is in train mode (dropout active); call fclip.eval() first")
+    plan = fclip.plan(layers, form)
+    settings = {
+        "alpha": fclip.alpha if alpha is None else alpha,
+        "sigma": fclip.sigma if sigma is None else sigma,
+        "biased_layers": plan.layers,
+        "form": plan.form,
+    }
+    use_falip = "falip" in atoms
+    param = next(model.parameters())
+    device, dtype = param.device, model.visual.conv1.weight.dtype
+    delta_sum: torch.Tensor | None = None
+    norm_sum: torch.Tensor | None = None
+    n_regions = n_images = 0
+    pending: list[tuple[torch.Tensor, list[torch.Tensor], list[Regions]]] = []
+
+    def flush() -> None:
+        nonlocal delta_sum, norm_sum
+        originals = torch.stack([p[0] for p in pending for _ in p[1]]).to(device, dtype)
+        prompted = torch.stack([t for p in pending for t in p[1]]).to(device, dtype)
+        regions = [r for p in pending for r in p[2]] if use_falip else None
+        delta, norm = head_deltas(model, originals, prompted, regions, **settings)
+        d, n = delta.sum(1).double().cpu(), norm.sum(1).double().cpu()
+        delta_sum = d if delta_sum is None else delta_sum + d
+        norm_sum = n if norm_sum is None else norm_sum + n
+        pending.clear()
+
+    for image, regions in samples:
+        image = to_rgb(image)
+        parts = _single_regions(regions)
+        if not parts:
+            continue
+        resized = preprocess.resize(image)
+        tensors, inputs = [], []
+        for r in parts:
+            if r.frame != "original" or r.image_size != image.size:
+                raise FalipError(
+                    f"regions are for a {r.frame} frame of {r.image_size[0]}x{r.image_size[1]}, "
+                    f"but the image is {image.size[0]}x{image.size[1]}"
+                )
+            r_in = preprocess.map_regions(r)
+            box = tuple(float(v) for v in r.boxes[0])
+            box_in = tuple(float(v) for v in r_in.boxes[0])
+            edited = apply_edits(image, atoms, box, box_in, params, preprocess.resize, resized)  # type: ignore[arg-type]
+            tensors.append(preprocess.to_tensor(edited))
+            inputs.append(r_in)
+        pending.append((preprocess.to_tensor(resized), tensors, inputs))
+        n_images += 1
+        n_regions += len(parts)
+        if sum(len(p[1]) for p in pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    if delta_sum is None or norm_sum is None:
+        raise FalipError("no regions to analyse (every sample was empty)")
+    return HeadSensitivity(
+        prompt=prompt,
+        delta=(delta_sum / n_regions).numpy(),
+        norm=(norm_sum / n_regions).numpy(),
+        regions=n_regions,
+        images=n_images,
+        biased_layers=tuple(plan.layers) if use_falip else (),
+        model=model_name,
+    )
+
+
+# ------------------------------------------------------------------------------- datasets
+RegionMaker = Callable[[tuple[int, int]], Regions]
+
+
+def rec_samples(data: Sequence[str | os.PathLike], images: str | os.PathLike | None = None) -> Iterator[Any]:
+    """The images of ReCLIP-format REC splits with their gold boxes: ``(image_path, [maker, ...], sources)``.
+
+    The region analysed per REC line is its gold box (the object the sentences refer to), once per
+    line whatever the number of sentences, and once per image when several lines refer to the same
+    box. Lines are grouped by image, in first-seen order; malformed lines are yielded as
+    :class:`falip.data.records.Skipped`. A maker maps the image size ``(W, H)`` to the box's Regions.
+    """
+    from ..data.reclip import iter_reclip_jsonl
+    from ..data.records import Skipped
+
+    groups: dict[str, tuple[Path, list[RegionMaker], list[str], set]] = {}
+    for path in data:
+        seen_lines: set[str] = set()
+        for sample in iter_reclip_jsonl(path, images, errors="skip"):
+            if isinstance(sample, Skipped):
+                yield sample
+                continue
+            if sample.source in seen_lines:
+                continue
+            seen_lines.add(sample.source)
+            key = str(sample.image_path)
+            group = groups.setdefault(key, (sample.image_path, [], [], set()))
+            for box in sample.gold_boxes:
+                xyxy = tuple(float(v) for v in box)
+                if xyxy in group[3]:
+                    continue
+                group[3].add(xyxy)
+                group[1].append(lambda size, b=xyxy: Regions([b], image_size=size))
+                group[2].append(sample.source)
+    for path, makers, sources, _ in groups.values():
+        yield path, makers, sources
+
+
+def classification_samples(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    split: str = "test",
+    cub_root: str | os.PathLike | None = None,
+    region: str = "mask",
+    classnames: str | os.PathLike | None = None,
+) -> Iterator[Any]:
+    """The images of a classification dataset with their labelled regions: ``(image_path, [maker, ...], sources)``.
+
+    Read through :func:`falip.tasks.region_cls.open_dataset` (``cub``, ``dogs``, ``waterbirds``,
+    ``imagenet-s``, ``jsonl``, ``csv``); each item's region is its box or mask as the task uses it.
+    Items are grouped by image in first-seen order; unreadable records come as ``Skipped``.
+    """
+    from ..data.records import Skipped
+    from ..tasks.region_cls import open_dataset
+
+    items, _, _ = open_dataset(
+        dataset,
+        str(root),
+        split=split,
+        cub_root=None if cub_root is None else str(cub_root),
+        region=region,
+        classnames=None if classnames is None else str(classnames),
+    )
+    groups: dict[str, tuple[Path, list[RegionMaker], list[str]]] = {}
+    for item in items:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        group = groups.setdefault(str(item.image_path), (Path(item.image_path), [], []))
+        group[1].append(item.regions)
+        group[2].append(item.source)
+    yield from groups.values()
+
+
+def load_samples(
+    entries: Iterable[Any], limit: int | None = None, on_skip: Callable[[str, str], None] | None = None
+) -> Iterator[tuple[Image.Image, list[Regions]]]:
+    """``(image, regions)`` from :func:`rec_samples` / :func:`classification_samples`, the first ``limit`` images.
+
+    Images are read with :func:`falip.data.images.load_image`. An unreadable image, a region that
+    does not fit its image, or a ``Skipped`` record is reported to ``on_skip(source, reason)`` and
+    left out (not counted in ``limit``).
+    """
+    from ..data.images import load_image
+    from ..data.records import Skipped
+
+    done = 0
+    for entry in entries:
+        if limit is not None and done >= limit:
+            return
+        if isinstance(entry, Skipped):
+            if on_skip:
+                on_skip(entry.source or entry.id, entry.reason)
+            continue
+        path, makers, sources = entry
+        try:
+            image = load_image(path)
+        except FalipError as err:
+            if on_skip:
+                on_skip(sources[0] if sources else str(path), str(err))
+            continue
+        regions = []
+        for make, source in zip(makers, sources):
+            try:
+                regions.append(make(image.size))
+            except FalipError as err:
+                if on_skip:
+                    on_skip(source, str(err))
+        if regions:
+            done += 1
+            yield image, regions

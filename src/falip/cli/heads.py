@@ -1,0 +1,113 @@
+"""``falip heads``: which attention heads respond to a visual prompt (Fig. 6 right of the paper).
+
+Over a dataset's regions, each (block, head) is ranked by the mean norm of ``G'_h - G_h``, its
+[CLS] output on the prompted image minus on the original image (no bias): ``--prompt circle``,
+``blur&circle``, ... or ``falip`` (FALIP's bias on the region). REC splits: the region of each line is
+its gold box (the referred object), once per line. Classification datasets: each labelled region.
+Writes ``heads.json`` (the mean deltas, the original heads' mean norms, the ranking) and
+``heads.png`` (a blocks x heads heat map) in ``--out``, and prints the top heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import int_at_least
+from ._eval import add_classify_options, add_model_options, add_rec_options
+
+__all__ = ["configure_parser", "run"]
+
+# options of the shared groups that have no meaning here, with their defaults
+_UNUSED = {
+    "detector_file": (None, "--detector-file: falip heads analyses each REC line's gold box, not proposals"),
+    "subtract_q": (0, "--subtract-q: falip heads uses no text"),
+    "template": (None, "--template: falip heads uses no text"),
+    "templates": (None, "--templates: falip heads uses no text"),
+}
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``heads`` options to ``p``."""
+    p.add_argument("--task", required=True, choices=("rec", "classify"), help="which kind of dataset")
+    p.add_argument(
+        "--prompt",
+        default="circle",
+        help="edits and/or falip joined by '&': circle, blur, blur&circle, falip, ... (default circle)",
+    )
+    p.add_argument("--out", required=True, help="output folder: heads.json, heads.png")
+    p.add_argument("--limit", type=int_at_least(1), help="only the first N images")
+    p.add_argument("--top", type=int_at_least(1), default=10, help="how many heads to print (default 10)")
+    p.add_argument("--batch", type=int_at_least(1), default=32, help="regions per forward (default 32)")
+    add_rec_options(p, standalone=False)
+    add_classify_options(p, standalone=False)
+    add_model_options(p)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from falip.core.errors import FalipError
+    from falip.prompts.registry import parse_prompt
+
+    if args.task == "rec" and not args.data:
+        raise FalipError("--task rec needs --data (a ReCLIP-format split file)")
+    if args.task == "classify" and not (args.dataset and args.root):
+        raise FalipError("--task classify needs --dataset and --root")
+    for name, (default, reason) in _UNUSED.items():
+        if getattr(args, name, default) != default:
+            raise FalipError(f"{reason}; leave it out")
+    parse_prompt(args.prompt, f"--prompt {args.prompt!r}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, write ``heads.json`` and ``heads.png``, print the top heads; returns the exit code."""
+    _check(args)
+    from ._common import ensure_writable_dir, load_model, set_threads
+
+    out = ensure_writable_dir(args.out, "--out")
+    set_threads(args.threads)
+    from falip.analysis.heads import classification_samples, head_sensitivity, load_samples, rec_samples
+    from falip.core.errors import FalipError
+    from falip.runner import device_for_rank
+
+    device = str(device_for_rank()) if args.device == "auto" else args.device
+    overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
+    fclip, preprocess, _ = load_model(
+        args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
+    )
+    if args.task == "rec":
+        entries = rec_samples(args.data, args.images)
+    else:
+        entries = classification_samples(
+            args.dataset,
+            args.root,
+            split=args.split,
+            cub_root=args.cub_root,
+            region=args.region,
+            classnames=args.classnames,
+        )
+    skipped: list[tuple[str, str]] = []
+    samples = load_samples(entries, args.limit, on_skip=lambda source, reason: skipped.append((source, reason)))
+    try:
+        result = head_sensitivity(fclip, preprocess, samples, args.prompt, batch_size=args.batch, model_name=args.model)
+    except FalipError as err:
+        if not skipped:
+            raise
+        source, reason = skipped[0]
+        raise FalipError(f"{err}; {len(skipped)} skipped, the first: {source}: {reason}") from None
+    result.skipped = len(skipped)
+    json_path = result.save_json(out / "heads.json")
+    png_path = result.save_heatmap(out / "heads.png")
+    for source, reason in skipped[:5]:
+        print(f"skipped {source}: {reason}", file=sys.stderr)
+    if len(skipped) > 5:
+        print(f"... and {len(skipped) - 5} more skipped", file=sys.stderr)
+    print(
+        f"prompt {args.prompt!r} on {args.model}: {result.regions} regions of {result.images} images"
+        + (f" ({len(skipped)} skipped)" if skipped else "")
+    )
+    print("mean ||G'_h - G_h|| (prompted minus original image; relative: over the original head's mean norm)")
+    print(f"{'rank':>4}  {'block':>5}  {'head':>4}  {'delta':>9}  {'relative':>8}")
+    for rank, row in enumerate(result.ranking()[: args.top], 1):
+        print(f"{rank:>4}  {row['layer']:>5}  {row['head']:>4}  {row['delta']:>9.4f}  {row['relative']:>8.3f}")
+    print(f"wrote {json_path} and {png_path}")
+    return 0
