@@ -70,6 +70,7 @@ FORBIDDEN = {
     "prompts": ("falip.scoring", "falip.tasks", "falip.cli", "falip.train"),
     "scoring.py": ("falip.tasks", "falip.cli", "falip.train"),
     "tasks": ("falip.cli", "falip.train"),
+    "analysis": ("falip.cli", "falip.train"),
     "runner.py": (
         "falip.tasks",
         "falip.data",
