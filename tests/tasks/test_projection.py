@@ -428,3 +428,12 @@ def test_registry():
         get_projection("v3")
     with pytest.raises(FalipError):
         view_rotations("v3")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k,pad", [(7, 2), (7, 3), (1, 0), (2, 1), (3, 1), (5, 2), (8, 3)])
+def test_the_separable_max_pool_is_max_pool2d(k, pad):
+    from falip.tasks.projection import _max_pool_1d
+
+    g = torch.randn(2, 5, 40, 37, generator=torch.Generator().manual_seed(k))
+    pooled = _max_pool_1d(_max_pool_1d(g, k, pad, dim=-2), k, pad, dim=-1)
+    assert torch.equal(pooled, F.max_pool2d(g, k, stride=1, padding=pad))
