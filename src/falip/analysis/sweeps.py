@@ -369,11 +369,12 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
     import numpy as np
 
     params, rows = list(table["params"]), list(table["rows"])
-    what = f"{table.get('task') or 'task'} accuracy %, method {table.get('method')}"
+    task = {"rec": "REC", "classify": "region classification"}.get(table.get("task"), table.get("task") or "task")
+    what = f"{task} accuracy %, method {table.get('method')}"
     sizes = sorted({r["n"] for r in rows})
     what += f", n = {sizes[0]}" if len(sizes) == 1 else f", n = {sizes[0]}-{sizes[-1]}"
     model = table.get("model", {}).get("model")
-    heading = title or (f"{what} ({model})" if model else what)
+    heading = title or (f"{what}, {model}" if model else what)
     if len(params) == 1:
         p = params[0]
         labels = [r[p] for r in rows]
@@ -416,7 +417,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         ax.set_xlabel(q)
         ax.set_ylabel(p)
         fig.colorbar(im, ax=ax, label="accuracy %")
-        heading += " (* best)"
+        if title is None:
+            heading += "; * best"
     ax.set_title(heading, fontsize=9)
     fig.tight_layout()
     path = Path(path)
