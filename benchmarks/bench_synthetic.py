@@ -12,7 +12,7 @@ Writes held-out splits with :mod:`falip.data.synthetic`'s writers (seeds never u
   blue), and the test split is balanced over the four groups;
 
 then runs ``falip compare`` on each (every method a resumable run of the harness) and ``falip rec``
-with "subtract" (P, 500 captions). A sweep of FALIP's alpha and biased blocks on separate validation
+with "subtract" (P, 500 captions). A ``falip sweep --grid`` of FALIP's alpha and biased blocks on separate validation
 splits picks the setting best on validation, which is then run on the test splits. 95% Wilson
 intervals everywhere. Seeded; a few minutes at 1 thread::
 
@@ -120,54 +120,6 @@ def _seed(base: int, k: int) -> int:
 # ----------------------------------------------------------------------------- data
 
 
-class _Images:
-    """Opens each image file once."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, Any] = {}
-
-    def __call__(self, path: Path):
-        from falip.data.images import load_image
-
-        if path not in self._cache:
-            self._cache[path] = load_image(path)
-        return self._cache[path]
-
-
-def _rec_items(path: Path, images: _Images) -> list:
-    from falip.data.reclip import read_reclip_jsonl
-    from falip.tasks.rec import RecItem
-
-    items = []
-    for s in read_reclip_jsonl(path, image_root=path.parent / "images"):
-        boxes = s.boxes.astype(np.float64)
-        gold = boxes[list(s.gold_indices)]
-        items.append(
-            RecItem(
-                images(s.image_path),
-                boxes,
-                s.sentence,
-                gold,
-                key=str(s.image_path),
-                info={"relational": bool(s.extra.get("relational", False)), "kind": s.extra.get("kind", "?")},
-            )
-        )
-    return items
-
-
-def _cls_groups(path: Path, images: _Images) -> tuple[list, list[np.ndarray], np.ndarray]:
-    """Images, their boxes ``[K_i, 4]`` and the labels of all boxes (image-major), grouped per image."""
-    from falip.data.classification import read_classification_jsonl
-
-    groups: dict[Path, list] = defaultdict(list)
-    for it in read_classification_jsonl(path):
-        groups[it.image_path].append(it)
-    imgs = [images(p) for p in groups]
-    boxes = [np.array([it.box for it in g], dtype=np.float64) for g in groups.values()]
-    labels = [it.label for g in groups.values() for it in g]
-    return imgs, boxes, np.array(labels)
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -177,21 +129,6 @@ def _acc(ok: np.ndarray) -> dict[str, Any]:
     k, n = int(ok.sum()), int(ok.size)
     lo, hi = wilson_interval(k, n)
     return {"acc": k / n if n else float("nan"), "correct": k, "n": n, "ci95": [lo, hi]}
-
-
-def _rec_eval(scorer, items: list, method: str, seed: int, negatives: list[str] | None = None) -> np.ndarray:
-    from falip.tasks.rec import rec_correct, rec_predict
-
-    preds, _ = rec_predict(scorer, items, method, rng=np.random.default_rng(seed), negatives=negatives)
-    return rec_correct(items, preds)
-
-
-def _cls_eval(scorer, data, classes: Sequence[str], method: str) -> np.ndarray:
-    from falip.tasks.region_cls import classify_regions
-
-    imgs, boxes, labels = data
-    preds = np.concatenate(classify_regions(scorer, imgs, boxes, classes, method))
-    return np.array(classes)[preds] == labels
 
 
 def _fmt(r: dict[str, Any]) -> str:
@@ -259,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     import falip
     from falip.cli.compare import method_dir
-    from falip.data import synthetic
     from falip.prompts.registry import parse_method
-    from falip.scoring import RegionScorer
 
     t0 = time.time()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -270,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_method(m)
     fclip, pre, tok = falip.load(args.model, pretrained=args.pretrained)
     image_size = int(pre.input_size[0])
-    classes = list(synthetic.CLASSES)
     tmp = None
     if args.data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="falip_bench_")
@@ -372,28 +306,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["cls"][name] = {m: _cls_cell(summaries[m]) for m in methods}
     _log(f"test splits done [{time.time() - t0:.0f} s]")
 
-    # sweep on the validation splits (scored directly), then the best settings on the test splits
+    # the tuning sweep on the validation splits with falip sweep, then the best setting on the test splits
     if not args.no_sweep:
-        scorer = RegionScorer(fclip, pre, tok)
-        images = _Images()
-        rec_val = _rec_items(paths["rec_val"], images)
-        cls_val = _cls_groups(paths["cls_val"], images)
         n = fclip.num_blocks
+        ks = sorted({n if lb == "all" else min(int(lb), n) for lb in args.last_blocks.split(",") if lb.strip()})
+        grid = f"alpha={args.alphas},blocks=" + ",".join(f"last{k}" for k in ks)
+        val_rec = [
+            "--task",
+            "rec",
+            "--data",
+            str(paths["rec_val"]),
+            "--images",
+            str(paths["rec_val"].parent / "images"),
+        ]
+        val_cls = ["--task", "classify", "--dataset", "jsonl", "--root", str(paths["cls_val"])]
+        _cli(["sweep", "--grid", grid, *val_rec, "--out", str(runs / "sweep_rec"), *common])
+        _cli(["sweep", "--grid", grid, *val_cls, "--out", str(runs / "sweep_cls"), *common])
+        tables = {t: json.loads((runs / f"sweep_{t}" / "sweep.json").read_text()) for t in ("rec", "cls")}
+
+        def cell(row: dict) -> dict:
+            lo, hi = row["ci95_low"] / 100, row["ci95_high"] / 100
+            return {"acc": row["correct"] / row["n"], "correct": row["correct"], "n": row["n"], "ci95": [lo, hi]}
+
+        cls_rows = {(r["alpha"], r["blocks"]): r for r in tables["cls"]["rows"]}
         sweep = []
-        seen: set[int] = set()
-        for lb in [s.strip() for s in args.last_blocks.split(",") if s.strip()]:
-            k = n if lb == "all" else min(int(lb), n)
-            if k in seen:
-                continue
-            seen.add(k)
+        for r in tables["rec"]["rows"]:
+            k = int(r["blocks"].removeprefix("last"))
             layers = list(range(n - k, n))
-            for a in [float(x) for x in args.alphas.split(",") if x.strip()]:
-                sc = scorer.with_options(falip_options={"alpha": a, "layers": layers})
-                rec = _acc(_rec_eval(sc, rec_val, "falip", _seed(args.seed, 5)))
-                cls = _acc(_cls_eval(sc, cls_val, classes, "falip"))
-                sweep.append({"alpha": a, "layers": layers, "rec_val": rec, "cls_val": cls})
-            _log(f"  sweep last {lb} blocks done  [{time.time() - t0:.0f} s]")
-        results["sweep"] = {"rec_val_queries": len(rec_val), "cls_val_regions": len(cls_val[2]), "settings": sweep}
+            sweep.append(
+                {
+                    "alpha": float(r["alpha"]),
+                    "layers": layers,
+                    "rec_val": cell(r),
+                    "cls_val": cell(cls_rows[(r["alpha"], r["blocks"])]),
+                }
+            )
+        results["sweep"] = {
+            "rec_val_queries": sweep[0]["rec_val"]["n"],
+            "cls_val_regions": sweep[0]["cls_val"]["n"],
+            "settings": sweep,
+            "commands": ["falip sweep --grid " + grid + " (REC and classification validation splits)"],
+        }
         best = max(sweep, key=lambda r: r["rec_val"]["acc"] + r["cls_val"]["acc"])
         setting = ["--alpha", f"{best['alpha']:g}", "--layers", ",".join(str(i) for i in best["layers"])]
         _cli(["compare", *rec_args, "--methods", "falip", "--out", str(runs / "rec_best"), *common, *setting])
