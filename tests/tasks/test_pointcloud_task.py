@@ -147,3 +147,13 @@ def test_bad_cloud_is_skipped_with_its_source(tmp_path):
     _, skipped = read_results(tmp_path / "out")
     assert summary["n"] == 3 and summary["skipped"] == 1
     assert "ply_data_test0.h5#2" in skipped[0]["source"]
+
+
+def test_python_api(tiny, modelnet, tmp_path):
+    from falip.tasks.pointcloud import evaluate_pointcloud
+
+    fclip, tok = tiny
+    summary, records = evaluate_pointcloud(fclip, tok, "modelnet40", str(modelnet), str(tmp_path / "api"),
+                                           view_weights=[1, 1, 1, 1, 0.5, 0.5], progress=False)  # fmt: skip
+    assert summary["n"] == len(records) == 6 and summary["weights_from"] == "given"
+    assert summary["view_weights"] == [1, 1, 1, 1, 0.5, 0.5]

@@ -30,6 +30,7 @@ __all__ = [
     "POINTCLOUD_TEMPLATE",
     "PointCloudSettings",
     "PointCloudTask",
+    "evaluate_pointcloud",
     "fuse_views",
     "open_pointcloud_dataset",
     "search_view_weights",
@@ -265,3 +266,46 @@ def open_pointcloud_dataset(
         ds = pc.PointFolder(root, n_points=n_points, seed=seed, errors="skip")
         return ds, ds.classes, {"n_points": n_points, "seed": seed}
     raise FalipError(f"unknown point-cloud dataset {name!r}; one of modelnet40, scanobjectnn, folder")
+
+
+def evaluate_pointcloud(
+    fclip: Any,
+    tokenizer: Any,
+    dataset: str,
+    root: str,
+    out_dir: str,
+    *,
+    split: str = "test",
+    variant: str | None = None,
+    method: str = "falip",
+    projection: str = "v1",
+    template: str = POINTCLOUD_TEMPLATE,
+    view_weights: Sequence[float] | None = None,
+    weights_from: str | None = None,
+    n_points: int = 1024,
+    seed: int = 0,
+    model: dict | None = None,
+    **run_options: Any,
+) -> tuple[dict, list[dict]]:
+    """Point-cloud classification like ``falip pointcloud``: ``(summary, per-cloud records)``.
+
+    ``run_options`` go to :func:`falip.runner.run`. To search view weights on another split, run
+    this there, then :func:`search_view_weights` on its records' ``view_cosines`` and labels.
+    """
+    from ..runner import read_results, run
+
+    items, classes, options = open_pointcloud_dataset(dataset, root, split, variant, n_points, seed)
+    weights = None if view_weights is None else tuple(float(w) for w in view_weights)
+    settings = PointCloudSettings(
+        dataset=dataset,
+        source=str(root),
+        method=method,
+        projection=projection,
+        template=template,
+        view_weights=weights,
+        weights_from=weights_from or ("equal" if weights is None else "given"),
+        options=tuple(sorted(options.items())),
+    )
+    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model), out_dir, **run_options)
+    records, _ = read_results(out_dir)
+    return summary, records
