@@ -17,7 +17,8 @@ one process, empty otherwise):
   :class:`~falip.FalipError` or :class:`OSError`. Each is also logged as one warning line
   (logger ``falip.runner``).
 - ``summary.json`` (rank 0): ``task.summarize(records, skipped)`` plus ``"n"`` (records) and
-  ``"skipped"`` (count) where the task did not set them; the task's ``table()`` is printed.
+  ``"skipped"`` (count) where the task did not set them. The runner prints nothing; the command
+  line prints ``task.table(summary)`` once (:func:`is_main_process`).
 - ``timing.json`` (rank 0): this invocation's ``wait_s`` (main loop blocked on data), ``compute_s``
   (in ``task.run``), ``write_s``, ``total_s``, ``units``, ``wait_fraction``; under torchrun summed
   over ranks, with each rank's own figures in ``"ranks"``.
@@ -55,7 +56,7 @@ from tqdm import tqdm
 from . import __version__
 from .core.errors import FalipError
 
-__all__ = ["Skip", "Task", "Unit", "device_for_rank", "read_results", "run"]
+__all__ = ["Skip", "Task", "Unit", "device_for_rank", "is_main_process", "read_results", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,13 @@ class Task(Protocol):
         ...
 
     def table(self, summary: dict) -> str:
-        """The table printed at the end."""
+        """The summary as a table, for the command line to print."""
         ...
+
+
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 under torchrun (where the command line prints)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def device_for_rank() -> torch.device:
@@ -541,7 +547,6 @@ def _finish(task: Task, out_dir: Path, order: dict[str, int], timings: list[dict
     if distributed:
         timing["ranks"] = timings
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
-    print(task.table(summary), flush=True)
     return summary
 
 

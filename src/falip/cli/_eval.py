@@ -182,8 +182,11 @@ def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: st
 
 
 def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:
-    """Run ``task`` into ``out`` with the run options; prints the table; returns the summary."""
-    from falip.runner import run
+    """Run ``task`` into ``out`` with the run options; prints the table (once); returns the summary."""
+    from falip.runner import is_main_process, run
 
     ensure_writable_dir(out, "--out")
-    return run(task, out, resume=args.resume, limit=args.limit, workers=args.workers, batch_units=args.batch)
+    summary = run(task, out, resume=args.resume, limit=args.limit, workers=args.workers, batch_units=args.batch)
+    if is_main_process():
+        print(task.table(summary), flush=True)
+    return summary
