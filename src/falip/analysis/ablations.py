@@ -45,6 +45,7 @@ from torch import nn
 from ..core.attention import residual_tail
 from ..core.errors import FalipError
 from ..core.mask import foveal_profile, full_mask, regions_to_roa, validate_alpha_sigma, validate_form
+from ..core.reference import attention_logits
 from ..prompts import edits as vp
 from ..prompts.registry import METHODS, parse_method
 from ..scoring import RegionScorer
@@ -127,13 +128,7 @@ def mixed_attention(
     q = F.linear(h_qk, w[:c], bq).view(b, length, heads, hd).transpose(1, 2)
     k = F.linear(h_qk, w[c : 2 * c], bk).view(b, length, heads, hd).transpose(1, 2)
     v = F.linear(h_v, w[2 * c :], bv).view(b, length, heads, hd).transpose(1, 2)
-    logit_scale = getattr(attn, "logit_scale", None)
-    if logit_scale is not None:
-        scale = torch.clamp(logit_scale, max=attn.logit_scale_max).exp()
-        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * scale
-    else:
-        ln_q, ln_k = getattr(attn, "ln_q", nn.Identity()), getattr(attn, "ln_k", nn.Identity())
-        logits = ln_q(q) @ ln_k(k).transpose(-1, -2) / math.sqrt(hd)
+    logits = attention_logits(attn, q, k)
     if bias is not None:
         logits = logits + (bias[:, None] if bias.ndim == 3 else bias).to(logits.dtype)
     out = logits.softmax(dim=-1) @ v

@@ -33,7 +33,7 @@ from .errors import FalipError
 from .mask import foveal_profile, full_mask, regions_to_roa, validate_alpha_sigma, validate_form
 from .regions import Regions
 
-__all__ = ["ReferenceOutput", "reference_forward", "head_decomposition"]
+__all__ = ["ReferenceOutput", "attention_logits", "head_decomposition", "reference_forward"]
 
 
 @dataclass
@@ -56,6 +56,20 @@ class ReferenceOutput:
     out_proj_bias: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+def attention_logits(attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Pre-softmax logits ``[B, heads, Lq, L]`` of per-head queries and keys ``[B, heads, L*, d]``.
+
+    Scaled cosine logits when the module has ``logit_scale``, else ``ln_q(q) . ln_k(k) / sqrt(d)``
+    (qk-norm when the module has it): open_clip's two attention variants.
+    """
+    logit_scale = getattr(attn, "logit_scale", None)
+    if logit_scale is not None:
+        scale = torch.clamp(logit_scale, max=attn.logit_scale_max).exp()
+        return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * scale
+    ln_q, ln_k = getattr(attn, "ln_q", nn.Identity()), getattr(attn, "ln_k", nn.Identity())
+    return ln_q(q) @ ln_k(k).transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+
 def head_decomposition(
     attn: nn.Module, h: torch.Tensor, mask: torch.Tensor | None, query_rows: slice
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -70,13 +84,7 @@ def head_decomposition(
     hd = c // heads
     q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(b, length, heads, hd).transpose(1, 2) for t in (q, k, v))
-    logit_scale = getattr(attn, "logit_scale", None)
-    if logit_scale is not None:
-        scale = torch.clamp(logit_scale, max=attn.logit_scale_max).exp()
-        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * scale
-    else:
-        ln_q, ln_k = getattr(attn, "ln_q", nn.Identity()), getattr(attn, "ln_k", nn.Identity())
-        logits = ln_q(q) @ ln_k(k).transpose(-1, -2) / math.sqrt(hd)
+    logits = attention_logits(attn, q, k)
     if mask is not None:
         logits = logits + mask[:, None].to(logits.dtype)
     probs = logits[:, :, query_rows].softmax(dim=-1)
