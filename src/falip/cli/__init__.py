@@ -34,12 +34,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("falip.cli.compare", "several methods side by side on the same REC or classification data"),
     "paper": ("falip.cli.paper", "the paper's Table 1 (REC) or Table 2 (classification) from your datasets"),
     "pointcloud": ("falip.cli.pointcloud", "zero-shot 3D classification: ModelNet40, ScanObjectNN, point files"),
+    "views": ("falip.cli.views", "the depth maps CLIP sees of one point cloud, as a contact sheet with the FALIP ROA"),
     "viz": ("falip.cli.viz", "attention maps of vanilla CLIP, FALIP and a visual prompt, side by side (PNG)"),
     "sweep": ("falip.cli.sweep", "accuracy against alpha, sigma, blocks, mask form or circle size (table, plot)"),
     "heads": ("falip.cli.heads", "which attention heads respond to a visual prompt or FALIP: ranking, JSON, heat map"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
-    "views": ("falip.cli.views", "the depth maps CLIP sees of one point cloud, as a contact sheet with the FALIP ROA"),
 }
 
 _USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
