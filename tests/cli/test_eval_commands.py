@@ -155,3 +155,19 @@ def test_classify_stanford_dogs_one_record_per_dog(tmp_path, capsys):
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert len(records) == 2 and {r["label_name"] for r in records} == {"Chihuahua"}
     assert len({r["id"] for r in records}) == 2 and all(r["id"].endswith(("#0", "#1")) for r in records)
+
+
+def test_paper_table2_from_the_datasets_given(tmp_path, capsys):
+    scenes = synthetic.classification_scenes(seed=11, n_scenes=4, min_objects=2, max_objects=3)
+    cub = synthetic.write_cub_style(scenes, tmp_path / "cub")
+    argv = ["paper", "table2", "--cub", str(cub), "--out", str(tmp_path / "t2"), "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    table = (tmp_path / "t2" / "table2.md").read_text()
+    assert "| method | CUB-200-2011 |" in table
+    for row in ("| CLIP |", "| RedCircle |", "| Blur |", "| Crop |", "| FALIP |"):
+        assert row in table
+    code, _, err = _run(["paper", "table2", "--out", str(tmp_path / "t3")], capsys)
+    assert code == 2 and "needs at least one of" in err
+    code, _, err = _run(["paper", "table2", "--waterbirds", str(tmp_path), "--out", str(tmp_path / "t4")], capsys)
+    assert code == 2 and "--waterbirds needs --cub" in err
