@@ -103,3 +103,14 @@ def test_subtract_removes_each_box_s_mean_negative_score():
     sub, scores = rec_predict(FixedScorer(), items[:1], negatives=["x", "y"])
     assert sub.tolist() == [1]  # but box 0 scores high on any caption: subtract removes it
     assert torch.allclose(scores[0], torch.tensor([0.0, 0.5]))
+
+
+def test_summary_table_columns_are_the_topk_metrics_only():
+    from falip.tasks.metrics import accuracy_summary, summary_table
+
+    records = [{"id": f"{i}", "correct": i % 2 == 0, "correct5": True, "group": "ab"[i % 2]} for i in range(6)]
+    summary = accuracy_summary(records, [], by="group", metrics=("correct", "correct5"))
+    summary["mean_per_class_accuracy"] = 50.0  # a summary-level figure, not a per-row column
+    text = summary_table(summary, "group", "t")
+    assert "top-5 %" in text.splitlines()[1] and "nan" not in text
+    assert summary["by_group"]["a"]["accuracy"] == 100.0 and summary["by_group"]["b"]["accuracy"] == 0.0

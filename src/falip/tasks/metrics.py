@@ -74,8 +74,8 @@ def accuracy_summary(
 
 def summary_table(summary: dict, by: str, title: str) -> str:
     """A plain-text table of :func:`accuracy_summary`'s output: one row per group, then all."""
-    extra = sorted(k for k in summary if k.endswith("_accuracy") and k != "accuracy")
-    header = [by, "n", "accuracy % [95% CI]"] + [k.replace("_accuracy", " %") for k in extra]
+    extra = sorted(k for k in summary if k.startswith("correct") and k.endswith("_accuracy"))  # e.g. top-5
+    header = [by, "n", "accuracy % [95% CI]"] + [f"top-{k[len('correct') : -len('_accuracy')]} %" for k in extra]
     rows = []
     for value, row in summary.get(f"by_{by}", {}).items():
         rows.append([value, str(row["n"]), _fmt(row)] + [f"{row.get(k, float('nan')):.1f}" for k in extra])
