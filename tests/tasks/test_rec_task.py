@@ -121,3 +121,15 @@ def test_pick_region():
     assert {pick_region(s, f"q{i}") for i in range(40)} == {1, 2}
     assert pick_region(s, "q7", 0) == pick_region(s.clone(), "q7", 0)
     assert pick_region(torch.zeros(0)) == -1
+
+
+def test_a_box_outside_its_image_skips_that_image_with_file_and_line(scorer, split, tmp_path):
+    lines = split.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["anns"][0]["bbox"] = [500, 500, 10, 10]  # the images are 64x64
+    bad = tmp_path / "outside.jsonl"
+    bad.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    summary = run(_task(scorer, bad, images=split.parent / "images"), tmp_path / "out", progress=False)
+    _, skipped = read_results(tmp_path / "out")
+    assert summary["skipped"] == 1
+    assert skipped[0]["source"].endswith("outside.jsonl:1") and "lies wholly outside" in skipped[0]["reason"]
