@@ -162,13 +162,18 @@ def test_resume_with_other_settings_names_the_keys(tmp_path, data):
     assert len(_lines(out / "results.jsonl")) == SIZES[0] + SIZES[2]  # untouched
 
 
-def test_resume_of_a_finished_run_recomputes_nothing(tmp_path, data):
+def test_resume_of_a_finished_run_recomputes_nothing_but_retries_skips(tmp_path, data):
     out = tmp_path / "out"
     first = run(ToyTask(data), out)
     task = ToyTask(data)
     assert run(task, out, resume=True) == first
-    assert task.runs == 0 and _json(out / "timing.json")["units"] == 0
-    assert len(_lines(out / "skipped.jsonl")) == 3  # the Skip from units() is not written twice
+    # a skip is not a result: u004 and u006 are loaded again (and skipped again); nothing is scored again
+    assert task.runs == 0 and _json(out / "timing.json")["units"] == 2
+    assert len(_lines(out / "skipped.jsonl")) == 3  # each skip once, not twice
+    (data / "u006.txt").write_text("5 6")  # the missing file appears: resume scores it
+    summary = run(ToyTask(data), out, resume=True)
+    assert summary["n"] == first["n"] + 2 and summary["skipped_ids"] == ["u001", "u004"]
+    assert sorted(s["id"] for s in _lines(out / "skipped.jsonl")) == ["u001", "u004"]
 
 
 def test_resume_after_a_truncated_last_line(tmp_path, data):
@@ -182,7 +187,7 @@ def test_resume_after_a_truncated_last_line(tmp_path, data):
     (out / "summary.json").unlink()
     task = ToyTask(data)
     assert run(task, out, resume=True) == reference
-    assert _json(out / "timing.json")["units"] == 4  # u008..u011 only
+    assert _json(out / "timing.json")["units"] == 6  # u008..u011, and the skipped u004, u006 again
     rows = _lines(out / "results.jsonl")  # rewritten without the partial line and u008/0, then appended
     assert len(rows) == reference["n"] and len({r["id"] for r in rows}) == len(rows)
     assert _records(out) == _records(tmp_path / "reference")

@@ -4,7 +4,7 @@ Data folder: ``index.txt`` lists one unit per line (``name`` or ``name skip``); 
 the unit's integers (one record each). ``bad ...`` in a file is a FalipError in ``load()``, a
 missing file an OSError, ``bug`` a RuntimeError (a bug), a value of -1 makes ``run()`` fail.
 
-    python tests/support/runner_toy.py DATA OUT [--resume] [--limit N] [--workers W] [--sleep S]
+    python tests/support/runner_toy.py DATA OUT [--resume] [--limit N] [--workers W] [--sleep S] [--load-sleep S]
 
 runs it with :func:`falip.runner.run` (under torchrun too) and writes the summary that ``run``
 returned on this rank to ``OUT/returned.rank{RANK}.json``.
@@ -126,8 +126,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--batch-units", type=int, default=2)
     p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--load-sleep", type=float, default=0.0)
     a = p.parse_args()
-    task = ToyTask(a.data, sleep_s=a.sleep)
+    task = ToyTask(a.data, sleep_s=a.sleep, load_sleep_s=a.load_sleep)
     summary = run(task, a.out, resume=a.resume, limit=a.limit, workers=a.workers, batch_units=a.batch_units)
     rank = os.environ.get("RANK", "0")
     (Path(a.out) / f"returned.rank{rank}.json").write_text(json.dumps(summary))

@@ -38,7 +38,8 @@ def _rate(records: Sequence[dict], key: str) -> dict:
     n = len(records)
     hits = sum(bool(r[key]) for r in records)
     lo, hi = wilson_interval(hits, n)
-    return {"n": n, "correct": hits, "accuracy": 100.0 * hits / n if n else 0.0, "ci95": [100.0 * lo, 100.0 * hi]}
+    # nothing scored has no accuracy (None, not 0.0)
+    return {"n": n, "correct": hits, "accuracy": 100.0 * hits / n if n else None, "ci95": [100.0 * lo, 100.0 * hi]}
 
 
 def accuracy_summary(
@@ -50,13 +51,16 @@ def accuracy_summary(
     """Accuracy (percent, with a 95% Wilson interval) of per-item records, overall and per group.
 
     ``records``: dicts with an ``id`` and the boolean ``metrics`` keys (the first is the main
-    one; others, e.g. ``correct5``, get ``<key>_accuracy``). ``by``: record keys to break the
-    accuracy down by (``by_<key>``: value -> n, correct, accuracy). Deterministic: records are
-    sorted by id first, so merged shards give the same summary as one process.
+    one; others, e.g. ``correct5``, get ``<key>_accuracy``); ``skipped``: the runner's entries,
+    each counting its ``items`` (default 1). ``by``: record keys to break the accuracy down by
+    (``by_<key>``: value -> n, correct, accuracy). With no records the accuracies are None, not 0.
+    Deterministic: records are sorted by id first, so merged shards give the same summary as one
+    process.
     """
     records = sorted(records, key=lambda r: str(r["id"]))
     main, *others = metrics
-    out: dict = {**_rate(records, main), "skipped": len(skipped)}
+    skipped_items = sum(s["items"] if isinstance(s.get("items"), int) else 1 for s in skipped)
+    out: dict = {**_rate(records, main), "skipped": skipped_items}
     for key in others:
         out[f"{key}_accuracy"] = _rate(records, key)["accuracy"]
     for key in (by,) if isinstance(by, str) else by:
@@ -78,8 +82,8 @@ def summary_table(summary: dict, by: str, title: str) -> str:
     header = [by, "n", "accuracy % [95% CI]"] + [f"top-{k[len('correct') : -len('_accuracy')]} %" for k in extra]
     rows = []
     for value, row in summary.get(f"by_{by}", {}).items():
-        rows.append([value, str(row["n"]), _fmt(row)] + [f"{row.get(k, float('nan')):.1f}" for k in extra])
-    rows.append(["all", str(summary["n"]), _fmt(summary)] + [f"{summary[k]:.1f}" for k in extra])
+        rows.append([value, str(row["n"]), _fmt(row)] + [_pct(row.get(k, float("nan"))) for k in extra])
+    rows.append(["all", str(summary["n"]), _fmt(summary)] + [_pct(summary[k]) for k in extra])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -90,5 +94,11 @@ def summary_table(summary: dict, by: str, title: str) -> str:
 
 
 def _fmt(row: dict) -> str:
+    if row["accuracy"] is None:
+        return "-"
     lo, hi = row["ci95"]
     return f"{row['accuracy']:5.1f} [{lo:4.1f}, {hi:4.1f}]"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
