@@ -186,7 +186,15 @@ def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:
     from falip.runner import is_main_process, run
 
     ensure_writable_dir(out, "--out")
-    summary = run(task, out, resume=args.resume, limit=args.limit, workers=args.workers, batch_units=args.batch)
+    summary = run(
+        task,
+        out,
+        resume=args.resume,
+        limit=args.limit,
+        workers=args.workers,
+        batch_units=args.batch,
+        require_scored=True,  # nothing scored is an error, not 0%
+    )
     if is_main_process():
         print(task.table(summary), flush=True)
     return summary

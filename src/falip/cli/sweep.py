@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         workers=args.workers,
         batch_units=args.batch,
+        require_scored=True,
     )
     params = table["params"]
     header = [*params, "accuracy %", "95% CI", "n"]

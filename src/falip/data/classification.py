@@ -59,7 +59,9 @@ class ClassificationItem:
     ``id`` is stable and unique within the dataset (e.g. ``"items.jsonl:3"``, ``"cub:<path>"``);
     ``source`` is where it was read from (``"<file>:<line>"``). ``label_index`` is the index of
     ``label`` in the dataset's ``classes`` (None when the reader has no class list); ``group`` is a
-    subgroup name (Waterbirds: ``"landbird/water"``), None elsewhere.
+    subgroup name (Waterbirds: ``"landbird/water"``), None elsewhere. ``box_source``: where the box
+    was read when that is another file (CUB's ``bounding_boxes.txt:<line>``); errors about the box
+    name it.
     """
 
     image_path: Path
@@ -70,6 +72,7 @@ class ClassificationItem:
     id: str = ""
     label_index: int | None = None
     group: str | None = None
+    box_source: str = field(default="", compare=False)
 
     def regions(self, image_size: tuple[int, int], use_mask: bool | None = None) -> Regions:
         """This item's region in the image of size ``(W, H)``: its box, plus its mask if it has one.
@@ -88,7 +91,8 @@ class ClassificationItem:
             )
             return regions if use_mask or mask is None else Regions(regions.boxes, image_size=image_size)
         except FalipError as e:
-            raise FalipError(f"{self.source}: {e}" if self.source else str(e)) from None
+            where = self.box_source if self.box_source and self.mask_path is None else self.source
+            raise FalipError(f"{where}: {e}" if where else str(e)) from None
 
     def _default_use_mask(self) -> bool:
         return True
@@ -230,9 +234,15 @@ def iter_classification(
     root: str | os.PathLike | None = None,
     errors: str = "raise",
     classes: Sequence[str] | None = None,
+    format: str | None = None,
 ) -> Iterator[ClassificationItem | Skipped]:
-    """:func:`iter_classification_csv` for a ``.csv`` file, :func:`iter_classification_jsonl` otherwise."""
-    reader = iter_classification_csv if Path(path).suffix.lower() == ".csv" else iter_classification_jsonl
+    """:func:`iter_classification_csv` or :func:`iter_classification_jsonl`: by ``format`` (``"csv"``
+    or ``"jsonl"``) whatever the file's suffix; None: CSV for a ``.csv`` file, JSONL otherwise."""
+    if format not in (None, "csv", "jsonl"):
+        raise FalipError(f"a classification file is 'csv' or 'jsonl', not {format!r}")
+    if format is None:
+        format = "csv" if Path(path).suffix.lower() == ".csv" else "jsonl"
+    reader = iter_classification_csv if format == "csv" else iter_classification_jsonl
     return reader(path, root, errors, classes)
 
 
@@ -248,7 +258,7 @@ class ClassificationFile:
 
     ``classes`` defaults to the file's distinct labels, sorted (one pass over the file, no image
     opened); given, a label not among them is an error (``errors`` says whether it raises). Iterating
-    streams :func:`iter_classification`.
+    streams :func:`iter_classification` (``format``: ``"csv"``, ``"jsonl"``, or None: by suffix).
     """
 
     def __init__(
@@ -257,12 +267,14 @@ class ClassificationFile:
         root: str | os.PathLike | None = None,
         classes: Sequence[str] | None = None,
         errors: str = "raise",
+        format: str | None = None,
     ) -> None:
-        self.path, self.root, self.errors = Path(path), root, check_errors(errors)
+        self.path, self.root, self.errors, self.format = Path(path), root, check_errors(errors), format
         if classes is None:
-            labels = {it.label for it in iter_classification(self.path, root, "skip") if not isinstance(it, Skipped)}
+            items = iter_classification(self.path, root, "skip", format=format)
+            labels = {it.label for it in items if not isinstance(it, Skipped)}
             classes = sorted(labels)
         self.classes: list[str] = list(classes)
 
     def __iter__(self) -> Iterator[ClassificationItem | Skipped]:
-        return iter_classification(self.path, self.root, self.errors, self.classes)
+        return iter_classification(self.path, self.root, self.errors, self.classes, self.format)

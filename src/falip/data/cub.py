@@ -169,6 +169,7 @@ class CUB:
                 source=source,
                 id=item_id,
                 label_index=label_index,
+                box_source=box.source or "",
             )
 
     def _in_split(self, rows: dict[int, tuple[str, list[str]]], key: int) -> bool:

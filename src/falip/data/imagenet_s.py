@@ -30,6 +30,7 @@ counts (919 classes, 12,419 validation images).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ import numpy as np
 from ..core.errors import FalipError
 from ._common import check_errors, reject, require, text_lines
 from .classification import ClassificationItem
+
+log = logging.getLogger(__name__)
 from .images import decode_file
 from .records import Skipped
 
@@ -168,6 +171,15 @@ class ImageNetS:
             self.wnids: list[str] = sorted(self._categories(Path(categories)))
         else:
             self.wnids = sorted(p.name for p in self.images_dir.iterdir() if p.is_dir())
+            empty = [w for w in self.wnids if not any(_is_image(p) for p in (self.images_dir / w).iterdir())]
+            if empty:  # still a class (a distractor in the prompts), which is rarely what was meant
+                log.warning(
+                    "%s: %d class folder(s) hold no image (%s); each is still a class that every region "
+                    "can be given; remove the folder if it is not one",
+                    self.images_dir,
+                    len(empty),
+                    ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else ""),
+                )
         if not self.wnids:
             raise FalipError(f"{self.images_dir}: no class folders in it")
         if classnames is not None:
@@ -216,3 +228,7 @@ class ImageNetS:
                     class_id=k + 1,
                     region=self.region,
                 )
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES

@@ -258,7 +258,8 @@ class RecTask:
                 bank.add(sample.sentence.lower())
             self._negatives[split] = _sample_bank(bank, s.subtract_q, s.seed)
             for group in groups.values():
-                yield Unit(f"{split}:{group['image_id']}:{Path(group['image']).name}", group, group["source"])
+                uid = f"{split}:{group['image_id']}:{Path(group['image']).name}"
+                yield Unit(uid, group, group["source"], items=len(group["queries"]))
 
     def load(self, unit: Unit) -> tuple[dict, Image.Image, Regions]:
         from ..data.images import load_image
@@ -272,6 +273,12 @@ class RecTask:
             regions = Regions(boxes, image_size=image.size)
         except FalipError as err:
             raise FalipError(f"{group['source']}: {err}") from None
+        visible, reason = _visible(regions, getattr(getattr(self.scorer, "preprocess", None), "geometry", None))
+        if not visible:
+            raise FalipError(f"every candidate region is unseen by the model: {reason}")
+        if len(visible) < len(regions):  # candidates outside the centre crop (resize 'crop') cannot win
+            group = {**group, "visible": visible, "unseen": reason}
+            regions = regions.select(visible)
         return group, image, regions
 
     def run(self, loaded: list[tuple[dict, Image.Image, Regions]]) -> list[list[dict]]:
@@ -294,8 +301,9 @@ class RecTask:
                 group, _, regions = loaded[i]
                 for j, q in enumerate(group["queries"]):
                     col = sc[:, j]
-                    pred = pick_region(col, q["id"], s.seed)
-                    box = regions.boxes[pred]
+                    pick = pick_region(col, q["id"], s.seed)
+                    box = regions.boxes[pick]
+                    pred = group["visible"][pick] if "visible" in group else pick  # index among all candidates
                     gold = np.asarray(q["gold"], dtype=np.float64).reshape(-1, 4)
                     iou = float(box_iou(box[None], gold).max()) if len(gold) else 0.0
                     out[i].append(
@@ -309,7 +317,15 @@ class RecTask:
                             "iou": iou,
                             "correct": iou > s.iou_threshold,
                             "scores": [float(v) for v in col],
-                        }
+                            **(
+                                {
+                                    "unseen_candidates": len(group["candidates"]) - len(group["visible"]),
+                                    "unseen_reason": group["unseen"],
+                                }
+                                if "visible" in group
+                                else {}
+                            ),
+                        }  # fmt: skip
                     )
         return out
 
@@ -318,6 +334,26 @@ class RecTask:
 
     def table(self, summary: dict) -> str:
         return summary_table(summary, "split", f"REC ({self.settings.method})")
+
+
+def _visible(regions: Regions, geometry: Any) -> tuple[list[int], str]:
+    """Indices of the regions the model sees through ``geometry`` (all but those outside the centre
+    crop of resize mode ``crop``), and why the first unseen one is not seen."""
+    if geometry is None:
+        return list(range(len(regions))), ""
+    try:
+        regions.to_input(geometry)
+        return list(range(len(regions))), ""
+    except FalipError:
+        pass
+    seen, reason = [], ""
+    for k in range(len(regions)):
+        try:
+            regions.select([k]).to_input(geometry)
+            seen.append(k)
+        except FalipError as err:
+            reason = reason or str(err).replace("box 0 ", f"candidate {k} ", 1)
+    return seen, reason
 
 
 def _sample_bank(bank: set[str], q: int, seed: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ __all__ = [
     "evaluate_classification",
     "open_dataset",
 ]
+
+log = logging.getLogger(__name__)
 
 CLS_TEMPLATE = "a photo of a {}."
 """Region-classification prompt (docs/method.md, "Scoring and tasks")."""
@@ -93,6 +96,12 @@ class ClassifyTask:
     ) -> None:
         if not classes:
             raise FalipError("the class list is empty")
+        if len(classes) == 1:
+            log.warning(
+                "the dataset has one class (%r): every region is given it, so accuracy is 100%% whatever the "
+                "method; classification needs two classes or more",
+                str(classes[0]),
+            )
         if settings.top_k < 1:
             raise FalipError(f"top_k must be >= 1, got {settings.top_k}")
         parse_method(settings.method)
@@ -131,26 +140,40 @@ class ClassifyTask:
                 yield Skip(item.id, item.source, f"label {item.label!r} is not one of the {len(self.classes)} classes")
                 continue
             groups.setdefault(str(item.image_path), []).append((item, int(label)))
+        prefix = f"{self.settings.dataset}:"
         for image, items in groups.items():
             first = items[0][0]
-            yield Unit(f"{self.settings.dataset}:{first.id}", {"image": image, "items": items}, first.source)
+            uid = first.id if str(first.id).startswith(prefix) else prefix + str(first.id)  # no "cub:cub:"
+            yield Unit(uid, {"image": image, "items": items}, first.source, items=len(items))
 
-    def load(self, unit: Unit) -> tuple[list[Any], Image.Image, list[Regions]]:
+    def load(self, unit: Unit) -> tuple[list[Any], Image.Image, list[Regions], list[Skip]]:
+        """The unit's image, its items' regions (merged) and a Skip per item whose region is bad.
+
+        A region the model cannot see (wholly outside the image, or outside the centre crop of
+        resize mode ``crop``) skips that item only; the image's other items are scored.
+        """
         from ..data.images import load_image
 
         image = load_image(unit.payload["image"])
-        regions = []
-        for item, _ in unit.payload["items"]:
+        geometry = getattr(getattr(self.scorer, "preprocess", None), "geometry", None)
+        items, regions, skips = [], [], []
+        for item, label in unit.payload["items"]:
             try:
-                regions.append(item.regions(image.size))
-            except FalipError as err:
-                raise FalipError(f"{item.source}: {err}") from None
-        return unit.payload["items"], image, _merge(regions)
+                region = item.regions(image.size)
+                if geometry is not None:
+                    region.to_input(geometry)  # raises for a region outside the centre crop
+            except (FalipError, OSError) as err:
+                reason = str(err) if isinstance(err, FalipError) else f"{type(err).__name__}: {err}"
+                skips.append(Skip(item.id, item.source, reason))
+                continue
+            items.append((item, label))
+            regions.append(region)
+        return items, image, _merge(regions), skips
 
-    def run(self, loaded: list[tuple[list[Any], Image.Image, list[Regions]]]) -> list[list[dict]]:
+    def run(self, loaded: list[tuple[list[Any], Image.Image, list[Regions], list[Skip]]]) -> list[list[Any]]:
         s = self.settings
         images, regions, owners = [], [], []
-        for u, (_, image, parts) in enumerate(loaded):
+        for u, (_, image, parts, _) in enumerate(loaded):
             for part in parts:
                 images.append(image)
                 regions.append(part)
@@ -159,11 +182,14 @@ class ClassifyTask:
         per_unit: list[list[torch.Tensor]] = [[] for _ in loaded]
         for u, sc in zip(owners, scores):
             per_unit[u].append(sc)
-        out = []
+        out: list[list[Any]] = []
         k = min(s.top_k, len(self.classes))
-        for (items, _, _), parts in zip(loaded, per_unit):
+        for (items, _, _, skips), parts in zip(loaded, per_unit):
+            records: list[Any] = list(skips)
+            if not items:
+                out.append(records)
+                continue
             sc = torch.cat(parts)  # [items, classes]
-            records = []
             for (item, label), row in zip(items, sc):
                 top = _top_k(row, k)
                 records.append(
@@ -267,7 +293,9 @@ def open_dataset(
         ds = ImageNetS(root, region=region, classnames=classnames, errors="skip")
         return ds, ds.classes, {"region": region, "classnames": classnames}
     if name in ("jsonl", "csv"):
-        ds = ClassificationFile(root, errors="skip")
+        ds = ClassificationFile(root, errors="skip", format=name)
+        if not ds.classes:
+            raise FalipError(f"{root}: nothing to score: no item could be read from it (an empty file?)")
         return ds, ds.classes, {}
     raise FalipError(f"unknown dataset {name!r}; one of cub, dogs, waterbirds, imagenet-s, jsonl, csv")
 
