@@ -42,10 +42,10 @@ import numpy as np
 from ..core.errors import FalipError
 from ._common import check_errors, reject, require, text_lines
 from .classification import ClassificationItem
-
-log = logging.getLogger(__name__)
 from .images import decode_file
 from .records import Skipped
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGENET_S_REGIONS",
