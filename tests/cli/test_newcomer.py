@@ -131,3 +131,238 @@ def test_sweep_that_scores_nothing_is_an_error(wide, tmp_path, capsys):
             "--out", tmp_path / "sw", "--workers", "0"]  # fmt: skip
     code, _, err = _run(argv, capsys)
     assert code == 2 and "0 of 3 items could be scored" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ 4. arguments, before any work
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model loading fails the test: the errors below must come before it."""
+    import falip
+
+    def fail(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(falip, "load", fail)
+
+
+@pytest.fixture
+def rec_file(tmp_path) -> Path:
+    path = tmp_path / "refcoco_val.jsonl"
+    path.write_text("")
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "nope"], "--model nope: unknown model"),
+        (["--device", "tpu"], "--device tpu: not a device"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--images", "{file}"], "is a file, not a folder"),
+        (["--images", "{missing}"], "--images"),
+        (["--templates", "{dir}"], "--templates"),
+        (["--detector-file", "{dir}"], "--detector-file"),
+        (["--pretrained", "{dir}"], "is a folder, not a checkpoint file"),
+    ],
+)
+def test_rec_arguments_are_user_errors_before_the_model_loads(rec_file, tmp_path, capsys, no_model, extra, message):
+    import torch
+
+    if "cuda:7" in extra and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    values = {"{file}": str(rec_file), "{missing}": str(tmp_path / "none"), "{dir}": str(tmp_path)}
+    extra = [values.get(e, e) for e in extra]
+    code, _, err = _run(["rec", "--data", rec_file, "--out", tmp_path / "o", *extra], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_a_folder_given_as_data_says_so(tmp_path, capsys, no_model):
+    code, _, err = _run(["rec", "--data", tmp_path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and f"--data {tmp_path} is a folder, not a file" in err
+    code, _, err = _run(
+        ["classify", "--dataset", "cub", "--root", tmp_path / "x.jsonl", "--out", tmp_path / "o"], capsys
+    )
+    assert code == 2 and "--root" in err
+
+
+@pytest.mark.parametrize("argv", [["rec", "--seed", "-1"], ["paper", "table1", "--seed", "-3"]])
+def test_a_negative_seed_is_a_usage_error(argv, tmp_path, capsys):
+    code, _, err = _run([*argv, "--data" if argv[0] == "rec" else "--refcoco-dir", tmp_path, "--out", tmp_path], capsys)
+    assert code == 2 and "--seed: must be an integer >= 0" in err
+
+
+def test_compare_refuses_a_method_named_twice_before_running_any(rec_file, tmp_path, capsys, no_model):
+    argv = ["compare", "--task", "rec", "--data", rec_file, "--methods", "falip,none,falip", "--out", tmp_path / "c"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "'falip' twice" in err
+    assert not (tmp_path / "c" / "falip").exists()
+
+
+def test_two_split_files_of_the_same_name_are_two_rows():
+    from falip.tasks.rec import split_names
+
+    names = split_names(["a/refcoco/testA.jsonl", "a/refcoco+/testA.jsonl", "b/refcocog_val.jsonl"])
+    assert names == {
+        "a/refcoco/testA.jsonl": "refcoco/testA.jsonl",
+        "a/refcoco+/testA.jsonl": "refcoco+/testA.jsonl",
+        "b/refcocog_val.jsonl": "refcocog_val.jsonl",
+    }
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [("nan,1,1,1,1,1", "finite"), ("inf,1,1,1,1,1", "finite"), ("0,0,0,0,0,0", "at least one view")],
+)
+def test_view_weights_must_be_finite_and_not_all_zero(weights, message, tmp_path, capsys):
+    argv = ["pointcloud", "--dataset", "folder", "--root", tmp_path, "--out", tmp_path / "o", "--view-weights", weights]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and message in err
+
+
+def test_views_points_below_4_blames_the_option_not_the_file(tmp_path, capsys):
+    cloud = tmp_path / "c.xyz"
+    np.savetxt(cloud, np.random.default_rng(0).random((100, 3)))
+    code, _, err = _run(["views", cloud, "--points", "3", "--out", tmp_path / "v.png"], capsys)
+    assert code == 2 and "--points" in err and "c.xyz" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{tmp}/v.txt"], "must end in one of"),
+        (["--out", "{tmp}"], "is a folder"),
+        (["--out", "{tmp}/v.png", "--json", "{tmp}"], "--json"),
+        (["--out", "{tmp}/v.png", "--dpi", "100000"], "--dpi"),
+    ],
+)
+def test_viz_output_arguments_before_any_work(extra, message, tmp_path, capsys, no_model):
+    image = _image(tmp_path / "a.png", (64, 64))
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    code, _, err = _run(["viz", image, "--box", "0,0,30,30", *extra], capsys)
+    assert code == 2 and message in err and err.count("\n") <= 2, err
+
+
+# ------------------------------------------------------------------------------ 5. offline downloads
+def test_a_download_without_network_fails_fast_as_a_user_error(rec_file, tmp_path, capsys, monkeypatch):
+    import socket
+
+    import huggingface_hub
+    import open_clip
+
+    def no_network(*a, **k):
+        raise OSError(101, "Network is unreachable")
+
+    def no_download(*a, **k):
+        raise AssertionError("open_clip was asked to download")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(open_clip, "create_model", no_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    argv = ["rec", "--data", rec_file, "--out", tmp_path / "o", "--model", "ViT-B-32", "--pretrained", "openai"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot download the ViT-B-32 weights 'openai'" in err and "no network?" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "not in the local cache and HF_HUB_OFFLINE is set" in err
+
+
+# ------------------------------------------------------------------------------ 8. messages
+def test_a_cub_box_outside_its_image_names_bounding_boxes_txt(tmp_path):
+    from falip.data.cub import CUB
+
+    root = tmp_path / "CUB_200_2011"
+    (root / "images" / "001.A").mkdir(parents=True)
+    _image(root / "images" / "001.A" / "a.jpg", (50, 40))
+    (root / "images.txt").write_text("1 001.A/a.jpg\n")
+    (root / "classes.txt").write_text("1 001.A\n2 002.B\n")
+    (root / "image_class_labels.txt").write_text("1 1\n")
+    (root / "bounding_boxes.txt").write_text("1 100.0 100.0 10.0 10.0\n")
+    (root / "train_test_split.txt").write_text("1 0\n")
+    (item,) = list(CUB(root))
+    with pytest.raises(Exception, match=r"bounding_boxes.txt:1: .*outside"):
+        item.regions((50, 40))
+
+
+def test_unit_ids_have_no_doubled_prefix(tmp_path):
+    from falip.data.classification import ClassificationItem
+    from falip.tasks.region_cls import ClassifySettings, ClassifyTask
+
+    class Scorer:
+        def templates_of(self, t):
+            return t
+
+    items = [ClassificationItem(tmp_path / "a.jpg", (0, 0, 5, 5), "a", id="cub:a.jpg", label_index=0)]
+    task = ClassifyTask(Scorer(), ClassifySettings("cub", str(tmp_path)), items, ["a", "b"])
+    (unit,) = list(task.units())
+    assert unit.id == "cub:a.jpg" and unit.items == 1
+
+
+# ------------------------------------------------------------------------------ 9. big inputs
+def test_an_image_over_the_pixel_limit_names_the_setting_that_raises_it(tmp_path, monkeypatch):
+    from falip.core.errors import FalipError
+    from falip.data.images import load_image
+
+    path = _image(tmp_path / "big.png", (300, 300))
+    monkeypatch.setenv("FALIP_MAX_IMAGE_PIXELS", "20000")  # 90000 pixels is over twice this
+    with pytest.raises(FalipError, match="FALIP_MAX_IMAGE_PIXELS=N"):
+        load_image(path)
+    monkeypatch.setenv("FALIP_MAX_IMAGE_PIXELS", "0")
+    assert load_image(path).size == (300, 300)
+    monkeypatch.delenv("FALIP_MAX_IMAGE_PIXELS")
+    assert load_image(path).size == (300, 300)
+
+
+def test_viz_draws_a_bounded_picture_of_a_big_image(tmp_path, capsys, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    shown = []
+    imshow = Axes.imshow
+
+    def spy(self, x, *a, **k):
+        shown.append(np.asarray(x).shape[:2])
+        return imshow(self, x, *a, **k)
+
+    monkeypatch.setattr(Axes, "imshow", spy)
+    image = _image(tmp_path / "big.png", (3000, 2000))
+    code, _, err = _run(["viz", image, "--box", "1000,500,2000,1500", "--out", tmp_path / "v.png", "--dpi", "60",
+                         "--no-prompt"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert shown and max(max(s) for s in shown) <= 2 * 2.7 * 60 + 1
+
+
+# ------------------------------------------------------------------------------ 10. small traps
+def test_output_folder_names_are_valid_on_every_os():
+    from falip.cli.compare import method_dir
+
+    for method in ("unleash:circle", "falip+blur&circle", "circle", "unleash@3:blur"):
+        name = method_dir(method)
+        assert not set(name) & set('<>:"/\\|?*'), name
+
+
+def test_the_demo_default_output_folder_is_ignored_by_git():
+    from falip.cli import build_parser
+
+    parser = build_parser()
+    demo = parser._subparsers._group_actions[0].choices["demo"]
+    default = demo.get_default("out")
+    ignored = (Path(__file__).parents[2] / ".gitignore").read_text().splitlines()
+    assert f"/{default}/" in ignored
+
+
+def test_an_empty_class_folder_warns(tmp_path, caplog):
+    from falip.data.imagenet_s import ImageNetS
+
+    for wnid in ("cat", "dog"):
+        (tmp_path / "validation" / wnid).mkdir(parents=True)
+        (tmp_path / "validation-segmentation" / wnid).mkdir(parents=True)
+    _image(tmp_path / "validation" / "cat" / "a.jpg", (32, 32))
+    with caplog.at_level(logging.WARNING):
+        ImageNetS(tmp_path)
+    assert any("hold no image" in r.getMessage() and "dog" in r.getMessage() for r in caplog.records)

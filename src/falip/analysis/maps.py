@@ -414,6 +414,8 @@ def plot_attention_maps(
     cmap = plt.get_cmap("inferno")
     w, h = maps.image.size
     side = 2.7
+    # draw at most ~2 figure pixels per image pixel shown: a 6000x4000 photo is thinned, not drawn whole
+    step = max(1, int(np.ceil(max(w, h) / (2 * side * dpi))))
     n = len(panels) + 1
     head_h, foot_h = 0.45, 0.1
     title_h = 0.5 + 0.17 * max(1, len(texts) if len(texts) > 1 else 0)
@@ -427,8 +429,8 @@ def plot_attention_maps(
     def region(ax: Any) -> None:
         ax.add_patch(Rectangle((x0b, y0b), x1b - x0b, y1b - y0b, fill=False, ec="#00E5FF", lw=1.6, ls=(0, (4, 2))))
         if maps.region.masks is not None:
-            ax.contour(maps.region.masks[0].astype(float), levels=[0.5], colors="#00E5FF", linewidths=1.0,
-                       extent=(0, w, 0, h), origin="upper")  # fmt: skip
+            thin = maps.region.masks[0][::step, ::step].astype(float)
+            ax.contour(thin, levels=[0.5], colors="#00E5FF", linewidths=1.0, extent=(0, w, 0, h), origin="upper")
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.axis("off")
@@ -438,7 +440,7 @@ def plot_attention_maps(
         return fig.add_axes((left + 0.1 / fig_w, bottom, side / fig_w, panel_h / fig_h))
 
     ax = axes(0)
-    ax.imshow(np.asarray(maps.image), interpolation="nearest", extent=(0, w, h, 0))
+    ax.imshow(np.asarray(maps.image)[::step, ::step], interpolation="nearest", extent=(0, w, h, 0))
     region(ax)
     lines = ["image and region"]
     if len(texts) == 1:
@@ -446,12 +448,14 @@ def plot_attention_maps(
     ax.set_title("\n".join(lines), fontsize=9)
     for k, p in enumerate(panels, start=1):
         ax = axes(k)
-        colour = np.asarray(p.shown, dtype=np.float64) / 255.0
-        gray = np.asarray(p.shown.convert("L"), dtype=np.float64)[..., None] / 255.0
+        shown = np.asarray(p.shown)[::step, ::step]
+        colour = shown.astype(np.float64) / 255.0
+        gray = np.asarray(Image.fromarray(shown).convert("L"), dtype=np.float64)[..., None] / 255.0
         ax.imshow(0.5 * colour + 0.5 * gray, interpolation="nearest", extent=(0, w, h, 0))  # half desaturated
-        value = np.nan_to_num(p.upsampled, nan=0.0)
+        up = p.upsampled[::step, ::step]
+        value = np.nan_to_num(up, nan=0.0)
         rgba = cmap(norm(value))
-        rgba[..., 3] = np.where(np.isnan(p.upsampled), 0.0, 0.45 + 0.45 * norm(value).filled(0))
+        rgba[..., 3] = np.where(np.isnan(up), 0.0, 0.45 + 0.45 * norm(value).filled(0))
         ax.imshow(rgba, interpolation="nearest", extent=(0, w, h, 0))
         region(ax)
         lines = [p.title, f"{100 * p.in_region:.0f}% of [CLS] attention in region"]

@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from ._common import join_negative_values
 
@@ -46,6 +47,13 @@ _USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, Per
 _DEBUG_HELP = "show full tracebacks instead of one-line messages (also: FALIP_DEBUG=1)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage itself is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _modules() -> dict[str, ModuleType]:
     return {name: importlib.import_module(module) for name, (module, _) in SUBCOMMANDS.items()}
 
@@ -54,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``falip`` parser with every subcommand (imports only the light subcommand modules)."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="falip",
         description="FALIP: make a CLIP ViT look where you point it (foveal attention, no image editing).",
     )

@@ -16,8 +16,13 @@ from typing import Any
 
 __all__ = [
     "int_at_least",
+    "int_between",
     "join_negative_values",
     "ensure_writable_dir",
+    "need_file",
+    "need_folder",
+    "check_device",
+    "check_model_name",
     "set_threads",
     "load_model",
 ]
@@ -40,6 +45,88 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"int >= {minimum}"
     return parse
+
+
+def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type`` that accepts integers in ``[minimum, maximum]`` and explains any other value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer from {minimum} to {maximum}, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer from {minimum} to {maximum}, got {value}")
+        return value
+
+    parse.__name__ = f"int in [{minimum}, {maximum}]"
+    return parse
+
+
+def need_file(path: str | os.PathLike | None, option: str) -> None:
+    """FalipError (naming ``option``) unless ``path`` is None or an existing file (not a folder)."""
+    from falip.core.errors import FalipError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise FalipError(f"{option} {p} is a folder, not a file")
+    if not p.is_file():
+        raise FalipError(f"{option} {p}: no such file")
+
+
+def need_folder(path: str | os.PathLike | None, option: str) -> None:
+    """FalipError (naming ``option``) unless ``path`` is None or an existing folder (not a file)."""
+    from falip.core.errors import FalipError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_file():
+        raise FalipError(f"{option} {p} is a file, not a folder")
+    if not p.is_dir():
+        raise FalipError(f"{option} {p}: no such folder")
+
+
+def check_device(device: str) -> None:
+    """FalipError for a ``--device`` this machine does not have (checked before the model loads)."""
+    from falip.core.errors import FalipError
+
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise FalipError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FalipError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FalipError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise FalipError(f"--device {device}: Apple's MPS is not available here; use --device cpu (or auto)")
+        return
+    raise FalipError(f"--device {device}: falip runs on cpu, cuda or mps, not {dev.type}")
+
+
+def check_model_name(model: str) -> None:
+    """FalipError ``unknown model`` for a ``--model`` that open_clip does not know (before any loading)."""
+    import open_clip
+
+    import falip.models.loading  # noqa: F401  (registers falip's own configs with open_clip)
+    from falip.core.errors import FalipError
+
+    if model.startswith(("hf:", "hf-hub:")):  # resolved by the loader (a hub download or cache)
+        return
+    if open_clip.get_model_config(model) is None:
+        raise FalipError(f"--model {model}: unknown model; `falip models --all` lists the ones falip can load")
 
 
 def join_negative_values(argv: Sequence[str], options: Iterable[str]) -> list[str]:
@@ -112,6 +199,7 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
     from falip.core.errors import FalipError
     from falip.models.presets import get_preset
 
+    check_model_name(model)
     if pretrained == "auto" and not allow_random:
         path = get_preset(model).weights_path
         if path is None:

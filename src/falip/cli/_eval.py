@@ -9,7 +9,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._common import ensure_writable_dir, int_at_least, load_model, set_threads
+from ._common import (
+    check_device,
+    check_model_name,
+    ensure_writable_dir,
+    int_at_least,
+    load_model,
+    need_file,
+    need_folder,
+    set_threads,
+)
 
 __all__ = [
     "add_model_options",
@@ -21,6 +30,7 @@ __all__ = [
     "classify_task",
     "run_task",
     "read_templates",
+    "check_inputs",
 ]
 
 DATASETS = ("cub", "dogs", "waterbirds", "imagenet-s", "jsonl", "csv")
@@ -49,9 +59,19 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", type=_layers, help="comma-separated 0-based blocks to bias (default: preset)")
     g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
     g.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:1, mps (default auto: cuda when available); checked before the model loads",
+    )
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
+    g.add_argument(
+        "--max-image-pixels",
+        type=int_at_least(0),
+        help="Pillow's pixel limit for the images read (default about 89 million; a file over twice it is "
+        "skipped as a possible decompression bomb); 0: no limit. Same as FALIP_MAX_IMAGE_PIXELS=N",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -79,7 +99,9 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     g.add_argument(
         "--subtract-q", type=int_at_least(0), default=0, help="'subtract' with Q negative captions (default 0: off)"
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of the negative captions and of tie-breaks")
+    g.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of the negative captions and of tie-breaks (>= 0)"
+    )
 
 
 def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
@@ -108,16 +130,74 @@ def read_templates(args: argparse.Namespace, default: str = CLS_DEFAULT) -> tupl
 
     if getattr(args, "templates", None):
         path = Path(args.templates)
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        need_file(path, "--templates")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise FalipError(f"--templates {path}: not UTF-8 text (one template a line)") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:
             raise FalipError(f"--templates {path} holds no template")
         return tuple(lines)
     return (args.template or default,)
 
 
+_FILES = ("detector_file", "templates", "classnames")  # options that name a file, if given
+_FOLDERS = ("images", "cub_root", "refcoco_dir", "coco_images", "dogs", "cub", "imagenet_s", "waterbirds")
+
+
+def _flag(dest: str) -> str:
+    return "--" + {"imagenet_s": "imagenet-s"}.get(dest, dest.replace("_", "-"))
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every path, method name, model name and device of the evaluation options, before any work.
+
+    A folder where a file is expected (and the reverse) says so, naming the option; the model
+    loads, and the first cell of ``paper``/``compare`` runs, only after this.
+    """
+    from falip.core.errors import FalipError
+
+    for path in getattr(args, "data", None) or ():
+        need_file(path, "--data")
+    for dest in _FILES:
+        need_file(getattr(args, dest, None), _flag(dest))
+    for dest in _FOLDERS:
+        need_folder(getattr(args, dest, None), _flag(dest))
+    dataset, root = getattr(args, "dataset", None), getattr(args, "root", None)
+    if root is not None and dataset is not None:
+        (need_file if dataset in ("jsonl", "csv") else need_folder)(root, "--root")
+    method = getattr(args, "method", None)
+    if isinstance(method, str):
+        from falip.prompts.registry import parse_method
+
+        parse_method(method)
+    pretrained = getattr(args, "pretrained", None)
+    if isinstance(pretrained, str) and Path(pretrained).is_dir():
+        raise FalipError(f"--pretrained {pretrained} is a folder, not a checkpoint file")
+    if getattr(args, "model", None):
+        check_model_name(args.model)
+    if getattr(args, "device", None):
+        check_device(args.device)
+
+
+def apply_image_limit(args: argparse.Namespace) -> None:
+    """``--max-image-pixels`` -> the environment setting every image reader (and worker) uses."""
+    import os
+
+    value = getattr(args, "max_image_pixels", None)
+    if value is not None:
+        from falip.data.images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(value)
+
+
 def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, dict]:
-    """``(RegionScorer, model description for run.json)`` from the model options."""
+    """``(RegionScorer, model description for run.json)`` from the model options (inputs checked first)."""
     from falip.scoring import RegionScorer
+
+    check_inputs(args)
+    apply_image_limit(args)
 
     set_threads(args.threads)
     from falip.runner import device_for_rank

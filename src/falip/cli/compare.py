@@ -38,8 +38,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def method_dir(method: str) -> str:
-    """A folder name for a method string: ``falip+blur&circle`` -> ``falip-plus-blur-and-circle``."""
-    return method.replace("+", "-plus-").replace("&", "-and-")
+    """A folder name, valid on every OS, for a method string: ``falip+blur&circle`` ->
+    ``falip-plus-blur-and-circle``, ``unleash:circle`` -> ``unleash-on-circle``."""
+    name = method.replace("+", "-plus-").replace("&", "-and-").replace(":", "-on-")
+    return "".join("-" if c in '<>"/\\|?*' or ord(c) < 32 else c for c in name)
 
 
 def _columns(summary: dict, task: str) -> dict[str, str]:
@@ -109,8 +111,14 @@ def _check(args: argparse.Namespace) -> list[str]:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise FalipError("--methods names no method")
+    seen: dict[str, str] = {}
     for m in methods:
         parse_method(m)
+        folder = method_dir(m)
+        if folder in seen:
+            same = "twice" if seen[folder] == m else f"and {seen[folder]!r}, which share the folder {folder}"
+            raise FalipError(f"--methods names {m!r} {same}; name each method once")
+        seen[folder] = m
     return methods
 
 

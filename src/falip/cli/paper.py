@@ -18,6 +18,7 @@ import copy
 import json
 from pathlib import Path
 
+from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, classify_task, make_scorer, run_task
 from .compare import markdown_table, method_dir
 
@@ -48,7 +49,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coco-images", help="COCO train2014 image folder")
     g.add_argument("--detector-file", help="detector proposals (default: gold boxes)")
     g.add_argument("--subtract-q", type=int, default=500, help="Q negative captions of the P rows (default 500)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the negative captions and tie-breaks")
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the negative captions and tie-breaks")
     h = p.add_argument_group("table2 (region classification)")
     h.add_argument("--dogs", help="Stanford Dogs folder")
     h.add_argument("--cub", help="CUB-200-2011 folder (also Waterbirds' boxes)")

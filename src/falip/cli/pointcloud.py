@@ -10,6 +10,7 @@ weights came from).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ._common import int_at_least
@@ -23,8 +24,10 @@ def _weights(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"must be non-negative numbers, one per view, got {text!r}")
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite non-negative numbers, one per view, got {text!r}")
+    if not any(values):
+        raise argparse.ArgumentTypeError(f"must weigh at least one view above 0, got {text!r}")
     return values
 
 
@@ -36,7 +39,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", default="test", help="split (default test)")
     g.add_argument("--variant", help="ScanObjectNN: main_split (default), main_split_nobg, ...+augmentedrot_scale75")
     g.add_argument("--points", type=int_at_least(4), default=1024, help="folder: points sampled per file")
-    g.add_argument("--seed", type=int, default=0, help="seed of sampling and of the weight search")
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="seed of sampling and of the weight search")
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=("falip", "none"), default="falip", help="FALIP per view, or plain CLIP")
     m.add_argument("--projection", choices=("v1", "v2"), default="v1", help="PointCLIP V1 (6 views) or V2 (10 views)")

@@ -36,12 +36,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--points",
-        type=int_at_least(1),
+        type=int_at_least(4),
         default=1024,
-        help="points projected (default 1024): a seeded subset of a larger point file, in file order; "
+        help="points projected, >= 4 (default 1024): a seeded subset of a larger point file, in file order; "
         "the number sampled on a mesh",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of that subset or mesh sampling (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of that subset or mesh sampling (default 0)")
     p.add_argument(
         "--no-normalize",
         action="store_true",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import int_at_least
+from ._common import int_between
 from ._eval import add_model_options
 from .score import _box
 
@@ -18,6 +18,7 @@ __all__ = ["NEGATIVE_VALUE_OPTIONS", "configure_parser", "run"]
 
 # options whose value may start with "-" (a negative coordinate); see _common.join_negative_values
 NEGATIVE_VALUE_OPTIONS: tuple[str, ...] = ("--box",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def _head(text: str) -> int | str:
@@ -56,9 +57,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--upsample", choices=("nearest", "bilinear"), default="nearest", help="map to image (default nearest)"
     )
     p.add_argument("--title", help="the figure's title (default: what is shown and FALIP's settings)")
-    p.add_argument("--dpi", type=int_at_least(30), default=120, help="resolution of the PNG (default 120)")
+    p.add_argument("--dpi", type=int_between(30, 600), default=120, help="resolution of the PNG, 30..600 (default 120)")
     p.add_argument("--json", help="also write the maps' numbers (rows, in-region shares, scores) to this JSON file")
-    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        help=f"the picture to write ({', '.join(IMAGE_SUFFIXES)}); drawn at most "
+        "a few thousand pixels wide whatever the image's size",
+    )
     add_model_options(p)
 
 
@@ -87,13 +93,24 @@ def run(args: argparse.Namespace) -> int:
     from falip.core.regions import Regions
     from falip.data.images import load_image
 
-    from ._common import ensure_writable_dir
-    from ._eval import make_scorer
+    from ._common import ensure_writable_dir, need_file
+    from ._eval import apply_image_limit, make_scorer
 
     if args.box is None and args.mask is None:
         raise FalipError("give the region: --box X0,Y0,X1,Y1 and/or --mask FILE")
     out = Path(args.out)
+    if out.is_dir():
+        raise FalipError(f"--out {out} is a folder; give the picture's file name, e.g. {out / 'viz.png'}")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise FalipError(f"--out {out}: the file name must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    if args.json:
+        if Path(args.json).is_dir():
+            raise FalipError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'viz.json'}")
+        ensure_writable_dir(Path(args.json).parent if str(Path(args.json).parent) else ".", "--json")
+    need_file(args.image, "image")
+    need_file(args.mask, "--mask")
     ensure_writable_dir(out.parent if str(out.parent) else ".", "--out")
+    apply_image_limit(args)
     image = load_image(args.image)
     masks = _read_mask(args.mask, image.size) if args.mask else None
     boxes = None if args.box is None else [args.box]

@@ -12,14 +12,37 @@ from PIL import Image, UnidentifiedImageError
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 
-__all__ = ["decode_file", "load_image"]
+__all__ = ["MAX_PIXELS_ENV", "decode_file", "load_image"]
+
+MAX_PIXELS_ENV = "FALIP_MAX_IMAGE_PIXELS"
+"""Environment setting: Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``) for every file falip
+decodes; N pixels, or 0 for no limit. Unset: Pillow's default (about 89 million pixels; a file over
+twice that is refused as a possible decompression bomb)."""
+_PIL_DEFAULT_LIMIT = Image.MAX_IMAGE_PIXELS
+
+
+def _apply_pixel_limit() -> None:
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        Image.MAX_IMAGE_PIXELS = _PIL_DEFAULT_LIMIT
+        return
+    try:
+        value = int(text)
+    except ValueError:
+        raise FalipError(f"{MAX_PIXELS_ENV}={text!r}: must be a whole number of pixels (0: no limit)") from None
+    if value < 0:
+        raise FalipError(f"{MAX_PIXELS_ENV}={text!r}: must be >= 0 (0: no limit)")
+    Image.MAX_IMAGE_PIXELS = value or None
 
 
 def _decode_error(p: Path, e: BaseException) -> FalipError:
     if isinstance(e, UnidentifiedImageError):
         return FalipError(f"{p}: not an image file Pillow can read")
     if isinstance(e, Image.DecompressionBombError):
-        return FalipError(f"{p}: image too large to decode safely ({e})")
+        return FalipError(
+            f"{p}: image too large to decode safely ({e}); if you trust the file, raise the limit with the "
+            f"environment setting {MAX_PIXELS_ENV}=N (N pixels; 0: no limit)"
+        )
     if isinstance(e, PermissionError):
         return FalipError(f"{p}: permission denied")
     # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError ("broken
@@ -43,6 +66,7 @@ def decode_file(path: str | os.PathLike) -> Iterator[Image.Image]:
         raise FalipError(f"{p}: is a directory, not an image file")
     if not p.exists():
         raise FalipError(f"{p}: no such image file")
+    _apply_pixel_limit()
     try:
         im = Image.open(p)
     except _DECODE_ERRORS as e:
@@ -60,7 +84,9 @@ def decode_file(path: str | os.PathLike) -> Iterator[Image.Image]:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open, fully decode and convert an image file to 8-bit ``RGB`` (size ``(W, H)`` as stored).
 
-    The pixels go through :func:`falip.core.images.to_rgb` (16-bit grayscale scaled by its range,
+    The pixels go through :func:`falip.core.images.to_rgb` (16-bit grayscale scaled by the 16-bit
+    type's range, 0..65535 -> 0..255, so 12-bit data, 0..4095, comes out dark: stretch it to 16 bits
+    first, e.g. ``Image.fromarray((np.asarray(im) * 16).astype(np.uint16))``,
     palette and CMYK converted, transparency composited on white). The file is decoded here, so a
     truncated or corrupt file fails now, naming the file, not later inside the model. Of a
     multi-frame file (GIF, TIFF) the first frame is read.

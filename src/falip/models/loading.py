@@ -115,6 +115,51 @@ def _mismatch_summary(message: str) -> str | None:
     return ", ".join(parts) or None
 
 
+def _weights_cached(cfg: dict, cache_dir: str | None) -> bool:
+    """Whether open_clip would find the weights of a pretrained ``cfg`` without downloading them."""
+    hub = cfg.get("hf_hub") or ""
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        model_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):
+            names.append(filename[:-4] + ".safetensors")
+        return any(isinstance(try_to_load_from_cache(model_id, n, cache_dir=cache_dir), str) for n in names)
+    url = cfg.get("url") or ""
+    root = cache_dir or os.path.expanduser("~/.cache/clip")
+    return bool(url) and os.path.isfile(os.path.join(root, os.path.basename(url)))
+
+
+def _check_download(model_name: str, tag: str, cache_dir: str | None) -> None:
+    """Fail fast, before open_clip's retries, when weights must be downloaded and cannot be."""
+    import socket
+    from urllib.parse import urlparse
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    if not cfg or _weights_cached(cfg, cache_dir):
+        return
+    what = f"the {model_name} weights {tag!r}"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise FalipError(
+            f"{what} are not in the local cache and HF_HUB_OFFLINE is set: download them once with a network, "
+            "or use a local checkpoint file"
+        )
+    source = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if cfg.get("hf_hub") else cfg.get("url", "")
+    host = urlparse(source).hostname
+    if not host:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=5.0).close()
+    except OSError as err:
+        raise FalipError(
+            f"cannot download {what} from {host} ({err.strerror or type(err).__name__}): no network? use a local "
+            "checkpoint file, or set HF_HUB_OFFLINE=1 to use only weights already in the cache"
+        ) from None
+
+
 def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> None:
     """Load the checkpoint file ``path`` into ``model`` with open_clip's loader (strict).
 
@@ -166,6 +211,8 @@ def load(
         raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
+    if checkpoint is not None and not from_file:
+        _check_download(model_name, checkpoint, cache_dir)
     with _quiet_random_init_warning(from_file):  # the file is loaded right below
         model = open_clip.create_model(
             model_name,

@@ -220,6 +220,7 @@ class RecTask:
                 raise FalipError(f"REC split file not found: {path}")
         if settings.detector_file is not None and not Path(settings.detector_file).is_file():
             raise FalipError(f"detector file not found: {settings.detector_file}")
+        self._split_names = split_names(settings.data)
 
     def config(self) -> dict:
         s = self.settings
@@ -232,7 +233,7 @@ class RecTask:
         s = self.settings
         detections = read_detections(s.detector_file) if s.detector_file else None
         for path in s.data:
-            split = Path(path).name
+            split = self._split_names[path]
             groups: dict[str, dict] = {}
             bank: set[str] = set()
             for sample in iter_reclip_jsonl(path, image_root=s.images, errors="skip"):
@@ -334,6 +335,22 @@ class RecTask:
 
     def table(self, summary: dict) -> str:
         return summary_table(summary, "split", f"REC ({self.settings.method})")
+
+
+def split_names(paths: Sequence[str]) -> dict[str, str]:
+    """The row name of each split file: its file name, or ``folder/name`` where two files share a name
+    (``refcoco/testA.jsonl`` and ``refcoco+/testA.jsonl`` are two rows, not one)."""
+    names = [Path(p).name for p in paths]
+    out = {}
+    for path, name in zip(paths, names):
+        if names.count(name) == 1:
+            out[path] = name
+        else:
+            parts = Path(path).resolve().parts
+            out[path] = "/".join(parts[-2:]) if len(parts) > 1 else name
+    if len(set(out.values())) < len(set(paths)):
+        raise FalipError("two split files have the same name and folder name; give each split its own name")
+    return out
 
 
 def _visible(regions: Regions, geometry: Any) -> tuple[list[int], str]:
