@@ -48,7 +48,7 @@ def test_test_split_items(tmp_path):
     assert items[2].box == (112.5, 90.25, 367.5, 332.25) and items[2].label_index == 2
     assert first.source == f"{root / 'images.txt'}:1"
     assert first.regions((500, 400)).boxes.tolist() == [[60, 27, 385, 331]]
-    with pytest.raises(FalipError, match=r"bounding_boxes.txt:4: box 0 \(60, 27, 385, 331\) of a 50x20 image lies wholly"):
+    with pytest.raises(FalipError, match=r"bounding_boxes.txt:4: box 0 \(60, 27, 385, 331\) of a 50x20 image lies"):
         first.regions((50, 20))
     assert [i.id for i in cub.CUB(root, split="train")] == [f"cub:{IMAGES[1][1]}"]
     assert len(list(cub.CUB(root, split="all"))) == 4
