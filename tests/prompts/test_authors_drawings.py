@@ -1,7 +1,7 @@
 """The authors' image edits are pixel-identical to what their code draws.
 
 Each expected image below is drawn independently, in the order the reference code runs its PIL
-calls: ReCLIP ``executor.py`` ``Executor.tensorize_inputs`` (allenai/reclip @ bc0c79f, lines 62-97:
+calls: ReCLIP ``executor.py`` ``Executor.tensorize_inputs`` (allenai/reclip @ 3ed4f47, lines 48-98:
 the box clipped with ``enlarge_boxes = 0``, ``blur``: ``draw.rectangle`` fill 255 on an ``L`` mask,
 ``GaussianBlur(self.blur_std_dev)`` (100), ``blurred.paste(image_i, mask=mask)``; ``shade``: an RGBA
 overlay ``(240, 0, 30, 0)``, ``draw.rectangle(..., fill=(240, 0, 30, 127))``, ``alpha_composite``), and
