@@ -79,7 +79,14 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     g.add_argument(
         "--subtract-q", type=int_at_least(0), default=0, help="'subtract' with Q negative captions (default 0: off)"
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of the negative captions and of tie-breaks")
+    g.add_argument("--seed", type=int, default=0, help="seed of the negative captions and of random tie-breaks")
+    g.add_argument(
+        "--ties",
+        choices=("first", "random"),
+        default="first",
+        help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
+        "default) or a draw seeded by --seed",
+    )
 
 
 def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
@@ -155,6 +162,7 @@ def rec_task(args: argparse.Namespace, scorer: Any, model: dict, method: str, su
         template=templates[0] if len(templates) == 1 else templates,
         subtract_q=args.subtract_q if subtract_q is None else subtract_q,
         seed=args.seed,
+        ties=getattr(args, "ties", "first"),
     )
     return RecTask(scorer, settings, model)
 
