@@ -143,8 +143,9 @@ def test_a_bad_annotation_box_drops_that_box_not_the_line(tmp_path):
 
 
 def test_detector_boxes_with_a_score_and_zero_area_boxes(tmp_path):
-    """ReCLIP main.py:104-110 and 135 (allenai/reclip @ 3ed4f47) read ``box[0..3]`` of each detection (a 5th number, the score,
-    is ignored); a zero-area proposal is left out and reported, not an error for the whole file."""
+    """ReCLIP main.py:104-110 and 135 (allenai/reclip @ 3ed4f47) read ``box[0..3]`` of each detection
+    (a 5th number, the score, is ignored); a zero-area proposal is left out and reported, not an
+    error for the whole file."""
     content = {"42": [[1, 2, 3, 4, 0.93], [5, 5, 0, 2, 0.5], [0, 0, 10, 12]], "7": [[2, 2, 3, 0]]}
     dropped: dict = {}
     d = reclip.read_detections(_write(tmp_path / "d.json", [content]), dropped=dropped)

@@ -285,7 +285,7 @@ def read_reclip_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | N
 
 
 def _detection_box(value: Any, what: str) -> tuple[float, ...]:
-    """A detector box: ``[x, y, w, h]`` or ``[x, y, w, h, score, ...]`` -> its first 4 numbers (as ReCLIP reads them)."""
+    """A detector box ``[x, y, w, h]`` or ``[x, y, w, h, score, ...]`` -> its first 4 numbers (as ReCLIP reads it)."""
     if not isinstance(value, (list, tuple)) or len(value) < 4:
         raise FalipError(f"{what} must be a list of 4 numbers [x, y, w, h] (a 5th, a score, is ignored), got {value!r}")
     return numbers(list(value[:4]), 4, what)

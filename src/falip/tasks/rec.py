@@ -129,7 +129,8 @@ def rec_scores(
 
 
 TIES = ("first", "random")
-"""Tie rules: ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's rule), or a seeded ``random`` draw."""
+"""Tie rules: the ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's rule), or a
+seeded ``random`` draw."""
 
 
 def pick_region(scores: torch.Tensor, key: str | None = None, seed: int = 0, ties: str = "first") -> int:
@@ -382,7 +383,7 @@ class RecTask:
             if boxes is None:  # an image without detections: the whole image is its one candidate
                 boxes = [[0.0, 0.0, float(w), float(h)]]
             keep, notes = [], []
-            for k, b in enumerate(boxes):
+            for b in boxes:
                 if b[0] >= w or b[1] >= h or b[2] <= 0 or b[3] <= 0:
                     xywh = [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)]
                     notes.append(f"candidate box {xywh} (x, y, w, h) lies wholly outside the {w}x{h} image")
