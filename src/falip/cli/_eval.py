@@ -98,6 +98,12 @@ def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) ->
     g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
     g.add_argument("--region", choices=("mask", "box"), default="mask", help="ImageNet-S: the mask or its box")
     g.add_argument("--classnames", help="a file of class names (ImageNet-S; one per line)")
+    g.add_argument(
+        "--objects",
+        choices=("all", "first"),
+        default="all",
+        help="Stanford Dogs: every annotated dog (default) or the first of each image (one region per image)",
+    )
     add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
     g.add_argument("--top-k", type=int_at_least(1), default=5, help="the second accuracy reported (default top-5)")
 
@@ -177,6 +183,7 @@ def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: st
         cub_root=args.cub_root,
         region=args.region,
         classnames=args.classnames,
+        objects=getattr(args, "objects", "all"),
     )
     settings = ClassifySettings(
         dataset=args.dataset,

@@ -63,7 +63,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _read_mask(path: str, size: tuple[int, int]):
-    import numpy as np
 
     from falip.core.errors import FalipError
     from falip.data.classification import load_mask
