@@ -105,7 +105,8 @@ def test_edit_methods_equal_manual_edits(setup):
         "circle": [pre.to_tensor(vp.red_circle(pre.resize(img), b.tolist())) for b in mapped],
         "box": [pre.to_tensor(vp.colored_box(pre.resize(img), b.tolist())) for b in mapped],
         "blur": [pre(vp.reverse_blur(img, b, 100.0, "ellipse")) for b in BOXES],
-        "blur-box": [pre(vp.reverse_blur(img, b, 100.0, "box")) for b in BOXES],
+        "blur-box": [pre(vp.reclip_blur(img, b, 100.0, "box")) for b in BOXES],
+        "redcircle": [pre(vp.authors_red_circle(img, b, 100.0)) for b in BOXES],
         "gray": [pre(vp.grayscale_outside(img, b)) for b in BOXES],
         "crop": [pre(vp.crop(img, b)) for b in BOXES],
         "blur&circle": [
@@ -118,7 +119,7 @@ def test_edit_methods_equal_manual_edits(setup):
             method
         )
     # CPT: shaded original and the rewritten text
-    feats = fclip.encode_image(torch.stack([pre(vp.cpt_shade(img, b)) for b in BOXES]))
+    feats = fclip.encode_image(torch.stack([pre(vp.reclip_shade(img, b)) for b in BOXES]))
     want = _expected(setup, feats, [vp.cpt_text(t) for t in TEXTS])
     assert torch.allclose(sc.score(img, BOXES, TEXTS, method="cpt"), want, atol=1e-5)
     # FALIP on the circled image, one box per edited image
@@ -245,7 +246,7 @@ def test_with_options_shares_text_cache(setup):
 def test_unknown_method_and_grammar_errors(setup):
     sc = _scorer(setup)
     with pytest.raises(ValueError, match="valid methods: .*falip"):
-        sc.score(_image(), BOXES, TEXTS, method="redcircle")
+        sc.score(_image(), BOXES, TEXTS, method="bluecircle")
     for bad in ("none&circle", "crop&blur", "circle&circle", "falip+", ""):
         with pytest.raises(ValueError):
             parse_method(bad)
@@ -362,10 +363,10 @@ def test_unleash_grammar():
         (
             "unleash:crop",
             "a visual prompt is image edits and/or falip joined by '&' (blur, blur-box, box, circle, cpt, "
-            "falip, gray); 'crop' is not one",
+            "falip, gray, redcircle); 'crop' is not one",
         ),  # fmt: skip
         ("unleash:none", "'none' is not one"),
-        ("unleash:redcircle", "'redcircle' is no method"),
+        ("unleash:bluecircle", "'bluecircle' is no method"),
         ("circle&unleash:blur", "'unleash:' must start its term"),
         ("unleash@0:circle", "the prefix must be 'unleash:' or 'unleash@K:', K >= 1"),
         ("unleash@two:circle", "the prefix must be 'unleash:' or 'unleash@K:'"),

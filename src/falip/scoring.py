@@ -275,8 +275,13 @@ class RegionScorer:
         method: str = "falip",
         box_format: str = "xyxy",
         template: str | Sequence[str] | None = None,
+        template_only: Sequence[int] | None = None,
     ) -> list[torch.Tensor]:
         """Scores for many images at once: one ``[K_i, T_i]`` tensor (float32, CPU) per image.
+
+        ``template_only[i]``: the last that many texts of image i go through the template even
+        under a term that rewrites texts (``cpt``): "subtract"'s negative captions, which FGVP keeps
+        as "a photo of ..." while the query becomes "... is in red color.".
 
         ``regions[i]``: a :class:`falip.Regions` of image i, or boxes ``[K_i, 4]`` in its pixels.
         ``texts``: one text, one list shared by all images, or one list per image. ``template``
@@ -308,7 +313,14 @@ class RegionScorer:
             feats = F.normalize(self._term_features(items, term).float(), dim=-1)
             offset = 0
             for i, it in enumerate(items):
-                txt = self.text_matrix(it.texts, term, templates)
+                tail = int(template_only[i]) if template_only else 0
+                if tail and any(METHODS[a].text is not None for a in term_atoms(term)):
+                    head = it.texts[: len(it.texts) - tail]
+                    txt = torch.cat(
+                        [self.text_matrix(head, term, templates), self.text_matrix(it.texts[-tail:], (), templates)]
+                    )
+                else:
+                    txt = self.text_matrix(it.texts, term, templates)
                 if whole_image:  # one feature per image: score it once, so every box ties exactly
                     s = _cosine_scores(feats[i : i + 1], txt, scale).expand(len(it), -1)
                 else:

@@ -141,3 +141,20 @@ def test_list_file_errors(tmp_path):
     with pytest.raises(FalipError, match=r"Images: no such file or directory \(is .* the Stanford Dogs folder"):
         dogs.StanfordDogs(tmp_path)
     assert dogs.breed_name("n02097658-silky_terrier") == "silky terrier"
+
+
+def test_split_all_reads_file_list_and_first_object_gives_one_region_per_image(tmp_path):
+    """FALIP.md section 4 (the paper's appendix): the ENTIRE Stanford Dogs, ``lists/file_list.mat``
+    (all 20,580 images), counted per image: ``objects="first"`` keeps the first <object> of each
+    annotation file."""
+    root = write_dogs(tmp_path / "dogs")
+    entries = list(TEST) + ["n02085620-Chihuahua/n02085620_7"]
+    (root / "Annotation" / entries[-1]).write_text(voc(100, 100, (5, 5, 50, 50), (60, 60, 90, 90)))
+    write_list(root / "lists" / "file_list.mat", entries, [1, 2, 3, 1])
+    everything = list(dogs.StanfordDogs(root, split="all"))
+    assert len(everything) == 6  # two images with two dogs each
+    first = list(dogs.StanfordDogs(root, split="all", objects="first"))
+    assert [i.id for i in first] == [f"dogs:{e}#0" for e in entries]
+    assert first[1].box == (10.0, 20.0, 200.0, 290.0)
+    with pytest.raises(FalipError, match="objects must be one of"):
+        dogs.StanfordDogs(root, objects="largest")

@@ -139,8 +139,8 @@ def test_compressed_rle_matches_uncompressed():
             r"anns\[0\].bbox \(1, 2, nan, 4\) has a NaN or infinite",
         ),
         (
-            dict(REC_LINE, anns=[{"id": 1719310, "bbox": [1, 2, 3, 4]}, {"id": 7, "bbox": [5, 6, 7, 0]}]),
-            r"anns\[1\].bbox \(5, 6, 7, 0\) is empty \(zero height\)",
+            dict(REC_LINE, anns=[{"id": 7, "bbox": [1, 2, 3, 4]}, {"id": 1719310, "bbox": [5, 6, 7, 0]}]),
+            r"the gold annotation's box is unusable: anns\[1\].bbox \(5, 6, 7, 0\) is empty \(zero height\)",
         ),
         (dict(REC_LINE, anns=[{"id": 1.5, "bbox": [1, 2, 3, 4]}]), r"anns\[0\].id must be an int or a str"),
         (dict(REC_LINE, image_id=[1]), "image_id must be an int or a str"),
@@ -157,12 +157,14 @@ def test_reclip_reader_errors_name_file_and_line(tmp_path, line, message):
     assert str(e.value).startswith(f"{p}:2: ")
 
 
-def test_reclip_zero_size_box_is_rejected_as_the_model_would(tmp_path):
+def test_reclip_zero_size_box_leaves_the_candidates_as_the_model_would_reject_it(tmp_path):
+    """A zero-area annotation box is dropped from its line's candidates (named in ``dropped``); the
+    line stays (issue 13 item 4; it used to be rejected whole)."""
     anns = [dict(a) for a in REC_LINE["anns"]] + [{"id": 5, "bbox": [0, 0, 4, 4]}, {"id": 9, "bbox": [10, 20, 0, 5]}]
     p = _write_lines(tmp_path / "refcoco_testa.jsonl", [REC_LINE] * 11 + [dict(REC_LINE, anns=anns)])
-    with pytest.raises(FalipError) as e:
-        reclip.read_reclip_jsonl(p)
-    assert str(e.value) == f"{p}:12: anns[3].bbox (10, 20, 0, 5) is empty (zero width)"
+    last = reclip.read_reclip_jsonl(p)[-1]
+    assert last.dropped == ("anns[3].bbox (10, 20, 0, 5) is empty (zero width)",)
+    assert len(last.anns) == len(anns) - 1
     with pytest.raises(FalipError):  # the same box, as the model sees it
         Regions([[10, 20, 0, 5]], image_size=(64, 64), box_format="xywh")
 
@@ -273,3 +275,25 @@ def test_load_mask(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(FalipError, match="cut.png: truncated or corrupt"):
         classification.load_mask(tmp_path / "cut.png")
+
+
+def test_one_mask_rule_for_readers_and_viz(tmp_path):
+    """Issue 13 item 7: ``falip viz --mask`` and the readers read a pure-blue RGB mask the same way
+    (any nonzero colour channel; before, viz counted 9 pixels and the readers 0). Alpha is ignored."""
+    from PIL import Image
+
+    from falip.cli.viz import _read_mask
+
+    rgb = np.zeros((6, 8, 3), dtype=np.uint8)
+    rgb[1:4, 2:5] = (0, 0, 255)  # 9 pure-blue pixels
+    rgb[5, 7] = (0, 1, 0)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "blue.png")
+    want = (rgb != 0).any(axis=2)
+    assert want.sum() == 10
+    assert np.array_equal(classification.load_mask(tmp_path / "blue.png"), want)
+    assert np.array_equal(_read_mask(str(tmp_path / "blue.png"), (8, 6))[0], want)
+    rgba = np.zeros((6, 8, 4), dtype=np.uint8)
+    rgba[..., 3] = 255  # opaque black background
+    rgba[2, 3] = (0, 0, 9, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert classification.load_mask(tmp_path / "rgba.png").sum() == 1

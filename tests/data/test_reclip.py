@@ -81,7 +81,7 @@ def test_skip_mode_yields_skipped_in_place_and_goes_on(tmp_path):
     assert skipped[0] == Skipped(
         "r.jsonl:2", f"{p}:2", "invalid JSON (Expecting property name enclosed in double quotes, column 2)"
     )
-    assert skipped[1].reason == "anns[0].bbox (5, 5, 0, 3) is empty (zero width)"
+    assert skipped[1].reason == "the gold annotation's box is unusable: anns[0].bbox (5, 5, 0, 3) is empty (zero width)"
     assert skipped[2].reason == "sentences[1] must be an object with a string 'raw'"
     assert skipped[3].reason == "ann_id [99] not among the ids of anns"
     with pytest.raises(FalipError) as e:  # the same file in raise mode stops at line 2, naming it
@@ -114,7 +114,8 @@ def test_detections_in_both_shapes(tmp_path):
         ('{"42": [[1, 2, 3]]}', r"d.json: image_id '42' box 0 must be a list of 4 numbers"),
         ('{"42": [[1, 2, -3, 4]]}', r"d.json: image_id '42' box 0 \(1, 2, -3, 4\) has a negative width"),
         ('[{"image_id": 1, "box": [0, 0, 1, 1]}, {"box": [0, 0, 1, 1]}]', r"d.json: entry \[1\] must be an object"),
-        ('[{"image_id": 1, "box": [0, 0, 0, 1]}]', r"d.json: entry \[0\] box \(0, 0, 0, 1\) is empty"),
+        ('[{"image_id": 1, "box": [0, 0, 1, "x"]}]', r"d.json: entry \[0\] box must be a list of 4 numbers"),
+        ('{"42": [[1, 2, NaN, 4]]}', r"d.json: image_id '42' box 0 \(1, 2, nan, 4\)"),
         ('{"42": [[1, 2, 3, 4]]', r"d.json: invalid JSON"),
         ('"boxes"', r"d.json: expected an object"),
     ],
@@ -123,6 +124,37 @@ def test_detection_file_errors_name_the_file_and_entry(tmp_path, content, messag
     (tmp_path / "d.json").write_text(content)
     with pytest.raises(FalipError, match=message):
         reclip.read_detections(tmp_path / "d.json")
+
+
+def test_a_bad_annotation_box_drops_that_box_not_the_line(tmp_path):
+    """ReCLIP main.py:128 (allenai/reclip @ 3ed4f47) makes every ann a candidate box and scores each
+    sentence; one unusable box (zero area here) must not cost the line its sentences: it leaves the
+    candidates and the sample says so."""
+    anns = LINE["anns"] + [{"id": 10, "bbox": [4, 4, 0, 3]}, {"id": 11, "bbox": [1, 1, "w", 2]}]
+    p = _write(tmp_path / "r.jsonl", [dict(LINE, anns=anns)])
+    out = list(reclip.iter_reclip_jsonl(p, errors="skip"))
+    assert [type(x).__name__ for x in out] == ["RecSample", "RecSample"]
+    assert [a.id for a in out[0].anns] == [7, "8", 9]
+    assert out[0].dropped == (
+        "anns[3].bbox (4, 4, 0, 3) is empty (zero width)",
+        "anns[4].bbox must be a list of 4 numbers, got [1, 1, 'w', 2]",
+    )
+    np.testing.assert_array_equal(out[0].gold_boxes, [[3, 2, 9, 6]])
+
+
+def test_detector_boxes_with_a_score_and_zero_area_boxes(tmp_path):
+    """ReCLIP main.py:104-110 and 135 (allenai/reclip @ 3ed4f47) read ``box[0..3]`` of each detection
+    (a 5th number, the score, is ignored); a zero-area proposal is left out and reported, not an
+    error for the whole file."""
+    content = {"42": [[1, 2, 3, 4, 0.93], [5, 5, 0, 2, 0.5], [0, 0, 10, 12]], "7": [[2, 2, 3, 0]]}
+    dropped: dict = {}
+    d = reclip.read_detections(_write(tmp_path / "d.json", [content]), dropped=dropped)
+    np.testing.assert_array_equal(d["42"], [[1, 2, 4, 6], [0, 0, 10, 12]])
+    assert d["7"].shape == (0, 4)  # every proposal of image 7 dropped: it has none left
+    assert {k: len(v) for k, v in dropped.items()} == {"42": 1, "7": 1}
+    assert dropped["42"][0].endswith("image_id '42' box 1 [5.0, 5.0, 0.0, 2.0] has zero width")
+    listed = [{"image_id": 42, "box": [1, 2, 3, 4, 0.9]}, {"image_id": 42, "box": [1, 1, 2, 0]}]
+    np.testing.assert_array_equal(reclip.read_detections(_write(tmp_path / "l.json", [listed]))["42"], [[1, 2, 4, 6]])
 
 
 def test_candidates_and_regions_with_and_without_detections(tmp_path):

@@ -156,8 +156,11 @@ def test_cpt_shade_exact_blend():
 
 
 def test_cpt_text():
+    """ReCLIP executor.py ClipExecutor.preprocess_text (``text.lower()+" is in red color."``) and FGVP
+    fgvp-reclip/executor.py:374: lowercased, nothing stripped."""
     assert vp.cpt_text("the red square") == "the red square is in red color."
-    assert vp.cpt_text("A cat.") == "A cat is in red color."
+    assert vp.cpt_text("A cat.") == "a cat. is in red color."
+    assert vp.cpt_text(" Man on left ") == " man on left  is in red color."
 
 
 def test_blur_circle_combines_both():

@@ -157,3 +157,85 @@ def test_python_api(tiny, modelnet, tmp_path):
                                            view_weights=[1, 1, 1, 1, 0.5, 0.5], progress=False)  # fmt: skip
     assert summary["n"] == len(records) == 6 and summary["weights_from"] == "given"
     assert summary["view_weights"] == [1, 1, 1, 1, 0.5, 0.5]
+
+
+def test_a_folder_s_clouds_are_projected_with_every_point_loaded(tiny, tmp_path, capsys):
+    """Issue 13 item 5: ``--dataset folder --points N`` with N > 1024 used to project only the first
+    1024 points of the sorted subsample (a spatially biased part of an ordered file). PointCLIP's
+    1024 (Dassl3D data_manager.py ``item.impath[:1024]``) applies to its own h5 clouds only."""
+    rng = np.random.default_rng(4)
+    root = tmp_path / "folder"
+    for k, c in enumerate(CLASSES):
+        (root / c).mkdir(parents=True)
+        pts = _cloud(k, rng, n=3000)
+        np.save(root / c / "a.npy", pts[np.argsort(pts[:, 0])])  # an ordered file: the first half is one side
+    base = ["pointcloud", "--dataset", "folder", "--root", str(root), "--points", "2000", "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["config"]["projected_points"] is None
+    fclip, tok = tiny
+    items, classes, _ = open_pointcloud_dataset("folder", str(root), n_points=2000)
+    clouds = [it.load_points() for it in items]
+    assert {len(c) for c in clouds} == {2000}
+    every = PointCloudTask(fclip, tok, PointCloudSettings("folder", str(root), projected_points=None), items, classes)
+    first = PointCloudTask(fclip, tok, PointCloudSettings("folder", str(root), projected_points=1024), items, classes)
+    all_2000 = PointCloudTask(
+        fclip, tok, PointCloudSettings("folder", str(root), projected_points=2000), items, classes
+    )
+    assert torch.equal(every.view_features(clouds), all_2000.view_features(clouds))
+    assert not torch.allclose(every.view_features(clouds), first.view_features(clouds))
+
+
+def test_post_search_is_pointclouds_grid_in_loop_order():
+    """PointCLIP trainers/search_weights.py (ZrrSkywalker/PointCLIP @ 8656f2c, search_weights_zs):
+    nested loops over (i + 1) * RANGE / TIME for each view, a vector kept when strictly better:
+    checked against those loops written out."""
+    import itertools
+
+    from falip.tasks.pointcloud import POST_SEARCH_GRID, post_search_view_weights
+
+    rng = np.random.default_rng(0)
+    cos = rng.normal(size=(30, 3, 4))
+    labels = rng.integers(0, 4, size=30)
+    best, best_acc = None, 0.0
+    for w in itertools.product(POST_SEARCH_GRID, repeat=3):
+        acc = 100.0 * float((np.argmax(np.einsum("nvc,v->nc", cos, np.array(w)), axis=1) == labels).mean())
+        if acc > best_acc:
+            best, best_acc = w, acc
+    got, acc = post_search_view_weights(cos, labels, chunk=7)
+    assert got == best and acc == pytest.approx(best_acc)
+    assert POST_SEARCH_GRID == (0.25, 0.5, 0.75, 1.0)
+
+
+def test_cli_v2_preset_prompts_file_and_post_search(modelnet, tmp_path, capsys):
+    """PointCLIP V2 zeroshot_cls/trainers/zeroshot.py:71 reads its per-dataset view weights from
+    best_param.py (the presets); its prompts are user-given sentence lists per class, averaged in
+    feature space here. The post-search is labelled as PointCLIP's optimistic protocol."""
+    from falip.tasks.pointcloud import POST_SEARCH_LABEL, VIEW_WEIGHT_PRESETS
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"box": ["a depth map of a box.", "a flat box"], "ball": ["a round ball."]}))
+    base = ["pointcloud", "--dataset", "modelnet40", "--root", str(modelnet), "--workers", "0", "--projection", "v2"]
+    argv = [*base, "--view-weights", "v2-modelnet40-vit-b16", "--prompts", str(prompts), "--post-search"]
+    assert main([*argv, "--out", str(tmp_path / "v2")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "v2" / "summary.json").read_text())
+    assert summary["view_weights"] == list(VIEW_WEIGHT_PRESETS["v2-modelnet40-vit-b16"])
+    assert summary["weights_from"].startswith("preset v2-modelnet40-vit-b16")
+    post = json.loads((tmp_path / "v2" / "post_search.json").read_text())
+    assert post["label"] == POST_SEARCH_LABEL and len(post["view_weights"]) == 10 and POST_SEARCH_LABEL in out
+    assert main([*base, "--view-weights", "v2-nope", "--out", str(tmp_path / "x")]) == 2
+    assert "no such preset" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps({"box": ["x"]}))
+    assert main([*base, "--prompts", str(tmp_path / "bad.json"), "--out", str(tmp_path / "y")]) == 2
+    assert "no sentences for class 'ball'" in capsys.readouterr().err
+
+
+def test_prompt_lists_are_averaged_in_feature_space(tiny, modelnet):
+    fclip, tok = tiny
+    items, classes, _ = open_pointcloud_dataset("modelnet40", str(modelnet))
+    prompts = (("box", ("a box.", "a flat box")), ("ball", ("a ball.",)))
+    task = PointCloudTask(fclip, tok, PointCloudSettings("modelnet40", str(modelnet), prompts=prompts), items, classes)
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(fclip.encode_text(tok(["a box.", "a flat box", "a ball."])).float(), dim=-1)
+    want = torch.nn.functional.normalize(torch.stack([f[:2].mean(0), f[2]]), dim=-1)
+    assert torch.allclose(task.text_features(), want, atol=1e-6)

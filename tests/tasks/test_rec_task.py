@@ -105,32 +105,169 @@ def test_missing_image_and_bad_line_are_skipped_with_their_source(scorer, split,
     assert "nowhere_000000000001.png" in reasons
 
 
-def test_whole_image_ties_are_broken_the_same_way_everywhere(scorer, split, tmp_path):
-    a = run(_task(scorer, split, method="none"), tmp_path / "a", progress=False, batch_units=5)
-    b = run(_task(scorer, split, method="none"), tmp_path / "b", progress=False, batch_units=2)
+def test_whole_image_ties_go_to_the_first_box_or_a_seeded_draw(scorer, split, tmp_path):
+    """ReCLIP methods/baseline.py:32 (allenai/reclip @ 3ed4f47) predicts ``np.argmax(probs)``: an exact
+    tie (method ``none`` scores every box the same) goes to the first box in annotation order. The
+    seeded random draw (``ties="random"``) is the same whatever the batching."""
+    first = run(_task(scorer, split, method="none"), tmp_path / "f", progress=False)
+    rf, _ = read_results(tmp_path / "f")
+    assert {r["pred"] for r in rf} == {0} and first["protocol"]["ties"] == "first"
+    a = run(_task(scorer, split, method="none", ties="random"), tmp_path / "a", progress=False, batch_units=5)
+    b = run(_task(scorer, split, method="none", ties="random"), tmp_path / "b", progress=False, batch_units=2)
     ra, _ = read_results(tmp_path / "a")
     rb, _ = read_results(tmp_path / "b")
     assert {r["id"]: r["pred"] for r in ra} == {r["id"]: r["pred"] for r in rb}
     assert a["accuracy"] == b["accuracy"]
     assert len({r["pred"] for r in ra}) > 1  # not always the first box
+    with pytest.raises(falip.FalipError, match="ties must be one of"):
+        _task(scorer, split, ties="last")
 
 
 def test_pick_region():
+    """Default: the first of the tied boxes, as ``np.argmax`` (ReCLIP methods/baseline.py:32)."""
     s = torch.tensor([1.0, 3.0, 3.0, 0.0])
     assert pick_region(s) == 1
-    assert {pick_region(s, f"q{i}") for i in range(40)} == {1, 2}
-    assert pick_region(s, "q7", 0) == pick_region(s.clone(), "q7", 0)
+    assert {pick_region(s, f"q{i}") for i in range(40)} == {1}
+    assert {pick_region(s, f"q{i}", ties="random") for i in range(40)} == {1, 2}
+    assert pick_region(s, "q7", 0, "random") == pick_region(s.clone(), "q7", 0, "random")
     assert pick_region(torch.zeros(0)) == -1
 
 
-def test_a_box_outside_its_image_skips_that_image_with_file_and_line(scorer, split, tmp_path):
+def test_a_box_outside_its_image_is_dropped_from_that_line_only(scorer, split, tmp_path):
+    """ReCLIP main.py:128 scores each line over its own anns; a candidate box wholly outside the
+    image cannot be drawn or looked at: it leaves that line's candidates (the record and the summary
+    say so), the line and the image's other lines are scored (issue 16: a bad box in the first line
+    used to drop every line of the image)."""
     lines = split.read_text().splitlines()
     first = json.loads(lines[0])
-    first["anns"][0]["bbox"] = [500, 500, 10, 10]  # the images are 64x64
+    image = first["file_name"]  # e.g. synthetic_000000000003_0.png; the image file drops the last _<n>
+    gold = {a["id"] for a in first["anns"]} & set(
+        first["ann_id"] if isinstance(first["ann_id"], list) else [first["ann_id"]]
+    )
+    k = next(i for i, a in enumerate(first["anns"]) if a["id"] not in gold)
+    first["anns"][k]["bbox"] = [500, 500, 10, 10]  # the images are 64x64
     bad = tmp_path / "outside.jsonl"
     bad.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     summary = run(_task(scorer, bad, images=split.parent / "images"), tmp_path / "out", progress=False)
-    _, skipped = read_results(tmp_path / "out")
-    assert len(skipped) == 1  # one image; it counts its sentences, the unit n counts
-    assert summary["skipped"] == skipped[0].get("items", 1) >= len(first["sentences"])
-    assert skipped[0]["source"].endswith("outside.jsonl:1") and "lies wholly outside" in skipped[0]["reason"]
+    records, skipped = read_results(tmp_path / "out")
+    assert summary["skipped"] == 0 and not skipped and summary["dropped_boxes"] == 1
+    mine = [r for r in records if r["id"].startswith("outside.jsonl:1#")]
+    assert mine and all(len(r["scores"]) == len(first["anns"]) - 1 for r in mine)
+    assert "lies wholly outside the 64x64 image" in mine[0]["dropped"][0]
+    others = [r for r in records if r["image"].endswith(image.rsplit("_", 1)[0] + ".png") and r not in mine]
+    assert all(not r["dropped"] for r in others)
+
+
+def _line_per_image_fixture(split, tmp_path):
+    """Two lines of one image with different anns: line 2 has one box fewer and one bad box."""
+    line = json.loads(split.read_text().splitlines()[0])
+    second = json.loads(json.dumps(line))
+    gold = line["ann_id"] if isinstance(line["ann_id"], list) else [line["ann_id"]]
+    extra = [a for a in second["anns"] if a["id"] not in gold]
+    second["anns"] = [a for a in second["anns"] if a["id"] != extra[0]["id"]]
+    second["anns"].append({"id": 999, "bbox": [3, 3, 0, 5]})  # zero area: dropped from line 2 only
+    path = tmp_path / "two_lines.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps(second) + "\n")
+    return path, line, second
+
+
+def test_each_line_of_an_image_is_scored_over_its_own_anns(scorer, split, tmp_path):
+    """ReCLIP main.py:128-138 (allenai/reclip @ 3ed4f47): ``boxes = gold_boxes`` of each datum (line),
+    so two lines of one image with different ``anns`` are scored over different candidates. Before
+    the fix every line of an image used the first line's boxes and a later line's bad box went
+    unnoticed."""
+    path, line, second = _line_per_image_fixture(split, tmp_path)
+    summary = run(_task(scorer, path, images=split.parent / "images"), tmp_path / "out", progress=False)
+    records, skipped = read_results(tmp_path / "out")
+    by_line = {1: [], 2: []}
+    for r in records:
+        by_line[int(r["id"].split(":")[1].split("#")[0])].append(r)
+    assert {len(r["scores"]) for r in by_line[1]} == {len(line["anns"])}
+    assert {len(r["scores"]) for r in by_line[2]} == {len(second["anns"]) - 1}  # the zero-area box is out
+    assert [s["id"] for s in skipped] == ["two_lines.jsonl:2/anns[" + str(len(second["anns"]) - 1) + "]"]
+    assert "dropped from the candidates" in skipped[0]["reason"]
+    assert summary["skipped"] == 0 and summary["dropped_boxes"] == 1
+    assert summary["n"] == len(line["sentences"]) + len(second["sentences"])
+    # the scores are those of the line's own boxes
+    samples = read_reclip_jsonl(path, image_root=split.parent / "images")
+    for s in samples:
+        with Image.open(s.image_path) as im:
+            want = scorer.score(im.convert("RGB"), s.boxes, [s.sentence.lower()], template=REC_TEMPLATE)[:, 0]
+        got = next(r for r in records if r["id"] == s.id)
+        np.testing.assert_allclose(got["scores"], want.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_detector_keys_that_match_no_image_are_an_error(scorer, split, tmp_path):
+    """Issue 16: a detector file for other images used to score every image with its whole image
+    (0%) silently."""
+    det = tmp_path / "other.json"
+    det.write_text(json.dumps({"777777": [[0, 0, 5, 5]], "888888": [[1, 1, 5, 5]]}))
+    with pytest.raises(falip.FalipError, match="none of its 2 image ids .* is an image_id of the split files"):
+        run(_task(scorer, split, detector_file=str(det)), tmp_path / "out", progress=False)
+
+
+def test_summary_counts_images_without_detections(scorer, split, tmp_path):
+    """ReCLIP main.py:136-137: an image without detections is scored with the whole image; the
+    summary says how many images that was, and zero-area proposals are dropped and counted."""
+    samples = read_reclip_jsonl(split, image_root=split.parent / "images")
+    ids = sorted({str(s.image_id) for s in samples})
+    det = tmp_path / "dets.json"
+    det.write_text(json.dumps({ids[0]: [[0, 0, 10, 10, 0.9], [4, 4, 0, 3, 0.2], [20, 20, 30, 30, 0.8]]}))
+    summary = run(_task(scorer, split, detector_file=str(det)), tmp_path / "out", progress=False)
+    records, skipped = read_results(tmp_path / "out")
+    assert summary["images_without_detections"] == len(ids) - 1
+    assert summary["dropped_boxes"] == 1 and summary["skipped"] == 0 and summary["n"] == len(samples)
+    assert [s["id"] for s in skipped] == [f"dets.json:{int(ids[0])}/detections[0]"]
+    first = [r for r in records if not r["whole_image"]]
+    assert first and all(len(r["scores"]) == 2 for r in first)
+
+
+def test_subtract_draws_q_captions_per_sentence_from_the_split_s_sentence_list(scorer, split, tmp_path):
+    """FGVP fgvp-reclip/main.py:186-194 (ylingfeng/FGVP @ 80b067b) builds the caption bank from every
+    sentence of the split (lowercased, file order, duplicates kept) and main.py:222 draws, for EACH
+    sentence, ``np.random.choice(caption_bank, 500, replace=False)``; executor.py:321-325 subtracts the
+    mean logit over those captions. Here the draw is seeded per sentence id (sample_negatives)."""
+    from falip.tasks.rec import sample_negatives
+
+    q = 4
+    run(_task(scorer, split, subtract_q=q, seed=5), tmp_path / "p", progress=False)
+    records, _ = read_results(tmp_path / "p")
+    samples = read_reclip_jsonl(split, image_root=split.parent / "images")
+    bank = [s.sentence.lower() for s in samples]
+    draws = set()
+    for s in samples[:6]:
+        negs = sample_negatives(bank, q, s.id, 5)
+        assert len(negs) == q
+        draws.add(tuple(negs))
+        with Image.open(s.image_path) as im:
+            image = im.convert("RGB")
+        pos = scorer.score(image, s.boxes, [s.sentence.lower()], template=REC_TEMPLATE)[:, 0]
+        neg = scorer.score(image, s.boxes, negs, template=REC_TEMPLATE).mean(dim=1)
+        got = next(r for r in records if r["id"] == s.id)
+        np.testing.assert_allclose(got["scores"], (pos - neg).numpy(), rtol=1e-5, atol=1e-4)
+    assert len(draws) > 1  # each sentence draws its own captions
+    rng_draw = sample_negatives(["a", "a", "b", "c"], 3, "x:1#0", 0)
+    assert len(rng_draw) == 3 and rng_draw.count("a") <= 2  # without replacement, duplicates of the bank kept
+
+
+def test_cpt_with_subtract_rewrites_only_the_query(scorer, split, tmp_path):
+    """FGVP fgvp-reclip/executor.py:372-376: under ``shade`` the query becomes
+    ``caption.lower() + " is in red color."`` while the caption bank (main.py:188-189) stays
+    "a photo of ..."; both are scored on the shaded images."""
+    from falip.tasks.rec import sample_negatives
+
+    q = 3
+    run(_task(scorer, split, method="cpt", subtract_q=q), tmp_path / "c", progress=False)
+    records, _ = read_results(tmp_path / "c")
+    samples = read_reclip_jsonl(split, image_root=split.parent / "images")
+    bank = [s.sentence.lower() for s in samples]
+    scale = scorer.fclip.model.logit_scale.exp().item()
+    for s in samples[:3]:
+        with Image.open(s.image_path) as im:
+            image = im.convert("RGB")
+        feats = torch.nn.functional.normalize(scorer.features([image], [s.boxes], "cpt").float(), dim=-1)
+        query = scorer.text_features([s.sentence.lower() + " is in red color."])
+        negs = scorer.text_features(["a photo of " + n for n in sample_negatives(bank, q, s.id, 0)])
+        want = scale * (feats @ query.T)[:, 0] - scale * (feats @ negs.T).mean(dim=1)
+        got = next(r for r in records if r["id"] == s.id)
+        np.testing.assert_allclose(got["scores"], want.numpy(), rtol=1e-4, atol=1e-3)

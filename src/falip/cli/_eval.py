@@ -100,7 +100,14 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
         "--subtract-q", type=int_at_least(0), default=0, help="'subtract' with Q negative captions (default 0: off)"
     )
     g.add_argument(
-        "--seed", type=int_at_least(0), default=0, help="seed of the negative captions and of tie-breaks (>= 0)"
+        "--seed", type=int_at_least(0), default=0, help="seed of the negative captions and of random tie-breaks (>= 0)"
+    )
+    g.add_argument(
+        "--ties",
+        choices=("first", "random"),
+        default="first",
+        help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
+        "default) or a draw seeded by --seed",
     )
 
 
@@ -113,6 +120,12 @@ def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) ->
     g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
     g.add_argument("--region", choices=("mask", "box"), default="mask", help="ImageNet-S: the mask or its box")
     g.add_argument("--classnames", help="a file of class names (ImageNet-S; one per line)")
+    g.add_argument(
+        "--objects",
+        choices=("all", "first"),
+        default="all",
+        help="Stanford Dogs: every annotated dog (default) or the first of each image (one region per image)",
+    )
     add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
     g.add_argument("--top-k", type=int_at_least(1), default=5, help="the second accuracy reported (default top-5)")
 
@@ -235,6 +248,7 @@ def rec_task(args: argparse.Namespace, scorer: Any, model: dict, method: str, su
         template=templates[0] if len(templates) == 1 else templates,
         subtract_q=args.subtract_q if subtract_q is None else subtract_q,
         seed=args.seed,
+        ties=getattr(args, "ties", "first"),
     )
     return RecTask(scorer, settings, model)
 
@@ -249,6 +263,7 @@ def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: st
         cub_root=args.cub_root,
         region=args.region,
         classnames=args.classnames,
+        objects=getattr(args, "objects", "all"),
     )
     settings = ClassifySettings(
         dataset=args.dataset,

@@ -19,7 +19,9 @@ from ._eval import add_model_options, add_run_options, make_scorer, run_task
 __all__ = ["configure_parser", "run"]
 
 
-def _weights(text: str) -> tuple[float, ...]:
+def _weights(text: str) -> tuple[float, ...] | str:
+    if text.strip().startswith("v2-"):  # a preset name, checked against the list when the command runs
+        return text.strip()
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -45,19 +47,32 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     m.add_argument("--projection", choices=("v1", "v2"), default="v1", help="PointCLIP V1 (6 views) or V2 (10 views)")
     m.add_argument("--template", default="point cloud depth map of a {}.", help="text template")
     w = m.add_mutually_exclusive_group()
-    w.add_argument("--view-weights", type=_weights, help="one weight per view, e.g. 1,1,1,1,0.5,0.5")
+    w.add_argument(
+        "--view-weights",
+        type=_weights,
+        help="one weight per view, e.g. 1,1,1,1,0.5,0.5, or a PointCLIP V2 preset: v2-<modelnet40|scanobjectnn>-"
+        "<rn50|rn101|vit-b16|vit-b32> (its own test-split search)",
+    )
     w.add_argument("--search-weights-on", metavar="SPLIT", help="search the view weights on this split first")
     m.add_argument("--search-trials", type=int_at_least(1), default=500, help="random weight vectors tried")
+    m.add_argument(
+        "--post-search",
+        action="store_true",
+        help="also PointCLIP's own post-search: the grid {0.25,0.5,0.75,1}^V on the reported split, "
+        "labelled as optimistic",
+    )
+    m.add_argument("--prompts", help="JSON {class: [sentence, ...]}: per-class sentences averaged (e.g. V2's lists)")
     add_run_options(p)
     add_model_options(p)
 
 
 def _task(args: argparse.Namespace, fclip, tokenizer, model: dict, split: str, weights, weights_from: str):
-    from falip.tasks.pointcloud import PointCloudSettings, PointCloudTask, open_pointcloud_dataset
+    from falip.tasks.pointcloud import PointCloudSettings, PointCloudTask, open_pointcloud_dataset, read_prompts
 
     items, classes, options = open_pointcloud_dataset(
         args.dataset, args.root, split=split, variant=args.variant, n_points=args.points, seed=args.seed
     )
+    prompts = read_prompts(args.prompts, classes) if args.prompts else None
     settings = PointCloudSettings(
         dataset=args.dataset,
         source=str(Path(args.root)),
@@ -67,6 +82,8 @@ def _task(args: argparse.Namespace, fclip, tokenizer, model: dict, split: str, w
         view_weights=weights,
         weights_from=weights_from,
         options=tuple(sorted(options.items())),
+        projected_points=None if args.dataset == "folder" else 1024,  # a folder's clouds: every point loaded
+        prompts=prompts,
     )
     return PointCloudTask(fclip, tokenizer, settings, items, classes, model)
 
@@ -78,12 +95,22 @@ def run(args: argparse.Namespace) -> int:
     from falip.core.errors import FalipError
     from falip.runner import read_results
     from falip.scoring import check_template
-    from falip.tasks.pointcloud import search_view_weights
+    from falip.tasks.pointcloud import (
+        POST_SEARCH_LABEL,
+        VIEW_WEIGHT_PRESETS,
+        post_search_view_weights,
+        search_view_weights,
+    )
 
     check_template(args.template)
+    weights, source = args.view_weights, "given" if args.view_weights else "equal"
+    if isinstance(weights, str):
+        if weights not in VIEW_WEIGHT_PRESETS:
+            raise FalipError(f"--view-weights {weights}: no such preset; one of {', '.join(VIEW_WEIGHT_PRESETS)}")
+        source = f"preset {weights} (PointCLIP V2's best_param.py, searched by its authors on the test split)"
+        weights = VIEW_WEIGHT_PRESETS[weights]
     scorer, model = make_scorer(args)
     fclip, tokenizer = scorer.fclip, scorer.tokenizer
-    weights, source = args.view_weights, "given" if args.view_weights else "equal"
     if args.search_weights_on:
         if args.search_weights_on == args.split:
             raise FalipError(f"--search-weights-on {args.split} is the split reported; name another (e.g. train)")
@@ -99,4 +126,14 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"view weights {list(weights)}: {source}")
     run_task(_task(args, fclip, tokenizer, model, args.split, weights, source), args, args.out)
+    if args.post_search:
+        import json
+
+        records, _ = read_results(args.out)
+        cos = np.array([r["view_cosines"] for r in records])
+        labels = np.array([r["label"] for r in records])
+        best, acc = post_search_view_weights(cos, labels)
+        result = {"label": POST_SEARCH_LABEL, "view_weights": list(best), "accuracy": acc, "n": len(records)}
+        (Path(args.out) / "post_search.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"{POST_SEARCH_LABEL}: {acc:.1f}% with view weights {list(best)} ({len(records)} clouds)")
     return 0

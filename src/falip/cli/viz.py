@@ -69,13 +69,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _read_mask(path: str, size: tuple[int, int]):
-    import numpy as np
 
     from falip.core.errors import FalipError
-    from falip.data.images import decode_file
+    from falip.data.classification import load_mask
 
-    with decode_file(path) as im:
-        mask = np.asarray(im.convert("L")) > 0
+    mask = load_mask(path)  # the readers' rule: any nonzero colour channel
     if (mask.shape[1], mask.shape[0]) != size:
         raise FalipError(
             f"--mask {path} is {mask.shape[1]}x{mask.shape[0]} but the image is {size[0]}x{size[1]}; "

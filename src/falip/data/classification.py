@@ -107,16 +107,20 @@ class ClassificationItem:
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """A mask image as bool ``[H, W]``: a pixel is in the region when its stored value is nonzero.
+    """A mask image as bool ``[H, W]``: a pixel is in the region when any of its colour channels is nonzero.
 
-    The value is that of the first channel as stored (a palette image's index, a 16-bit image's
-    16-bit value); no colour conversion. Raises :class:`FalipError` naming the file if it is
-    missing, not an image, or truncated.
+    The one rule for every mask falip reads (the dataset readers and ``falip viz --mask``): values
+    as stored, no colour conversion, so a pure-blue RGB pixel is in the region, and so is a
+    palette pixel whose index is nonzero or a 16-bit pixel of any nonzero value. The alpha channel
+    of an RGBA / LA image is ignored (an opaque black pixel is background). Raises
+    :class:`FalipError` naming the file if it is missing, not an image, or truncated.
     """
     with decode_file(path) as im:
+        bands = im.getbands()
         arr = np.asarray(im)
     if arr.ndim == 3:
-        arr = arr[..., 0]
+        colour = [i for i, b in enumerate(bands) if b != "A"] or list(range(arr.shape[2]))
+        return (arr[..., colour] != 0).any(axis=2)
     return arr != 0
 
 

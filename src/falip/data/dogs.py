@@ -9,7 +9,8 @@ and public PyTorch loaders that read the lists with ``scipy.io.loadmat``:
   or more ``<object>``, each with ``<name>`` (the breed) and ``<bndbox><xmin><ymin><xmax><ymax>``
   (pixels). Every object is one item (id ``"dogs:<wnid>-<Breed>/<wnid>_<n>#<k>"``, k from 0 in file
   order); the box is used as written, xyxy (VOC's 1-based corners are not shifted: one pixel);
-* ``train_list.mat`` / ``test_list.mat`` (``lists.tar``; looked up in ``lists/`` and in the root):
+* ``train_list.mat`` / ``test_list.mat`` / ``file_list.mat`` (every image: split ``"all"``, the 20,580
+  images the FALIP paper's appendix evaluates) (``lists.tar``; looked up in ``lists/`` and in the root):
   MATLAB cell arrays ``file_list`` (image paths under ``Images/``), ``annotation_list`` (the same
   without ``.jpg``, under ``Annotation/``) and ``labels`` (N x 1, 1-based: loaders subtract 1). Read
   with scipy (``scipy.io.loadmat``; scipy is needed for this dataset only).
@@ -36,9 +37,10 @@ from ._common import BadRecord, check_errors, one_box, reject, require
 from .classification import ClassificationItem
 from .records import Skipped
 
-__all__ = ["DOGS_SPLITS", "StanfordDogs", "breed_name", "read_split_list"]
+__all__ = ["DOGS_OBJECTS", "DOGS_SPLITS", "StanfordDogs", "breed_name", "read_split_list"]
 
-DOGS_SPLITS = ("test", "train")
+DOGS_SPLITS = ("test", "train", "all")
+DOGS_OBJECTS = ("all", "first")
 _BREED_DIR = re.compile(r"^n\d+-.+$")
 
 
@@ -123,7 +125,10 @@ def _objects(path: Path) -> list[tuple[float, float, float, float] | BadRecord]:
 class StanfordDogs:
     """Stanford Dogs under ``root`` (holding ``Images/``, ``Annotation/`` and the lists) as region items.
 
-    ``split``: ``"test"`` or ``"train"``. :attr:`classes` are the 120 breed names (index = label - 1).
+    ``split``: ``"test"``, ``"train"`` or ``"all"`` (``file_list.mat``: every image). ``objects``:
+    ``"all"`` (every annotated dog is an item) or ``"first"`` (only the first ``<object>`` of each
+    annotation file: one region per image, as the FALIP paper counts images). :attr:`classes` are
+    the 120 breed names (index = label - 1).
     Iterating streams one :class:`~falip.data.classification.ClassificationItem` per object of each
     listed image's annotation: ``id`` ``"dogs:<annotation path>#<k>"``, ``image_path``
     ``root/Images/<file>``, ``box`` xyxy pixels, ``label``/``label_index`` the breed, ``source`` the
@@ -132,16 +137,20 @@ class StanfordDogs:
     (``errors="skip"``) yields a :class:`Skipped` in place of each affected item.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "test", errors: str = "raise") -> None:
+    def __init__(
+        self, root: str | os.PathLike, split: str = "test", errors: str = "raise", objects: str = "all"
+    ) -> None:
         if split not in DOGS_SPLITS:
             raise FalipError(f"Stanford Dogs split must be one of {DOGS_SPLITS}, got {split!r}")
-        self.root, self.split, self.errors = Path(root), split, check_errors(errors)
+        if objects not in DOGS_OBJECTS:
+            raise FalipError(f"Stanford Dogs objects must be one of {DOGS_OBJECTS}, got {objects!r}")
+        self.root, self.split, self.errors, self.objects = Path(root), split, check_errors(errors), objects
         images = require(self.root, "Images", "the Stanford Dogs folder (Images/, Annotation/, lists)")
         self.folders: list[str] = sorted(p.name for p in images.iterdir() if p.is_dir() and _BREED_DIR.match(p.name))
         if not self.folders:
             raise FalipError(f"{images}: no breed folders (<wnid>-<Breed>) in it")
         self.classes: list[str] = [breed_name(f) for f in self.folders]
-        name = f"{split}_list.mat"
+        name = "file_list.mat" if split == "all" else f"{split}_list.mat"
         candidates = [self.root / "lists" / name, self.root / name]
         found = [p for p in candidates if p.is_file()]
         if not found:
@@ -159,7 +168,7 @@ class StanfordDogs:
             except BadRecord as e:
                 yield reject(self.errors, item_id, e.source or f"{self.list_path}: entry {k + 1}", e.reason)
                 continue
-            for j, box in enumerate(objects):
+            for j, box in enumerate(objects[:1] if self.objects == "first" else objects):
                 if isinstance(box, BadRecord):
                     yield reject(self.errors, f"{item_id}#{j}", box.source, box.reason)
                     continue

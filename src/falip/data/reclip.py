@@ -19,7 +19,8 @@ Format (ReCLIP's release, reused by FALIP, FGVP and Alpha-CLIP; checked against 
   written (the REC task lowercases). Other keys of the line are kept in ``extra``.
 
 Detector file (ReCLIP's ``--detector_file``): either ``{image_id: [[x, y, w, h], ...]}`` or a list of
-``{"image_id": ..., "box": [x, y, w, h], ...}`` (ReCLIP accepts both and compares ``int(image_id)``;
+``{"image_id": ..., "box": [x, y, w, h], ...}``, a box possibly with a score after its 4 numbers
+(ReCLIP accepts both shapes, reads ``box[0..3]`` and compares ``int(image_id)``;
 here ids are compared as strings with integers normalised, :func:`image_key`). An image without
 detections is scored with the whole image as its one box, as in ReCLIP (:meth:`RecSample.regions`).
 The metric is IoU(predicted, any gold box) > 0.5.
@@ -82,7 +83,9 @@ class RecSample:
     """One REC query (one sentence of a line): the image, every annotation of it and the gold ids.
 
     ``id`` is ``"<jsonl name>:<line>#<k>"`` for sentence k (from 0) of that line; ``source`` is
-    ``"<jsonl path>:<line>"``. The samples of one line share ``anns``.
+    ``"<jsonl path>:<line>"``. The samples of one line share ``anns``. ``dropped``: why each
+    annotation of the line whose box is unusable (zero area, NaN, not 4 numbers) was left out of
+    ``anns`` (the candidates); the line's sentences are kept with the other boxes.
     """
 
     id: str
@@ -93,6 +96,7 @@ class RecSample:
     anns: tuple[RecAnnotation, ...]
     gold_ids: tuple[int | str, ...]
     sentence_index: int = 0
+    dropped: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
     source: str = field(default="", compare=False)
 
@@ -199,22 +203,30 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
         raise FalipError(f"image_id must be an int or a str, got {obj['image_id']!r}")
     if not isinstance(obj["anns"], list) or not obj["anns"]:
         raise FalipError("anns must be a non-empty list")
-    raw_boxes = []
+    anns_list: list[RecAnnotation] = []
+    dropped: dict[str, str] = {}  # str(id) of an ann whose box is unusable -> why
     for k, a in enumerate(obj["anns"]):
         if not isinstance(a, dict) or "id" not in a or "bbox" not in a:
             raise FalipError(f"anns[{k}] must be an object with 'id' and 'bbox'")
         if not _is_id(a["id"]):
             raise FalipError(f"anns[{k}].id must be an int or a str, got {a['id']!r}")
-        raw_boxes.append(numbers(a["bbox"], 4, f"anns[{k}].bbox"))
-    boxes = check_boxes(raw_boxes, box_format="xywh", names=[f"anns[{k}].bbox" for k in range(len(raw_boxes))])
-    anns = tuple(
-        RecAnnotation(a["id"], tuple(float(v) for v in box), a.get("category_id"), a.get("segmentation"))
-        for a, box in zip(obj["anns"], boxes)
-    )
+        try:  # one bad box drops that annotation from the candidates, not the line (ReCLIP keeps every ann)
+            name = f"anns[{k}].bbox"
+            box = check_boxes([numbers(a["bbox"], 4, name)], box_format="xywh", names=[name])[0]
+        except FalipError as e:
+            dropped[str(a["id"])] = str(e)
+            continue
+        anns_list.append(
+            RecAnnotation(a["id"], tuple(float(v) for v in box), a.get("category_id"), a.get("segmentation"))
+        )
+    anns = tuple(anns_list)
     raw_gold = obj["ann_id"]
     gold = tuple(raw_gold) if isinstance(raw_gold, list) else (raw_gold,)
     if not gold or not all(_is_id(g) for g in gold):
         raise FalipError(f"ann_id must be an int, a str or a non-empty list of them, got {raw_gold!r}")
+    bad_gold = [dropped[str(g)] for g in gold if str(g) in dropped]
+    if bad_gold:
+        raise FalipError(f"the gold annotation's box is unusable: {bad_gold[0]}")
     ids = {str(a.id) for a in anns}
     missing = [g for g in gold if str(g) not in ids]
     if missing:
@@ -227,6 +239,7 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
         "file_name": file_name,
         "anns": anns,
         "gold_ids": gold,
+        "dropped": tuple(dropped.values()),
         "extra": {k: v for k, v in obj.items() if k not in _LINE_KEYS},
     }
     return shared, obj["sentences"]
@@ -238,9 +251,11 @@ def iter_reclip_jsonl(
     """Stream a ReCLIP-style REC jsonl as one :class:`RecSample` per sentence.
 
     ``image_root`` (default: the jsonl's directory) is where the image files are; ``image_path`` is
-    ``image_root / coco_image_name(file_name)``. A malformed line (not JSON, a missing or mistyped
-    key, a bbox that is not 4 numbers or that :func:`check_boxes` rejects, an ``ann_id`` not among
-    ``anns``) raises :class:`FalipError` ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields
+    ``image_root / coco_image_name(file_name)``. An annotation whose bbox is not 4 numbers or that
+    :func:`check_boxes` rejects (e.g. zero area) is left out of the line's ``anns`` and named in
+    each sample's ``dropped``; the line is kept with its other boxes. A malformed line (not JSON, a
+    missing or mistyped key, no usable box, a gold annotation whose box is unusable, an ``ann_id``
+    not among ``anns``) raises :class:`FalipError` ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields
     one :class:`Skipped` with id ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
     does so for that sentence only (id ``"...:<line>#<k>"``). A missing file always raises.
     """
@@ -269,14 +284,24 @@ def read_reclip_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | N
     return list(iter_reclip_jsonl(path, image_root))  # type: ignore[arg-type]
 
 
-def read_detections(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def _detection_box(value: Any, what: str) -> tuple[float, ...]:
+    """A detector box ``[x, y, w, h]`` or ``[x, y, w, h, score, ...]`` -> its first 4 numbers (as ReCLIP reads it)."""
+    if not isinstance(value, (list, tuple)) or len(value) < 4:
+        raise FalipError(f"{what} must be a list of 4 numbers [x, y, w, h] (a 5th, a score, is ignored), got {value!r}")
+    return numbers(list(value[:4]), 4, what)
+
+
+def read_detections(path: str | os.PathLike, *, dropped: dict[str, list[str]] | None = None) -> dict[str, np.ndarray]:
     """A detector file -> ``{image_key(image_id): boxes [K, 4] xyxy float64}`` (the file's boxes are xywh).
 
     Accepts ``{image_id: [[x, y, w, h], ...]}`` or ``[{"image_id": ..., "box": [x, y, w, h]}, ...]``
-    (other keys, e.g. a score, ignored). Image ids are compared as strings (:func:`image_key`:
-    ``581857`` matches ``"581857"`` and ``"0581857"``). Several entries of one image add up; an image
-    with an empty list has no proposals. Raises :class:`FalipError` naming the file and the entry for anything malformed
-    (every box through :func:`check_boxes`).
+    (other keys ignored). A box may carry more numbers (``[x, y, w, h, score]``): the first four are
+    the box, as ReCLIP's ``main.py`` reads ``box[0..3]``. Image ids are compared as strings
+    (:func:`image_key`: ``581857`` matches ``"581857"`` and ``"0581857"``). Several entries of one
+    image add up; an image with an empty list has no proposals. A box of zero width or height is
+    left out of its image's proposals (it has no area to score or to match); when ``dropped`` is
+    given, ``dropped[key]`` lists a description of each. Anything else malformed (not numbers, NaN,
+    negative size) raises :class:`FalipError` naming the file and the entry.
     """
     path = Path(path)
     with open_binary(path, "detector file") as fh:
@@ -289,26 +314,36 @@ def read_detections(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FalipError(f"{path}: invalid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
     raw: dict[str, list] = {}
     names: dict[str, list[str]] = {}
+    entries: list[tuple[str, Any, str]] = []  # (key, box as written, how to name it)
     if isinstance(obj, dict):
         for image_id, boxes in obj.items():
             if not isinstance(boxes, list):
                 raise FalipError(f"{path}: image_id {image_id!r}: expected a list of [x, y, w, h] boxes")
-            for j, b in enumerate(boxes):
-                what = f"{path}: image_id {image_id!r} box {j}"
-                raw.setdefault(image_key(image_id), []).append(numbers(b, 4, what))
-                names.setdefault(image_key(image_id), []).append(what)
+            raw.setdefault(image_key(image_id), [])
+            entries += [(image_key(image_id), b, f"{path}: image_id {image_id!r} box {j}") for j, b in enumerate(boxes)]
     elif isinstance(obj, list):
         for i, d in enumerate(obj):
             if not isinstance(d, dict) or "image_id" not in d or "box" not in d:
                 raise FalipError(f"{path}: entry [{i}] must be an object with 'image_id' and 'box'")
             if not _is_id(d["image_id"]):
                 raise FalipError(f"{path}: entry [{i}]: image_id must be an int or a str, got {d['image_id']!r}")
-            key, what = image_key(d["image_id"]), f"{path}: entry [{i}] box"
-            raw.setdefault(key, []).append(numbers(d["box"], 4, what))
-            names.setdefault(key, []).append(what)
+            entries.append((image_key(d["image_id"]), d["box"], f"{path}: entry [{i}] box"))
     else:
         raise FalipError(f"{path}: expected an object {{image_id: boxes}} or a list of {{image_id, box}} entries")
-    return {k: check_boxes(v, box_format="xywh", names=names[k]) for k, v in raw.items()}
+    for key, box, what in entries:
+        xywh = _detection_box(box, what)
+        raw.setdefault(key, [])
+        if np.isfinite(xywh).all() and (xywh[2] == 0 or xywh[3] == 0):
+            if dropped is not None:
+                side = "width" if xywh[2] == 0 else "height"
+                dropped.setdefault(key, []).append(f"{what} {list(xywh)} has zero {side}")
+            continue
+        raw[key].append(xywh)
+        names.setdefault(key, []).append(what)
+    return {
+        k: check_boxes(v, box_format="xywh", names=names[k]) if v else np.zeros((0, 4), dtype=np.float64)
+        for k, v in raw.items()
+    }
 
 
 def _rle_string_counts(s: str) -> list[int]:

@@ -15,6 +15,15 @@ Scale: parameters are in the pixels of the image passed in. :mod:`falip.scoring`
 outlines (circle, box) after resizing to the model input, so their thickness is "at model-input
 scale" as the RedCircle recipe has it, and applies blur, grayscale and shading to the original
 image, as ReCLIP does.
+
+The authors' drawings (the code behind the paper's Table 1: ReCLIP's ``executor.py``
+``tensorize_inputs`` and the FALIP authors' fork of it) are here too, drawn with PIL's
+``ImageDraw`` exactly as that code draws them, so that the images are pixel-identical:
+:func:`reclip_blur` (ReCLIP's ``blur``), :func:`reclip_shade` (ReCLIP's ``shade``, CPT) and
+:func:`authors_red_circle` (the authors' ``circle``: blur and a red ellipse in one image). PIL's
+rules apply to them, not the pixel-centre rule above: the box is first clipped to the image
+(``max(left, 0), max(top, 0), min(right, W), min(bottom, H)``, ReCLIP's ``enlarge_boxes = 0``),
+and ``rectangle``/``ellipse`` include their right and bottom edge.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from ..core.errors import FalipError
 from ..core.regions import check_boxes
@@ -42,6 +51,11 @@ __all__ = [
     "cpt_shade",
     "cpt_text",
     "blur_circle",
+    "pil_region_mask",
+    "reclip_blur",
+    "reclip_shade",
+    "authors_red_circle",
+    "authors_circle_width",
 ]
 
 RED: tuple[int, int, int] = (255, 0, 0)
@@ -200,8 +214,13 @@ def cpt_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR, al
 
 
 def cpt_text(expression: str) -> str:
-    """CPT's text for a shaded region: ``"{expression} is in red color."`` (a trailing '.' dropped)."""
-    return f"{expression.strip().rstrip('.')} is in red color."
+    """CPT's text for a shaded region: ``expression.lower() + " is in red color."``, nothing stripped.
+
+    As ReCLIP's ``ClipExecutor.preprocess_text`` and FGVP's ``ClipExecutor.__call__`` build it
+    (``caption.lower() + " is in red color."``): a sentence ending in "." gives "... left. is in
+    red color.".
+    """
+    return expression.lower() + " is in red color."
 
 
 def blur_circle(
@@ -213,3 +232,80 @@ def blur_circle(
     ``blur&circle`` method, which applies the two at their own scales.
     """
     return red_circle(reverse_blur(image, box, std, "ellipse"), box, color, thickness)
+
+
+# ------------------------------------------------------------------ the authors' drawings (PIL)
+def _clipped(size: tuple[int, int], box: Box) -> tuple[float, float, float, float]:
+    """``box`` clipped to the image as ReCLIP's executor clips it (``enlarge_boxes = 0``)."""
+    x0, y0, x1, y1 = _check_box(box)
+    w, h = size
+    return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+
+
+def pil_region_mask(size: tuple[int, int], box: Box, shape: Shape = "box") -> Image.Image:
+    """An ``L`` image of ``size`` (W, H): 255 where PIL draws the filled rectangle/ellipse of ``box``, else 0.
+
+    The box is clipped to the image first (ReCLIP); PIL includes the right and bottom edge.
+    """
+    if shape not in ("box", "ellipse"):
+        raise FalipError(f"shape must be 'box' or 'ellipse', got {shape!r}")
+    x0, y0, x1, y1 = _clipped(size, box)
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    if shape == "box":
+        draw.rectangle([(x0, y0), (x1, y1)], fill=255)
+    else:
+        draw.ellipse([(x0, y0), (x1, y1)], fill=255)
+    return mask
+
+
+def reclip_blur(image: Image.Image, box: Box, std: float = 100.0, shape: Shape = "box") -> Image.Image:
+    """ReCLIP's ``blur``: the whole image Gaussian-blurred (PIL radius ``std``), the original pasted back in the box.
+
+    The pasted region is :func:`pil_region_mask` (a PIL rectangle, right/bottom edge included; with
+    ``shape="ellipse"`` the ellipse the authors' ``circle`` uses).
+    """
+    if std < 0:
+        raise FalipError(f"std must be >= 0, got {std}")
+    rgb = image.convert("RGB")
+    mask = pil_region_mask(rgb.size, box, shape)
+    out = rgb.filter(ImageFilter.GaussianBlur(std))
+    out.paste(rgb, mask=mask)
+    return out
+
+
+def reclip_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR, alpha: int = CPT_ALPHA) -> Image.Image:
+    """ReCLIP's ``shade`` (CPT): a PIL rectangle filled ``(*color, alpha)`` on an RGBA overlay, alpha-composited."""
+    if not 0 <= int(alpha) <= 255:
+        raise FalipError(f"alpha must be in [0, 255], got {alpha}")
+    rgba = image.convert("RGBA")
+    tint = tuple(int(c) for c in color[:3])
+    overlay = Image.new("RGBA", rgba.size, tint + (0,))
+    x0, y0, x1, y1 = _clipped(rgba.size, box)
+    ImageDraw.Draw(overlay).rectangle(((x0, y0), (x1, y1)), fill=tint + (int(alpha),))
+    return Image.alpha_composite(rgba, overlay).convert("RGB")
+
+
+def authors_circle_width(size: tuple[int, int]) -> int:
+    """The authors' red-ellipse outline width on an image of ``size`` (W, H): ``int(max(W, H) / 200)``.
+
+    3 px on a 640 x 480 COCO image; 0 (no outline: PIL draws none) below 200 px.
+    """
+    return int(max(size) / 200)
+
+
+def authors_red_circle(
+    image: Image.Image, box: Box, std: float = 100.0, color: Sequence[int] = RED, width: int | None = None
+) -> Image.Image:
+    """The FALIP authors' RedCircle: blur and circle in ONE image, drawn on the original.
+
+    The original inside the PIL ellipse of ``box`` (:func:`reclip_blur` with ``shape="ellipse"``),
+    Gaussian blur (radius ``std``) outside, then a red PIL ellipse outline of ``width`` px
+    (default :func:`authors_circle_width`, ``int(max(W, H) / 200)``). Their executor's ``circle``
+    branch hard-codes the blur, so this is the method behind the paper's RedCircle rows.
+    """
+    out = reclip_blur(image, box, std, "ellipse")
+    w = authors_circle_width(out.size) if width is None else int(width)
+    x0, y0, x1, y1 = _clipped(out.size, box)
+    ImageDraw.Draw(out).ellipse([(x0, y0), (x1, y1)], outline=tuple(int(c) for c in color[:3]), width=w)
+    return out

@@ -19,13 +19,19 @@ Atoms (see :data:`METHODS`, or :func:`available_methods`):
 falip      the image untouched; FALIP's foveal attention on the box (one batched pass)
 none       the whole image, no prompt: the same score for every box
 crop       the box alone, cut from the original image, then preprocessed
-circle     red ellipse inscribed in the box, drawn at model-input scale
+circle     red ellipse inscribed in the box, drawn at model-input scale (FGVP's RedCircle)
+redcircle  the FALIP authors' RedCircle: blur outside the ellipse and a red ellipse outline
+           int(max(W, H) / 200) px wide, in ONE image drawn with PIL on the original
 box        red rectangle outline, drawn at model-input scale
 blur       reverse blur, original kept inside the inscribed ellipse (original image)
-blur-box   reverse blur, original kept inside the box (original image)
+blur-box   ReCLIP's blur: original pasted back in the PIL rectangle of the box (original image)
 gray       grayscale outside the box (original image)
-cpt        CPT shading of the box (original image); text becomes "{text} is in red color."
+cpt        ReCLIP's CPT shading of the box (PIL rectangle, original image); text becomes
+           ``text.lower() + " is in red color."``
 ========== ==========================================================================
+
+The authors' drawings (``redcircle``, ``blur-box``, ``cpt``) are pixel-identical to the images their
+code makes (:mod:`falip.prompts.edits`, "The authors' drawings").
 
 ``none`` and ``crop`` cannot be combined with other atoms by ``&``. Within a term the edits made
 on the original image run first (in the order written), then the resize to the model input, then
@@ -146,6 +152,13 @@ for _spec in (
         "input",
     ),
     MethodSpec(
+        "redcircle",
+        "edit",
+        "the authors' RedCircle: blur outside the ellipse + red ellipse int(max(W,H)/200) px, on the original",
+        lambda im, b, p: vp.authors_red_circle(im, b, p.blur_std, p.circle_color),
+        "original",
+    ),
+    MethodSpec(
         "box",
         "edit",
         "red rectangle outline, at model-input scale",
@@ -162,8 +175,8 @@ for _spec in (
     MethodSpec(
         "blur-box",
         "edit",
-        "reverse blur outside the box",
-        lambda im, b, p: vp.reverse_blur(im, b, p.blur_std, "box"),
+        "ReCLIP's blur: outside the box (PIL rectangle, edges included)",
+        lambda im, b, p: vp.reclip_blur(im, b, p.blur_std, "box"),
         "original",
     ),
     MethodSpec(
@@ -176,8 +189,8 @@ for _spec in (
     MethodSpec(
         "cpt",
         "edit",
-        "CPT shading of the box; text '{text} is in red color.'",
-        lambda im, b, p: vp.cpt_shade(im, b, p.cpt_color, p.cpt_alpha),
+        "ReCLIP's CPT shading of the box; text '{text lowercased} is in red color.'",
+        lambda im, b, p: vp.reclip_shade(im, b, p.cpt_color, p.cpt_alpha),
         "original",
         vp.cpt_text,
     ),

@@ -34,7 +34,31 @@ __all__ = [
     "fuse_views",
     "open_pointcloud_dataset",
     "search_view_weights",
+    "post_search_view_weights",
+    "VIEW_WEIGHT_PRESETS",
+    "POST_SEARCH_GRID",
+    "POST_SEARCH_LABEL",
+    "read_prompts",
 ]
+
+VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
+    # PointCLIP V2's zero-shot view weights per dataset and backbone, for its 10 realistic views
+    # (zeroshot_cls/trainers/best_param.py, ``best_prompt_weight['<dataset>_<backbone>_test_weights']``;
+    # searched by its authors on the test split).
+    "v2-modelnet40-rn50": (0.75, 0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 1.0, 0.25, 0.25),
+    "v2-modelnet40-rn101": (0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 0.75, 0.25, 0.25, 0.25),
+    "v2-modelnet40-vit-b16": (0.75, 0.75, 0.75, 0.25, 0.75, 1.0, 0.25, 1.0, 0.75, 0.25),
+    "v2-modelnet40-vit-b32": (0.75, 0.75, 0.75, 0.75, 0.25, 0.5, 0.5, 0.75, 0.5, 0.5),
+    "v2-scanobjectnn-rn50": (0.75, 0.75, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 0.25, 0.25),
+    "v2-scanobjectnn-rn101": (0.5, 0.5, 0.5, 0.75, 0.5, 1.0, 1.0, 0.75, 0.25, 0.25),
+    "v2-scanobjectnn-vit-b16": (0.75, 0.75, 0.75, 0.5, 0.5, 1.0, 0.75, 1.0, 0.25, 0.25),
+    "v2-scanobjectnn-vit-b32": (0.75, 0.75, 0.75, 0.5, 0.75, 0.75, 0.5, 1.0, 0.5, 0.75),
+}
+"""Named view weights (``--view-weights v2-modelnet40-vit-b16``): PointCLIP V2's presets."""
+
+POST_SEARCH_GRID = (0.25, 0.5, 0.75, 1.0)
+"""PointCLIP's search grid (trainers/search_weights.py: ``(i + 1) * RANGE / TIME``, TIME 4, RANGE 1)."""
+POST_SEARCH_LABEL = "post-searched on the reported split (PointCLIP's protocol, optimistic)"
 
 POINTCLOUD_TEMPLATE = "point cloud depth map of a {}."
 """PointCLIP's zero-shot prompt; class names with underscores replaced by spaces."""
@@ -45,7 +69,11 @@ class PointCloudSettings:
     """What defines a point-cloud run (written to ``run.json``).
 
     ``view_weights``: one weight per view (None: equal); ``weights_from`` records where they came
-    from ("equal", "given", or "searched on <split> ...").
+    from ("equal", "given", or "searched on <split> ..."). ``projected_points``: the first N points
+    of each cloud are projected (PointCLIP: 1024 of ModelNet40's 2048); None: every point loaded
+    (a folder of point files, already subsampled to ``--points``). ``prompts``: per class, several
+    sentences whose normalised text features are averaged (PointCLIP V2's prompt lists, brought
+    by the user); None: ``template`` with the class name.
     """
 
     dataset: str
@@ -56,6 +84,8 @@ class PointCloudSettings:
     view_weights: tuple[float, ...] | None = None
     weights_from: str = "equal"
     options: tuple[tuple[str, Any], ...] = ()
+    projected_points: int | None = 1024
+    prompts: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
 
 def fuse_views(view_cosines: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
@@ -95,6 +125,67 @@ def search_view_weights(
     return tuple(round(float(x), 6) for x in best), best_acc
 
 
+def post_search_view_weights(
+    view_cosines: np.ndarray, labels: np.ndarray, grid: Sequence[float] = POST_SEARCH_GRID, chunk: int = 256
+) -> tuple[tuple[float, ...], float]:
+    """PointCLIP's post-search: every weight vector of ``grid ^ V`` on these clouds, ``(weights, accuracy %)``.
+
+    As ZrrSkywalker/PointCLIP ``trainers/search_weights.py`` (``search_weights_zs``): nested loops
+    over the grid in order, a vector kept when its accuracy is strictly higher, so the first best in
+    grid order wins. It runs on the split it reports (PointCLIP searches on the test features):
+    an optimistic figure, to be labelled :data:`POST_SEARCH_LABEL`. 4^10 vectors for V2's 10 views.
+    """
+    n, v, _ = view_cosines.shape
+    if n == 0:
+        raise FalipError("the post-search has no clouds")
+    cos = torch.from_numpy(np.ascontiguousarray(view_cosines, dtype=np.float64))
+    lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    values = torch.tensor([float(g) for g in grid], dtype=torch.float64)
+    total = len(values) ** v
+    best, best_hits = None, -1
+    for start in range(0, total, chunk):
+        idx = torch.arange(start, min(start + chunk, total))
+        digits = torch.stack([(idx // len(values) ** (v - 1 - j)) % len(values) for j in range(v)], dim=1)
+        w = values[digits]  # [m, V], in the order of the nested loops (first view outermost)
+        preds = torch.einsum("nvc,mv->mnc", cos, w).argmax(dim=-1)  # [m, N]
+        hits = (preds == lab[None]).sum(dim=1)
+        top = int(hits.argmax())
+        if int(hits[top]) > best_hits:
+            best, best_hits = w[top], int(hits[top])
+    return tuple(float(x) for x in best), 100.0 * best_hits / n  # type: ignore[union-attr]
+
+
+def read_prompts(path: str, classes: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A prompts file (JSON ``{class: [sentence, ...]}``, e.g. PointCLIP V2's prompt lists) for ``classes``.
+
+    Keys are matched as written, then with underscores as spaces. FalipError naming the file for a
+    missing class, an empty list or a non-string sentence.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise FalipError(f"--prompts {p}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise FalipError(f"--prompts {p}: not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise FalipError(f"--prompts {p}: expected an object {{class: [sentence, ...]}}")
+    out = []
+    for c in classes:
+        sentences = obj.get(c, obj.get(c.replace("_", " ")))
+        if sentences is None:
+            raise FalipError(f"--prompts {p}: no sentences for class {c!r}")
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        if not isinstance(sentences, list) or not sentences or not all(isinstance(t, str) for t in sentences):
+            raise FalipError(f"--prompts {p}: class {c!r} needs a non-empty list of sentences")
+        out.append((c, tuple(sentences)))
+    return tuple(out)
+
+
 class PointCloudTask:
     """Point-cloud classification for :func:`falip.runner.run`; one unit and one record per cloud.
 
@@ -131,6 +222,11 @@ class PointCloudTask:
         self.model = dict(model or {})
         self.n_views = n_views
         self._text: torch.Tensor | None = None
+        if settings.prompts is not None:
+            have = {c for c, _ in settings.prompts}
+            missing = [c for c in self.classes if c not in have]
+            if missing:
+                raise FalipError(f"the prompts name no sentences for {len(missing)} classes, e.g. {missing[:3]}")
 
     def config(self) -> dict:
         s = self.settings
@@ -143,6 +239,8 @@ class PointCloudTask:
             "template": s.template,
             "view_weights": None if s.view_weights is None else list(s.view_weights),
             "weights_from": s.weights_from,
+            "projected_points": s.projected_points,
+            "prompts": None if s.prompts is None else {c: list(t) for c, t in s.prompts},
             **{k: v for k, v in s.options},
             "classes": len(self.classes),
             **self.model,
@@ -166,10 +264,18 @@ class PointCloudTask:
     def text_features(self) -> torch.Tensor:
         """L2-normalised class text features ``[C, D]`` (computed once per run)."""
         if self._text is None:
-            texts = [self.settings.template.format(c.replace("_", " ")) for c in self.classes]
             device = next(self.fclip.model.parameters()).device
-            feats = self.fclip.encode_text(self.tokenizer(texts).to(device))
-            self._text = F.normalize(feats.float(), dim=-1)
+            if self.settings.prompts is None:
+                texts = [self.settings.template.format(c.replace("_", " ")) for c in self.classes]
+                feats = self.fclip.encode_text(self.tokenizer(texts).to(device))
+                self._text = F.normalize(feats.float(), dim=-1)
+            else:  # several sentences per class: the normalised mean of their normalised features
+                prompts = dict(self.settings.prompts)
+                rows = []
+                for c in self.classes:
+                    f = F.normalize(self.fclip.encode_text(self.tokenizer(list(prompts[c])).to(device)).float(), dim=-1)
+                    rows.append(F.normalize(f.mean(dim=0), dim=-1))
+                self._text = torch.stack(rows)
         return self._text
 
     @torch.no_grad()
@@ -186,7 +292,8 @@ class PointCloudTask:
             by_count.setdefault(len(p), []).append(i)
         for idx in by_count.values():
             batch = torch.from_numpy(np.stack([points[i] for i in idx])).float()
-            images[idx] = project(batch, size=size)
+            n = self.settings.projected_points or batch.shape[1]  # None: project every point loaded
+            images[idx] = project(batch, n_points=n, size=size)
         flat = images.flatten(0, 1).to(device=param.device, dtype=param.dtype)  # [B * V, 3, S, S]
         if self.settings.method == "none":
             feats = self.fclip.encode_image(flat)

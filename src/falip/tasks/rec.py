@@ -5,6 +5,7 @@ Built on :class:`falip.scoring.RegionScorer`; "subtract" post-processing (P) by 
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
-from ..prompts.registry import parse_method
+from ..prompts.registry import METHODS, parse_method, term_atoms
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import accuracy_summary, box_iou, summary_table
@@ -28,7 +29,9 @@ __all__ = [
     "RecSettings",
     "RecTask",
     "evaluate_rec",
+    "TIES",
     "pick_region",
+    "sample_negatives",
     "rec_scores",
     "negative_captions",
     "rec_predict",
@@ -83,37 +86,87 @@ def rec_scores(
     expressions: Sequence[Sequence[str]],
     method: str = "falip",
     template: str | Sequence[str] = REC_TEMPLATE,
-    negatives: Sequence[str] | None = None,
+    negatives: Sequence[str] | Sequence[Sequence[Sequence[str]]] | None = None,
 ) -> list[torch.Tensor]:
     """Per image, the scores ``[K_i, S_i]`` of its K candidate regions for its S expressions.
 
     All regions and expressions of an image are scored in one pass (each region encoded once).
     Expressions are lowercased. ``negatives`` turns on "subtract" (P): each region's score minus
-    its mean score over those captions, scored by the same method.
+    its mean score over negative captions, scored by the same method on the same image. Either one
+    list of captions shared by every expression, or, per image, one list per expression (a caption
+    may repeat: it then counts as often as it appears, as in FGVP's ``np.random.choice`` sample).
+    The negatives always go through ``template`` ("a photo of ..."), also when the method rewrites
+    the query (``cpt``), as in FGVP's ``main.py``.
     """
-    negatives = [n.lower() for n in negatives] if negatives else []
-    texts = [[e.lower() for e in exprs] + negatives for exprs in expressions]
-    out = scorer.score_many(list(images), list(regions), texts, method=method, template=template)
     if not negatives:
-        return out
-    q = len(negatives)
-    return [s[:, : s.shape[1] - q] - s[:, s.shape[1] - q :].mean(dim=1, keepdim=True) for s in out]
+        texts = [[e.lower() for e in exprs] for exprs in expressions]
+        return scorer.score_many(list(images), list(regions), texts, method=method, template=template)
+    shared = all(isinstance(n, str) for n in negatives)
+    per_image = [[list(negatives)] * len(exprs) for exprs in expressions] if shared else negatives
+    if len(per_image) != len(images):
+        raise FalipError(f"negatives: {len(per_image)} lists for {len(images)} images (one per image)")
+    texts, tails, picks = [], [], []
+    for exprs, negs in zip(expressions, per_image):
+        if len(negs) != len(exprs):
+            raise FalipError(f"negatives: {len(negs)} lists for {len(exprs)} expressions of an image")
+        bank = list(dict.fromkeys(n.lower() for sample in negs for n in sample))
+        where = {n: k for k, n in enumerate(bank)}
+        texts.append([e.lower() for e in exprs] + bank)
+        tails.append(len(bank))
+        picks.append([torch.tensor([where[n.lower()] for n in sample], dtype=torch.long) for sample in negs])
+    rewrites = any(METHODS[a].text is not None for term in parse_method(method) for a in term_atoms(term))
+    extra = {"template_only": tails} if rewrites else {}
+    out = scorer.score_many(list(images), list(regions), texts, method=method, template=template, **extra)
+    result = []
+    for s, n_neg, pick in zip(out, tails, picks):
+        n_q = s.shape[1] - n_neg
+        neg = s[:, n_q:]
+        cols = [
+            s[:, j] - (neg[:, idx].mean(dim=1) if len(idx) else torch.zeros(s.shape[0])) for j, idx in enumerate(pick)
+        ]
+        result.append(torch.stack(cols, dim=1) if cols else s[:, :0])
+    return result
 
 
-def pick_region(scores: torch.Tensor, key: str | None = None, seed: int = 0) -> int:
+TIES = ("first", "random")
+"""Tie rules: the ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's rule), or a
+seeded ``random`` draw."""
+
+
+def pick_region(scores: torch.Tensor, key: str | None = None, seed: int = 0, ties: str = "first") -> int:
     """The highest-scoring region of ``scores`` ``[K]``; -1 when K is 0.
 
-    Exact ties (the whole image scores every box the same) are broken by a draw seeded from
-    ``(seed, key)``, so the choice does not depend on box order, batch order or the number of
-    processes; ``key=None`` takes the first of the tied regions.
+    Exact ties (the whole image scores every box the same) go to the first of the tied regions
+    (``ties="first"``: ``np.argmax``, as ReCLIP's ``methods/baseline.py`` and the authors' fork
+    predict), or (``ties="random"``, with a ``key``) to a draw seeded from ``(seed, key)``, so the
+    choice does not depend on box order, batch order or the number of processes.
     """
+    if ties not in TIES:
+        raise FalipError(f"ties must be one of {TIES}, got {ties!r}")
     if scores.shape[0] == 0:
         return -1
     top = np.flatnonzero((scores == scores.max()).numpy())
-    if len(top) == 1 or key is None:
+    if len(top) == 1 or key is None or ties == "first":
         return int(top[0])
     draw = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))]).integers(len(top))
     return int(top[draw])
+
+
+def sample_negatives(bank: Sequence[str], q: int, sentence_id: str, seed: int = 0) -> list[str]:
+    """One sentence's Q negative captions for "subtract", drawn without replacement from ``bank``.
+
+    ``bank`` is the split's list of every sentence (lowercased, file order, duplicates kept), as
+    FGVP's ``main.py`` builds its ``caption_bank``; FGVP draws
+    ``np.random.choice(caption_bank, 500, replace=False)`` for each sentence from numpy's global
+    state. Here the draw is seeded per sentence from ``(seed, sentence_id)``, so it does not depend
+    on the order the sentences run in. A bank of at most Q captions is used whole.
+    """
+    if q <= 0:
+        return []
+    if len(bank) <= q:
+        return list(bank)
+    rng = np.random.default_rng([int(seed), zlib.crc32(sentence_id.encode("utf-8"))])
+    return [bank[i] for i in rng.choice(len(bank), size=q, replace=False)]
 
 
 def rec_predict(
@@ -181,8 +234,9 @@ class RecSettings:
 
     ``data``: ReCLIP-format split files; ``images``: the image root (default: each file's folder);
     ``detector_file``: proposals ("prop" setting) instead of the annotations' boxes ("gold");
-    ``subtract_q``: Q negative captions for "subtract" (0: off), sampled from each split's
-    caption bank with ``seed``, which also seeds the tie-break.
+    ``subtract_q``: Q negative captions per sentence for "subtract" (0: off), drawn from the
+    split's list of all sentences, seeded per sentence id with ``seed`` (:func:`sample_negatives`);
+    ``ties``: ``"first"`` box (the authors' ``np.argmax``) or a ``"random"`` draw seeded by ``seed``.
     """
 
     data: tuple[str, ...]
@@ -193,15 +247,27 @@ class RecSettings:
     subtract_q: int = 0
     seed: int = 0
     iou_threshold: float = 0.5
+    ties: str = "first"
+
+
+_BOX_NOTE = re.compile(r"/(anns|detections)\[\d+\]$")  # skipped.jsonl ids of dropped boxes (not items)
 
 
 class RecTask:
     """REC on ReCLIP-format splits, for :func:`falip.runner.run`.
 
-    A unit is one image of one split with all its sentences; its candidate regions are encoded
-    once for all of them. One record per sentence: ``id``, ``split``, ``image``, ``sentence``,
-    ``pred`` (candidate index), ``pred_box`` (xyxy), ``iou`` (best IoU with a gold box),
-    ``correct`` (``iou > iou_threshold``), ``scores`` (per candidate, after subtract).
+    A unit is one image of one split with all its sentences. Each sentence is scored over its own
+    line's candidates (the line's ``anns``, or the image's detections); lines of an image that
+    share their candidates have them encoded once. One record per sentence: ``id``, ``split``,
+    ``image``, ``sentence``, ``pred`` (candidate index), ``pred_box`` (xyxy), ``iou`` (best IoU
+    with a gold box), ``correct`` (``iou > iou_threshold``), ``scores`` (per candidate, after
+    subtract), ``whole_image`` (the image had no detections: its one candidate is the whole
+    image) and ``dropped`` (candidate boxes left out because they lie wholly outside the image).
+
+    A candidate box that cannot be scored (zero area in the file, wholly outside the image) is
+    left out of its line's candidates: one entry in ``skipped.jsonl`` (id ``<line>/anns[k]`` or
+    ``<detector file>:<image_id>/detections[j]``) or in the record's ``dropped``; the summary
+    counts them (``dropped_boxes``), apart from the skipped sentences (``skipped``).
     """
 
     name = "rec"
@@ -210,9 +276,14 @@ class RecTask:
         self.scorer = scorer
         self.settings = settings
         self.model = dict(model or {})
-        self._negatives: dict[str, list[str]] = {}
+        self._negatives: dict[str, list[list[str]]] = {}  # sentence id -> its negative captions
+        self._split_names = split_names(settings.data)
         if settings.subtract_q < 0:
             raise FalipError(f"subtract_q must be >= 0, got {settings.subtract_q}")
+        if settings.ties not in TIES:
+            raise FalipError(f"ties must be one of {TIES}, got {settings.ties!r}")
+        if isinstance(settings.seed, bool) or not isinstance(settings.seed, int) or settings.seed < 0:
+            raise FalipError(f"the seed must be a whole number >= 0, got {settings.seed!r}")
         parse_method(settings.method)
         scorer.templates_of(settings.template)
         for path in settings.data:
@@ -220,121 +291,236 @@ class RecTask:
                 raise FalipError(f"REC split file not found: {path}")
         if settings.detector_file is not None and not Path(settings.detector_file).is_file():
             raise FalipError(f"detector file not found: {settings.detector_file}")
-        self._split_names = split_names(settings.data)
 
     def config(self) -> dict:
         s = self.settings
         return {"task": "rec", **{k: v for k, v in asdict(s).items()}, **self.model}
 
     def units(self) -> Iterator[Unit | Skip]:
-        from ..data.reclip import iter_reclip_jsonl, read_detections
+        from ..data.reclip import image_key, iter_reclip_jsonl, read_detections
         from ..data.records import Skipped
 
         s = self.settings
-        detections = read_detections(s.detector_file) if s.detector_file else None
+        dropped_dets: dict[str, list[str]] = {}
+        detections = read_detections(s.detector_file, dropped=dropped_dets) if s.detector_file else None
+        out: list[Unit | Skip] = []
+        matched = 0
+        noted: set[str] = set()
         for path in s.data:
             split = self._split_names[path]
             groups: dict[str, dict] = {}
-            bank: set[str] = set()
+            bank: list[str] = []
             for sample in iter_reclip_jsonl(path, image_root=s.images, errors="skip"):
                 if isinstance(sample, Skipped):
-                    yield Skip(sample.id, sample.source, sample.reason)
+                    out.append(Skip(sample.id, sample.source, sample.reason))
                     continue
                 key = str(sample.image_path)
+                line_id = sample.id.rsplit("#", 1)[0]
                 group = groups.get(key)
                 if group is None:
-                    found = sample.candidates(detections)  # [0, 4]: no detections for this image
-                    candidates = found.tolist() if len(found) else None
                     group = groups[key] = {
                         "split": split,
                         "image": key,
                         "image_id": str(sample.image_id),
                         "source": sample.source,
-                        "candidates": candidates,
+                        "sets": [],
+                        "whole_image": False,
                         "queries": [],
                     }
+                if detections is None:
+                    candidates = sample.boxes.tolist()
+                    for note in sample.dropped:
+                        k = note.split("]", 1)[0] + "]"  # "anns[k]"
+                        if f"{line_id}/{k}" not in noted:
+                            noted.add(f"{line_id}/{k}")
+                            out.append(
+                                Skip(f"{line_id}/{k}", sample.source, f"{note}: dropped from the candidates; "
+                                     f"the line's sentences are scored with its other {len(candidates)} boxes")
+                            )  # fmt: skip
+                else:
+                    ikey = image_key(sample.image_id)
+                    found = detections.get(ikey)
+                    matched += found is not None
+                    for j, note in enumerate(dropped_dets.get(ikey, [])):
+                        note_id = f"{Path(s.detector_file).name}:{ikey}/detections[{j}]"  # type: ignore[arg-type]
+                        if note_id not in noted:
+                            noted.add(note_id)
+                            out.append(Skip(note_id, str(s.detector_file), f"{note}: dropped from the proposals"))
+                    candidates = found.tolist() if found is not None and len(found) else None
+                    group["whole_image"] = candidates is None  # ReCLIP: no detections -> the whole image
+                if candidates not in group["sets"]:
+                    group["sets"].append(candidates)
                 group["queries"].append(
-                    {"id": sample.id, "sentence": sample.sentence, "gold": sample.gold_boxes.tolist()}
+                    {
+                        "id": sample.id,
+                        "sentence": sample.sentence,
+                        "gold": sample.gold_boxes.tolist(),
+                        "set": group["sets"].index(candidates),
+                        "source": sample.source,
+                    }
                 )
-                bank.add(sample.sentence.lower())
-            self._negatives[split] = _sample_bank(bank, s.subtract_q, s.seed)
+                bank.append(sample.sentence.lower())
             for group in groups.values():
+                for q in group["queries"]:
+                    self._negatives[q["id"]] = sample_negatives(bank, s.subtract_q, q["id"], s.seed)
                 uid = f"{split}:{group['image_id']}:{Path(group['image']).name}"
-                yield Unit(uid, group, group["source"], items=len(group["queries"]))
+                out.append(Unit(uid, group, group["source"], items=len(group["queries"])))
+        if detections is not None and not matched and any(isinstance(u, Unit) for u in out):
+            ids = sorted(detections)[:3]
+            raise FalipError(
+                f"detector file {s.detector_file}: none of its {len(detections)} image ids (e.g. "
+                f"{', '.join(map(repr, ids)) or 'none'}) is an image_id of the split files; is it the file for "
+                "these splits?"
+            )
+        yield from out
 
-    def load(self, unit: Unit) -> tuple[dict, Image.Image, Regions]:
+    def load(self, unit: Unit) -> tuple[dict, Image.Image, list[Regions], list[list[str]], list[dict]]:
         from ..data.images import load_image
 
         group = unit.payload
         image = load_image(group["image"])
-        boxes = group["candidates"]
-        if boxes is None:  # an image without detections: the whole image is its one candidate
-            boxes = [[0.0, 0.0, float(image.size[0]), float(image.size[1])]]
-        try:
-            regions = Regions(boxes, image_size=image.size)
-        except FalipError as err:
-            raise FalipError(f"{group['source']}: {err}") from None
-        visible, reason = _visible(regions, getattr(getattr(self.scorer, "preprocess", None), "geometry", None))
-        if not visible:
-            raise FalipError(f"every candidate region is unseen by the model: {reason}")
-        if len(visible) < len(regions):  # candidates outside the centre crop (resize 'crop') cannot win
-            group = {**group, "visible": visible, "unseen": reason}
-            regions = regions.select(visible)
-        return group, image, regions
+        w, h = image.size
+        regions, dropped, unseen = [], [], []
+        geometry = getattr(getattr(self.scorer, "preprocess", None), "geometry", None)
+        for boxes in group["sets"]:
+            if boxes is None:  # an image without detections: the whole image is its one candidate
+                boxes = [[0.0, 0.0, float(w), float(h)]]
+            keep, notes = [], []
+            for b in boxes:
+                if b[0] >= w or b[1] >= h or b[2] <= 0 or b[3] <= 0:
+                    xywh = [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)]
+                    notes.append(f"candidate box {xywh} (x, y, w, h) lies wholly outside the {w}x{h} image")
+                else:
+                    keep.append(b)
+            if not keep:
+                raise FalipError(f"{group['source']}: {notes[0]}, and so does every other candidate")
+            try:
+                candidates = Regions(keep, image_size=image.size)
+            except FalipError as err:
+                raise FalipError(f"{group['source']}: {err}") from None
+            visible, reason = _visible(candidates, geometry)
+            if not visible:
+                raise FalipError(f"every candidate region is unseen by the model: {reason}")
+            if len(visible) < len(candidates):  # candidates outside the centre crop (resize 'crop') cannot win
+                unseen.append({"visible": visible, "count": len(candidates), "reason": reason})
+                candidates = candidates.select(visible)
+            else:
+                unseen.append({})
+            regions.append(candidates)
+            dropped.append(notes)
+        return group, image, regions, dropped, unseen
 
-    def run(self, loaded: list[tuple[dict, Image.Image, Regions]]) -> list[list[dict]]:
+    def run(
+        self, loaded: list[tuple[dict, Image.Image, list[Regions], list[list[str]], list[dict]]]
+    ) -> list[list[dict]]:
         s = self.settings
         out: list[list[dict]] = [[] for _ in loaded]
-        by_split: dict[str, list[int]] = {}
-        for i, (group, _, _) in enumerate(loaded):
-            by_split.setdefault(group["split"], []).append(i)
-        for split, idx in by_split.items():
-            scores = rec_scores(
-                self.scorer,
-                [loaded[i][1] for i in idx],
-                [loaded[i][2] for i in idx],
-                [[q["sentence"] for q in loaded[i][0]["queries"]] for i in idx],
-                s.method,
-                s.template,
-                self._negatives.get(split),
-            )
-            for i, sc in zip(idx, scores):
-                group, _, regions = loaded[i]
-                for j, q in enumerate(group["queries"]):
-                    col = sc[:, j]
-                    pick = pick_region(col, q["id"], s.seed)
-                    box = regions.boxes[pick]
-                    pred = group["visible"][pick] if "visible" in group else pick  # index among all candidates
-                    gold = np.asarray(q["gold"], dtype=np.float64).reshape(-1, 4)
-                    iou = float(box_iou(box[None], gold).max()) if len(gold) else 0.0
-                    out[i].append(
-                        {
-                            "id": q["id"],
-                            "split": split,
-                            "image": group["image"],
-                            "sentence": q["sentence"],
-                            "pred": pred,
-                            "pred_box": [float(v) for v in box],
-                            "iou": iou,
-                            "correct": iou > s.iou_threshold,
-                            "scores": [float(v) for v in col],
-                            **(
-                                {
-                                    "unseen_candidates": len(group["candidates"]) - len(group["visible"]),
-                                    "unseen_reason": group["unseen"],
-                                }
-                                if "visible" in group
-                                else {}
-                            ),
-                        }  # fmt: skip
-                    )
+        calls: list[tuple[int, int, list[dict]]] = []  # (unit, candidate set, its queries)
+        for u, (group, _, regions, _, _) in enumerate(loaded):
+            for k in range(len(regions)):
+                calls.append((u, k, [q for q in group["queries"] if q["set"] == k]))
+        scores = rec_scores(
+            self.scorer,
+            [loaded[u][1] for u, _, _ in calls],
+            [loaded[u][2][k] for u, k, _ in calls],
+            [[q["sentence"] for q in qs] for _, _, qs in calls],
+            s.method,
+            s.template,
+            [[self._negatives.get(q["id"], []) for q in qs] for _, _, qs in calls] if s.subtract_q else None,
+        )
+        results: dict[tuple[int, str], dict] = {}
+        for (u, k, qs), sc in zip(calls, scores):
+            group, _, regions, dropped, unseen = loaded[u]
+            for j, q in enumerate(qs):
+                col = sc[:, j]
+                pick = pick_region(col, q["id"], s.seed, s.ties)
+                box = regions[k].boxes[pick]
+                pred = unseen[k]["visible"][pick] if unseen[k] else pick  # index among all kept candidates
+                gold = np.asarray(q["gold"], dtype=np.float64).reshape(-1, 4)
+                iou = float(box_iou(box[None], gold).max()) if len(gold) else 0.0
+                results[(u, q["id"])] = {
+                    "id": q["id"],
+                    "split": group["split"],
+                    "image": group["image"],
+                    "sentence": q["sentence"],
+                    "pred": pred,
+                    "pred_box": [float(v) for v in box],
+                    "iou": iou,
+                    "correct": iou > s.iou_threshold,
+                    "scores": [float(v) for v in col],
+                    "whole_image": bool(group["whole_image"]),
+                    "dropped": [f"{group['image']}: {n}" for n in dropped[k]],
+                }
+                if unseen[k]:
+                    results[(u, q["id"])]["unseen_candidates"] = unseen[k]["count"] - len(unseen[k]["visible"])
+                    results[(u, q["id"])]["unseen_reason"] = unseen[k]["reason"]
+        for u, (group, _, _, _, _) in enumerate(loaded):
+            out[u] = [results[(u, q["id"])] for q in group["queries"]]
         return out
 
     def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
-        return accuracy_summary(records, skipped, by="split")
+        notes = [e for e in skipped if _BOX_NOTE.search(str(e.get("id", "")))]
+        items = [e for e in skipped if not _BOX_NOTE.search(str(e.get("id", "")))]
+        summary = accuracy_summary(records, items, by="split")
+        summary["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
+        summary["images_without_detections"] = len({(r["split"], r["image"]) for r in records if r.get("whole_image")})
+        s = self.settings
+        summary["protocol"] = {
+            "boxes": "prop (detector file)" if s.detector_file else "gold (the annotations' boxes)",
+            "ties": s.ties,
+            "subtract_q": s.subtract_q,
+            "seed": s.seed,
+        }
+        return summary
 
     def table(self, summary: dict) -> str:
-        return summary_table(summary, "split", f"REC ({self.settings.method})")
+        text = summary_table(summary, "split", f"REC ({self.settings.method})")
+        if summary.get("dropped_boxes"):
+            text += f"\ncandidate boxes dropped (zero area or outside the image): {summary['dropped_boxes']}"
+        if summary.get("images_without_detections"):
+            text += (
+                f"\nimages with no detections (scored with the whole image as their one box): "
+                f"{summary['images_without_detections']}"
+            )
+        return text
+
+
+def evaluate_rec(
+    scorer: RegionScorer,
+    data: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    images: str | Path | None = None,
+    detector_file: str | Path | None = None,
+    method: str = "falip",
+    template: str | Sequence[str] = REC_TEMPLATE,
+    subtract_q: int = 0,
+    seed: int = 0,
+    ties: str = "first",
+    model: dict | None = None,
+    **run_options: Any,
+) -> tuple[dict, list[dict]]:
+    """REC on ReCLIP-format split file(s), like ``falip rec``: ``(summary, per-sentence records)``.
+
+    ``run_options`` go to :func:`falip.runner.run` (``resume``, ``limit``, ``workers``,
+    ``batch_units``, ``progress``); results are written to ``out_dir`` as the command does.
+    """
+    from ..runner import read_results, run
+
+    files = (data,) if isinstance(data, (str, Path)) else tuple(data)
+    settings = RecSettings(
+        data=tuple(str(f) for f in files),
+        images=None if images is None else str(images),
+        detector_file=None if detector_file is None else str(detector_file),
+        method=method,
+        template=template if isinstance(template, str) else tuple(template),
+        subtract_q=subtract_q,
+        seed=seed,
+        ties=ties,
+    )
+    summary = run(RecTask(scorer, settings, model), out_dir, **run_options)
+    records, _ = read_results(out_dir)
+    return summary, records
 
 
 def split_names(paths: Sequence[str]) -> dict[str, str]:
@@ -371,50 +557,3 @@ def _visible(regions: Regions, geometry: Any) -> tuple[list[int], str]:
         except FalipError as err:
             reason = reason or str(err).replace("box 0 ", f"candidate {k} ", 1)
     return seen, reason
-
-
-def _sample_bank(bank: set[str], q: int, seed: int) -> list[str]:
-    """``q`` captions of a split's bank (sorted first, so the draw does not depend on file order)."""
-    if q <= 0:
-        return []
-    ordered = sorted(bank)
-    if len(ordered) <= q:
-        return ordered
-    pick = np.random.default_rng(seed).choice(len(ordered), size=q, replace=False)
-    return [ordered[i] for i in sorted(pick)]
-
-
-def evaluate_rec(
-    scorer: RegionScorer,
-    data: str | Path | Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    images: str | Path | None = None,
-    detector_file: str | Path | None = None,
-    method: str = "falip",
-    template: str | Sequence[str] = REC_TEMPLATE,
-    subtract_q: int = 0,
-    seed: int = 0,
-    model: dict | None = None,
-    **run_options: Any,
-) -> tuple[dict, list[dict]]:
-    """REC on ReCLIP-format split file(s), like ``falip rec``: ``(summary, per-sentence records)``.
-
-    ``run_options`` go to :func:`falip.runner.run` (``resume``, ``limit``, ``workers``,
-    ``batch_units``, ``progress``); results are written to ``out_dir`` as the command does.
-    """
-    from ..runner import read_results, run
-
-    files = (data,) if isinstance(data, (str, Path)) else tuple(data)
-    settings = RecSettings(
-        data=tuple(str(f) for f in files),
-        images=None if images is None else str(images),
-        detector_file=None if detector_file is None else str(detector_file),
-        method=method,
-        template=template if isinstance(template, str) else tuple(template),
-        subtract_q=subtract_q,
-        seed=seed,
-    )
-    summary = run(RecTask(scorer, settings, model), out_dir, **run_options)
-    records, _ = read_results(out_dir)
-    return summary, records

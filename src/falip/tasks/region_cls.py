@@ -258,10 +258,12 @@ def open_dataset(
     cub_root: str | None = None,
     region: str = "mask",
     classnames: str | None = None,
+    objects: str = "all",
 ) -> tuple[Iterable[Any], list[str], dict]:
     """A classification dataset by name: ``(items, classes, options)``; bad records are skipped.
 
-    ``name``: ``cub``, ``dogs``, ``waterbirds`` (needs ``cub_root`` for the boxes; ``classnames``: a
+    ``name``: ``cub``, ``dogs`` (``objects``: every dog, or the first of each image),
+    ``waterbirds`` (needs ``cub_root`` for the boxes; ``classnames``: a
     file renaming y = 0, 1), ``imagenet-s`` (``region``: the class mask or its box; ``classnames``: a
     names file), ``jsonl`` or ``csv``
     (``root`` is the file). ``options`` are the settings that define the run (for ``run.json``).
@@ -275,8 +277,8 @@ def open_dataset(
         ds: Any = CUB(root, split=split, errors="skip")
         return ds, ds.classes, {"split": split}
     if name == "dogs":
-        ds = StanfordDogs(root, split=split, errors="skip")
-        return ds, ds.classes, {"split": split}
+        ds = StanfordDogs(root, split=split, errors="skip", objects=objects)
+        return ds, ds.classes, {"split": split, "objects": objects}
     if name == "waterbirds":
         if cub_root is None:
             raise FalipError("Waterbirds needs the CUB-200-2011 folder (--cub-root) for the bird boxes")

@@ -1,0 +1,149 @@
+"""`falip paper table1|table2` as the README shows them, with the authors' protocol printed under the tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from falip.cli import main
+from falip.data import synthetic
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _cell(strings):
+    out = np.empty((len(strings), 1), dtype=object)
+    for i, s in enumerate(strings):
+        out[i, 0] = np.array([s])
+    return out
+
+
+def _write_dogs(root, scenes):
+    """Stanford Dogs in the real layout: two images, the second with two dogs; lists/file_list.mat."""
+    breeds = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel"]
+    entries = []
+    for k, (breed, scene) in enumerate(zip(breeds, scenes)):
+        (root / "Images" / breed).mkdir(parents=True)
+        (root / "Annotation" / breed).mkdir(parents=True)
+        stem = f"{breed.split('-')[0]}_{k}"
+        Image.fromarray(scene.image).save(root / "Images" / breed / f"{stem}.jpg")
+        objects = "".join(
+            f"<object><name>dog</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+            f"<ymax>{y1}</ymax></bndbox></object>"
+            for x0, y0, x1, y1 in (o.box for o in scene.objects[: k + 1])
+        )
+        (root / "Annotation" / breed / stem).write_text(f"<annotation>{objects}</annotation>")
+        entries.append(f"{breed}/{stem}")
+    (root / "lists").mkdir()
+    savemat(
+        root / "lists" / "file_list.mat",
+        {"file_list": _cell([e + ".jpg" for e in entries]), "annotation_list": _cell(entries),
+         "labels": np.array([[1.0], [2.0]])},
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("t2")
+    scenes = synthetic.classification_scenes(seed=11, n_scenes=4, min_objects=2, max_objects=3)
+    cub = synthetic.write_cub_style(scenes, tmp / "cub")
+    wb = tmp / "wb"  # Waterbirds' images are CUB's (the same relative paths), its boxes CUB's bounding_boxes.txt
+    rows = ["img_id,img_filename,y,split,place,place_filename"]
+    for line in (cub / "images.txt").read_text().splitlines():
+        i, rel = line.split()
+        (wb / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wb / rel).write_bytes((cub / "images" / rel).read_bytes())
+        rows.append(f"{i},{rel},{int(i) % 2},{2 if int(i) > 1 else 0},{int(i) % 2},/p.jpg")
+    (wb / "metadata.csv").write_text("\n".join(rows) + "\n")
+    ins = synthetic.write_imagenet_s_style(scenes[:3], tmp / "ins")
+    names = tmp / "names.txt"
+    folders = sorted(p.name for p in (ins / "validation").iterdir())
+    names.write_text("".join(f.replace("_", " ") + "\n" for f in folders))
+    dogs = _write_dogs(tmp / "dogs", scenes[:2])
+    return {"cub": cub, "wb": wb, "ins": ins, "names": names, "dogs": dogs}
+
+
+def test_readme_table2_command_with_all_four_datasets(four, tmp_path, capsys):
+    """The README's table2 command: --classnames is ImageNet-S's names file only (it used to leak into
+    Waterbirds: "Waterbirds takes 2 class names, found 36", and table2.md was never written).
+    FALIP.md section 4: the entire Dogs (file_list.mat, one region per image) and CUB, Waterbirds'
+    test split, ImageNet-S validation with the mask's BOX."""
+    out = tmp_path / "t2"
+    argv = ["paper", "table2", "--dogs", str(four["dogs"]), "--cub", str(four["cub"]), "--waterbirds", str(four["wb"]),
+            "--imagenet-s", str(four["ins"]), "--classnames", str(four["names"]), "--out", str(out),
+            "--workers", "0"]  # fmt: skip
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    table = (out / "table2.md").read_text()
+    assert "| method | Stanford Dogs | CUB-200-2011 | ImageNet-S | Waterbirds |" in table
+    for row in ("| CLIP |", "| RedCircle |", "| FALIP |", "| Crop (extra) |", "| Blur (extra) |"):
+        assert row in table
+    assert "Protocol followed:" in table and "Deliberate differences" in table and table in stdout + "\n"
+    assert "Stanford Dogs: split all, n = 2 regions, region: the box of the first <object>" in table
+    assert "ImageNet-S: split validation, n = 3 regions, region: the box of the class mask" in table
+    assert "Waterbirds: split test, n = 3 regions" in table  # 4 images, one in the train split
+    runs = {k: json.loads((out / k / "falip" / "run.json").read_text())["config"] for k in ("dogs", "imagenet_s")}
+    assert runs["dogs"]["split"] == "all" and runs["dogs"]["objects"] == "first"
+    assert runs["imagenet_s"]["region"] == "box"
+    wb = json.loads((out / "waterbirds" / "falip" / "run.json").read_text())["config"]
+    assert wb["split"] == "test" and wb["classnames"] is None
+    cub = json.loads((out / "cub" / "falip" / "run.json").read_text())["config"]
+    assert cub["split"] == "all"
+    assert json.loads((out / "cub" / "redcircle" / "run.json").read_text())["config"]["method"] == "redcircle"
+
+
+def test_table2_options_every_dog_and_the_mask_are_named_as_differences(four, tmp_path, capsys):
+    out = tmp_path / "t2m"
+    argv = ["paper", "table2", "--dogs", str(four["dogs"]), "--imagenet-s", str(four["ins"]), "--classnames",
+            str(four["names"]), "--region", "mask", "--dogs-objects", "all", "--out", str(out),
+            "--workers", "0"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    table = (out / "table2.md").read_text()
+    assert "n = 3 regions, region: the box of every dog" in table
+    assert "the class mask itself (--region mask)" in table
+    assert "Stanford Dogs counts every dog" in table and "FALIP is given the mask (--region mask)" in table
+
+
+def test_table1_fills_gold_and_prop_columns_and_prints_the_protocol(tmp_path, capsys):
+    """FALIP.md section 5: the authors' rows (RedCircle = blur + circle in one image; E = summed
+    branches; ties to the first box; P = Q captions per sentence) and, with a detector file, the
+    "gold" and "prop" columns from one run."""
+    root = tmp_path / "refcoco"
+    root.mkdir()
+    synthetic.write_reclip_rec(synthetic.rec_examples(seed=40, n_scenes=3), root, split="refcoco_testa")
+    lines = [json.loads(x) for x in (root / "refcoco_testa.jsonl").read_text().splitlines()]
+    dets = {str(line["image_id"]): [a["bbox"] + [0.9] for a in line["anns"]] for line in lines}
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    argv = ["paper", "table1", "--refcoco-dir", str(root), "--coco-images", str(root / "images"),
+            "--detector-file", str(tmp_path / "dets.json"), "--subtract-q", "3", "--out", str(tmp_path / "t1"),
+            "--workers", "0"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    table = (tmp_path / "t1" / "table1.md").read_text()
+    assert "| method | refcoco_testa gold | refcoco_testa prop |" in table
+    for row in ("| CPT (adapted to this CLIP) |", "| RedCircle |", "| FALIP |", "| ReCLIP (no relations) |",
+                "| RedCircle E |", "| FALIP E |", "| FALIP + P |", "| RedCircle E + P |"):  # fmt: skip
+        assert row in table
+    assert "| ReCLIP (no relations) + P |" not in table
+    assert "ties: the first box in annotation order (np.argmax)" in table
+    assert "Q = 3 captions drawn without replacement" in table and "seed 0" in table
+    assert "relation parser is not included" in table and "refcoco_testa.jsonl (n = " in table
+    # the detections are the annotation boxes: gold and prop agree cell by cell
+    for row in table.splitlines():
+        if row.startswith("| FALIP |"):
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            assert cells[1] == cells[2]
+    cfg = json.loads((tmp_path / "t1" / "prop" / "falip-plus-redcircle-plus-blur-box" / "run.json").read_text())[
+        "config"
+    ]
+    assert cfg["detector_file"].endswith("dets.json") and cfg["ties"] == "first"
