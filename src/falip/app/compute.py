@@ -91,7 +91,13 @@ class Limits:
 
     @property
     def max_upload_text(self) -> str:
-        return f"{self.max_upload_bytes / 1024 / 1024:g} MB"
+        return _bytes_text(self.max_upload_bytes)
+
+
+def _bytes_text(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.3g} MB"
+    return f"{n / 1024:.3g} KB" if n >= 1024 else f"{n} bytes"
 
 
 @dataclass
@@ -145,7 +151,7 @@ def _check_file(path: str | os.PathLike | None, what: str, limits: Limits) -> Pa
     size = p.stat().st_size
     if size > limits.max_upload_bytes:
         raise FalipError(
-            f"{what} {p.name} is {size / 1024 / 1024:.1f} MB; the app takes files up to {limits.max_upload_text}"
+            f"{what} {p.name} is {_bytes_text(size)}; the app takes files up to {limits.max_upload_text}"
         )
     return p
 
@@ -332,8 +338,12 @@ def parse_classes(text: str | None, limits: Limits = Limits()) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- drawing
-def display_scale(size: tuple[int, int], target: int = 320) -> int:
-    """An integer upscale so that a small image shows at about ``target`` pixels (1 for larger ones)."""
+def display_scale(size: tuple[int, int], target: int = 400) -> int:
+    """An integer upscale so that a small image shows at about ``target`` pixels (1 for larger ones).
+
+    The page never shows an image larger than it is (Gradio computes click positions as if it
+    did not), so small images are upscaled here, by an integer factor that clicks divide by.
+    """
     return max(1, target // max(size))
 
 
@@ -666,8 +676,8 @@ def pointcloud_view(
     else:
         value_range, label = (0.0, 1.0), "1 - depth / max (1: background)"
     title = (
-        f"{p.name}: PointCLIP {projection.upper()} views of {len(points)} points at the model's "
-        f"{size}x{size} input; red: FALIP's region (foreground on {patch}-px patches)"
+        f"{_short(p.name, 28)}: {len(points)} points, PointCLIP {projection.upper()} views at {size}x{size}\n"
+        f"red: FALIP's region (the foreground on {patch}-px patches)"
     )
     with tempfile.TemporaryDirectory(prefix="falip-app-") as tmp:
         out = Path(tmp) / "views.png"
@@ -693,16 +703,20 @@ def pointcloud_view(
     return PointCloudView(sheet, top, table, len(points))
 
 
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 # ------------------------------------------------------------------------------------ example
 def example_scene(seed: int = 3) -> tuple[Image.Image, np.ndarray, list[str]]:
-    """The default example: a seeded synthetic scene (upscaled 4x, nearest), two of its boxes and texts.
+    """The default example: a seeded synthetic scene (upscaled 6x, nearest), two of its boxes and texts.
 
     Boxes are in the upscaled image's pixels; the texts name the two objects ("the red square").
     """
     from ..data.synthetic import classification_scenes
 
     scene = classification_scenes(seed, 1, min_objects=3, max_objects=3)[0]
-    s = 4
+    s = 6
     image = Image.fromarray(scene.image).resize((scene.size * s, scene.size * s), Image.NEAREST)
     objects = scene.objects[:2]
     boxes = np.asarray([[v * s for v in o.box] for o in objects], dtype=np.float64)

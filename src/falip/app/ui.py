@@ -112,7 +112,6 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                             interactive=False,
                             elem_id="regions-preview",
                             format="png",
-                            height=360,
                         )
                         with gr.Row():
                             image_file = gr.File(label="upload an image", elem_id="regions-image-file")
