@@ -160,6 +160,8 @@ def test_scores_are_region_scorer_scores_and_their_softmax(app):
     pictures = C.winner_images(image, result)
     assert len(pictures) == len(texts) and pictures[0][0].size == image.size  # 384 px: shown as it is
     assert pictures[0][1].startswith(f'"{texts[0]}": falip -> ')
+    figure = C.winners_figure(image, result)
+    assert figure.width > 2 * 300 and figure.mode == "RGB"
 
 
 def test_default_falip_settings_are_the_models_preset(app):

@@ -54,6 +54,7 @@ __all__ = [
     "score_regions",
     "scores_html",
     "winner_images",
+    "winners_figure",
     "attention_view",
     "pointcloud_view",
 ]
@@ -526,6 +527,33 @@ def winner_images(image: Image.Image, result: RegionScores) -> list[tuple[Image.
             _draw_box(draw, (x0 - pad, y0 - pad, x1 + pad, y1 + pad), s, colour, width)
             captions.append(f"{m} -> {k + 1}")
         out.append((im, f'"{text}": ' + ", ".join(captions)))
+    return out
+
+
+def winners_figure(image: Image.Image, result: RegionScores, max_side: int = 320, columns: int = 3) -> Image.Image:
+    """:func:`winner_images` side by side (``columns`` a row), each captioned, with a legend of the methods' colours."""
+    panels = winner_images(image, result)
+    shrink = min(1.0, max_side / max(image.size) / display_scale(image.size))
+    tiles = []
+    for im, caption in panels:
+        im = im.resize((max(1, round(im.width * shrink)), max(1, round(im.height * shrink))), Image.NEAREST)
+        tile = Image.new("RGB", (im.width, im.height + 18), "#FFFFFF")
+        tile.paste(im, (0, 0))
+        ImageDraw.Draw(tile).text((2, im.height + 3), _short(caption, max(8, im.width // 6)), fill="#000000")
+        tiles.append(tile)
+    legend_h = 18
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
+    tw, th = max(t.width for t in tiles), max(t.height for t in tiles)
+    out = Image.new("RGB", (cols * (tw + 8) - 8, rows * (th + 8) + legend_h), "#FFFFFF")
+    for i, tile in enumerate(tiles):
+        out.paste(tile, ((i % cols) * (tw + 8), (i // cols) * (th + 8)))
+    draw = ImageDraw.Draw(out)
+    x, y = 2, out.height - legend_h + 2  # the legend below: the page puts the image's label over its top left
+    for i, m in enumerate(result.methods):
+        draw.rectangle((x, y + 1, x + 10, y + 11), fill=_COLOURS[i % len(_COLOURS)])
+        draw.text((x + 14, y), m, fill="#000000")
+        x += 14 + int(draw.textlength(m)) + 12
     return out
 
 

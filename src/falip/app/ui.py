@@ -46,8 +46,9 @@ def _status(text: str, error: bool = False) -> str:
     return f'<div class="{cls}" role="status">{prefix}{html.escape(text)}</div>'
 
 
-def _guard(n_outputs: int, status_at: int) -> Callable:
-    """Wrap a handler: a FalipError (or any bug) becomes the status message; other outputs stay as they are."""
+def _guard(n_outputs: int, status_at: int, on_error: dict[int, Any] | None = None) -> Callable:
+    """Wrap a handler: a FalipError (or any bug) becomes the status message; other outputs stay as they
+    are, except those ``on_error`` sets (e.g. clearing the upload that failed)."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -62,6 +63,8 @@ def _guard(n_outputs: int, status_at: int) -> Callable:
                 message = f"internal error ({type(err).__name__}: {err}); please report it"
                 error = True
             out = [gr.skip() for _ in range(n_outputs)]
+            for i, value in (on_error or {}).items():
+                out[i] = value
             out[status_at] = _status(message, error)
             return tuple(out) if n_outputs > 1 else out[0]
 
@@ -156,13 +159,12 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                         run_btn = gr.Button("score the regions", variant="primary", elem_id="regions-run")
                 regions_status = gr.HTML(_status("ready: the example scene is loaded"), elem_id="regions-status")
                 scores_html = gr.HTML(elem_id="regions-scores")
-                winners = gr.Gallery(
-                    label="each method's winner per text (white: the regions, numbered)",
-                    columns=4,
-                    height=300,
-                    object_fit="contain",
-                    elem_id="regions-winners",
+                winners = gr.Image(
+                    type="pil",
+                    label="each method's winner per text (white: the regions, numbered from 1)",
+                    interactive=False,
                     format="png",
+                    elem_id="regions-winners",
                 )
                 with gr.Accordion("where [CLS] looks: attention maps", open=False, elem_id="regions-attention"):
                     with gr.Row():
@@ -220,18 +222,18 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                 )
 
         # ----------------------------------------------------------------------------- handlers
-        @_guard(7, 3)
+        @_guard(8, 3, on_error={7: None})
         def on_image(path: Any) -> tuple:
             if path is None:
-                return (gr.skip(),) * 7
+                return (gr.skip(),) * 8
             image = C.read_image_upload(path, limits)
             note = f"loaded {os.path.basename(str(path))} ({image.width}x{image.height}); draw or type boxes"
-            return image, None, None, _status(note), C.preview_image(image), "", None
+            return image, None, None, _status(note), C.preview_image(image), "", None, None
 
         image_file.upload(
             on_image,
             [image_file],
-            [image_state, masks_state, pending_state, regions_status, preview_img, boxes_box, mask_file],
+            [image_state, masks_state, pending_state, regions_status, preview_img, boxes_box, mask_file, image_file],
         )
 
         @_guard(5, 2)
@@ -244,23 +246,26 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
             lambda: "\n".join(C.example_scene(0)[2]), [], [texts_box]
         )
 
-        @_guard(4, 3)
+        @_guard(5, 3, on_error={4: None})
         def on_mask(path: Any, image: Any) -> tuple:
             if path is None:
-                return (gr.skip(),) * 4
+                return (gr.skip(),) * 5
             if image is None:
                 raise FalipError("upload the image before its mask")
             masks = C.read_mask_upload(path, image.size, limits)
             note = f"mask {os.path.basename(str(path))}: {len(masks)} region(s); the mask replaces the boxes"
-            return masks, C.preview_image(image, None, masks), None, _status(note)
+            return masks, C.preview_image(image, None, masks), None, _status(note), gr.skip()
 
-        mask_file.upload(on_mask, [mask_file, image_state], [masks_state, preview_img, pending_state, regions_status])
+        mask_outputs = [masks_state, preview_img, pending_state, regions_status, mask_file]
+        mask_file.upload(on_mask, [mask_file, image_state], mask_outputs)
 
-        @_guard(5, 4)
+        @_guard(6, 4)
         def on_clear(image: Any) -> tuple:
-            return None, None, "", C.preview_image(image) if image is not None else None, _status("boxes cleared")
+            shown = C.preview_image(image) if image is not None else None
+            return None, None, "", shown, _status("boxes and mask cleared"), None
 
-        clear_btn.click(on_clear, [image_state], [masks_state, pending_state, boxes_box, preview_img, regions_status])
+        clear_outputs = [masks_state, pending_state, boxes_box, preview_img, regions_status, mask_file]
+        clear_btn.click(on_clear, [image_state], clear_outputs)
 
         @_guard(4, 3)
         def on_click(image: Any, boxes_text: str, masks: Any, pending: Any, evt: gr.SelectData) -> tuple:
@@ -302,7 +307,7 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                 app, image, regions, texts, methods, template, alpha, blocks, progress=_progress(progress)
             )
             note = f"scored {len(regions)} regions x {len(texts)} texts with {', '.join(methods)}"
-            return C.scores_html(result), C.winner_images(image, result), _status(note), gr.update(maximum=len(regions))
+            return C.scores_html(result), C.winners_figure(image, result), _status(note), gr.update(maximum=len(regions))
 
         run_inputs = [image_state, boxes_box, masks_state, texts_box, template_box, methods_box, extra_box]
         run_inputs += [alpha_box, blocks_box]
@@ -330,7 +335,7 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
         attn_inputs += [region_no, prompt_box, block_no, head_box]
         attn_btn.click(on_attention, attn_inputs, [attn_img, attn_html, regions_status])
 
-        @_guard(3, 2)
+        @_guard(4, 2, on_error={3: None})
         def on_cloud(path, classes_text, projection, template, progress=gr.Progress()):
             if path is None:
                 raise FalipError("no point file: upload a .npy, .txt, .ply or .off file")
@@ -341,11 +346,12 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
             best = view.top["falip"][0][0]
             plain = view.top["none"][0][0]
             note = f"{os.path.basename(str(path))}: {view.n_points} points; top class with FALIP: {best}, without: {plain}"
-            return view.sheet, view.html, _status(note)
+            return view.sheet, view.html, _status(note), gr.skip()
 
         cloud_inputs = [cloud_file, classes_box, projection_box, cloud_template]
-        cloud_file.upload(on_cloud, cloud_inputs, [cloud_sheet, cloud_table, cloud_status])
-        cloud_run.click(on_cloud, cloud_inputs, [cloud_sheet, cloud_table, cloud_status])
+        cloud_outputs = [cloud_sheet, cloud_table, cloud_status, cloud_file]
+        cloud_file.upload(on_cloud, cloud_inputs, cloud_outputs)
+        cloud_run.click(on_cloud, cloud_inputs, cloud_outputs)
     return blocks
 
 

@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
             s.bind((args.host, 0))
             args.port = s.getsockname()[1]
 
+    try:  # before the model loads: a broken Gradio install is told at once
+        from falip.app.ui import serve
+    except ImportError as err:
+        raise FalipError(f"{INSTALL_HINT} ({err})") from None
     from falip.app.compute import AppModel, Limits
     from falip.scoring import RegionScorer
 
@@ -81,10 +85,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.model} ...", flush=True)
     fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, device=device)
     app = AppModel(RegionScorer(fclip, preprocess, tokenizer), args.model, args.pretrained)
-    try:
-        from falip.app.ui import serve
-    except ImportError as err:
-        raise FalipError(f"{INSTALL_HINT} ({err})") from None
     print(f"falip app: {app.describe()}")
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     serve(app, args.host, args.port, Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024), block=True)
