@@ -151,9 +151,7 @@ def _check_file(path: str | os.PathLike | None, what: str, limits: Limits) -> Pa
         raise FalipError(f"{what} {p.name}: no such file")
     size = p.stat().st_size
     if size > limits.max_upload_bytes:
-        raise FalipError(
-            f"{what} {p.name} is {_bytes_text(size)}; the app takes files up to {limits.max_upload_text}"
-        )
+        raise FalipError(f"{what} {p.name} is {_bytes_text(size)}; the app takes files up to {limits.max_upload_text}")
     return p
 
 

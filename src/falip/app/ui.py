@@ -19,7 +19,6 @@ from typing import Any
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 
 from ..core.errors import FalipError  # noqa: E402
 from . import compute as C  # noqa: E402
@@ -27,6 +26,7 @@ from . import compute as C  # noqa: E402
 __all__ = ["DEFAULT_TEMPLATE", "build_app", "serve"]
 
 DEFAULT_TEMPLATE = "a photo of {}"
+DEFAULT_LIMITS = C.Limits()
 PROMPTS = ("circle", "box", "blur", "blur&circle", "gray", "cpt", "(none)")
 
 CSS = """
@@ -77,7 +77,7 @@ def _progress(progress: Any) -> C.Progress:
     return lambda fraction, desc: progress(fraction, desc=desc)
 
 
-def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
+def build_app(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> gr.Blocks:
     """The page: a "Regions" tab and a "Point cloud" tab, for the model in ``app`` (loaded once)."""
     example_image, example_boxes, example_texts = C.example_scene(0)
     preset_blocks = C.blocks_text(app.fclip.layers)
@@ -133,7 +133,10 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                             elem_id="regions-boxes",
                         )
                         texts_box = gr.Textbox(
-                            value="\n".join(example_texts), lines=3, label="texts, one per line", elem_id="regions-texts"
+                            value="\n".join(example_texts),
+                            lines=3,
+                            label="texts, one per line",
+                            elem_id="regions-texts",
                         )
                         template_box = gr.Textbox(
                             value=DEFAULT_TEMPLATE, label="template ({} is the text)", elem_id="regions-template"
@@ -294,11 +297,13 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                 return gr.skip(), gr.skip()
             return preview(image, boxes_text, masks, pending), _status("boxes updated")
 
-        boxes_box.blur(on_boxes_edit, [image_state, boxes_box, masks_state, pending_state], [preview_img, regions_status])
+        boxes_box.blur(
+            on_boxes_edit, [image_state, boxes_box, masks_state, pending_state], [preview_img, regions_status]
+        )
 
         @_guard(4, 2)
         def on_run(image, boxes_text, masks, texts_text, template, checked, extra, alpha, blocks_text,
-                   progress=gr.Progress()):  # fmt: skip
+                   progress=gr.Progress()):  # fmt: skip  # noqa: B008 (Gradio's way)
             regions = regions_of(image, boxes_text, masks)
             texts = C.parse_texts(texts_text, limits)
             methods = C.parse_methods(checked, extra)
@@ -307,7 +312,12 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
                 app, image, regions, texts, methods, template, alpha, blocks, progress=_progress(progress)
             )
             note = f"scored {len(regions)} regions x {len(texts)} texts with {', '.join(methods)}"
-            return C.scores_html(result), C.winners_figure(image, result), _status(note), gr.update(maximum=len(regions))
+            return (
+                C.scores_html(result),
+                C.winners_figure(image, result),
+                _status(note),
+                gr.update(maximum=len(regions)),
+            )
 
         run_inputs = [image_state, boxes_box, masks_state, texts_box, template_box, methods_box, extra_box]
         run_inputs += [alpha_box, blocks_box]
@@ -315,7 +325,7 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
 
         @_guard(3, 2)
         def on_attention(image, boxes_text, masks, texts_text, template, alpha, blocks_text, region, prompt, block,
-                         head, progress=gr.Progress()):  # fmt: skip
+                         head, progress=gr.Progress()):  # fmt: skip  # noqa: B008 (Gradio's way)
             regions = regions_of(image, boxes_text, masks)
             texts = [t.strip() for t in (texts_text or "").splitlines() if t.strip()][: limits.max_texts]
             blocks = C.parse_blocks(blocks_text, depth)
@@ -336,7 +346,7 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
         attn_btn.click(on_attention, attn_inputs, [attn_img, attn_html, regions_status])
 
         @_guard(4, 2, on_error={3: None})
-        def on_cloud(path, classes_text, projection, template, progress=gr.Progress()):
+        def on_cloud(path, classes_text, projection, template, progress=gr.Progress()):  # noqa: B008
             if path is None:
                 raise FalipError("no point file: upload a .npy, .txt, .ply or .off file")
             classes = C.parse_classes(classes_text, limits)
@@ -345,7 +355,9 @@ def build_app(app: C.AppModel, limits: C.Limits = C.Limits()) -> gr.Blocks:
             )
             best = view.top["falip"][0][0]
             plain = view.top["none"][0][0]
-            note = f"{os.path.basename(str(path))}: {view.n_points} points; top class with FALIP: {best}, without: {plain}"
+            note = (
+                f"{os.path.basename(str(path))}: {view.n_points} points; top class with FALIP: {best}, without: {plain}"
+            )
             return view.sheet, view.html, _status(note), gr.skip()
 
         cloud_inputs = [cloud_file, classes_box, projection_box, cloud_template]
@@ -366,7 +378,7 @@ def serve(
     app: C.AppModel,
     host: str = "127.0.0.1",
     port: int = 7860,
-    limits: C.Limits = C.Limits(),
+    limits: C.Limits = DEFAULT_LIMITS,
     block: bool = True,
     quiet: bool = False,
 ) -> tuple[gr.Blocks, str]:
@@ -394,4 +406,3 @@ def serve(
         theme=gr.themes.Default(),
     )
     return blocks, url
-
