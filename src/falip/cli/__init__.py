@@ -1,4 +1,4 @@
-"""The ``falip`` command line: ``demo``, ``score``, ``models``, ``train-tiny``.
+"""The ``falip`` command line: ``demo``, ``score``, ``app``, ``models``, ``train-tiny``, ...
 
 One module per subcommand, each with ``configure_parser(p)`` and ``run(args) -> int``. The modules
 import only the standard library at module level (torch, open_clip and falip's model code are
@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "viz": ("falip.cli.viz", "attention maps of vanilla CLIP, FALIP and a visual prompt, side by side (PNG)"),
     "sweep": ("falip.cli.sweep", "accuracy against alpha, sigma, blocks, mask form or circle size (table, plot)"),
     "heads": ("falip.cli.heads", "which attention heads respond to a visual prompt or FALIP: ranking, JSON, heat map"),
+    "app": ("falip.cli.app", "a local web app: draw regions on your image, compare methods, see attention maps"),
     "models": ("falip.cli.models", "list falip presets and the open_clip models falip can wrap"),
     "train-tiny": ("falip.cli.train_tiny", "train the shipped falip-tiny model on synthetic scenes"),
 }

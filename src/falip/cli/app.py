@@ -1,0 +1,91 @@
+"""``falip app``: the local web app (Gradio) -- point CLIP at a region in the browser, and see where it looks.
+
+Served on 127.0.0.1 by default (``--host 0.0.0.0`` to reach it from other machines); no share
+link, no analytics, nothing fetched from the internet. The model is loaded once, through the same
+``--model``/``--pretrained`` options as the other commands (default: the shipped falip-tiny).
+Needs the ``app`` extra: ``pip install "falip[app]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from ._common import int_at_least
+
+__all__ = ["INSTALL_HINT", "configure_parser", "run"]
+
+INSTALL_HINT = 'falip app needs Gradio, the "app" extra: pip install "falip[app]" (or: pip install gradio)'
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {value}")
+    return value
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the ``app`` options to ``p``."""
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: any free port)")
+    p.add_argument(
+        "--max-upload-mb", type=int_at_least(1), default=25, help="largest file accepted, in MB (default 25)"
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
+    g.add_argument(
+        "--pretrained",
+        default="auto",
+        help="open_clip tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny only)",
+    )
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
+
+
+def gradio_available() -> bool:
+    """Whether Gradio can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("gradio") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model once and serve the page until interrupted; returns the exit code."""
+    from falip.core.errors import FalipError
+
+    if not gradio_available():
+        raise FalipError(INSTALL_HINT)
+    if args.port == 0:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((args.host, 0))
+            args.port = s.getsockname()[1]
+
+    try:  # before the model loads: a broken Gradio install is told at once
+        from falip.app.ui import serve
+    except ImportError as err:
+        raise FalipError(f"{INSTALL_HINT} ({err})") from None
+    from falip.app.compute import AppModel, Limits
+    from falip.scoring import RegionScorer
+
+    from ._common import load_model, set_threads
+
+    set_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"loading {args.model} ...", flush=True)
+    fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, device=device)
+    app = AppModel(RegionScorer(fclip, preprocess, tokenizer), args.model, args.pretrained)
+    print(f"falip app: {app.describe()}")
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    serve(app, args.host, args.port, Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024), block=True)
+    return 0

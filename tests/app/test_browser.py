@@ -1,0 +1,234 @@
+"""falip app in a real browser: Chromium (Debian's package) driven by Playwright's Python package.
+
+One app server (in a thread of this process) and one browser serve the whole module. With
+``CI=true`` a missing Chromium, Playwright or Gradio FAILS these tests; elsewhere they skip.
+``FALIP_APP_SCREENSHOTS=docs/images`` saves the screenshots the README shows (else they go to a
+temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = os.environ.get("FALIP_CHROMIUM", "/usr/bin/chromium")
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 120_000
+MAX_UPLOAD = 2 * 1024 * 1024
+
+
+def _missing() -> str | None:
+    for module in ("gradio", "playwright"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install -e '.[test]')"
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file()):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set FALIP_CHROMIUM)"
+    return None
+
+
+def _require_browser() -> None:
+    reason = _missing()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"browser tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    _require_browser()
+    from falip.app.compute import AppModel
+
+    return AppModel.load("falip-tiny")
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    from falip.app.compute import Limits
+    from falip.app.ui import serve
+
+    blocks, url = serve(app, "127.0.0.1", _free_port(), Limits(max_upload_bytes=MAX_UPLOAD), block=False, quiet=True)
+    yield url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server)
+        page.wait_for_selector("#regions-run")
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = os.environ.get("FALIP_APP_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+
+
+def _status(page, which: str, pattern: str) -> str:
+    """Wait until the tab's status line matches ``pattern``; its text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    locator = page.locator(f"#{which}-status")
+    try:
+        locator.filter(has_text=re.compile(pattern)).wait_for()
+    except PlaywrightTimeout:
+        pytest.fail(f"the {which} status never matched {pattern!r}; it reads {locator.inner_text()!r}")
+    return locator.inner_text()
+
+
+def _upload(page, elem_id: str, path: Path) -> None:
+    page.set_input_files(f"#{elem_id} input[type=file]", str(path))
+
+
+def _click_image(page, x: float, y: float) -> None:
+    """Click image pixel (x, y) of the preview (shown at its size or smaller)."""
+    img = page.locator("#regions-preview img")
+    box = img.bounding_box()
+    w, h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    img.click(position={"x": (x + 0.5) * box["width"] / w, "y": (y + 0.5) * box["height"] / h})
+
+
+def test_regions_scores_are_region_scorer_scores(app, page, tmp_path, shots):
+    import falip
+    from falip.analysis.maps import attention_maps
+    from falip.app.compute import example_scene
+
+    image = example_scene(2)[0]
+    path = tmp_path / "scene.png"
+    image.save(path)
+    _upload(page, "regions-image-file", path)
+    _status(page, "regions", r"loaded scene\.png \(384x384\)")
+    # box 1 drawn with the mouse (two corners), box 2 typed
+    _click_image(page, 200, 30)
+    _status(page, "regions", r"corner at \(200, 30\)")
+    _click_image(page, 40, 150)
+    _status(page, "regions", r"box 1: 40, 30, 200, 150")
+    boxes_area = page.locator("#regions-boxes textarea")
+    assert boxes_area.input_value() == "40, 30, 200, 150"
+    boxes_area.fill("40, 30, 200, 150\n150, 160, 380, 370")
+    texts = ["the yellow ring", "the red star"]
+    page.locator("#regions-texts textarea").fill("\n".join(texts))
+    page.locator("#regions-alpha input").fill("6")
+    page.locator("#regions-blocks textarea, #regions-blocks input").first.fill("3-4")
+    page.get_by_label("gray").check()
+    page.locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("falip+circle")
+    page.click("#regions-run")
+    _status(page, "regions", "scored 2 regions x 2 texts")
+    methods = ["falip", "crop", "circle", "gray", "falip+circle"]
+    fclip, preprocess, tokenizer = falip.load("falip-tiny")
+    scorer = falip.RegionScorer(
+        fclip, preprocess, tokenizer, template="a photo of {}", falip_options={"alpha": 6.0, "layers": [2, 3]}
+    )
+    boxes = np.array([[40, 30, 200, 150], [150, 160, 380, 370]], dtype=np.float64)
+    reference = Image.open(path).convert("RGB")
+    for m in methods:
+        scores = scorer.score(reference, boxes, texts, method=m)
+        probs = scores.softmax(dim=0)
+        for t in range(2):
+            for k in range(2):
+                cell = page.locator(f'#falip-scores td[data-text="{t}"][data-method="{m}"][data-region="{k + 1}"]')
+                assert cell.inner_text() == f"{scores[k, t]:.3f} ({probs[k, t]:.0%})", (m, t, k)
+            winner = page.locator(f'#falip-scores td[data-text="{t}"][data-method="{m}"][data-winner]')
+            assert winner.inner_text() == str(int(scores[:, t].argmax()) + 1)
+    page.locator("#regions-winners img").wait_for()
+    # the attention view of region 2
+    page.get_by_text("where [CLS] looks: attention maps").click()
+    page.locator("#attention-run").wait_for(state="visible")
+    region = page.locator("#attention-region input")
+    region.fill("2")
+    region.press("Tab")  # commit the number before running
+    page.click("#attention-run")
+    _status(page, "regions", r"region 2: \[CLS\] attention inside it")
+    maps = attention_maps(fclip, preprocess, reference, boxes[1:], prompt="circle", alpha=6.0, layers=[2, 3])
+    for m in maps.maps.values():
+        share = page.locator(f'#falip-attention td[data-share="{m.title}"]')
+        assert share.inner_text() == f"{100 * m.in_region:.1f}%"
+    page.locator("#attention-figure img").wait_for()
+    page.screenshot(path=str(shots / "app_regions.png"), full_page=True)
+
+
+def test_bad_input_is_a_message_and_the_server_keeps_serving(page, tmp_path):
+    page.get_by_role("tab", name="Regions").click()
+    page.click("#regions-example")
+    _status(page, "regions", "the example scene")
+    bad = tmp_path / "notes.png"
+    bad.write_text("these are notes, not pixels")
+    _upload(page, "regions-image-file", bad)
+    assert "notes.png is not an image file" in _status(page, "regions", "Error: ")
+    page.locator("#regions-boxes textarea").fill("1000, 1000, 1100, 1100")
+    page.click("#regions-run")
+    assert "box 1 (line 1) (1000, 1000, 1100, 1100) of a 384x384 image lies wholly outside it" in _status(
+        page, "regions", "outside"
+    )
+    page.locator("#regions-boxes textarea").fill("10, 10, 100, 100")
+    page.locator("#regions-texts textarea").fill(" \n ")
+    page.click("#regions-run")
+    _status(page, "regions", "Error: no text given")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG" + os.urandom(MAX_UPLOAD + 1024))
+    _upload(page, "regions-image-file", huge)
+    message = page.get_by_text(re.compile(r"exceed|too large|maximum|max(imum)? (file )?size", re.I)).first
+    message.wait_for()
+    print("huge upload:", message.inner_text())
+    # still serving: a good request works
+    page.locator("#regions-texts textarea").fill("the red star\nthe cyan ring")
+    page.click("#regions-run")
+    _status(page, "regions", "scored 1 regions x 2 texts")
+
+
+def test_pointcloud_top_class(app, page, tmp_path, shots):
+    from falip.app.compute import MODELNET40_CLASSES
+    from falip.data.pointclouds import read_point_file
+    from falip.tasks.pointcloud import PointCloudSettings, PointCloudTask, fuse_views
+
+    rng = np.random.default_rng(1)
+    t = rng.uniform(0, 2 * np.pi, 3000)
+    cloud = np.stack([np.cos(t), np.sin(t), rng.uniform(-0.2, 0.2, t.size)], 1) * rng.uniform(0.7, 1.0, (t.size, 1))
+    path = tmp_path / "ring.txt"
+    np.savetxt(path, cloud, fmt="%.5f")
+    page.reload()  # a fresh page: no message left over from the other tests
+    page.get_by_role("tab", name="Point cloud").click()
+    _upload(page, "pointcloud-file", path)
+    _status(page, "pointcloud", "top class with FALIP")
+    points = read_point_file(path, n_points=1024, seed=0)
+    classes = [c.replace("_", " ") for c in MODELNET40_CLASSES]
+    for method in ("falip", "none"):
+        settings = PointCloudSettings(dataset="test", source=str(path), method=method)
+        task = PointCloudTask(app.fclip, app.tokenizer, settings, [], classes)
+        cos = (task.view_features([points]) @ task.text_features().T).numpy()
+        best = classes[int(np.argmax(fuse_views(cos)[0]))]
+        assert page.locator(f'#falip-pointcloud td[data-method="{method}"][data-rank="1"]').inner_text() == best
+    page.locator("#pointcloud-views img").wait_for()
+    page.screenshot(path=str(shots / "app_pointcloud.png"), full_page=True)
