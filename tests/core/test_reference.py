@@ -86,7 +86,7 @@ def test_plan_shapes():
     assert [s.kind for s in ForwardPlan.build((11,), "all", 12).steps] == ["cls"]
     assert [s.kind for s in ForwardPlan.build((10,), "cls", 12).steps] == ["fork_cls", "cls"]
     assert [s.kind for s in ForwardPlan.build((9, 11), "diag", 12).steps] == ["fork", "region", "cls"]
-    assert "blocks 0-7: once per image" in ForwardPlan.build((8, 9, 10, 11), "cls", 12).describe()
+    assert "blocks 1-8: once per image" in ForwardPlan.build((8, 9, 10, 11), "cls", 12).describe()
     with pytest.raises(falip.FalipError, match="out of range"):
         ForwardPlan.build((12,), "cls", 12)
 

@@ -34,7 +34,17 @@ from torch import nn
 
 from .errors import FalipError
 
-__all__ = ["BlockParts", "PoolParts", "Tower", "block_label", "resolve_layers"]
+__all__ = [
+    "BlockParts",
+    "PoolParts",
+    "Tower",
+    "as_tower",
+    "block_label",
+    "blocks_note",
+    "resolve_layer",
+    "resolve_layers",
+    "set_tower_resolver",
+]
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -125,6 +135,14 @@ def block_label(index: int) -> str:
     return f"block {index + 1}"
 
 
+BLOCKS_NOTE = "blocks are numbered from 1 (block 1 is the first), as in the paper"
+
+
+def blocks_note() -> str:
+    """The one sentence each output a person reads carries once: how its blocks are numbered."""
+    return BLOCKS_NOTE
+
+
 def _as_int(value: Any, name: str) -> int:
     if hasattr(value, "item") and not isinstance(value, bool):
         try:
@@ -136,12 +154,15 @@ def _as_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def resolve_layers(layers: Any, depth: int, default_last: int = 4) -> tuple[int, ...]:
+def resolve_layers(
+    layers: Any, depth: int, default_last: int = 4, allow_empty: bool = False, name: str = "layers"
+) -> tuple[int, ...]:
     """0-based block indices, sorted and unique, of a ``depth``-block tower.
 
     ``None``: the last ``default_last`` blocks (all of a shallower tower). Negative indices count
     from the end (``-1`` is the last block). An index outside ``-depth .. depth-1`` is an error that
-    names the depth (never wrapped around); so is an empty selection.
+    names the depth (never wrapped around); so is an empty selection unless ``allow_empty``.
+    ``name`` is the argument's name in the errors.
     """
     if layers is None:
         return tuple(range(max(0, depth - default_last), depth))
@@ -150,19 +171,52 @@ def resolve_layers(layers: Any, depth: int, default_last: int = 4) -> tuple[int,
     if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
         layers = [layers]
     if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, set, frozenset)):
-        raise FalipError(f"layers must be block indices (a list of ints), got {layers!r}")
+        raise FalipError(f"{name} must be block indices (a list of ints), got {layers!r}")
     resolved = set()
     for layer in layers:
-        layer = _as_int(layer, "layers")
+        layer = _as_int(layer, name)
         if not -depth <= layer < depth:
             raise FalipError(
-                f"layers: index {layer} is out of range for a tower of {depth} blocks "
+                f"{name}: index {layer} is out of range for a tower of {depth} blocks "
                 f"(0-based indices 0..{depth - 1}, or -{depth}..-1 from the end)"
             )
         resolved.add(layer % depth)
-    if not resolved:
-        raise FalipError("layers must name at least one block (use alpha=0 to turn FALIP off)")
+    if not resolved and not allow_empty:
+        raise FalipError(f"{name} must name at least one block (use alpha=0 to turn FALIP off)")
     return tuple(sorted(resolved))
+
+
+def resolve_layer(layer: Any, depth: int, name: str = "layer") -> int:
+    """One 0-based block index (negative counts from the end); out of range is an error naming the depth."""
+    if isinstance(layer, (list, tuple)):
+        raise FalipError(f"{name} must be one block index, got {layer!r}")
+    return resolve_layers([layer], depth, name=name)[0]
+
+
+_RESOLVER: Callable[[nn.Module], Tower] | None = None
+
+
+def set_tower_resolver(fn: Callable[[nn.Module], Tower] | None) -> None:
+    """Install the function that wraps a library's model in its :class:`Tower` (``falip.towers`` does,
+    on import; core never imports the adapters)."""
+    global _RESOLVER
+    _RESOLVER = fn
+
+
+def as_tower(model: Any) -> Tower:
+    """``model`` as a :class:`Tower`: a Tower itself, a FovealCLIP's tower, or a library's model
+    wrapped by the installed resolver (``import falip.towers`` installs it)."""
+    if isinstance(model, Tower):
+        return model
+    tower = getattr(model, "tower", None)
+    if isinstance(tower, Tower):
+        return tower
+    if _RESOLVER is None:
+        raise FalipError(
+            f"no tower adapters are loaded to wrap a {type(model).__module__}.{type(model).__qualname__}: "
+            "import falip.towers first (falip.FovealCLIP and falip.load do)"
+        )
+    return _RESOLVER(model)
 
 
 class Tower(nn.Module):
@@ -235,9 +289,16 @@ class Tower(nn.Module):
         gh, gw = self.grid_size
         return self.num_prefix_tokens + gh * gw
 
-    def resolve_layers(self, layers: Any, default_last: int = 4) -> tuple[int, ...]:
+    def resolve_layers(self, layers: Any, default_last: int = 4, allow_empty: bool = False) -> tuple[int, ...]:
         """THE layer resolver (0-based; see :func:`resolve_layers`)."""
-        return resolve_layers(layers, self.depth, default_last)
+        return resolve_layers(layers, self.depth, default_last, allow_empty)
+
+    def resolve_biased(self, layers: Any) -> tuple[int, ...]:
+        """The blocks FALIP biases: on a [CLS] tower None is the last 4 (at least one block); on an
+        attention-pooled tower None and ``()`` mean none (the bias is in the pooling probe only)."""
+        if self.pooling == "map":
+            return () if layers is None else resolve_layers(layers, self.depth, allow_empty=True)
+        return resolve_layers(layers, self.depth)
 
     # --------------------------------------------------------------------------- forward
     def embed(self, images: torch.Tensor) -> torch.Tensor:
