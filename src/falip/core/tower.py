@@ -176,9 +176,10 @@ def resolve_layers(
     for layer in layers:
         layer = _as_int(layer, name)
         if not -depth <= layer < depth:
+            counted = f"; counted from 1 it is block {layer + 1} of blocks 1..{depth}" if layer >= 0 else ""
             raise FalipError(
                 f"{name}: index {layer} is out of range for a tower of {depth} blocks "
-                f"(0-based indices 0..{depth - 1}, or -{depth}..-1 from the end)"
+                f"(0-based indices 0..{depth - 1}, or -{depth}..-1 from the end{counted})"
             )
         resolved.add(layer % depth)
     if not resolved and not allow_empty:
