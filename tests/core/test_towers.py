@@ -8,6 +8,8 @@ sets and box shapes; batching and chunking do not change results. Tolerance 1e-5
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,6 +75,10 @@ def test_block_record_equals_the_library_block(name):
             torch.testing.assert_close(ours, tower.run_block(i, x, bias), atol=TOL, rtol=0)
             # the check can fail: the bias changes the block's output
             assert (ours - block_forward(p, x)).abs().max() > 1e-3
+            if p.qkv_weight is not None:  # the separate q/k/v path (towers without packed weights) agrees
+                split = dataclasses.replace(p, qkv_weight=None, qkv_bias=None)
+                torch.testing.assert_close(block_forward(split, x, bias[:, None]), ours, atol=TOL, rtol=0)
+                torch.testing.assert_close(block_forward(split, x, None, slice(1, None)), block_forward(p, x)[:, 1:], atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)

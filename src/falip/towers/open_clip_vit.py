@@ -165,6 +165,8 @@ class OpenClipViTTower(Tower):
             attn_norm=_present(getattr(block, "ln_attn", None)),
             ls1=_present(getattr(block, "ls_1", None)),
             ls2=_present(getattr(block, "ls_2", None)),
+            qkv_weight=w,
+            qkv_bias=b,
         )
 
     def run_block(self, index: int, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
