@@ -153,7 +153,12 @@ def _internal_uses(path: Path) -> list[str]:
     docstrings = set()
     for node in ast.walk(ast.parse(path.read_text())):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
             docstrings.add(body[0].lineno)
     rel = path.relative_to(PACKAGE.parent.parent)
     found = []

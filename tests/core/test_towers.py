@@ -53,7 +53,8 @@ def _images(tower, n, seed=6):
 
 
 def _layer_sets(tower):
-    """Layer sets and forms to test: [CLS] towers every form; attention-pooled ones the pool only, or blocks with 'all'/'diag'."""
+    """Layer sets and forms to test: [CLS] towers every form; attention-pooled ones the pool only, or
+    blocks with 'all'/'diag'."""
     d = tower.depth
     sets = [(0,), (d - 1,), tuple(range(d)), (1, d - 1), (d - 2, d - 1), (0, 2), (1, 2)]
     if tower.pooling == "map":
@@ -78,7 +79,9 @@ def test_block_record_equals_the_library_block(name):
             if p.qkv_weight is not None:  # the separate q/k/v path (towers without packed weights) agrees
                 split = dataclasses.replace(p, qkv_weight=None, qkv_bias=None)
                 torch.testing.assert_close(block_forward(split, x, bias[:, None]), ours, atol=TOL, rtol=0)
-                torch.testing.assert_close(block_forward(split, x, None, slice(1, None)), block_forward(p, x)[:, 1:], atol=TOL, rtol=0)
+                torch.testing.assert_close(
+                    block_forward(split, x, None, slice(1, None)), block_forward(p, x)[:, 1:], atol=TOL, rtol=0
+                )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -142,7 +142,9 @@ TOWERS: dict[str, Callable[[int], Any]] = {
     # open_clip's VisionTransformer: nn.MultiheadAttention blocks
     "open_clip-mha": lambda seed: _open_clip(seed),
     # open_clip's own Attention: qk-norm, head scale, attention-output norm
-    "open_clip-qknorm-headscale-attnnorm": lambda seed: _open_clip(seed, qk_norm=True, scale_heads=True, scale_attn=True),
+    "open_clip-qknorm-headscale-attnnorm": lambda seed: _open_clip(
+        seed, qk_norm=True, scale_heads=True, scale_attn=True
+    ),
     # open_clip's own Attention: inner norm (no per-head split), MLP norm
     "open_clip-innernorm-fcnorm": lambda seed: _open_clip(seed, scale_attn_inner=True, scale_fc=True),
     # layer scale on both residual branches
