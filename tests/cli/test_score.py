@@ -68,7 +68,6 @@ def test_missing_image_is_one_line_error_naming_it(capsys):
         (["--box", "0,0,10,10", "--alpha", "-1"], "alpha"),
         (["--box", "0,0,10,10", "--layers", "9"], "out of range"),
         (["--box", "0,0,10,10", "--layers", "5"], "counted from 1 it is block 5 of blocks 1..4"),
-        (["--box", "0,0,10,10", "--layers", "0"], "numbered from 1"),
         (["--box", "0,0,10,10", "--pretrained", "none-such"], "none-such"),
         (["--box", "0,0,10,10", "--model", "ViT-S-32"], "has no shipped weights"),
         (["--box", "0,0,10,10", "--method", "sparkles"], "sparkles"),
