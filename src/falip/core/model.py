@@ -29,7 +29,7 @@ from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
 from .regions import Regions
-from .tower import Tower, _as_int, as_tower, block_label
+from .tower import Tower, _as_int, as_tower
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -429,9 +429,3 @@ class FovealCLIP(nn.Module):
             else:
                 x = block_forward(p, x, b)
         return pool_attention(tower.pool_parts(), tower.final_norm(x), bias, index)
-
-    def describe_layers(self) -> str:
-        """The biased blocks as a person reads them (1-based), e.g. ``"blocks 9-12"``; ``"pool only"``."""
-        if not self.layers:
-            return "the pooling probe only"
-        return ", ".join(block_label(i) for i in self.layers)
