@@ -249,3 +249,24 @@ def test_analysis_on_map_towers_maps_the_probe_and_refuses_the_cls_stream(name):
     ):
         with pytest.raises(falip.FalipError, match="attention probe over all tokens"):
             call()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_masks_equal_boxes_and_gradients_flow(name):
+    tower = _tower(name)
+    h, w = tower.image_size
+    images = _images(tower, 2, seed=4)
+    boxes = _boxes(tower, [(0.0, 0.0, 0.375, 0.625), (0.53, 0.09, 0.91, 0.28)])
+    masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        masks[k, round(y0) : round(y1), round(x0) : round(x1)] = True
+    layers = None if tower.pooling == "map" else (1, 2)
+    form = "all" if tower.pooling == "map" else "cls"
+    fclip = falip.FovealCLIP(tower, alpha=2.5, sigma=1.5, layers=layers, form=form)
+    with torch.no_grad():
+        by_mask = fclip.encode_image(images, masks=[masks, masks])
+        by_box = fclip.encode_image(images, boxes=[torch.tensor(boxes)] * 2)
+    torch.testing.assert_close(by_mask, by_box, atol=1e-6, rtol=0)
+    x = images[:1].clone().requires_grad_(True)
+    fclip.encode_image(x, boxes=[torch.tensor(boxes)]).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
