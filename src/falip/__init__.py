@@ -44,10 +44,16 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# names whose use wraps a library's model in a tower: the adapters' registry is loaded with them
+_NEEDS_TOWERS = ("FovealCLIP", "load", "RegionScorer")
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'falip' has no attribute {name!r}")
+    if name in _NEEDS_TOWERS:
+        importlib.import_module("falip.towers")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -96,7 +96,7 @@ class RegionScorer:
 
     Args:
         fclip: a :class:`falip.FovealCLIP` (``encode_image(images, boxes=...)``, ``encode_text``,
-            ``.model.logit_scale``).
+            ``logit_scale``, ``device``, ``dtype``).
         preprocess: the model's :class:`falip.Preprocess` (``resize``, ``to_tensor``, ``map_boxes``).
         tokenizer: the model's open_clip tokenizer (``list[str] -> LongTensor [T, L]``).
         params: the image-edit parameters.
@@ -128,9 +128,8 @@ class RegionScorer:
         self.falip_options = dict(falip_options or {})
         self._text_cache: dict[str, torch.Tensor] = {}
         self._matrix_cache: dict[tuple, torch.Tensor] = {}
-        first = next(fclip.model.parameters())
-        self.device = first.device
-        self.dtype = fclip.model.visual.conv1.weight.dtype
+        self.device = fclip.device
+        self.dtype = fclip.dtype
 
     def with_options(
         self,
@@ -242,11 +241,7 @@ class RegionScorer:
     def _feature_dim(self) -> int:
         if self._text_cache:
             return next(iter(self._text_cache.values())).shape[0]
-        return (
-            int(self.fclip.model.text_projection.shape[1])
-            if getattr(self.fclip.model, "text_projection", None) is not None
-            else 0
-        )
+        return int(self.fclip.output_dim)
 
     # ------------------------------------------------------------------------------- public
     def score(
@@ -307,7 +302,7 @@ class RegionScorer:
         if sum(len(it) for it in items) == 0:
             return [torch.zeros(0, len(it.texts)) for it in items]
         totals: list[torch.Tensor | None] = [None] * len(items)
-        scale = self.fclip.model.logit_scale.exp().float().to(self.device)
+        scale = self.fclip.logit_scale.exp().float().to(self.device)
         for term in terms:
             whole_image = not is_unleash(term) and {METHODS[a].kind for a in term} == {"none"}
             feats = F.normalize(self._term_features(items, term).float(), dim=-1)
@@ -452,10 +447,10 @@ class RegionScorer:
         The original images run once each; the prompted images (edited for each region, with
         FALIP's bias on it when ``falip`` is in the prompt) ``batch_size`` at a time.
         """
-        model = self.fclip.model
-        if model.training:
+        model = self.fclip.tower
+        if self.fclip.model.training:
             raise FalipError("the model is in train mode (dropout active); call fclip.eval() first")
-        depth = len(model.visual.transformer.resblocks)
+        depth = self.fclip.depth
         k = check_k(unleash_k(term) or self.params.unleash_k, depth)
         atoms = term_atoms(term)
         settings = self._falip_settings() if "falip" in atoms else {}

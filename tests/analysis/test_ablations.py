@@ -43,13 +43,14 @@ def _final(model, x):
 
 def test_mixed_attention_equals_torch_multihead_attention(tiny_clip):
     attn = tiny_clip.visual.transformer.resblocks[1].attn
+    parts = falip.FovealCLIP(tiny_clip).tower.parts(1)
     g = torch.Generator().manual_seed(0)
     hq, hv = torch.randn(2, 17, 64, generator=g), torch.randn(2, 17, 64, generator=g)
     bias = torch.randn(2, 17, 17, generator=g)
     with torch.no_grad():
-        torch.testing.assert_close(mixed_attention(attn, hq, hq), attn(hq, hq, hq, need_weights=False)[0])
+        torch.testing.assert_close(mixed_attention(parts, hq, hq), attn(hq, hq, hq, need_weights=False)[0])
         expected = attn(hq, hq, hv, need_weights=False, attn_mask=bias.repeat_interleave(4, dim=0))[0]
-        torch.testing.assert_close(mixed_attention(attn, hq, hv, bias), expected)
+        torch.testing.assert_close(mixed_attention(parts, hq, hv, bias), expected)
 
 
 @torch.no_grad()

@@ -101,9 +101,9 @@ def test_decomposition_of_the_shipped_model_matches_its_output(shipped):
 def test_blocks_that_normalise_attention_have_no_per_head_split():
     torch.manual_seed(0)
     images = torch.randn(1, 3, 32, 32)
-    for option, name in (("scale_attn", "ln_attn"), ("scale_attn_inner", "ln_inner")):
+    for option, name in (("scale_attn", "attention output"), ("scale_attn_inner", "concatenated heads")):
         model = make_tiny_clip(layers=2, **{option: True})
-        with pytest.raises(falip.FalipError, match=f"block 0 normalises its attention \\({name}"):
+        with pytest.raises(falip.FalipError, match=f"block index 0 normalises its {name}"):
             decompose(model, images)
         d = decompose(model, images, layers=[])  # the block-level terms still sum back
         assert d.heads.shape[0] == 0 and d.layers == ()
@@ -129,7 +129,10 @@ def test_ranking_and_heatmap(tmp_path):
     assert [(r["layer"], r["head"]) for r in ranking] == [(2, 1), (1, 0), (1, 1), (0, 1), (2, 0), (0, 0)]
     assert ranking[0]["relative"] == 2.0
     data = s.to_json()
-    assert data["delta"] == delta.tolist() and data["layers"] == 3 and data["heads"] == 2
+    assert data["delta"] == delta.tolist() and data["blocks"] == 3 and data["heads"] == 2
+    # what a person reads numbers blocks from 1, and says so
+    assert [(r["block"], r["head"]) for r in data["ranking"]][:2] == [(3, 1), (2, 0)]
+    assert "numbered from 1" in data["numbering"]
     png = s.save_heatmap(tmp_path / "h.png")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 150
@@ -180,8 +183,9 @@ def test_heads_cli_rec_end_to_end(rec_data, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"{n_gold} regions of 4 images" in out and out.count("\n") >= 7
+    assert "blocks numbered from 1" in out
     data = json.loads((tmp_path / "out" / "heads.json").read_text())
-    assert data["prompt"] == "blur&circle" and data["regions"] == n_gold and (data["layers"], data["heads"]) == (4, 3)
+    assert data["prompt"] == "blur&circle" and data["regions"] == n_gold and (data["blocks"], data["heads"]) == (4, 3)
     deltas = [r["delta"] for r in data["ranking"]]
     assert len(deltas) == 12 and deltas == sorted(deltas, reverse=True) and deltas[0] > 0
     with Image.open(tmp_path / "out" / "heads.png") as im:
@@ -198,7 +202,7 @@ def test_heads_cli_classify_and_limit(tmp_path, capsys):
     assert main(argv) == 0
     data = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert data["images"] == 2 and data["regions"] == len(scenes[0].objects) + len(scenes[1].objects)
-    assert data["biased_layers"] == [1, 2, 3] and data["delta"][0] == [0.0, 0.0, 0.0]
+    assert data["biased_blocks"] == [2, 3, 4] and data["delta"][0] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize(

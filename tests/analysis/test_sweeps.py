@@ -110,10 +110,12 @@ def test_run_sweep_grid_writes_tables_and_heat_map_and_resumes(shipped, rec_file
     model = {"model": "falip-tiny"}
     table = run_sweep(make_task, shipped, model, axes, tmp_path / "sweep", progress=False)
     assert table["params"] == ["alpha", "blocks"] and table["method"] == "falip" and len(table["rows"]) == 4
+    assert "numbered from 1" in table["numbering"]
     for row in table["rows"]:
         run = json.loads((tmp_path / "sweep" / row["run"] / "run.json").read_text())
         assert run["config"]["alpha"] == float(row["alpha"])
-        assert run["config"]["layers"] == ([3] if row["blocks"] == "last1" else [0, 1, 2, 3])
+        assert run["config"]["blocks"] == ([4] if row["blocks"] == "last1" else [1, 2, 3, 4])  # numbered from 1
+        assert "numbered from 1" in run["config"]["numbering"]
         assert row["n"] > 0
     zero = [r["accuracy"] for r in table["rows"] if r["alpha"] == "0"]
     assert zero[0] == zero[1]  # alpha 0 is CLIP, whatever the blocks

@@ -1,7 +1,8 @@
 """The open_clip internals falip relies on: if a release changes them, these fail with the reason.
 
-falip reads ViT blocks' parameters directly (packed in_proj, out_proj, ln_1/ln_2, ls_1/ls_2, mlp)
-and calls ``VisionTransformer._embeds``; pyproject bounds open_clip_torch to the tested releases.
+falip's open_clip tower (``falip/towers/open_clip_vit.py``) reads ViT blocks' parameters directly
+(packed in_proj, out_proj, ln_1/ln_2, ls_1/ls_2, mlp) and calls ``VisionTransformer._embeds``;
+pyproject bounds open_clip_torch to the tested releases.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import pytest
 import torch
 
 from falip.core.attention import block_forward
+from falip.towers.open_clip_vit import OpenClipViTTower
 from support.tiny import make_tiny_clip
 
 VERSION = importlib.metadata.version("open_clip_torch")
 HINT = (
     f"open_clip_torch {VERSION} changed the ViT internals falip's kernels use ({{what}}); "
-    "falip supports the releases pinned in pyproject.toml: update falip/core/attention.py and the bound"
+    "falip supports the releases pinned in pyproject.toml: update falip/towers/open_clip_vit.py and the bound"
 )
 
 
@@ -33,7 +35,7 @@ def test_block_layout(extra):
     torch.manual_seed(0)
     x = torch.randn(2, 17, 64)
     with torch.no_grad():
-        ours, theirs = block_forward(block, x), block(x)
+        ours, theirs = block_forward(OpenClipViTTower(model).parts(0), x), block(x)
     assert (ours - theirs).abs().max().item() <= 1e-5, HINT.format(what=f"{type(block).__name__}.forward")
 
 

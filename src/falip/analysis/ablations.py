@@ -27,6 +27,9 @@ In both swaps the residual stream that becomes the feature is the prompted image
 reads them as RedCircle with its v (7b) or its q and k (7c) replaced ("regardless of whether q, k
 or v is replaced, the accuracy of the RedCircle decreases").
 
+The three variants run on [CLS]-pooled towers (the features are the [CLS] token's); an
+attention-pooled tower is refused with that reason.
+
 ``circle-scale`` (Table 14: enlarging the RedCircle)
     The red circle drawn on the box scaled by a factor about its centre, in model-input pixels,
     clipped to the input (so at most the ellipse inscribed in the image, as the paper caps it).
@@ -40,12 +43,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..core.attention import residual_tail
+from ..core.attention import head_attention, residual_tail
 from ..core.errors import FalipError
 from ..core.mask import foveal_profile, full_mask, regions_to_roa, validate_alpha_sigma, validate_form
-from ..core.reference import attention_logits
+from ..core.tower import BlockParts, Tower, as_tower
 from ..prompts import edits as vp
 from ..prompts.registry import METHODS, parse_method
 from ..scoring import RegionScorer
@@ -72,79 +74,54 @@ def scale_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tup
     return (max(0.0, cx - hw), max(0.0, cy - hh), min(float(w), cx + hw), min(float(h), cy + hh))
 
 
-def _final(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    cls = visual.ln_post(x[:, 0])
-    return cls @ visual.proj if visual.proj is not None else cls
-
-
-def _chosen(layers: Iterable[int] | None, depth: int) -> set[int]:
-    if layers is None:
-        return set(range(max(0, depth - 4), depth))
-    out = set()
-    for i in layers:
-        if not -depth <= int(i) < depth:
-            raise FalipError(f"layers: index {i} is out of range for a tower of {depth} blocks (0..{depth - 1})")
-        out.add(int(i) % depth)
-    if not out:
-        raise FalipError("layers must name at least one block")
-    return out
+def _cls_tower(model: Any, what: str) -> Tower:
+    tower = as_tower(model)
+    if tower.pooling != "cls":
+        raise FalipError(
+            f"the {what} ablation reads the [CLS] token's features, but this {tower.library} tower pools with an "
+            "attention probe over all tokens (no [CLS] token)"
+        )
+    return tower
 
 
 @torch.no_grad()
 def feature_mask_forward(
-    model: nn.Module, images: torch.Tensor, roa: torch.Tensor, layers: Iterable[int] | None = None
+    model: Any, images: torch.Tensor, roa: torch.Tensor, layers: Iterable[int] | None = None
 ) -> torch.Tensor:
     """Features ``[R, D]`` of the feature-mask ablation (Fig. 7a; module docstring).
 
+    ``model``: a [CLS]-pooled Tower, FovealCLIP or a model a tower adapter wraps.
     ``images`` ``[R, 3, H, W]`` (one per region); ``roa`` ``[R, gh, gw]`` bool, the regions' cells;
     ``layers``: the chosen blocks (0-based; None: the last 4).
     """
-    visual = model.visual
-    blocks = visual.transformer.resblocks
-    chosen = _chosen(layers, len(blocks))
-    keep = F.pad(roa.flatten(1).to(images.dtype), (1, 0), value=1.0)[:, :, None].to(images.device)  # [R, L, 1]
-    x = visual._embeds(images)
-    for i, block in enumerate(blocks):
+    tower = _cls_tower(model, "feature-mask")
+    chosen = set(tower.resolve_layers(layers))
+    prefix = tower.num_prefix_tokens
+    keep = F.pad(roa.flatten(1).to(images.dtype), (prefix, 0), value=1.0)[:, :, None].to(images.device)  # [R, L, 1]
+    x = tower.embed(images)
+    for i in range(tower.depth):
         if i in chosen:
             x = x * keep.to(x.dtype)
-        x = block(x)
-    return _final(visual, x)
+        x = tower.run_block(i, x)
+    return tower.head(x)
 
 
 def mixed_attention(
-    attn: nn.Module, h_qk: torch.Tensor, h_v: torch.Tensor, bias: torch.Tensor | None = None
+    parts: BlockParts, h_qk: torch.Tensor, h_v: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Multi-head attention with queries and keys from ``h_qk`` and values from ``h_v`` ``[B, L, C]``.
 
-    Normalised tokens in; ``bias``: additive logits ``[B, L, L]`` (or broadcastable) or None.
-    Reads the packed ``in_proj`` and ``out_proj`` as :mod:`falip.core.attention` does (qk-norm,
-    scaled cosine logits, head scale and inner norm honoured). Returns ``[B, L, C]`` after ``out_proj``.
+    Normalised tokens in; ``parts``: the block (``tower.parts(i)``); ``bias``: additive logits
+    ``[B, L, L]`` (or broadcastable) or None. The block's own attention maths (q/k norms, cosine
+    logits, rotation, head scale, inner norm; :func:`falip.core.attention.head_attention`).
+    Returns ``[B, L, C]`` after the output projection.
     """
-    b, length, c = h_qk.shape
-    heads = attn.num_heads
-    hd = c // heads
-    w, bias_in = attn.in_proj_weight, attn.in_proj_bias
-    bq, bk, bv = (None, None, None) if bias_in is None else bias_in.chunk(3)
-    q = F.linear(h_qk, w[:c], bq).view(b, length, heads, hd).transpose(1, 2)
-    k = F.linear(h_qk, w[c : 2 * c], bk).view(b, length, heads, hd).transpose(1, 2)
-    v = F.linear(h_v, w[2 * c :], bv).view(b, length, heads, hd).transpose(1, 2)
-    logits = attention_logits(attn, q, k)
-    if bias is not None:
-        logits = logits + (bias[:, None] if bias.ndim == 3 else bias).to(logits.dtype)
-    out = logits.softmax(dim=-1) @ v
-    head_scale = getattr(attn, "head_scale", None)
-    if head_scale is not None:
-        out = out * head_scale
-    out = out.transpose(1, 2).reshape(b, length, c)
-    ln_inner = getattr(attn, "ln_inner", None)
-    if ln_inner is not None:
-        out = ln_inner(out)
-    return attn.out_proj(out)
+    return head_attention(parts, h_qk, bias, h_v=h_v, per_head=False).output
 
 
 @torch.no_grad()
 def swap_forward(
-    model: nn.Module,
+    model: Any,
     prompted: torch.Tensor,
     original: torch.Tensor,
     swap: str,
@@ -163,24 +140,23 @@ def swap_forward(
         raise FalipError(f"swap must be 'qk-prompt' or 'v-prompt', got {swap!r}")
     if prompted.shape != original.shape:
         raise FalipError(f"prompted {tuple(prompted.shape)} and original {tuple(original.shape)} images differ")
-    visual = model.visual
-    blocks = visual.transformer.resblocks
-    chosen = _chosen(layers, len(blocks))
+    tower = _cls_tower(model, swap)
+    chosen = set(tower.resolve_layers(layers))
     m = None if swap == "qk-prompt" or mask is None else mask.to(device=prompted.device)
-    xp, xo = visual._embeds(prompted), visual._embeds(original)
-    for i, block in enumerate(blocks):
+    xp, xo = tower.embed(prompted), tower.embed(original)
+    for i in range(tower.depth):
         if i not in chosen:
-            xp, xo = block(xp), block(xo)
+            xp, xo = tower.run_block(i, xp), tower.run_block(i, xo)
             continue
-        hp, ho = block.ln_1(xp), block.ln_1(xo)
+        p = tower.parts(i)
+        hp, ho = p.norm1(xp), p.norm1(xo)
         if swap == "qk-prompt":
-            a = mixed_attention(block.attn, hp, ho)
+            a = mixed_attention(p, hp, ho)
         else:
-            a = mixed_attention(block.attn, ho, hp, None if m is None else m.to(ho.dtype))
-        heads = block.attn.num_heads
-        xo = block(xo, attn_mask=None if m is None else m.to(xo.dtype).repeat_interleave(heads, dim=0))
-        xp = residual_tail(block, xp, a)
-    return _final(visual, xp)
+            a = mixed_attention(p, ho, hp, None if m is None else m.to(ho.dtype))
+        xo = tower.run_block(i, xo, None if m is None else m.to(xo.dtype))
+        xp = residual_tail(p, xp, a)
+    return tower.head(xp)
 
 
 class AblationScorer(RegionScorer):
@@ -243,7 +219,7 @@ class AblationScorer(RegionScorer):
         f, o = self.fclip, self.falip_options
         alpha, sigma = validate_alpha_sigma(o.get("alpha", f.alpha), o.get("sigma", f.sigma))
         layers = o.get("layers")
-        layers = list(f.layers) if layers is None else sorted(_chosen(layers, f.num_blocks))
+        layers = list(f.layers) if layers is None else list(f.tower.resolve_layers(layers))
         return {"alpha": alpha, "sigma": sigma, "layers": layers, "form": validate_form(o.get("form") or f.form)}
 
     # ---------------------------------------------------------------------------- hooks
@@ -259,7 +235,7 @@ class AblationScorer(RegionScorer):
             return super()._term_features(items, term)
         pp = self.preprocess
         s = self.settings()
-        model = self.fclip.model
+        tower = self.fclip.tower
         grid, patch = self.fclip.grid_size, self.fclip.patch_size
         pieces = []
         pairs = [(it, k) for it in items for k in range(len(it))]
@@ -268,12 +244,13 @@ class AblationScorer(RegionScorer):
             original = torch.stack([pp.to_tensor(self._resized(it)) for it, _ in chunk]).to(self.device, self.dtype)
             roa = torch.cat([regions_to_roa(it.regions_input.select([k]), grid, patch) for it, k in chunk])
             if self.variant == "feature-mask":
-                pieces.append(feature_mask_forward(model, original, roa, s["layers"]))
+                pieces.append(feature_mask_forward(tower, original, roa, s["layers"]))
                 continue
             prompted = torch.stack([pp.to_tensor(self._edited(it, k, self.prompt_term)) for it, k in chunk])
             prompted = prompted.to(self.device, self.dtype)
             mask = None
             if self.variant == "v-prompt" and s["alpha"] > 0:
-                mask = full_mask(foveal_profile(roa, s["alpha"], s["sigma"]), s["form"]).to(self.device, self.dtype)
-            pieces.append(swap_forward(model, prompted, original, self.variant, s["layers"], mask))
+                profile = foveal_profile(roa, s["alpha"], s["sigma"])
+                mask = full_mask(profile, s["form"], tower.num_prefix_tokens).to(self.device, self.dtype)
+            pieces.append(swap_forward(tower, prompted, original, self.variant, s["layers"], mask))
         return torch.cat(pieces) if pieces else torch.zeros(0, self.fclip.output_dim)

@@ -23,6 +23,11 @@ the region), the per-head terms of the prompted image ``G'_h`` (one per region) 
 those of the original image without any bias ``G_h``; the mean over regions of
 ``||ls_1(G'_h) - ls_1(G_h)||_2`` ranks the (layer, head) pairs. For ``falip`` the deltas are exactly
 zero before the first biased block, which nothing has changed yet.
+
+Attention-pooled towers are refused with the reason: their features are a probe's attention over
+every token, not a [CLS] token, so there is no [CLS] output to split (the blocks' heads still
+exist, but no term of theirs adds up to the features). What a person reads (the JSON's ranking,
+the heat map, the printed table) numbers blocks from 1, as the paper does; Python indices are 0-based.
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 from ..core.reference import reference_forward
 from ..core.regions import Regions
+from ..core.tower import BLOCKS_NOTE, Tower, as_tower
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 
 __all__ = [
@@ -99,39 +104,37 @@ class Decomposition:
         return total
 
 
-def _check_layers(layers: Iterable[int] | None, depth: int) -> tuple[int, ...]:
-    if layers is None:
-        return tuple(range(depth))
-    out = set()
-    for i in layers:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise FalipError(f"layers must be block indices (ints), got {i!r}")
-        if not -depth <= int(i) < depth:
-            raise FalipError(f"layers: index {int(i)} is out of range for a tower of {depth} blocks (0..{depth - 1})")
-        out.add(int(i) % depth)
-    return tuple(sorted(out))
+def _cls_tower(model: Any) -> Tower:
+    tower = as_tower(model)
+    if tower.pooling != "cls":
+        raise FalipError(
+            f"the head decomposition (Eq. 5) splits the [CLS] output, but this {tower.library} tower pools with an "
+            "attention probe over all tokens: its features are no sum of per-head [CLS] terms"
+        )
+    return tower
 
 
-def _check_splittable(blocks: nn.ModuleList, layers: Sequence[int]) -> None:
+def _check_splittable(tower: Tower, layers: Sequence[int]) -> None:
     """FalipError for a block whose attention term is not a sum over heads (module docstring)."""
     for i in layers:
-        block = blocks[i]
-        for owner, name, option in ((block, "ln_attn", "scale_attn"), (block.attn, "ln_inner", "scale_attn_inner")):
-            norm = getattr(owner, name, None)
-            if norm is not None and not isinstance(norm, nn.Identity):
+        p = tower.parts(i)
+        for norm, name in ((p.attn_norm, "attention output"), (p.inner_norm, "concatenated heads")):
+            if norm is not None:
                 raise FalipError(
-                    f"block {i} normalises its attention ({name}, open_clip's {option}=True): its attention term "
-                    "is a LayerNorm of the heads' sum, not a sum over heads, so it has no per-head decomposition; "
-                    "pass layers=[] for the block-level terms only"
+                    f"block index {i} normalises its {name} (e.g. open_clip's scale_attn / scale_attn_inner): "
+                    "its attention term is a norm of the heads' sum, not a sum over heads, so it has no per-head "
+                    "decomposition; pass layers=[] for the block-level terms only"
                 )
-        ls = block.ls_1
-        if not isinstance(ls, nn.Identity) and not isinstance(getattr(ls, "gamma", None), torch.Tensor):
-            raise FalipError(f"block {i}: ls_1 is a {type(ls).__name__}, not LayerScale; cannot split it over heads")
+        if p.ls1 is not None and not isinstance(getattr(p.ls1, "gamma", None), torch.Tensor):
+            raise FalipError(
+                f"block index {i}: its layer scale is a {type(p.ls1).__name__}, not a per-channel gain; "
+                "cannot split it over heads"
+            )
 
 
 @torch.no_grad()
 def decompose(
-    model: nn.Module,
+    model: Any,
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
@@ -144,7 +147,7 @@ def decompose(
     """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``layers``.
 
     Args:
-        model: an open_clip CLIP with a ViT tower, in eval mode.
+        model: a [CLS]-pooled Tower, FovealCLIP, or a model a tower adapter wraps; in eval mode.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: None (each image once, no bias), or N :class:`Regions` in the model-input frame
             (one row per region, image-major, FALIP's bias on it in ``biased_layers``).
@@ -154,21 +157,20 @@ def decompose(
         a :class:`Decomposition`; FalipError for a block in ``layers`` whose attention is no sum
         over heads (``ln_attn``, ``ln_inner``).
     """
-    blocks = model.visual.transformer.resblocks
-    depth = len(blocks)
-    split = _check_layers(layers, depth)
-    _check_splittable(blocks, split)
+    tower = _cls_tower(model)
+    split = tower.resolve_layers(layers, default_last=tower.depth, allow_empty=True)
+    _check_splittable(tower, split)
     out = reference_forward(
-        model, images, regions, alpha=alpha, sigma=sigma, layers=biased_layers, form=form, record=split
+        tower, images, regions, alpha=alpha, sigma=sigma, layers=biased_layers, form=form, record=split
     )
     rows = out.cls_stream.shape[1]
     heads, biases = [], []
     for i in split:
-        ls_1 = blocks[i].ls_1
+        ls_1 = tower.parts(i).ls1 or (lambda t: t)
         heads.append(ls_1(out.head_outputs[i][:, :, 0].clone()))  # [R, heads, C]
         biases.append(ls_1(out.out_proj_bias[i].clone()))
     c = out.cls_stream.shape[-1]
-    n_heads = blocks[0].attn.num_heads
+    n_heads = tower.parts(0).heads
     return Decomposition(
         embedding=out.cls_stream[0],
         attention=out.msa_cls,
@@ -182,7 +184,7 @@ def decompose(
 
 @torch.no_grad()
 def head_deltas(
-    model: nn.Module,
+    model: Any,
     originals: torch.Tensor,
     prompted: torch.Tensor,
     prompted_regions: Sequence[Regions] | None = None,
@@ -231,7 +233,8 @@ class HeadSensitivity:
     skipped: int = 0
 
     def ranking(self) -> list[dict[str, Any]]:
-        """Every (layer, head), most sensitive first: ``{"layer", "head", "delta", "relative"}``."""
+        """Every (layer, head), most sensitive first: ``{"layer", "head", "delta", "relative"}``
+        (``layer`` 0-based; :meth:`to_json` writes the 1-based ``block``)."""
         order = np.argsort(-self.delta, axis=None, kind="stable")
         heads = self.delta.shape[1]
         out = []
@@ -249,20 +252,26 @@ class HeadSensitivity:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        """Everything as JSON-ready data (``delta``, ``norm``: lists of rows, one per layer)."""
+        """Everything as JSON-ready data (``delta``, ``norm``: lists of rows, one per block, the first
+        block first); blocks numbered from 1 (``biased_blocks``, the ranking's ``block``), heads from 0."""
+        ranking = [
+            {"block": r["layer"] + 1, "head": r["head"], "delta": r["delta"], "relative": r["relative"]}
+            for r in self.ranking()
+        ]
         return {
+            "numbering": BLOCKS_NOTE + "; heads from 0",
             "prompt": self.prompt,
             "model": self.model,
             "images": self.images,
             "regions": self.regions,
             "skipped": self.skipped,
-            "biased_layers": list(self.biased_layers),
-            "layers": int(self.delta.shape[0]),
+            "biased_blocks": [i + 1 for i in self.biased_layers],
+            "blocks": int(self.delta.shape[0]),
             "heads": int(self.delta.shape[1]),
             "measure": "mean over regions of ||ls_1(G'_h) - ls_1(G_h)||_2 (prompted minus original image, no bias)",
             "delta": self.delta.tolist(),
             "norm": self.norm.tolist(),
-            "ranking": self.ranking(),
+            "ranking": ranking,
         }
 
     def save_json(self, path: str | os.PathLike) -> Path:
@@ -299,9 +308,9 @@ class HeadSensitivity:
                         )
             ax.set_xticks(range(heads))
             ax.set_yticks(range(depth))
-            ax.set_yticklabels([f"{i}*" if i in self.biased_layers else str(i) for i in range(depth)])
-            ax.set_xlabel("head")
-            ax.set_ylabel("block (0-based)" + ("; * = FALIP's bias" if self.biased_layers else ""))
+            ax.set_yticklabels([f"{i + 1}*" if i in self.biased_layers else str(i + 1) for i in range(depth)])
+            ax.set_xlabel("head (from 0)")
+            ax.set_ylabel("block (numbered from 1)" + ("; * = FALIP's bias" if self.biased_layers else ""))
             where = f"{self.model}, " if self.model else ""
             ax.set_title(
                 title
@@ -355,8 +364,8 @@ def head_sensitivity(
     """
     atoms = parse_prompt(prompt)
     params = params or PromptParams()
-    model = fclip.model
-    if model.training:
+    model = _cls_tower(fclip.tower)
+    if fclip.model.training:
         raise FalipError("the model is in train mode (dropout active); call fclip.eval() first")
     plan = fclip.plan(layers, form)
     settings = {
@@ -366,8 +375,7 @@ def head_sensitivity(
         "form": plan.form,
     }
     use_falip = "falip" in atoms
-    param = next(model.parameters())
-    device, dtype = param.device, model.visual.conv1.weight.dtype
+    device, dtype = fclip.device, fclip.dtype
     delta_sum: torch.Tensor | None = None
     norm_sum: torch.Tensor | None = None
     n_regions = n_images = 0

@@ -21,6 +21,12 @@ probabilities of any block (with FALIP's mask ``M`` added in the biased blocks).
 Three maps per image and region: ``vanilla`` (CLIP on the image), ``falip`` (the same image with
 FALIP's bias for the region) and the visual prompt (CLIP on the prompted image, e.g. the red
 circle drawn at model-input scale, as :class:`falip.RegionScorer` draws it).
+
+On an attention-pooled tower (SigLIP's "MAP" head; no [CLS] token) the map is the pooling
+probe's attention over the final tokens (mean over the probes), after the last block, where
+FALIP-MAP puts its bias; the row then starts with the tower's prefix tokens (none on SigLIP), and
+``layer`` must be the last block. Rollout needs a [CLS] row in every block and is refused there.
+Blocks a person reads (titles) are numbered from 1.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from ..core.images import to_rgb
 from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
+from ..core.tower import Tower, as_tower, resolve_layer
 from ..prompts.registry import METHODS, PromptParams, parse_method
 from .ablations import scale_box
 
@@ -59,14 +66,18 @@ __all__ = [
 Head = int | str  # a head index, "mean" or "rollout"
 
 
-def _resolve_layer(layer: int, depth: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise FalipError(f"layer must be a block index, got {layer!r}")
-    if not -depth <= int(layer) < depth:
+def _resolve_layer(layer: int, tower: Tower) -> int:
+    layer = resolve_layer(layer, tower.depth)
+    if tower.pooling == "map" and layer != tower.depth - 1:
         raise FalipError(
-            f"layer {layer} is out of range for a tower of {depth} blocks (0..{depth - 1}, or -1 for the last)"
+            "on an attention-pooled tower the map is the pooling probe's attention, after the last block "
+            f"(layer -1); block {layer + 1} (1-based) has no [CLS] query to map"
         )
-    return int(layer) % depth
+    return layer
+
+
+def _heads(tower: Tower, layer: int) -> int:
+    return tower.pool_parts().heads if tower.pooling == "map" else tower.parts(layer).heads
 
 
 def _check_head(head: Head, heads: int) -> Head:
@@ -97,7 +108,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def cls_attention(
-    model: torch.nn.Module,
+    model: Any,
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
@@ -108,10 +119,12 @@ def cls_attention(
     layers: Sequence[int] | None = None,
     form: str = "cls",
 ) -> torch.Tensor:
-    """The [CLS] token's attention row ``[R, 1 + gh * gw]`` (float64, CPU) at block ``layer``.
+    """The [CLS] token's attention row ``[R, prefix + gh * gw]`` (float64, CPU) at block ``layer``.
+
+    On an attention-pooled tower: the pooling probe's row (mean over probes; module docstring).
 
     Args:
-        model: an open_clip CLIP with a ViT tower (``fclip.model``).
+        model: a :class:`~falip.core.tower.Tower`, a FovealCLIP, or a model a tower adapter wraps.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: N :class:`Regions` in the model-input frame (FALIP's bias for each region; one
             row per region), or None (vanilla CLIP; one row per image).
@@ -122,25 +135,35 @@ def cls_attention(
     Returns:
         rows that sum to 1, [CLS] first, then the patch tokens in row-major grid order.
     """
-    blocks = model.visual.transformer.resblocks
-    layer = _resolve_layer(layer, len(blocks))
-    head = _check_head(head, blocks[layer].attn.num_heads)
+    tower = as_tower(model)
+    layer = _resolve_layer(layer, tower)
+    head = _check_head(head, _heads(tower, layer))
+    if tower.pooling == "map" and form == "cls":
+        form = "all"  # the blocks of a map tower take form "all" (only used when layers name some)
     common = dict(alpha=alpha, sigma=sigma, layers=layers, form=form)
+    if tower.pooling == "map":
+        if head == "rollout":
+            raise FalipError(
+                "attention rollout follows a [CLS] row through every block; an attention-pooled tower has none"
+            )
+        out = reference_forward(tower, images, regions, **common)
+        probs = out.pool_attention.double().mean(dim=2)  # [R, heads, L]: mean over the probes
+        return (probs.mean(dim=1) if head == "mean" else probs[:, head]).cpu()
     if head == "rollout":
-        out = reference_forward(model, images, regions, record=range(layer + 1), tokens="all", **common)
+        out = reference_forward(tower, images, regions, record=range(layer + 1), tokens="all", **common)
         return attention_rollout([out.attention[i] for i in range(layer + 1)])[:, 0].cpu()
-    out = reference_forward(model, images, regions, record=[layer], tokens="cls", **common)
+    out = reference_forward(tower, images, regions, record=[layer], tokens="cls", **common)
     probs = out.attention[layer][:, :, 0].double()  # [R, heads, L]
     return (probs.mean(dim=1) if head == "mean" else probs[:, head]).cpu()
 
 
-def in_region_mass(row: np.ndarray | torch.Tensor, roa: np.ndarray | torch.Tensor) -> float:
-    """The share of a [CLS] row ``[1 + gh * gw]`` on the ROA cells ``[gh, gw]`` (bool)."""
+def in_region_mass(row: np.ndarray | torch.Tensor, roa: np.ndarray | torch.Tensor, prefix: int = 1) -> float:
+    """The share of an attention row ``[prefix + gh * gw]`` on the ROA cells ``[gh, gw]`` (bool)."""
     row = np.asarray(row, dtype=np.float64).reshape(-1)
     cells = np.asarray(roa, dtype=bool).reshape(-1)
-    if row.size != cells.size + 1:
-        raise FalipError(f"a [CLS] row of {row.size} tokens does not fit a grid of {cells.size} cells")
-    return float(row[1:][cells].sum())
+    if row.size != cells.size + prefix:
+        raise FalipError(f"an attention row of {row.size} tokens does not fit a grid of {cells.size} cells")
+    return float(row[prefix:][cells].sum())
 
 
 def upsample_map(
@@ -253,6 +276,7 @@ class AttentionMaps:
     layer: int
     head: Head
     settings: dict
+    query: str = "[CLS]"  # whose attention: "[CLS]" or "the pooling probe"
 
 
 def _paste_back(prompted: Image.Image, image: Image.Image, geometry: Resize) -> Image.Image:
@@ -315,20 +339,19 @@ def attention_maps(
     """
     image = to_rgb(image)
     region = _as_region(region, image)
-    model = fclip.model
-    blocks = model.visual.transformer.resblocks
-    layer = _resolve_layer(layer, len(blocks))
-    head = _check_head(head, blocks[layer].attn.num_heads)
+    model = fclip.tower
+    layer = _resolve_layer(layer, model)
+    head = _check_head(head, _heads(model, layer))
     settings = {
         "alpha": fclip.alpha if alpha is None else float(alpha),
         "sigma": fclip.sigma if sigma is None else float(sigma),
-        "layers": list(fclip.layers if layers is None else fclip._resolve_layers(layers)),
+        "layers": list(fclip.layers if layers is None else model.resolve_biased(layers)),
         "form": fclip.form if form is None else form,
     }
-    param = next(model.parameters())
+    prefix = model.num_prefix_tokens
     region_in = preprocess.map_regions(region)
     roa = regions_to_roa(region_in, fclip.grid_size, fclip.patch_size)[0].numpy()
-    x = preprocess(image)[None].to(device=param.device, dtype=param.dtype)
+    x = preprocess(image)[None].to(device=fclip.device, dtype=fclip.dtype)
     kw = dict(layer=layer, head=head, **settings)
     rows = {
         "vanilla": cls_attention(model, x, None, **kw)[0],
@@ -338,7 +361,7 @@ def attention_maps(
     names = {"vanilla": "vanilla CLIP", "falip": "FALIP"}
     if prompt is not None:
         edited = prompted_image(preprocess, image, region, prompt, params)
-        xp = preprocess.to_tensor(edited)[None].to(device=param.device, dtype=param.dtype)
+        xp = preprocess.to_tensor(edited)[None].to(device=fclip.device, dtype=fclip.dtype)
         rows[prompt] = cls_attention(model, xp, None, **kw)[0]
         shown[prompt] = _paste_back(edited, image, preprocess.geometry)
         names[prompt] = {"circle": "RedCircle"}.get(prompt, prompt)
@@ -357,7 +380,7 @@ def attention_maps(
     maps = {}
     for name, row in rows.items():
         r = row.numpy()
-        patches = r[1:].reshape(gh, gw)
+        patches = r[prefix:].reshape(gh, gw)
         maps[name] = AttentionMap(
             name=name,
             title=names[name],
@@ -365,10 +388,11 @@ def attention_maps(
             patches=patches,
             upsampled=upsample_map(patches, image.size, preprocess.geometry, fclip.patch_size, upsample),
             shown=shown[name],
-            in_region=in_region_mass(r, roa),
+            in_region=in_region_mass(r, roa, prefix),
             scores=scores[name],
         )
-    return AttentionMaps(maps, image, region, roa, layer, head, settings)
+    query = "the pooling probe" if model.pooling == "map" else "[CLS]"
+    return AttentionMaps(maps, image, region, roa, layer, head, settings, query)
 
 
 def _blocks_text(layers: Sequence[int]) -> str:
@@ -458,7 +482,8 @@ def plot_attention_maps(
         rgba[..., 3] = np.where(np.isnan(up), 0.0, 0.45 + 0.45 * norm(value).filled(0))
         ax.imshow(rgba, interpolation="nearest", extent=(0, w, h, 0))
         region(ax)
-        lines = [p.title, f"{100 * p.in_region:.0f}% of [CLS] attention in region"]
+        who = "[CLS]" if maps.query == "[CLS]" else "probe"
+        lines = [p.title, f"{100 * p.in_region:.0f}% of {who} attention in region"]
         if len(texts) == 1:
             lines.append(f"score {p.scores[texts[0]]:.2f}")
         else:
@@ -466,9 +491,11 @@ def plot_attention_maps(
         ax.set_title("\n".join(lines), fontsize=9)
     s = maps.settings
     what = {"rollout": "attention rollout", "mean": "mean over heads"}.get(str(maps.head), f"head {maps.head}")
+    where = f"at block {maps.layer + 1}" if maps.query == "[CLS]" else "after the last block"
+    blocks = f"blocks {_blocks_text(s['layers'])}" if s["layers"] else "the pooling probe only"
     default = (
-        f"[CLS] attention to the patches at block {maps.layer + 1} ({what})\n"
-        f"FALIP: alpha {s['alpha']:g}, sigma {s['sigma']:g}, blocks {_blocks_text(s['layers'])}, form {s['form']}"
+        f"{maps.query} attention to the patches {where} ({what}; blocks numbered from 1)\n"
+        f"FALIP: alpha {s['alpha']:g}, sigma {s['sigma']:g}, {blocks}, form {s['form']}"
     )
     fig.suptitle(title or default, fontsize=10, y=1 - 0.08 / fig_h, va="top")
     cax = fig.add_axes(((n * (side + 0.25) - 0.05) / fig_w, bottom, 0.12 / fig_w, panel_h / fig_h))

@@ -39,6 +39,7 @@ from typing import Any
 
 from ..core.errors import FalipError
 from ..core.mask import FORMS
+from ..core.tower import BLOCKS_NOTE
 from ..prompts.registry import METHODS, parse_method
 from .ablations import VARIANTS, AblationScorer
 
@@ -253,6 +254,9 @@ def point_model(model: Mapping[str, Any], point: SweepPoint, prompt: str = "circ
     """The run's model description (in ``run.json``): the base one with the point's settings."""
     s = point.settings()
     out = {**model, **s}
+    if "layers" in out:  # what the command writes numbers blocks from 1 (run.json)
+        out["blocks"] = [i + 1 for i in out.pop("layers")]
+        out["numbering"] = BLOCKS_NOTE
     if "variant" in s and s["variant"] != "feature-mask":
         out["prompt"] = prompt
     return out
@@ -314,7 +318,7 @@ def run_sweep(
 
     if not axes or len(axes) > 2:
         raise FalipError(f"a sweep varies one parameter or a grid of two, got {len(axes)}")
-    depth = scorer.fclip.num_blocks
+    depth = scorer.fclip.depth
     parsed = {_check_param(p): parse_values(p, v, depth) for p, v in axes.items()}
     params = list(parsed)
     if method is None:
@@ -338,6 +342,8 @@ def run_sweep(
         "model": dict(model),
         "rows": rows,
     }
+    if "blocks" in params:
+        table["numbering"] = BLOCKS_NOTE
     write_table(table, out)
     plot_sweep(table, out / "sweep.png", title=title)
     return table
@@ -358,6 +364,10 @@ def write_table(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Pa
     json_path = out / "sweep.json"
     json_path.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
     return csv_path, json_path
+
+
+def _axis_label(param: str) -> str:
+    return "blocks (numbered from 1)" if param == "blocks" else param
 
 
 def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = None, dpi: int = 110) -> Path:
@@ -389,7 +399,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         for xi, a in zip(x, acc):
             ax.annotate(f"{a:.1f}", (xi, a), textcoords="offset points", xytext=(6, 4), fontsize=7)
         ax.set_xticks(x, labels, rotation=30 if max(len(s) for s in labels) > 5 else 0)
-        ax.set_xlabel(p)
+        ax.set_xlabel(_axis_label(p))
         ax.set_ylabel("accuracy % (95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -414,8 +424,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
                     )
         ax.set_xticks(range(len(xs)), xs, rotation=30 if max(len(s) for s in xs) > 5 else 0)
         ax.set_yticks(range(len(ys)), ys)
-        ax.set_xlabel(q)
-        ax.set_ylabel(p)
+        ax.set_xlabel(_axis_label(q))
+        ax.set_ylabel(_axis_label(p))
         fig.colorbar(im, ax=ax, label="accuracy %")
         if title is None:
             heading += "; * best"

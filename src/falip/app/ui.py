@@ -368,10 +368,10 @@ def build_app(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> gr.Blocks:
 
 
 def _heads(app: C.AppModel) -> int:
-    try:
-        return int(app.fclip.model.visual.transformer.resblocks[0].attn.num_heads)
-    except AttributeError:  # another tower layout: the page offers mean and rollout only
+    tower = app.fclip.tower
+    if tower.pooling != "cls":  # the per-head [CLS] maps mean nothing without a [CLS] query
         return 0
+    return int(tower.parts(tower.depth - 1).heads)
 
 
 def serve(

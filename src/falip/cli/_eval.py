@@ -39,10 +39,14 @@ CLS_DEFAULT = "a photo of a {}."  # falip.tasks.region_cls.CLS_TEMPLATE
 
 
 def _layers(text: str) -> list[int]:
+    """Blocks numbered from 1 as in the paper (``9,10,11,12``; negative counts from the end) -> 0-based."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated block indices, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated block numbers (from 1), got {text!r}") from None
+    if 0 in values:
+        raise argparse.ArgumentTypeError(f"blocks are numbered from 1 (-1 is the last), got 0 in {text!r}")
+    return [v - 1 if v > 0 else v for v in values]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -56,7 +60,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--alpha", type=float, help="FALIP alpha (default: the model's preset)")
     g.add_argument("--sigma", type=float, help="FALIP sigma in tokens (default: the model's preset)")
-    g.add_argument("--layers", type=_layers, help="comma-separated 0-based blocks to bias (default: preset)")
+    g.add_argument(
+        "--layers",
+        type=_layers,
+        help="comma-separated blocks to bias, numbered from 1 as in the paper (9,10,11,12; -1: the last) "
+        "(default: preset)",
+    )
     g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
     g.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
     g.add_argument(
@@ -228,7 +237,8 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "pretrained": args.pretrained,
         "alpha": fclip.alpha,
         "sigma": fclip.sigma,
-        "layers": list(fclip.layers),
+        "blocks": [i + 1 for i in fclip.layers],
+        "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper",
         "form": fclip.form,
         "resize": args.resize,
         "precision": args.precision,

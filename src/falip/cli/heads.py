@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         + (f" ({len(skipped)} skipped)" if skipped else "")
     )
     print("mean ||G'_h - G_h|| (prompted minus original image; relative: over the original head's mean norm)")
+    print("(blocks numbered from 1, as in the paper; heads from 0)")
     print(f"{'rank':>4}  {'block':>5}  {'head':>4}  {'delta':>9}  {'relative':>8}")
     for rank, row in enumerate(result.ranking()[: args.top], 1):
-        print(f"{rank:>4}  {row['layer']:>5}  {row['head']:>4}  {row['delta']:>9.4f}  {row['relative']:>8.3f}")
+        print(f"{rank:>4}  {row['layer'] + 1:>5}  {row['head']:>4}  {row['delta']:>9.4f}  {row['relative']:>8.3f}")
     print(f"wrote {json_path} and {png_path}")
     return 0

@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print(f"\n{table['task']} sweep, method {table['method']}, model {args.model}")
+    if "blocks" in params:
+        print("(blocks numbered from 1, as in the paper)")
     for k, line in enumerate(lines):
         print(
             "  ".join(

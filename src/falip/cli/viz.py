@@ -33,6 +33,17 @@ def _head(text: str) -> int | str:
     return value
 
 
+def _block(text: str) -> int:
+    """A block numbered from 1 (negative counts from the end: -1 is the last) -> the 0-based index."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a block number (from 1; -1 for the last), got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("blocks are numbered from 1 (-1 is the last); got 0")
+    return value - 1 if value > 0 else value
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``viz`` options to ``p``."""
     p.add_argument("image", help="image file (any format Pillow reads)")
@@ -47,7 +58,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", help="a mask image of the region, the image's size (non-zero pixels are the region)")
     p.add_argument("--text", action="append", help="a text to score each panel against (repeat for several)")
     p.add_argument("--template", default="{}", help="text template, e.g. 'a photo of {}.' (default: verbatim)")
-    p.add_argument("--layer", type=int, default=-1, help="block, 0-based; negative counts from the end (default -1)")
+    p.add_argument(
+        "--layer",
+        type=_block,
+        default=-1,
+        help="block, numbered from 1 as in the paper; negative counts from the end (default -1: the last)",
+    )
     p.add_argument("--head", type=_head, default="mean", help="a head index (0-based), 'mean' (default) or 'rollout'")
     p.add_argument(
         "--prompt", default="circle", help="the visual prompt's edits, e.g. circle, blur, blur&circle (default circle)"
@@ -138,14 +154,15 @@ def run(args: argparse.Namespace) -> int:
     for m in maps.maps.values():
         scores = "  ".join(f"{t!r}: {s:.3f}" for t, s in m.scores.items())
         print(
-            f"{m.title:>14}: {100 * m.in_region:5.1f}% of [CLS] attention in the region"
+            f"{m.title:>14}: {100 * m.in_region:5.1f}% of {maps.query} attention in the region"
             + (f"  {scores}" if scores else "")
         )
     if args.json:
         data = {
             "image": str(args.image),
             "box": [float(v) for v in region.boxes[0]],
-            "layer": maps.layer,
+            "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper; heads from 0",
+            "block": maps.layer + 1,
             "head": maps.head,
             "settings": maps.settings,
             "grid": list(maps.roa.shape),

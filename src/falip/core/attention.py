@@ -1,51 +1,44 @@
-"""Biased multi-head attention and transformer blocks for open_clip ViTs, in one place.
+"""Biased multi-head attention and transformer blocks, read from a :class:`~falip.core.tower.BlockParts`.
 
-open_clip 3.x builds its ViT blocks either with ``nn.MultiheadAttention``
-(``ResidualAttentionBlock``) or with its own ``Attention`` module (``CustomResidualAttentionBlock``,
-and the development line's default). Both keep the packed ``in_proj_weight`` / ``in_proj_bias``
-and an ``out_proj`` linear, so the math below reads those parameters directly and supports
-either; the custom module's options (qk-norm, scaled-cosine logits, head scaling, inner norm)
-are honoured. Supporting another attention module is a change to this file only.
+The kernels see a block only through its record (norms, q/k/v weights, heads, q/k norms, cosine
+logits, rotary embedding, head scale, inner norm, output projection, layer scales, MLP), so a new
+library is a new tower adapter (:mod:`falip.towers`), never a change here.
 
-All tensors are batch-first: tokens ``[B, L, C]``; an additive bias ``[B, 1 or heads, Lq, L]``.
+* :func:`head_attention`: THE per-head computation (probabilities ``[B, heads, Lq, L]``, per-head
+  outputs ``G_h`` ``[B, heads, Lq, C]``, the attention output), written out plainly; the reference
+  forward, the head decomposition, the attention maps and the ablations all use it.
+* :func:`attention`: the same output on the fast path (``scaled_dot_product_attention``), with
+  query rows and shared keys/values (``kv_index``);
+* :func:`cls_attention`: the [CLS] row alone without projecting the keys and values of every token
+  (when keys enter the logits linearly, ``parts.keys_linear``);
+* :func:`block_forward`, :func:`block_forward_shared_patches`: whole blocks;
+* :func:`pool_attention`: an attention-pooling probe ("MAP") with a per-key bias (FALIP-MAP).
+
+All tensors are batch-first: tokens ``[B, L, C]``; an additive bias ``[B, 1 or heads, Lq or 1, L]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .errors import FalipError
+from .tower import BlockParts, PoolParts
 
 __all__ = [
+    "HeadAttention",
     "attention",
+    "attention_logits",
     "block_forward",
     "block_forward_shared_patches",
-    "check_block",
     "cls_attention",
+    "head_attention",
+    "pool_attention",
+    "pool_head_attention",
     "residual_tail",
 ]
-
-
-def check_block(block: nn.Module, index: int) -> None:
-    """Raise ValueError if ``block`` is not an open_clip residual attention block we can run."""
-    attn = getattr(block, "attn", None)
-    missing = [name for name in ("ln_1", "ln_2", "mlp") if not hasattr(block, name)]
-    if attn is None or missing or not hasattr(attn, "in_proj_weight") or not hasattr(attn, "out_proj"):
-        raise FalipError(
-            f"visual block {index} ({type(block).__name__}) is not an open_clip residual attention block "
-            "(needs ln_1, attn.in_proj_weight, attn.out_proj, ln_2, mlp)"
-        )
-    if isinstance(attn, nn.MultiheadAttention):
-        if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
-            raise FalipError(f"visual block {index}: unsupported nn.MultiheadAttention options")
-        if not attn.batch_first:
-            raise FalipError(f"visual block {index}: nn.MultiheadAttention must be batch_first")
-    if hasattr(block, "ln_1_kv"):
-        raise FalipError(f"visual block {index} is a cross-attention block; FALIP needs self-attention")
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -53,17 +46,137 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.reshape(b, length, heads, c // heads).transpose(1, 2)
 
 
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, heads, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, heads * d)
+
+
+def _qk(p: BlockParts, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head queries and keys ``[B, heads, L, d]`` after rotation and q/k norms (whole sequence)."""
+    if p.rope is not None and p.rope_before_norm:
+        q, k = p.rope(q), p.rope(k)
+    if p.q_norm is not None:
+        q = p.q_norm(q)
+    if p.k_norm is not None:
+        k = p.k_norm(k)
+    if p.rope is not None and not p.rope_before_norm:
+        q, k = p.rope(q), p.rope(k)
+    return q, k
+
+
+def _project(
+    p: BlockParts,
+    x: torch.Tensor,
+    query_rows: slice | None = None,
+    kv_index: torch.Tensor | None = None,
+    x_v: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q [Bq, heads, Lq, d]``, ``k, v [Bq, heads, L, d]`` of normalised tokens ``x`` ``[Bkv, L, C]``.
+
+    ``x_v``: tokens the values come from (default ``x``). With a rotary embedding the queries of
+    the whole sequence are rotated before ``query_rows`` are taken (rotation depends on position).
+    """
+    rows = query_rows if p.rope is None else None
+    n = p.heads * p.head_dim
+    if p.qkv_weight is not None and x_v is None:  # packed weights: fewer, larger matrix products
+        b = p.qkv_bias
+        if rows is None:
+            q, k, v = (_split_heads(t, p.heads) for t in F.linear(x, p.qkv_weight, b).split(n, dim=-1))
+        else:
+            kv = F.linear(x, p.qkv_weight[n:], None if b is None else b[n:])
+            k, v = (_split_heads(t, p.heads) for t in kv.split(n, dim=-1))
+            q = _split_heads(F.linear(x[:, rows], p.q_weight, p.q_bias), p.heads)
+    else:
+        xq = x if rows is None else x[:, rows]
+        q = _split_heads(F.linear(xq, p.q_weight, p.q_bias), p.heads)
+        k = _split_heads(F.linear(x, p.k_weight, p.k_bias), p.heads)
+        v = _split_heads(F.linear(x if x_v is None else x_v, p.v_weight, p.v_bias), p.heads)
+    q, k = _qk(p, q, k)
+    if p.rope is not None and query_rows is not None:
+        q = q[:, :, query_rows]
+    if kv_index is not None:
+        q, k, v = q[kv_index], k[kv_index], v[kv_index]
+    return q, k, v
+
+
+def attention_logits(p: BlockParts, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Pre-softmax logits ``[B, heads, Lq, L]`` of per-head queries and keys (after norms/rotation).
+
+    Scaled cosine logits ``cos(q, k) * cosine_scale`` when the block has them, else ``q . k * scale``.
+    """
+    if p.cosine_scale is not None:
+        return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * p.cosine_scale
+    return (q @ k.transpose(-1, -2)) * p.scale
+
+
+def _finish_heads(p: BlockParts, out: torch.Tensor) -> torch.Tensor:
+    """Per-head outputs ``[B, heads, Lq, d]`` -> the attention output ``[B, Lq, C]`` (inner norm, out proj)."""
+    if p.head_scale is not None:
+        out = out * p.head_scale
+    out = _merge_heads(out)
+    if p.inner_norm is not None:
+        out = p.inner_norm(out)
+    return F.linear(out, p.out_weight, p.out_bias)
+
+
+@dataclass
+class HeadAttention:
+    """What :func:`head_attention` returns.
+
+    ``probs`` ``[B, heads, Lq, L]`` (rows sum to 1); ``heads`` ``[B, heads, Lq, C]`` the per-head
+    outputs ``G_h`` (attention-weighted values of head h, times its head scale, pushed through
+    that head's slice of the output projection; None with an inner norm, which mixes the heads),
+    so that ``heads.sum(1) + out_bias`` is ``output``; ``output`` ``[B, Lq, C]`` the attention
+    output after the projection (before ``attn_norm`` and ``ls1``).
+    """
+
+    probs: torch.Tensor
+    heads: torch.Tensor | None
+    output: torch.Tensor
+
+
+def head_attention(
+    p: BlockParts,
+    h: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    query_rows: slice | None = None,
+    h_v: torch.Tensor | None = None,
+    per_head: bool = True,
+) -> HeadAttention:
+    """The block's attention written out: per-head probabilities and outputs (the one place).
+
+    ``h``: normalised tokens ``[B, L, C]`` (queries and keys); ``h_v``: tokens the values come from
+    (default ``h``; the q/k/v swaps of the ablations); ``bias``: additive ``[B, L, L]`` or
+    ``[B, 1 or heads, L or 1, L]``, or None; ``query_rows``: the query rows kept (None: all).
+    """
+    q, k, v = _project(p, h, query_rows, None, h_v)
+    logits = attention_logits(p, q, k)
+    if bias is not None:
+        bias = bias[:, None] if bias.ndim == 3 else bias
+        if query_rows is not None and bias.shape[-2] > 1:
+            bias = bias[:, :, query_rows]
+        logits = logits + bias.to(logits.dtype)
+    probs = logits.softmax(dim=-1)
+    out = probs @ v  # [B, heads, Lq, d]
+    output = _finish_heads(p, out)
+    g = None
+    if per_head and p.inner_norm is None:
+        scaled = out if p.head_scale is None else out * p.head_scale
+        w_out = p.out_weight.view(p.out_weight.shape[0], p.heads, p.head_dim)
+        g = torch.einsum("bhtd,chd->bhtc", scaled, w_out)
+    return HeadAttention(probs, g, output)
+
+
 def attention(
-    attn: nn.Module,
+    p: BlockParts,
     x: torch.Tensor,
     bias: torch.Tensor | None = None,
     query_rows: slice | None = None,
     kv_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Multi-head self-attention of normalised tokens with an additive logit bias.
+    """Multi-head self-attention of normalised tokens with an additive logit bias (fast path).
 
     Args:
-        attn: ``nn.MultiheadAttention`` or open_clip ``Attention`` (packed in_proj, out_proj).
         x: normalised tokens ``[Bkv, L, C]``.
         bias: additive logits ``[Bq, 1 or heads, Lq or 1, L]`` or None.
         query_rows: query rows to compute (None: all L).
@@ -72,96 +185,68 @@ def attention(
     Returns:
         ``[Bq, Lq, C]``: the attention output after the output projection.
     """
-    heads = attn.num_heads
-    c = x.shape[-1]
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    w_q, w_kv = w[:c], w[c:]
-    b_q, b_kv = (None, None) if b is None else (b[:c], b[c:])
-    xq = x if query_rows is None else x[:, query_rows]
-    k, v = F.linear(x, w_kv, b_kv).chunk(2, dim=-1)
-    q = F.linear(xq, w_q, b_q)
-    q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
-    if kv_index is not None:
-        q, k, v = q[kv_index], k[kv_index], v[kv_index]
-
-    ln_q = getattr(attn, "ln_q", None)
-    ln_k = getattr(attn, "ln_k", None)
-    if ln_q is not None:
-        q, k = ln_q(q), ln_k(k)
+    q, k, v = _project(p, x, query_rows, kv_index)
     bias = None if bias is None else bias.to(q.dtype)
-    logit_scale = getattr(attn, "logit_scale", None)
-    if logit_scale is not None:  # scaled cosine attention (open_clip Attention option)
-        scale = torch.clamp(logit_scale, max=attn.logit_scale_max).exp()
-        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * scale
+    if p.cosine_scale is not None:
+        logits = attention_logits(p, q, k)
         if bias is not None:
             logits = logits + bias
         out = logits.softmax(dim=-1) @ v
     else:
         if bias is not None and bias.shape[-2] != q.shape[-2]:
             bias = bias.expand(-1, -1, q.shape[-2], -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    head_scale = getattr(attn, "head_scale", None)
-    if head_scale is not None:
-        out = out * head_scale
-    out = out.transpose(1, 2).reshape(out.shape[0], -1, c)
-    ln_inner = getattr(attn, "ln_inner", None)
-    if ln_inner is not None:
-        out = ln_inner(out)
-    return attn.out_proj(out)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=p.scale)
+    return _finish_heads(p, out)
 
 
-def _factorizable(attn: nn.Module) -> bool:
-    """True when keys enter the logits linearly (no qk-norm, no cosine logits)."""
-    return getattr(attn, "ln_k", None) is None or isinstance(attn.ln_k, nn.Identity)
-
-
-def cls_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention output of the [CLS] query alone, ``[B, 1, C]``, without projecting every token.
+def cls_attention(p: BlockParts, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention output of the [CLS] query (row 0) alone, ``[B, 1, C]``, without projecting every token.
 
     For one query row, ``q . (W_k x_t + b_k) = (W_k^T q) . x_t + const`` and
     ``sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t) + b_v``, so the keys and values of the
     L tokens are never formed: the cost per image is O(L * C * heads) instead of O(L * C^2).
-    The constant ``q . b_k`` is the same for every key and cancels in the softmax.
+    The constant ``q . b_k`` is the same for every key and cancels in the softmax. Blocks whose
+    keys do not enter linearly (q/k norm, cosine logits, rotation) take the general path.
 
     ``x``: normalised tokens ``[B, L, C]``; ``bias``: ``[B, 1, 1, L]`` or None.
     """
-    if not _factorizable(attn) or getattr(attn, "logit_scale", None) is not None:
-        return attention(attn, x, bias=bias, query_rows=slice(0, 1))
-    b, length, c = x.shape
-    heads = attn.num_heads
-    hd = c // heads
-    w, bias_in = attn.in_proj_weight, attn.in_proj_bias
-    q = F.linear(x[:, 0], w[:c], None if bias_in is None else bias_in[:c]).view(b, heads, hd) * hd**-0.5
-    q_in_x = torch.einsum("bhd,hdc->bhc", q, w[c : 2 * c].view(heads, hd, c))  # W_k^T q per head
+    if not p.keys_linear:
+        return attention(p, x, bias=bias, query_rows=slice(0, 1))
+    b, _, c = x.shape
+    heads, hd = p.heads, p.head_dim
+    q = F.linear(x[:, 0], p.q_weight, p.q_bias).view(b, heads, hd) * p.scale
+    q_in_x = torch.einsum("bhd,hdc->bhc", q, p.k_weight.view(heads, hd, c))  # W_k^T q per head
     logits = torch.einsum("bhc,btc->bht", q_in_x, x)
     if bias is not None:
         logits = logits + bias[:, :, 0, :].to(logits.dtype)
     weights = logits.softmax(dim=-1)
     pooled = torch.einsum("bht,btc->bhc", weights, x)  # attention-weighted tokens per head
-    out = torch.einsum("bhc,hdc->bhd", pooled, w[2 * c :].view(heads, hd, c))
-    if bias_in is not None:
-        out = out + bias_in[2 * c :].view(heads, hd)  # weights sum to 1, so b_v passes through
-    head_scale = getattr(attn, "head_scale", None)
-    if head_scale is not None:
-        out = out * head_scale.view(1, heads, 1)
-    out = out.reshape(b, 1, c)
-    ln_inner = getattr(attn, "ln_inner", None)
-    if ln_inner is not None:
-        out = ln_inner(out)
-    return attn.out_proj(out)
+    out = torch.einsum("bhc,hdc->bhd", pooled, p.v_weight.view(heads, hd, c))
+    if p.v_bias is not None:
+        out = out + p.v_bias.view(heads, hd)  # weights sum to 1, so b_v passes through
+    return _finish_heads(p, out[:, :, None])
 
 
-def residual_tail(block: nn.Module, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
-    """The rest of a block after attention: optional attention norm, residual, then the MLP."""
-    ln_attn = getattr(block, "ln_attn", None)
-    if ln_attn is not None:
-        attn_out = ln_attn(attn_out)
-    y = residual + block.ls_1(attn_out)
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
+def residual_tail(p: BlockParts, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    """The rest of a block after attention: optional attention norm and layer scale, residual, the MLP."""
+    if p.attn_norm is not None:
+        attn_out = p.attn_norm(attn_out)
+    if p.ls1 is not None:
+        attn_out = p.ls1(attn_out)
+    y = residual + attn_out
+    m = p.mlp(p.norm2(y))
+    return y + (m if p.ls2 is None else p.ls2(m))
+
+
+def attention_term(p: BlockParts, attn_out: torch.Tensor) -> torch.Tensor:
+    """What the attention adds to the residual stream: ``ls1(attn_norm(attn_out))``."""
+    if p.attn_norm is not None:
+        attn_out = p.attn_norm(attn_out)
+    return attn_out if p.ls1 is None else p.ls1(attn_out)
 
 
 def block_forward(
-    block: nn.Module,
+    p: BlockParts,
     x: torch.Tensor,
     bias: torch.Tensor | None = None,
     query_rows: slice | None = None,
@@ -172,38 +257,39 @@ def block_forward(
     ``x``: tokens ``[Bkv, L, C]``; returns the updated tokens of ``query_rows`` ``[Bq, Lq, C]``
     (see :func:`attention` for ``bias`` and ``kv_index``).
     """
-    h = block.ln_1(x)
+    h = p.norm1(x)
     if query_rows == slice(0, 1) and kv_index is None:
-        a = cls_attention(block.attn, h, bias)
+        a = cls_attention(p, h, bias)
     else:
-        a = attention(block.attn, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
+        a = attention(p, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
     residual = x if query_rows is None else x[:, query_rows]
     if kv_index is not None:
         residual = residual[kv_index]
-    return residual_tail(block, residual, a)
+    return residual_tail(p, residual, a)
 
 
 def block_forward_shared_patches(
-    block: nn.Module,
+    p: BlockParts,
     cls: torch.Tensor,
     patches: torch.Tensor,
     kv_index: torch.Tensor,
     counts: Sequence[int],
     cls_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A block whose input patch tokens are shared by all regions of an image, [CLS] per region.
+    """A block whose input tokens after [CLS] are shared by all regions of an image, [CLS] per region.
 
     This is the block after the first biased one with form ``"cls"``: every region of image i
-    enters with the same patch tokens and its own [CLS]. A patch query's softmax then differs
-    between regions only in the one [CLS] key column, so with the shared (patch-keys-only)
-    attention ``A`` and its log-normaliser ``lse``, the exact per-region output is
-    ``(1 - w) A + w v_cls`` with ``w = sigmoid(q . k_cls / sqrt(d) - lse)``. Pushed through the
-    output projection head by head, the per-region work is O(P * heads * C) instead of
-    O(P * C^2); only the MLP runs per region and token.
+    enters with the same other tokens (patches, and registers if any) and its own [CLS]. Such a
+    query's softmax then differs between regions only in the one [CLS] key column, so with the
+    shared (other-keys-only) attention ``A`` and its log-normaliser ``lse``, the exact per-region
+    output is ``(1 - w) A + w v_cls`` with ``w = sigmoid(q . k_cls * scale - lse)``. Pushed through
+    the output projection head by head, the per-region work is O(P * heads * C) instead of
+    O(P * C^2); only the MLP runs per region and token. Blocks with cosine logits, an inner norm
+    or a rotary embedding take the per-region path.
 
     Args:
         cls: per-region [CLS] tokens ``[R, 1, C]``.
-        patches: per-image patch tokens ``[N, P, C]``.
+        patches: per-image tokens after [CLS] ``[N, P, C]``.
         kv_index: ``[R]`` image of each region (image-major: regions of image i are consecutive).
         counts: regions per image, on the host (``sum(counts) == R``), so that no step waits on
             the device to learn where an image's regions start.
@@ -211,55 +297,44 @@ def block_forward_shared_patches(
     Returns:
         the block's output tokens ``[R, 1 + P, C]``.
     """
-    attn = block.attn
-    if getattr(attn, "logit_scale", None) is not None or not isinstance(
-        getattr(attn, "ln_inner", nn.Identity()), nn.Identity
-    ):
+    if p.cosine_scale is not None or p.inner_norm is not None or p.rope is not None:
         x = torch.cat([cls, patches[kv_index]], dim=1)
         bias = None
         if cls_bias is not None:
             bias = cls_bias.new_zeros(cls_bias.shape[0], 1, x.shape[1], x.shape[1])
             bias[:, :, 0:1] = cls_bias
-        return block_forward(block, x, bias)
+        return block_forward(p, x, bias)
 
-    r, p, c = cls.shape[0], patches.shape[1], cls.shape[2]
-    heads = attn.num_heads
-    hd = c // heads
-    w_in, b_in = attn.in_proj_weight, attn.in_proj_bias
-    ln_q = getattr(attn, "ln_q", nn.Identity())
-    ln_k = getattr(attn, "ln_k", nn.Identity())
-    head_scale = getattr(attn, "head_scale", None)
+    r, n_p, c = cls.shape[0], patches.shape[1], cls.shape[2]
+    heads, hd = p.heads, p.head_dim
 
-    hp = block.ln_1(patches)
-    hc = block.ln_1(cls)
-    qp, kp, vp = (_split_heads(t, heads) for t in F.linear(hp, w_in, b_in).chunk(3, dim=-1))  # [N, H, P, d]
-    qc, kc, vc = (_split_heads(t, heads) for t in F.linear(hc, w_in, b_in).chunk(3, dim=-1))  # [R, H, 1, d]
-    qp, kp, qc, kc = ln_q(qp), ln_k(kp), ln_q(qc), ln_k(kc)
+    hp, hc = p.norm1(patches), p.norm1(cls)
+    qp, kp, vp = _qkv(p, hp)  # [N, H, P, d]
+    qc, kc, vc = _qkv(p, hc)  # [R, H, 1, d]
+    qp, kp = _qk(p, qp, kp)
+    qc, kc = _qk(p, qc, kc)
 
-    # [CLS] query row, per region: keys are its own [CLS] and its image's patches
+    # [CLS] query row, per region: keys are its own [CLS] and its image's other tokens
     keys = torch.cat([kc, kp[kv_index]], dim=2)
     values = torch.cat([vc, vp[kv_index]], dim=2)
     bias = None if cls_bias is None else cls_bias.to(qc.dtype)
-    out_cls = F.scaled_dot_product_attention(qc, keys, values, attn_mask=bias)  # [R, H, 1, d]
-    if head_scale is not None:
-        out_cls = out_cls * head_scale
-    out_cls = attn.out_proj(out_cls.transpose(1, 2).reshape(r, 1, c))
+    out_cls = F.scaled_dot_product_attention(qc, keys, values, attn_mask=bias, scale=p.scale)  # [R, H, 1, d]
+    out_cls = _finish_heads(p, out_cls)
 
-    # patch query rows: shared part per image, then the [CLS] column per region
-    scale = hd**-0.5
-    logits_pp = (qp @ kp.transpose(-1, -2)) * scale  # [N, H, P, P]
+    # other query rows: shared part per image, then the [CLS] column per region
+    logits_pp = (qp @ kp.transpose(-1, -2)) * p.scale  # [N, H, P, P]
     lse = torch.logsumexp(logits_pp, dim=-1)  # [N, H, P]
     shared = logits_pp.softmax(dim=-1) @ vp  # [N, H, P, d]
-    cls_logit = torch.einsum("rhpd,rhd->rhp", qp[kv_index], kc[:, :, 0]) * scale
+    cls_logit = torch.einsum("rhpd,rhd->rhp", qp[kv_index], kc[:, :, 0]) * p.scale
     w_cls = torch.sigmoid(cls_logit - lse[kv_index])  # [R, H, P]: softmax weight of the [CLS] key
-    w_out = attn.out_proj.weight.view(c, heads, hd)  # out_proj's input columns, per head
-    if head_scale is not None:
-        shared = shared * head_scale
-        vc = vc * head_scale
+    w_out = p.out_weight.view(c, heads, hd)  # the output projection's input columns, per head
+    if p.head_scale is not None:
+        shared = shared * p.head_scale
+        vc = vc * p.head_scale
     per_head_shared = torch.einsum("nhpd,chd->nphc", shared, w_out)  # [N, P, H, C]
     per_head_cls = torch.einsum("rhd,chd->rhc", vc[:, :, 0], w_out)  # [R, H, C]
     base = per_head_shared.sum(dim=2)  # [N, P, C]: the attention output if the [CLS] key had weight 0
-    delta = torch.empty(r, p, c, dtype=base.dtype, device=base.device)
+    delta = torch.empty(r, n_p, c, dtype=base.dtype, device=base.device)
     lo = 0
     for i, count in enumerate(counts):
         if count:
@@ -268,7 +343,78 @@ def block_forward_shared_patches(
             delta[lo : lo + count] = mixed.transpose(0, 1)
         lo += count
     delta = torch.einsum("rhp,rhc->rpc", w_cls, per_head_cls) - delta
-    out_patches = base[kv_index] + delta + attn.out_proj.bias
+    out_patches = base[kv_index] + delta
+    if p.out_bias is not None:
+        out_patches = out_patches + p.out_bias
 
     a = torch.cat([out_cls, out_patches], dim=1)
-    return residual_tail(block, torch.cat([cls, patches[kv_index]], dim=1), a)
+    return residual_tail(p, torch.cat([cls, patches[kv_index]], dim=1), a)
+
+
+def _qkv(p: BlockParts, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head q, k, v ``[B, heads, L, d]`` of normalised tokens (before q/k norms and rotation)."""
+    if p.qkv_weight is not None:
+        qkv = F.linear(h, p.qkv_weight, p.qkv_bias).split(p.heads * p.head_dim, dim=-1)
+        return tuple(_split_heads(t, p.heads) for t in qkv)  # type: ignore[return-value]
+    return tuple(_split_heads(F.linear(h, w, b), p.heads) for w, b in _qkv_weights(p))  # type: ignore[return-value]
+
+
+def _qkv_weights(p: BlockParts) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    return (p.q_weight, p.q_bias), (p.k_weight, p.k_bias), (p.v_weight, p.v_bias)
+
+
+# ----------------------------------------------------------------------- attention pooling
+def _pool_project(
+    pp: PoolParts, tokens: torch.Tensor, kv_index: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probe queries ``[1, heads, P, d]`` and keys/values ``[B, heads, L, d]`` of final tokens ``[Bkv, L, C]``."""
+    if pp.key_position is not None:
+        tokens = tokens + pp.key_position.to(tokens.dtype)
+    q = _split_heads(F.linear(pp.probe.to(tokens.dtype)[None], pp.q_weight, pp.q_bias), pp.heads)
+    k = _split_heads(F.linear(tokens, pp.k_weight, pp.k_bias), pp.heads)
+    v = _split_heads(F.linear(tokens, pp.v_weight, pp.v_bias), pp.heads)
+    if pp.q_norm is not None:
+        q = pp.q_norm(q)
+    if pp.k_norm is not None:
+        k = pp.k_norm(k)
+    if kv_index is not None:
+        k, v = k[kv_index], v[kv_index]
+    return q, k, v
+
+
+def pool_attention(
+    pp: PoolParts,
+    tokens: torch.Tensor,
+    key_bias: torch.Tensor | None = None,
+    kv_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Features ``[B, D]`` of an attention-pooling head with an additive bias on the probe's logits.
+
+    ``tokens``: final tokens after the tower's final norm ``[Bkv, L, C]``; ``key_bias``: ``[B, L]``
+    added to every probe's logits toward key t in every head (FALIP-MAP), or None; ``kv_index``
+    ``[B]``: row b pools ``tokens[kv_index[b]]`` (many regions, one image's tokens). Keys and
+    values are projected once per image.
+    """
+    q, k, v = _pool_project(pp, tokens)
+    logits = (q @ k.transpose(-1, -2)) * pp.scale  # [Bkv, heads, P, L]
+    if kv_index is not None:
+        logits = logits[kv_index]
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, :].to(logits.dtype)
+    probs = logits.softmax(dim=-1)
+    out = probs @ (v if kv_index is None else v[kv_index])
+    out = F.linear(_merge_heads(out), pp.out_weight, pp.out_bias)  # [B, P, C]
+    return pp.finish(out)
+
+
+def pool_head_attention(
+    pp: PoolParts, tokens: torch.Tensor, key_bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe's attention probabilities ``[B, heads, P, L]`` and the features ``[B, D]`` (written out)."""
+    q, k, v = _pool_project(pp, tokens)
+    logits = (q @ k.transpose(-1, -2)) * pp.scale
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, :].to(logits.dtype)
+    probs = logits.softmax(dim=-1)
+    out = F.linear(_merge_heads(probs @ v), pp.out_weight, pp.out_bias)
+    return probs, pp.finish(out)

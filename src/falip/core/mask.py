@@ -170,9 +170,14 @@ def foveal_profile(roa: torch.Tensor, alpha: float, sigma: float) -> torch.Tenso
     return torch.where(roa, norm, torch.zeros((), dtype=torch.float64, device=roa.device)).flatten(1)
 
 
-def token_bias(profile: torch.Tensor) -> torch.Tensor:
-    """Patch-token profile ``[K, N]`` -> bias per key token ``[K, 1 + N]`` ([CLS] key gets 0)."""
-    return torch.nn.functional.pad(profile, (1, 0))
+def token_bias(profile: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Patch-token profile ``[K, N]`` -> bias per key token ``[K, prefix + N]``.
+
+    The prefix tokens ([CLS], registers; none on SigLIP-style towers) get 0.
+    """
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+        raise FalipError(f"num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}")
+    return torch.nn.functional.pad(profile, (num_prefix_tokens, 0))
 
 
 def attention_bias(bias_per_token: torch.Tensor, form: str, query_rows: slice | None = None) -> torch.Tensor:
@@ -198,7 +203,8 @@ def attention_bias(bias_per_token: torch.Tensor, form: str, query_rows: slice | 
     return diag[:, :, rows.start : rows.stop : rows.step]
 
 
-def full_mask(profile: torch.Tensor, form: str = "cls") -> torch.Tensor:
-    """Patch-token profile ``[K, N]`` -> the paper's full ``M`` ``[K, 1 + N, 1 + N]`` (for inspection)."""
-    bias = token_bias(profile)
+def full_mask(profile: torch.Tensor, form: str = "cls", num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Patch-token profile ``[K, N]`` -> the paper's full ``M`` ``[K, L, L]``, ``L = prefix + N`` (for
+    inspection and the reference forward)."""
+    bias = token_bias(profile, num_prefix_tokens)
     return attention_bias(bias, form).expand(-1, 1, bias.shape[1], -1)[:, 0].clone()

@@ -1,17 +1,22 @@
-"""FovealCLIP: FALIP's foveal attention wrapped around an open_clip CLIP ViT.
+"""FovealCLIP: FALIP's foveal attention wrapped around a vision tower (:class:`~falip.core.tower.Tower`).
 
 The bias only touches the chosen (last) blocks, so the forward pass follows a
 :class:`~falip.core.plan.ForwardPlan`: the blocks before the first biased one run once per
-*image* (open_clip's own code); from there on the plan's steps run per *region*, sharing what the
-regions of one image still have in common (patch tokens in the first biased block and the next
-one with form ``"cls"``), and the last block computes only the [CLS] output. Regions of one or
-several images go through in chunks of ``batch_size``. Every plan is checked against the plain
-per-region forward (:mod:`falip.core.reference`) in the tests.
+*image* (the library's own blocks); from there on the plan's steps run per *region*, sharing what
+the regions of one image still have in common (the tokens after [CLS] in the first biased block
+and the next one with form ``"cls"``), and the last block computes only the [CLS] output. Regions of
+one or several images go through in chunks of ``batch_size``. Every plan is checked against the
+plain per-region forward (:mod:`falip.core.reference`) in the tests.
+
+Attention-pooled towers (``tower.pooling == "map"``, SigLIP's head; FALIP-MAP, docs/method.md): the
+foveal profile is added to the pooling probe's logits over the ROA's patch keys, in every head.
+By default no block is biased (``layers=None`` or ``()``): the trunk runs once per image and only
+the probe runs per region. ``layers=[...]`` with form ``"all"`` (or ``"diag"``) biases those blocks
+too, each then per region.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import block_forward, block_forward_shared_patches, check_block
+from .attention import block_forward, block_forward_shared_patches, pool_attention
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
 from .regions import Regions
+from .tower import Tower, _as_int, as_tower
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,56 +39,25 @@ __all__ = ["FovealCLIP"]
 _CLS = slice(0, 1)
 
 
-def check_visual(model: nn.Module) -> nn.Module:
-    """The ViT image tower of an open_clip model, or FalipError saying why FALIP cannot use it."""
-    visual = getattr(model, "visual", None)
-    if visual is None:
-        raise FalipError(f"{type(model).__name__} has no .visual image tower; pass an open_clip CLIP model")
-    name = type(visual).__name__
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if blocks is None or not hasattr(visual, "conv1") or not hasattr(visual, "positional_embedding"):
-        raise FalipError(
-            f"the image tower is a {name}, not an open_clip VisionTransformer: FALIP biases ViT "
-            "attention over patch tokens, so it needs a ViT image tower"
-        )
-    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
-        pooler = "an attention pooler" if getattr(visual, "attn_pool", None) is not None else repr(visual.pool_type)
-        raise FalipError(
-            f"the {name} pools with {pooler}, so it has no [CLS] token to pool from; "
-            "FALIP biases the [CLS] query and needs pool_type='tok'"
-        )
-    for i, block in enumerate(blocks):
-        check_block(block, i)
-    return visual
-
-
-def _as_int(value: Any, name: str) -> int:
-    """An int from a Python/numpy integer or a one-element integer tensor; FalipError otherwise."""
-    if hasattr(value, "item") and not isinstance(value, bool):
-        try:
-            value = value.item()
-        except (ValueError, RuntimeError):
-            raise FalipError(f"{name} must be one integer, got an array of shape {tuple(value.shape)}") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise FalipError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
 class FovealCLIP(nn.Module):
-    """An open_clip CLIP ViT whose image tower can look at regions (FALIP).
+    """A CLIP-like model whose image tower can look at regions (FALIP).
 
     Args:
-        model: an open_clip ``CLIP``/``CustomTextCLIP`` with a ViT image tower pooling [CLS].
-        alpha: peak of the foveal bias (>= 0); 0 gives exactly (bitwise) CLIP's features.
+        model: a :class:`~falip.core.tower.Tower`, or a library's model that a tower adapter wraps
+            (an open_clip ``CLIP``/``CustomTextCLIP`` with a ViT pooling [CLS], ...; see
+            :mod:`falip.towers`); an error names the model's type when none fits.
+        alpha: peak of the foveal bias (>= 0); 0 gives exactly (bitwise) the library's features.
         sigma: Gaussian width in tokens (> 0).
-        layers: 0-based indices of the visual blocks that get the bias (negative counts from the
-            end); None = the last 4 (all blocks if the tower has fewer).
-        form: ``"cls"`` (paper's method a), ``"all"`` (b) or ``"diag"`` (c).
+        layers: 0-based indices of the blocks that get the bias (negative counts from the end);
+            None = the last 4 (all blocks if the tower has fewer). On an attention-pooled tower
+            None (or ``()``) = no block: the bias is in the pooling probe only.
+        form: ``"cls"`` (paper's method a), ``"all"`` (b) or ``"diag"`` (c). An attention-pooled
+            tower has no [CLS] row: its biased blocks take ``"all"`` or ``"diag"``.
         batch_size: regions per chunk through the per-region blocks (bounds memory).
 
     Numbers may be Python, numpy or one-element torch values; ``layers`` any sequence or array
-    of integers. The wrapped model is the only registered submodule (``state_dict()`` is the
-    model's, prefixed ``model.``).
+    of integers. The wrapped library model is the only registered submodule (``state_dict()`` is
+    the model's, prefixed ``model.``); ``fclip.tower`` is its :class:`Tower`.
     """
 
     def __init__(
@@ -95,83 +70,105 @@ class FovealCLIP(nn.Module):
         batch_size: int = 64,
     ) -> None:
         super().__init__()
-        check_visual(model)
-        self.model = model
-        self.num_blocks = len(model.visual.transformer.resblocks)
+        tower = as_tower(model)
+        self.model = tower.model
+        self.__dict__["_tower"] = tower  # not a submodule: the model is registered once, as model.
         self.alpha, self.sigma = validate_alpha_sigma(alpha, sigma)
-        self.layers = self._resolve_layers(layers)
+        self.layers = tower.resolve_biased(layers)
         self.form = validate_form(form)
+        self.plan()  # validates layers with form (a map tower's blocks take no "cls" form)
         batch_size = _as_int(batch_size, "batch_size")
         if batch_size < 1:
             raise FalipError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.preprocess = None  # set by falip.load: a falip.Preprocess for this model
 
+    def train(self, mode: bool = True) -> FovealCLIP:
+        super().train(mode)
+        self._tower.train(mode)
+        return self
+
     # ----------------------------------------------------------------------------- geometry
     @property
-    def visual(self) -> nn.Module:
-        """The wrapped model's ViT image tower."""
-        return self.model.visual
+    def tower(self) -> Tower:
+        """The image tower as FALIP sees it (:class:`~falip.core.tower.Tower`)."""
+        return self._tower
+
+    @property
+    def visual(self) -> nn.Module | None:
+        """The wrapped model's ``.visual`` (open_clip models); None for models without one."""
+        return getattr(self.model, "visual", None)
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks of the image tower."""
+        return self._tower.depth
+
+    @property
+    def num_blocks(self) -> int:
+        """Alias of :attr:`depth`."""
+        return self._tower.depth
+
+    @property
+    def pooling(self) -> str:
+        """``"cls"`` or ``"map"`` (attention-pooled)."""
+        return self._tower.pooling
 
     @property
     def image_size(self) -> tuple[int, int]:
         """Model input size ``(H, W)`` in pixels."""
-        return tuple(self.visual.image_size)  # type: ignore[return-value]
+        return tuple(self._tower.image_size)  # type: ignore[return-value]
 
     @property
     def patch_size(self) -> tuple[int, int]:
-        return tuple(self.visual.patch_size)  # type: ignore[return-value]
+        return tuple(self._tower.patch_size)  # type: ignore[return-value]
 
     @property
     def grid_size(self) -> tuple[int, int]:
         """Patch grid ``(gh, gw)``."""
-        return tuple(self.visual.grid_size)  # type: ignore[return-value]
+        return tuple(self._tower.grid_size)  # type: ignore[return-value]
 
     @property
     def output_dim(self) -> int:
         """Feature dimension D of the image tower's output."""
-        proj = self.visual.proj
-        return int(proj.shape[1]) if proj is not None else int(self.visual.ln_post.normalized_shape[0])
+        return self._tower.output_dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The image tower's floating dtype (images are cast to it)."""
+        return self._tower.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._tower.device
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale
+        """The model's learned temperature (log scale; scores use ``logit_scale.exp()``)."""
+        return self._tower.logit_scale
 
-    def _resolve_layers(self, layers: Any) -> tuple[int, ...]:
-        n = self.num_blocks
-        if layers is None:
-            return tuple(range(max(0, n - 4), n))
-        if hasattr(layers, "tolist"):  # numpy array or torch tensor
-            layers = layers.tolist()
-        if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
-            layers = [layers]
-        if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, set, frozenset)):
-            raise FalipError(f"layers must be block indices (a list of ints), got {layers!r}")
-        resolved = set()
-        for layer in layers:
-            layer = _as_int(layer, "layers")
-            if not -n <= layer < n:
-                raise FalipError(f"layers: index {layer} is out of range for a tower of {n} blocks (0..{n - 1})")
-            resolved.add(layer % n)
-        if not resolved:
-            raise FalipError("layers must name at least one block (use alpha=0 to turn FALIP off)")
-        return tuple(sorted(resolved))
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """SigLIP's learned logit bias, or None."""
+        return self._tower.logit_bias
 
     def plan(self, layers: Any = None, form: str | None = None) -> ForwardPlan:
         """The block schedule for ``layers``/``form`` (None: the instance settings)."""
-        layers = self.layers if layers is None else self._resolve_layers(layers)
-        return ForwardPlan.build(layers, validate_form(self.form if form is None else form), self.num_blocks)
+        layers = self.layers if layers is None else self._tower.resolve_biased(layers)
+        form = validate_form(self.form if form is None else form)
+        return ForwardPlan.build(layers, form, self.depth, pooling=self.pooling)
 
     def __repr__(self) -> str:
         return (
             f"FovealCLIP(alpha={self.alpha:g}, sigma={self.sigma:g}, layers={list(self.layers)}, "
-            f"form={self.form!r}, grid={self.grid_size}, patch={self.patch_size})"
+            f"form={self.form!r}, grid={self.grid_size}, patch={self.patch_size}, pooling={self.pooling!r}, "
+            f"tower={self._tower.library} {type(self.model).__name__})"
         )
 
     # ------------------------------------------------------------------------------- towers
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text features ``[T, D]`` of the wrapped model."""
-        return self.model.encode_text(tokens, normalize=normalize)
+        return self._tower.encode_text(tokens, normalize=normalize)
 
     def encode_image(
         self,
@@ -209,7 +206,8 @@ class FovealCLIP(nn.Module):
         if not given:
             if images.shape[0] == 0:
                 return images.new_zeros(0, self.output_dim)
-            return self.model.encode_image(images, normalize=normalize)
+            features = self._tower.forward_features(images)
+            return F.normalize(features, dim=-1) if normalize else features
         if self.model.training:
             raise FalipError(
                 "the model is in train mode (patch dropout and dropout active), which FALIP's kernels do not "
@@ -227,10 +225,11 @@ class FovealCLIP(nn.Module):
             return images.new_zeros(0, self.output_dim)
         if alpha == 0:  # no bias: exactly (bitwise) the plain features, one row per region
             index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(images.device)
-            features = self.model.encode_image(images)[index]
+            features = self._tower.forward_features(images)[index]
         else:
             roa = torch.cat([regions_to_roa(r, self.grid_size, self.patch_size) for r in per_image if len(r)])
-            bias = token_bias(foveal_profile(roa, alpha, sigma)).to(device=images.device, dtype=images.dtype)
+            profile = foveal_profile(roa, alpha, sigma)
+            bias = token_bias(profile, self._tower.num_prefix_tokens).to(device=images.device, dtype=images.dtype)
             features = self._encode_regions(images, bias, counts, plan)
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -260,9 +259,8 @@ class FovealCLIP(nn.Module):
         given = [name for name, v in (("boxes", boxes), ("masks", masks), ("regions", regions)) if v is not None]
         if len(given) > 1:
             raise FalipError(f"pass one of boxes, masks or regions, not {' and '.join(given)}")
-        param = next(self.model.parameters())
         batch = torch.stack([pre(img) for img in images]) if images else torch.zeros(0, 3, *self.image_size)
-        batch = batch.to(device=param.device, dtype=param.dtype)
+        batch = batch.to(device=self.device, dtype=self.dtype)
         if not given:
             return self.encode_image(batch, normalize=normalize, **overrides)
         values = regions if regions is not None else (boxes if boxes is not None else masks)
@@ -296,7 +294,7 @@ class FovealCLIP(nn.Module):
                 f"images are {images.dtype}; normalise them first (falip's preprocess or open_clip's transforms "
                 "give float tensors)"
             )
-        dtype = self.visual.conv1.weight.dtype
+        dtype = self.dtype
         if images.dtype != dtype:
             images = images.to(dtype)
         if images.numel() and not torch.isfinite(images).all():
@@ -343,12 +341,12 @@ class FovealCLIP(nn.Module):
         self, images: torch.Tensor, bias: torch.Tensor, counts: Sequence[int], plan: ForwardPlan
     ) -> torch.Tensor:
         """Features ``[R, D]`` of R regions; ``bias`` ``[R, L]`` per key token, image-major by ``counts``."""
+        tower = self._tower
         pieces = []
-        blocks = self.visual.transformer.resblocks
         for img_lo, img_hi, reg_lo, reg_hi in self._chunks(counts):
-            x = self.visual._embeds(images[img_lo:img_hi])
-            for block in blocks[: plan.prefix]:
-                x = block(x)
+            x = tower.embed(images[img_lo:img_hi])
+            for i in range(plan.prefix):
+                x = tower.run_block(i, x)
             # this chunk's regions, split further when one image has more than batch_size
             starts = [0]
             for c in counts[img_lo:img_hi]:
@@ -357,8 +355,9 @@ class FovealCLIP(nn.Module):
                 hi = min(lo + self.batch_size, reg_hi)
                 local = [max(0, min(s1, hi - reg_lo) - max(s0, lo - reg_lo)) for s0, s1 in zip(starts, starts[1:])]
                 pieces.append(self._run_steps(x, bias[lo:hi], local, plan))
-        cls = self.visual.ln_post(torch.cat(pieces))
-        return cls @ self.visual.proj if self.visual.proj is not None else cls
+        if plan.pooling == "map":
+            return torch.cat(pieces)
+        return tower.head(torch.cat(pieces)[:, None])
 
     def _chunks(self, counts: Sequence[int]) -> Iterator[tuple[int, int, int, int]]:
         """``(img_lo, img_hi, reg_lo, reg_hi)``: runs of consecutive images whose regions fit a chunk."""
@@ -375,12 +374,15 @@ class FovealCLIP(nn.Module):
             i = j
 
     def _run_steps(self, x_img: torch.Tensor, bias: torch.Tensor, counts: list[int], plan: ForwardPlan) -> torch.Tensor:
-        """Run the plan's per-region steps from image tokens ``[n, L, C]``; returns [CLS] ``[R, C]``.
+        """Run the plan's per-region steps from image tokens ``[n, L, C]``.
 
+        Returns [CLS] ``[R, C]`` on a [CLS] tower, the features ``[R, D]`` on an attention-pooled one.
         ``bias`` ``[R, L]`` per key token; ``counts`` regions per image (host ints, sum R).
         """
-        blocks = self.visual.transformer.resblocks
+        tower = self._tower
         kv = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(x_img.device)
+        if plan.pooling == "map":
+            return self._run_map_steps(x_img, bias, kv, plan)
         cls_row = None if plan.form == "diag" else bias[:, None, None, :]  # the diag form leaves row 0 at 0
         rows: torch.Tensor | None = None  # every query row's bias, built once when a step needs it
 
@@ -392,23 +394,38 @@ class FovealCLIP(nn.Module):
 
         state, cls, patches, x = "image", None, None, None
         for step in plan.steps:
-            block = blocks[step.block]
+            p = tower.parts(step.block)
             if step.kind == "fork_cls":
-                patches = block_forward(block, x_img, None, slice(1, None))  # shared per image
-                cls = block_forward(block, x_img, cls_row, _CLS, kv)
+                patches = block_forward(p, x_img, None, slice(1, None))  # shared per image
+                cls = block_forward(p, x_img, cls_row, _CLS, kv)
                 state = "split"
             elif step.kind == "fork":
-                x, state = block_forward(block, x_img, all_rows(), None, kv), "region"
+                x, state = block_forward(p, x_img, all_rows(), None, kv), "region"
             elif step.kind == "shared":
-                x = block_forward_shared_patches(block, cls, patches, kv, counts, cls_row if step.biased else None)
+                x = block_forward_shared_patches(p, cls, patches, kv, counts, cls_row if step.biased else None)
                 state = "region"
             elif step.kind == "region":
-                x = block_forward(block, x, all_rows() if step.biased else None)
+                x = block_forward(p, x, all_rows() if step.biased else None)
             else:  # "cls": the last block, [CLS] output only
                 row = cls_row if step.biased else None
                 if state == "image":
-                    return block_forward(block, x_img, row, _CLS, kv)[:, 0]
+                    return block_forward(p, x_img, row, _CLS, kv)[:, 0]
                 if state == "split":
                     x = torch.cat([cls, patches[kv]], dim=1)
-                return block_forward(block, x, row, _CLS)[:, 0]
+                return block_forward(p, x, row, _CLS)[:, 0]
         raise AssertionError(f"plan without a final [CLS] step: {plan}")
+
+    def _run_map_steps(
+        self, x_img: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor, plan: ForwardPlan
+    ) -> torch.Tensor:
+        """An attention-pooled tower: the biased blocks per region (if any), then the probe per region."""
+        tower = self._tower
+        x, index = x_img, kv
+        for step in plan.steps:  # "fork" then "region" steps
+            p = tower.parts(step.block)
+            b = attention_bias(bias, plan.form) if step.biased else None
+            if step.kind == "fork":
+                x, index = block_forward(p, x, b, None, kv), None
+            else:
+                x = block_forward(p, x, b)
+        return pool_attention(tower.pool_parts(), tower.final_norm(x), bias, index)

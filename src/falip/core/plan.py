@@ -21,6 +21,14 @@ Step kinds, in the order they can occur after the shared prefix:
 ``cls``
     the last block: only the [CLS] output (the pooled feature) is computed, from whatever state
     the previous step left (image tokens, shared patches, or per-region tokens).
+
+On an attention-pooled tower (``pooling="map"``) the pooling probe always runs per region with the
+bias; the blocks get it only when ``layers`` name some (form ``"all"`` or ``"diag"``: there is no
+[CLS] row). Without biased blocks the whole trunk runs once per image (``prefix == depth``, no
+steps); with them, ``fork`` then ``region`` steps up to and including the last block (every token
+reaches the probe).
+
+Person-readable output (:meth:`ForwardPlan.describe`) numbers blocks from 1, as the paper does.
 """
 
 from __future__ import annotations
@@ -56,18 +64,32 @@ class ForwardPlan:
     form: str
     prefix: int
     steps: tuple[Step, ...]
+    pooling: str = "cls"
 
     @classmethod
-    def build(cls, layers: tuple[int, ...], form: str, depth: int) -> ForwardPlan:
+    def build(cls, layers: tuple[int, ...], form: str, depth: int, pooling: str = "cls") -> ForwardPlan:
         """The schedule for biasing ``layers`` (0-based) of a ``depth``-block tower with ``form``."""
         validate_form(form)
+        if pooling not in ("cls", "map"):
+            raise FalipError(f"pooling must be 'cls' or 'map', got {pooling!r}")
         if depth < 1:
             raise FalipError(f"a tower needs at least one block, got depth {depth}")
         layers = tuple(sorted(set(int(i) for i in layers)))
+        if layers and (layers[0] < 0 or layers[-1] >= depth):
+            raise FalipError(f"layers {list(layers)} out of range for a tower of {depth} blocks (0..{depth - 1})")
+        if pooling == "map":
+            if not layers:
+                return cls(depth, layers, form, depth, (), pooling)
+            if form == "cls":
+                raise FalipError(
+                    "an attention-pooled tower has no [CLS] query row to bias in its blocks: use form='all' "
+                    "(every query row toward the region) or bias the pooling probe only (layers=None)"
+                )
+            steps = [Step(layers[0], "fork", True)]
+            steps += [Step(i, "region", i in set(layers)) for i in range(layers[0] + 1, depth)]
+            return cls(depth, layers, form, layers[0], tuple(steps), pooling)
         if not layers:
             raise FalipError("layers must name at least one block (use alpha=0 to turn FALIP off)")
-        if layers[0] < 0 or layers[-1] >= depth:
-            raise FalipError(f"layers {list(layers)} out of range for a tower of {depth} blocks (0..{depth - 1})")
         biased = set(layers)
         first, last = layers[0], depth - 1
         steps: list[Step] = []
@@ -84,8 +106,9 @@ class ForwardPlan:
         return cls(depth, layers, form, first, tuple(steps))
 
     def describe(self) -> str:
-        """One line per stage, e.g. for ``falip --debug`` or a notebook."""
-        lines = [f"blocks 0-{self.prefix - 1}: once per image" if self.prefix else "no shared prefix"]
+        """One line per stage, e.g. for ``falip --debug`` or a notebook (blocks numbered from 1)."""
+        first = "block 1" if self.prefix == 1 else f"blocks 1-{self.prefix}"
+        lines = [f"{first}: once per image" if self.prefix else "no shared prefix"]
         names = {
             "fork_cls": "patches once per image, [CLS] per region",
             "fork": "per region (keys from the image)",
@@ -94,5 +117,8 @@ class ForwardPlan:
             "cls": "[CLS] output only, per region",
         }
         for s in self.steps:
-            lines.append(f"block {s.block}: {names[s.kind]}{' (biased)' if s.biased else ''}")
+            lines.append(f"block {s.block + 1}: {names[s.kind]}{' (biased)' if s.biased else ''}")
+        if self.pooling == "map":
+            lines.append("pooling probe: per region (biased)")
+        lines.append("(blocks numbered from 1)")
         return "\n".join(lines)

@@ -19,6 +19,9 @@ not see it.
 Cost: one forward of the original images (once per image, not per region) and one of the
 prompted images, in the blocks' own arithmetic (:mod:`falip.core.attention`); only the last ``k``
 blocks compute their attention term separately, and the last block only its [CLS] row.
+
+Attention-pooled towers are refused: their features come from a probe attending over every
+token, not from a [CLS] residual stream, so Eq. 5-6 have no [CLS] term to add the delta to.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
-from .attention import attention, block_forward
+from .attention import attention, attention_term, block_forward
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .regions import Regions
+from .tower import Tower, as_tower
 
 __all__ = ["AttentionTerms", "attention_terms", "check_k", "project", "unleash_cls", "unleash_features"]
 
@@ -66,20 +70,20 @@ def check_k(k: object, depth: int) -> int:
     return k
 
 
-def _biased(layers: Iterable[int] | None, depth: int) -> set[int]:
-    if layers is None:
-        return set(range(max(0, depth - 4), depth))
-    out = set()
-    for i in layers:
-        if not -depth <= int(i) < depth:
-            raise FalipError(f"layers: index {int(i)} is out of range for a tower of {depth} blocks (0..{depth - 1})")
-        out.add(int(i) % depth)
-    return out
+def cls_tower(model: Any, what: str) -> Tower:
+    """The tower of ``model``; FalipError for an attention-pooled one, which has no [CLS] stream."""
+    tower = as_tower(model)
+    if tower.pooling != "cls":
+        raise FalipError(
+            f"{what} splits the [CLS] token's residual stream (Eq. 5), but this {tower.library} tower pools "
+            "with an attention probe over all tokens: it has no [CLS] stream to split"
+        )
+    return tower
 
 
 @torch.no_grad()
 def attention_terms(
-    model: nn.Module,
+    model: Any,
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
@@ -92,7 +96,8 @@ def attention_terms(
     """The final [CLS] and the [CLS] attention terms of the last ``k`` blocks.
 
     Args:
-        model: an open_clip CLIP with a ViT tower (``model.visual``), in eval mode.
+        model: a [CLS]-pooled :class:`~falip.core.tower.Tower`, a FovealCLIP or a model a tower
+            adapter wraps, in eval mode.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: None (each image once, no bias), or N :class:`Regions` in the model-input frame:
             one row per region (image-major), with FALIP's bias on it in ``layers``.
@@ -101,11 +106,10 @@ def attention_terms(
     Returns:
         :class:`AttentionTerms` with ``B = N`` (no regions) or ``B = sum K_i``.
     """
-    visual = model.visual
-    blocks = visual.transformer.resblocks
-    depth = len(blocks)
+    tower = cls_tower(model, "unleash")
+    depth = tower.depth
     k = check_k(k, depth)
-    x = visual._embeds(images)
+    x = tower.embed(images)
     bias = None
     biased: set[int] = set()
     if regions is not None:
@@ -113,30 +117,31 @@ def attention_terms(
             raise FalipError(f"{len(regions)} region lists for {images.shape[0]} images")
         alpha, sigma = validate_alpha_sigma(alpha, sigma)
         validate_form(form)
-        biased = _biased(layers, depth)
+        biased = set(tower.resolve_layers(layers))
         counts = [len(r) for r in regions]
         index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(images.device)
         x = x[index]
         if alpha > 0 and sum(counts):
-            roa = torch.cat([regions_to_roa(r, visual.grid_size, visual.patch_size) for r in regions if len(r)])
-            per_token = token_bias(foveal_profile(roa, alpha, sigma)).to(device=x.device, dtype=x.dtype)
+            roa = torch.cat([regions_to_roa(r, tower.grid_size, tower.patch_size) for r in regions if len(r)])
+            profile = foveal_profile(roa, alpha, sigma)
+            per_token = token_bias(profile, tower.num_prefix_tokens).to(device=x.device, dtype=x.dtype)
             bias = attention_bias(per_token, form)  # [B, 1, L or 1, L]
     first = depth - k
     msa = []
-    for i, block in enumerate(blocks):
+    for i in range(depth):
+        p = tower.parts(i)
         b = bias if i in biased else None
         if i < first:
-            x = block_forward(block, x, b)
+            x = block_forward(p, x, b)
             continue
         rows = slice(0, 1) if i == depth - 1 else None  # the last block: only [CLS] is needed
-        h = block.ln_1(x)
+        h = p.norm1(x)
         if b is not None and rows is not None and b.shape[-2] > 1:
             b = b[:, :, rows]
-        a = attention(block.attn, h, bias=b, query_rows=rows)
-        ln_attn = getattr(block, "ln_attn", None)
-        term = block.ls_1(ln_attn(a) if ln_attn is not None else a)
+        term = attention_term(p, attention(p, h, bias=b, query_rows=rows))
         y = (x if rows is None else x[:, rows]) + term
-        x = y + block.ls_2(block.mlp(block.ln_2(y)))
+        m = p.mlp(p.norm2(y))
+        x = y + (m if p.ls2 is None else p.ls2(m))
         msa.append(term[:, 0])
     return AttentionTerms(cls=x[:, 0], msa=torch.stack(msa), blocks=tuple(range(first, depth)))
 
@@ -156,16 +161,14 @@ def unleash_cls(
     return prompted.cls + (prompted.msa - base).sum(0)
 
 
-def project(model: nn.Module, cls: torch.Tensor) -> torch.Tensor:
-    """The image tower's head on [CLS] tokens ``[R, C]``: ``ln_post`` then ``proj`` -> ``[R, D]``."""
-    visual = model.visual
-    out = visual.ln_post(cls)
-    return out @ visual.proj if visual.proj is not None else out
+def project(model: Any, cls: torch.Tensor) -> torch.Tensor:
+    """The image tower's head on [CLS] tokens ``[R, C]`` (e.g. ``ln_post`` then ``proj``) -> ``[R, D]``."""
+    return as_tower(model).head(cls[:, None])
 
 
 @torch.no_grad()
 def unleash_features(
-    model: nn.Module,
+    model: Any,
     images: torch.Tensor,
     prompted: torch.Tensor,
     index: torch.Tensor | Sequence[int] | None = None,

@@ -264,7 +264,7 @@ class PointCloudTask:
     def text_features(self) -> torch.Tensor:
         """L2-normalised class text features ``[C, D]`` (computed once per run)."""
         if self._text is None:
-            device = next(self.fclip.model.parameters()).device
+            device = self.fclip.device
             if self.settings.prompts is None:
                 texts = [self.settings.template.format(c.replace("_", " ")) for c in self.classes]
                 feats = self.fclip.encode_text(self.tokenizer(texts).to(device))
@@ -284,7 +284,7 @@ class PointCloudTask:
         from .projection import PROJECTIONS, foreground
 
         project = PROJECTIONS[self.settings.projection][0]
-        param = next(self.fclip.model.parameters())
+        device, dtype = self.fclip.device, self.fclip.dtype
         size = int(self.fclip.image_size[0])
         images = torch.empty(len(points), self.n_views, 3, size, size)
         by_count: dict[int, list[int]] = {}
@@ -294,20 +294,20 @@ class PointCloudTask:
             batch = torch.from_numpy(np.stack([points[i] for i in idx])).float()
             n = self.settings.projected_points or batch.shape[1]  # None: project every point loaded
             images[idx] = project(batch, n_points=n, size=size)
-        flat = images.flatten(0, 1).to(device=param.device, dtype=param.dtype)  # [B * V, 3, S, S]
+        flat = images.flatten(0, 1).to(device=device, dtype=dtype)  # [B * V, 3, S, S]
         if self.settings.method == "none":
             feats = self.fclip.encode_image(flat)
         else:
             masks = foreground(images, self.settings.projection).flatten(0, 1).cpu().numpy()  # [B * V, S, S]
             covered = masks.reshape(len(masks), -1).any(axis=1)
-            feats = torch.empty(len(flat), self.fclip.output_dim, device=param.device, dtype=param.dtype)
+            feats = torch.empty(len(flat), self.fclip.output_dim, device=device, dtype=dtype)
             if covered.any():
                 regions = [Regions(masks=m[None], frame="input") for m in masks[covered]]
-                feats[torch.from_numpy(covered).to(param.device)] = self.fclip.encode_image(
-                    flat[torch.from_numpy(covered).to(param.device)], regions=regions
+                feats[torch.from_numpy(covered).to(device)] = self.fclip.encode_image(
+                    flat[torch.from_numpy(covered).to(device)], regions=regions
                 )
             if (~covered).any():  # a view the cloud does not cover: nothing to look at, plain features
-                empty = torch.from_numpy(~covered).to(param.device)
+                empty = torch.from_numpy(~covered).to(device)
                 feats[empty] = self.fclip.encode_image(flat[empty])
         return F.normalize(feats.float(), dim=-1).view(len(points), self.n_views, -1)
 
