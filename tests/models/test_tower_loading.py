@@ -39,7 +39,9 @@ def test_hf_folder_loads_with_its_processor_tokenizer_and_text_tower(hf_dirs, ki
 
     folder = hf_dirs[kind]
     fclip, pre, tok = falip.load(f"hf:{folder}", alpha=0.0)
-    assert fclip.preprocess is pre and type(fclip.tower).__name__ == ("HFCLIPTower" if kind == "clip" else "HFSiglipTower")
+    assert fclip.preprocess is pre and type(fclip.tower).__name__ == (
+        "HFCLIPTower" if kind == "clip" else "HFSiglipTower"
+    )
     # CLIP: shortest side + centre crop, bicubic, OpenAI mean/std; SigLIP: squash, bilinear, 0.5
     assert (pre.mode, pre.interpolation) == (("crop", "bicubic") if kind == "clip" else ("squash", "bilinear"))
     mean = (0.48145466, 0.4578275, 0.40821073) if kind == "clip" else (0.5, 0.5, 0.5)

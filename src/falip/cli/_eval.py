@@ -45,7 +45,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default="falip-tiny",
-        help="open_clip model name, or hf:<hub id or folder> for a Hugging Face CLIP/SigLIP (default: the shipped falip-tiny)",
+        help="open_clip model name, or hf:<hub id or folder> for a Hugging Face CLIP/SigLIP "
+        "(default: the shipped falip-tiny)",
     )
     g.add_argument(
         "--pretrained",

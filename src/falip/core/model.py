@@ -415,7 +415,9 @@ class FovealCLIP(nn.Module):
                 return block_forward(p, x, row, _CLS)[:, 0]
         raise AssertionError(f"plan without a final [CLS] step: {plan}")
 
-    def _run_map_steps(self, x_img: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor, plan: ForwardPlan) -> torch.Tensor:
+    def _run_map_steps(
+        self, x_img: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor, plan: ForwardPlan
+    ) -> torch.Tensor:
         """An attention-pooled tower: the biased blocks per region (if any), then the probe per region."""
         tower = self._tower
         x, index = x_img, kv

@@ -218,10 +218,16 @@ def load(
                 "Hugging Face hub or its folder"
             )
         model, preprocess, tokenizer = load_hf(
-            model_name[len(HF_PREFIX) :], device=device, precision=precision, resize_mode=resize_mode, cache_dir=cache_dir
+            model_name[len(HF_PREFIX) :],
+            device=device,
+            precision=precision,
+            resize_mode=resize_mode,
+            cache_dir=cache_dir,
         )
     else:
-        model, preprocess, tokenizer = _load_open_clip(model_name, pretrained, device, precision, resize_mode, cache_dir)
+        model, preprocess, tokenizer = _load_open_clip(
+            model_name, pretrained, device, precision, resize_mode, cache_dir
+        )
     settings = get_preset(model_name).settings()
     settings.update(falip_kwargs)
     fclip = FovealCLIP(tower_for(model), **settings)

@@ -74,7 +74,9 @@ class OpenClipTimmTower(Tower):
             )
         self._eva = name == "Eva"
         if any(isinstance(m, nn.Module) and "pool" in key for key, m in visual.head.named_children()):
-            raise FalipError("open_clip's attention pool on a timm trunk (timm_pool 'abs_attn'/'rot_attn') is not supported")
+            raise FalipError(
+                "open_clip's attention pool on a timm trunk (timm_pool 'abs_attn'/'rot_attn') is not supported"
+            )
         if type(trunk.patch_embed).__name__ != "PatchEmbed":
             raise FalipError(
                 f"the timm tower embeds patches with a {type(trunk.patch_embed).__name__} (a hybrid stem): "
@@ -104,7 +106,9 @@ class OpenClipTimmTower(Tower):
                 raise FalipError("EVA with per-block ('mixed') rotary embeddings is not supported")
             rope = getattr(trunk, "rope", None)
             if rope is not None and type(rope).__name__ != "RotaryEmbeddingCat":
-                raise FalipError(f"EVA rotary embedding {type(rope).__name__} is not supported (RotaryEmbeddingCat only)")
+                raise FalipError(
+                    f"EVA rotary embedding {type(rope).__name__} is not supported (RotaryEmbeddingCat only)"
+                )
         for i, block in enumerate(trunk.blocks):
             self._check_block(block, i)
         self.pool_type = "cls" if pool == "token" else "map"
