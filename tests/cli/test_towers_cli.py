@@ -44,12 +44,6 @@ def data(tmp_path_factory):
 
 
 TOWER_NAMES = ["hf-clip", "hf-siglip", "timm-vit-map", "timm-eva-token"]
-# scoring.RegionScorer still reads open_clip internals (model.visual.conv1, text_projection, model.logit_scale)
-# and analysis/maps the open_clip blocks: the core side of issue 12. With the scorer reading fclip.tower
-# (dtype, output_dim, logit_scale) score/rec/classify pass on all four towers. strict: an XPASS fails,
-# so the markers are removed when that lands.
-SCORER_PENDING = pytest.mark.xfail(strict=True, reason="RegionScorer reads open_clip internals (core, issue 12)")
-ANALYSIS_PENDING = pytest.mark.xfail(strict=True, reason="analysis.maps reads open_clip internals (core, issue 12)")
 
 
 def _run(argv, capsys):
@@ -58,7 +52,6 @@ def _run(argv, capsys):
     return code, out, err
 
 
-@SCORER_PENDING
 @pytest.mark.parametrize("tower", TOWER_NAMES)
 def test_score_runs_on_each_tower(models, data, tower, capsys):
     argv = ["score", str(data["image"]), "--box", "0,0,40,30", "--box", "30,20,80,60", "--text", "a red square",
@@ -68,7 +61,6 @@ def test_score_runs_on_each_tower(models, data, tower, capsys):
     assert "scores" in json.loads(out) or json.loads(out)
 
 
-@SCORER_PENDING
 @pytest.mark.parametrize("tower", TOWER_NAMES)
 def test_rec_and_classify_run_on_each_tower(models, data, tower, tmp_path, capsys):
     argv = ["rec", "--data", str(data["rec"]), "--images", str(data["images"]), "--out", str(tmp_path / "rec"),
@@ -84,7 +76,6 @@ def test_rec_and_classify_run_on_each_tower(models, data, tower, tmp_path, capsy
     assert json.loads((tmp_path / "cls" / "summary.json").read_text())["n"] > 0
 
 
-@ANALYSIS_PENDING
 @pytest.mark.parametrize("tower", TOWER_NAMES)
 def test_viz_runs_on_each_tower(models, data, tower, tmp_path, capsys):
     png = tmp_path / "viz.png"
