@@ -52,7 +52,12 @@ def _layers(text: str) -> list[int]:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model``, ``--pretrained``, FALIP settings, ``--device``, ``--threads``."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
+    g.add_argument(
+        "--model",
+        default="falip-tiny",
+        help="open_clip model name, or hf:<hub id or folder> for a Hugging Face CLIP/SigLIP "
+        "(default: the shipped falip-tiny)",
+    )
     g.add_argument(
         "--pretrained",
         default="auto",
@@ -67,7 +72,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "(default: preset)",
     )
     g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
-    g.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
+    g.add_argument(
+        "--resize",
+        choices=("squash", "crop"),
+        help="preprocessing resize mode (default: the model's own: squash for open_clip models, the image "
+        "processor's for hf: models)",
+    )
     g.add_argument(
         "--device",
         default="auto",
@@ -240,7 +250,7 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "blocks": [i + 1 for i in fclip.layers],
         "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper",
         "form": fclip.form,
-        "resize": args.resize,
+        "resize": preprocess.mode,
         "precision": args.precision,
     }
     return scorer, model
