@@ -164,7 +164,7 @@ def _check_download(model_name: str, tag: str, cache_dir: str | None) -> None:
     import socket
     from urllib.parse import urlparse
 
-    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    cfg = _open_clip().get_pretrained_cfg(model_name, tag) or {}
     if not cfg or _weights_cached(cfg, cache_dir):
         return
     what = f"the {model_name} weights {tag!r}"
