@@ -201,10 +201,8 @@ def summary_columns(task: str | TaskSpec, summary: Mapping[str, Any]) -> dict[st
 
 
 def read_templates(settings: Mapping[str, Any], default: str) -> tuple[str, ...]:
-    """The text templates of ``settings``: its ``templates`` file (one a line), else ``template``, else ``default``."""
+    """The text templates of ``settings``: its ``templates`` file (one a line) if given, else ``template``, else ``default``."""
     path, template = settings.get("templates"), settings.get("template")
-    if path and template:
-        raise FalipError("give one template or a file of templates, not both")
     if not path:
         return (template or default,)
     path = Path(path)
