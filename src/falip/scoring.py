@@ -390,7 +390,6 @@ class RegionScorer:
             it.resized = self.preprocess.resize(it.image)
         return it.resized
 
-
     def edited(self, it: _Item, k: int, term: Sequence[str]) -> Image.Image:
         """Image ``it`` edited for box ``k`` by the term's edits, at model-input size."""
         b, bi = it.boxes_orig[k], it.regions_input.boxes[k]
@@ -398,7 +397,6 @@ class RegionScorer:
         box_in = (float(bi[0]), float(bi[1]), float(bi[2]), float(bi[3]))
         atoms = term_atoms(tuple(term))
         return apply_edits(it.image, atoms, box, box_in, self.params, self.preprocess.resize, self.resized(it))
-
 
     def _encode(self, tensors: Iterable[torch.Tensor], regions: Iterable[Regions] | None) -> torch.Tensor:
         """Stream of ``[3, H, W]`` tensors (and optional model-input Regions each) -> features, batched."""
@@ -454,7 +452,6 @@ class RegionScorer:
         opts.update({k: v for k, v in self.falip_options.items() if v is not None})
         plan = f.plan(opts["layers"], opts["form"])
         return {"alpha": opts["alpha"], "sigma": opts["sigma"], "layers": plan.layers, "form": plan.form}
-
 
     def _unleash_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
         """Unleashed features ``[sum K_i, D]`` (Eq. 6) of every region under an ``unleash[@K]:<prompt>`` term.

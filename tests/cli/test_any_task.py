@@ -154,9 +154,9 @@ def test_a_toy_of_each_registry_through_compare_and_sweep(toys, rec_file, cls_fi
     run_json = json.loads((tmp_path / "vs" / "alpha=1" / "run.json").read_text())
     assert run_json["config"]["other"] == "a blank wall" and run_json["config"]["alpha"] == 1.0
     # the Python API takes it too
-    from falip.tasks import evaluate, make_task
-    from falip.scoring import RegionScorer
     import falip
+    from falip.scoring import RegionScorer
+    from falip.tasks import evaluate, make_task
 
     fclip, pre, tok = falip.load("falip-tiny")
     scorer = RegionScorer(fclip, pre, tok)

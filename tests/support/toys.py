@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from falip.runner import Skip, Unit
+from falip.runner import Unit
 
 # ------------------------------------------------------------------------ a REC format: a JSON list
 
@@ -84,7 +84,9 @@ class VerifyTask:
         from falip.data.registry import open_dataset
 
         self.scorer, self.model, self.method, self.settings = scorer, model, method, settings
-        self.items, self.classes, self.options = open_dataset(settings["dataset"], settings["root"], "regions", **settings)
+        self.items, self.classes, self.options = open_dataset(
+            settings["dataset"], settings["root"], "regions", **settings
+        )
 
     def config(self) -> dict:
         return {"task": "verify", "method": self.method, "other": self.settings["other"], **self.options, **self.model}
@@ -129,9 +131,10 @@ def register_toys() -> list[tuple[dict, str]]:
     from falip.tasks import TASKS, TaskSpec, register_task
 
     register_dataset(DatasetSpec("toyrec", "rec", read_toy_rec, "a JSON list of sentences", root="file"))
-    register_dataset(DatasetSpec("first-regions", "regions", open_first_regions, "the first N regions of a JSONL",
-                                 root="file", settings=(Setting("first", "int", 2, "items kept", minimum=1),)))  # fmt: skip
+    first = Setting("first", "int", 2, "items kept", minimum=1)
+    register_dataset(DatasetSpec("first-regions", "regions", open_first_regions, "the first N", "file", (first,)))
     register_features("crop2", "the crop's features, twice")(crop_twice)
-    register_task(TaskSpec("verify", "verification", make_verify, dataset_kind="regions", required=("dataset", "root"),
-                           settings=(Setting("dataset"), Setting("root"), Setting("other", default="nothing"))))  # fmt: skip
+    settings = (Setting("dataset"), Setting("root"), Setting("other", default="nothing"))
+    register_task(TaskSpec("verify", "verify", make_verify, dataset_kind="regions", settings=settings,
+                           required=("dataset", "root")))  # fmt: skip
     return [(DATASETS, "toyrec"), (DATASETS, "first-regions"), (METHODS, "crop2"), (TASKS, "verify")]

@@ -1,8 +1,9 @@
 """The paper's ablations that need their own forward pass (FALIP.md section 7; paper Fig. 7, Table 14).
 
 Variants of FALIP's image tower, each a method atom of :mod:`falip.prompts.registry` (``--method
-qk-prompt`` wherever a method is taken; ``falip sweep form`` puts them in place of ``falip``). "The chosen blocks" are the blocks FALIP biases
-(``layers``: the model's preset, or the per-call override).
+qk-prompt`` wherever a method is taken; ``falip sweep form`` puts them in place of ``falip``).
+"The chosen blocks" are the blocks FALIP biases (``layers``: the model's preset, or the per-call
+override).
 
 ``feature-mask`` (Fig. 7a)
     The image alone, no attention bias; at the input of each chosen block the patch tokens of

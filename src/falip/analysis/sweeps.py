@@ -251,7 +251,9 @@ def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
     options.update({k: s[k] for k in ("alpha", "sigma", "layers", "form") if k in s})
     params = None
     if "variant" in s or "circle_scale" in s:
-        params = replace(scorer.params, circle_scale=s.get("circle_scale", scorer.params.circle_scale), swap_prompt=prompt)
+        params = replace(
+            scorer.params, circle_scale=s.get("circle_scale", scorer.params.circle_scale), swap_prompt=prompt
+        )
     return scorer.with_options(falip_options=options, params=params)
 
 
@@ -347,7 +349,9 @@ def run_sweep(
         folder = out / point.name
         if on_point is not None:
             on_point(point, folder)
-        task = make_task(point_scorer(scorer, point, prompt), point_model(model, point, prompt), point_method(method, point))
+        task = make_task(
+            point_scorer(scorer, point, prompt), point_model(model, point, prompt), point_method(method, point)
+        )
         summary = run(task, folder, resume=resume, **run_options)
         rows.append({**dict(point.labels), **summary_row(summary, _metric_keys(task)), "run": point.name})
     table = {

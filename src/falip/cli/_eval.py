@@ -135,6 +135,10 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     g.add_argument(
         "--data", action="append", required=standalone, help="a ReCLIP-format split .jsonl (repeat for several)"
     )
+    if standalone:
+        g.add_argument(
+            "--dataset", choices=_dataset_names("rec"), help="the split files' REC format: " + _dataset_help("rec")
+        )
     g.add_argument("--images", help="image folder (e.g. COCO train2014/; default: each split file's folder)")
     g.add_argument("--detector-file", help="detector proposals (the 'prop' setting; default: gold boxes)")
     if standalone:
@@ -157,9 +161,7 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
 def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
     """Classification options; ``standalone=False`` (``compare``): nothing required."""
     g = p.add_argument_group("classification data")
-    g.add_argument(
-        "--dataset", required=standalone, choices=_dataset_names("regions"), help=_dataset_help("regions")
-    )
+    g.add_argument("--dataset", required=standalone, choices=_dataset_names("regions"), help=_dataset_help("regions"))
     g.add_argument("--root", required=standalone, help="dataset folder (for jsonl/csv: the file)")
     g.add_argument("--split", help="split (default test)")
     g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
@@ -353,6 +355,7 @@ def add_task_options(p: argparse.ArgumentParser, run_options: bool = True) -> No
         g.add_argument(
             s.option,
             dest=name,
+            metavar=None if s.choices else name.upper(),
             choices=s.choices,
             help=f"{s.help}{default} [{', '.join(users)}]",
             **extra,

@@ -146,7 +146,9 @@ def get_dataset(name: str, kind: str | None = None) -> DatasetSpec:
     return spec
 
 
-def open_dataset(name: str, root: str | Path, kind: str | None = None, /, **settings: Any) -> tuple[Iterable[Any], list[str], dict]:
+def open_dataset(
+    name: str, root: str | Path, kind: str | None = None, /, **settings: Any
+) -> tuple[Iterable[Any], list[str], dict]:
     """Open a ``regions`` or ``pointcloud`` dataset: ``(items, classes, options)``; bad records are skipped.
 
     ``settings``: the reader's keyword arguments (:attr:`DatasetSpec.settings`); None values and

@@ -167,7 +167,9 @@ for _spec in (
         "circle",
         "edit",
         "red ellipse inscribed in the box, at model-input scale",
-        lambda im, b, p: vp.red_circle(im, vp.scale_box(b, p.circle_scale, im.size), p.circle_color, p.circle_thickness),
+        lambda im, b, p: vp.red_circle(
+            im, vp.scale_box(b, p.circle_scale, im.size), p.circle_color, p.circle_thickness
+        ),
         "input",
     ),
     MethodSpec(
@@ -235,9 +237,7 @@ for _spec in (
     register_method(_spec)
 
 
-def register_features(
-    name: str, description: str = ""
-) -> Callable[[FeaturesFn], FeaturesFn]:
+def register_features(name: str, description: str = "") -> Callable[[FeaturesFn], FeaturesFn]:
     """Decorator: register ``fn(scorer, items) -> [sum K_i, D]`` as the method atom ``name``.
 
     E.g. a mask-pooled feature::
@@ -250,8 +250,9 @@ def register_features(
     """
 
     def wrap(fn: FeaturesFn) -> FeaturesFn:
-        register_method(MethodSpec(name, "features", description or (fn.__doc__ or name).strip().split("\n")[0],
-                                   features=fn))
+        register_method(
+            MethodSpec(name, "features", description or (fn.__doc__ or name).strip().split("\n")[0], features=fn)
+        )
         return fn
 
     return wrap

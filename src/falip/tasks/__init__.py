@@ -201,7 +201,7 @@ def summary_columns(task: str | TaskSpec, summary: Mapping[str, Any]) -> dict[st
 
 
 def read_templates(settings: Mapping[str, Any], default: str) -> tuple[str, ...]:
-    """The text templates of ``settings``: its ``templates`` file (one a line) if given, else ``template``, else ``default``."""
+    """The templates of ``settings``: its ``templates`` file (one a line) if given, else ``template`` or ``default``."""
     path, template = settings.get("templates"), settings.get("template")
     if not path:
         return (template or default,)

@@ -387,7 +387,13 @@ def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -
         prompts=read_prompts(settings["prompts"], classes) if settings.get("prompts") else None,
     )
     return PointCloudTask(
-        scorer.fclip, scorer.tokenizer, config, items, classes, model, falip_options=getattr(scorer, "falip_options", None)
+        scorer.fclip,
+        scorer.tokenizer,
+        config,
+        items,
+        classes,
+        model,
+        falip_options=getattr(scorer, "falip_options", None),
     )
 
 

@@ -269,7 +269,7 @@ def open_dataset(
 
 
 def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str, Any]) -> ClassifyTask:
-    """The classification task of the registry (:mod:`falip.tasks`); ``settings`` as :func:`falip.tasks.task_settings` gives."""
+    """The registry's classification task (:mod:`falip.tasks`); ``settings`` from :func:`~falip.tasks.task_settings`."""
     from ..data.registry import open_dataset as open_registered
     from . import read_templates
 
