@@ -27,7 +27,16 @@ from .core.images import to_rgb
 from .core.regions import Regions
 from .core.unleash import AttentionTerms, attention_terms, check_k, project, unleash_cls
 from .prompts import edits as vp
-from .prompts.registry import METHODS, PromptParams, apply_edits, is_unleash, parse_method, term_atoms, unleash_k
+from .prompts.registry import (
+    METHODS,
+    PromptParams,
+    apply_edits,
+    features_of,
+    is_unleash,
+    parse_method,
+    term_atoms,
+    unleash_k,
+)
 
 __all__ = ["RegionScorer", "as_texts", "check_template"]
 
@@ -375,18 +384,19 @@ class RegionScorer:
             items.append(_Item(img, r, self.preprocess.map_regions(r), t))
         return items
 
-    def _resized(self, it: _Item) -> Image.Image:
+    def resized(self, it: _Item) -> Image.Image:
+        """Item ``it``'s image resized to the model input (computed once per item)."""
         if it.resized is None:
             it.resized = self.preprocess.resize(it.image)
         return it.resized
 
-    def _edited(self, it: _Item, k: int, term: Sequence[str]) -> Image.Image:
+    def edited(self, it: _Item, k: int, term: Sequence[str]) -> Image.Image:
         """Image ``it`` edited for box ``k`` by the term's edits, at model-input size."""
         b, bi = it.boxes_orig[k], it.regions_input.boxes[k]
         box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
         box_in = (float(bi[0]), float(bi[1]), float(bi[2]), float(bi[3]))
         atoms = term_atoms(tuple(term))
-        return apply_edits(it.image, atoms, box, box_in, self.params, self.preprocess.resize, self._resized(it))
+        return apply_edits(it.image, atoms, box, box_in, self.params, self.preprocess.resize, self.resized(it))
 
     def _encode(self, tensors: Iterable[torch.Tensor], regions: Iterable[Regions] | None) -> torch.Tensor:
         """Stream of ``[3, H, W]`` tensors (and optional model-input Regions each) -> features, batched."""
@@ -420,20 +430,22 @@ class RegionScorer:
             return self._unleash_features(items, term)
         kinds = {METHODS[a].kind for a in term}
         pp = self.preprocess
+        if kinds == {"features"}:  # a registered way of computing region features (one atom)
+            return features_of(METHODS[term[0]])(self, items)
         if kinds == {"none"}:  # one feature per image [N, D]
-            return self._encode((pp.to_tensor(self._resized(it)) for it in items), None)
+            return self._encode((pp.to_tensor(self.resized(it)) for it in items), None)
         if kinds == {"crop"}:
             return self._encode((pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it))), None)
         has_falip = "falip" in kinds
         if "edit" not in kinds:  # plain FALIP: one pass over every image with all its regions
-            return self._encode((pp.to_tensor(self._resized(it)) for it in items), (it.regions_input for it in items))
-        edited = (pp.to_tensor(self._edited(it, k, term)) for it in items for k in range(len(it)))
+            return self._encode((pp.to_tensor(self.resized(it)) for it in items), (it.regions_input for it in items))
+        edited = (pp.to_tensor(self.edited(it, k, term)) for it in items for k in range(len(it)))
         if has_falip:
             one_region = (it.regions_input.select([k]) for it in items for k in range(len(it)))
             return self._encode(edited, one_region)
         return self._encode(edited, None)
 
-    def _falip_settings(self) -> dict[str, Any]:
+    def falip_settings(self) -> dict[str, Any]:
         """FALIP's ``alpha, sigma, layers, form`` for this scorer: the model's, with ``falip_options`` over them."""
         f = self.fclip
         opts = {"alpha": f.alpha, "sigma": f.sigma, "layers": None, "form": None}
@@ -453,12 +465,12 @@ class RegionScorer:
         depth = self.fclip.depth
         k = check_k(unleash_k(term) or self.params.unleash_k, depth)
         atoms = term_atoms(term)
-        settings = self._falip_settings() if "falip" in atoms else {}
+        settings = self.falip_settings() if "falip" in atoms else {}
         pp = self.preprocess
         live = [it for it in items if len(it)]
         parts = []
         for start in range(0, len(live), self.batch_size):
-            x = torch.stack([pp.to_tensor(self._resized(it)) for it in live[start : start + self.batch_size]])
+            x = torch.stack([pp.to_tensor(self.resized(it)) for it in live[start : start + self.batch_size]])
             parts.append(attention_terms(model, x.to(self.device, self.dtype), k=k))
         original = AttentionTerms(
             torch.cat([p.cls for p in parts]), torch.cat([p.msa for p in parts], dim=1), parts[0].blocks
@@ -467,7 +479,7 @@ class RegionScorer:
         out = []
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
-            x = torch.stack([pp.to_tensor(self._edited(it, r, atoms)) for _, it, r in chunk])
+            x = torch.stack([pp.to_tensor(self.edited(it, r, atoms)) for _, it, r in chunk])
             regions = [it.regions_input.select([r]) for _, it, r in chunk] if settings else None
             prompted = attention_terms(model, x.to(self.device, self.dtype), regions, k=k, **settings)
             index = torch.tensor([i for i, _, _ in chunk], device=self.device)

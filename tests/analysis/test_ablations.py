@@ -9,7 +9,6 @@ from PIL import Image
 
 import falip
 from falip.analysis.ablations import (
-    AblationScorer,
     feature_mask_forward,
     mixed_attention,
     scale_box,
@@ -20,6 +19,7 @@ from falip.core.mask import foveal_profile, full_mask, regions_to_roa
 from falip.core.preprocess import Preprocess
 from falip.core.regions import Regions
 from falip.prompts import edits as vp
+from falip.prompts.registry import PromptParams, parse_method
 from falip.scoring import RegionScorer, _Item
 
 
@@ -154,15 +154,14 @@ def test_ablation_scorer_features_are_the_forwards(scorers):
         "qk-prompt": swap_forward(model, circled, x, "qk-prompt", [1, 2]),
         "v-prompt": swap_forward(model, circled, x, "v-prompt", [1, 2], mask.float()),
     }
-    for variant, feats in expected.items():
-        scorer = AblationScorer.from_scorer(base, variant)
-        torch.testing.assert_close(scorer._term_features([item], ("falip",)), feats, atol=1e-5, rtol=1e-5)
-        # other terms are the scorer's own
-        torch.testing.assert_close(
-            scorer._term_features([item], ("circle",)), base._term_features([item], ("circle",)), atol=0, rtol=0
-        )
-    with pytest.raises(FalipError, match="unknown variant"):
-        AblationScorer.from_scorer(base, "feature")
+    for variant, feats in expected.items():  # registered method atoms: the scorer's own term features
+        torch.testing.assert_close(base._term_features([item], (variant,)), feats, atol=1e-5, rtol=1e-5)
+        scores = base.score(image, boxes, ["a", "b"], method=f"{variant}+circle")
+        assert scores.shape == (2, 2)
+    with pytest.raises(FalipError, match="cannot be combined"):
+        parse_method("qk-prompt&circle")
+    with pytest.raises(FalipError, match="one term of image edits"):
+        base.with_options(params=PromptParams(swap_prompt="falip")).features([image], [boxes], "qk-prompt")
 
 
 def test_ablation_scorer_scales_the_circle(scorers):
@@ -170,14 +169,14 @@ def test_ablation_scorer_scales_the_circle(scorers):
     pre = base.preprocess
     region = Regions(boxes, image_size=image.size)
     item = _Item(image, region, pre.map_regions(region), [])
-    same = AblationScorer.from_scorer(base, circle_scale=1.0)
-    bigger = AblationScorer.from_scorer(base, circle_scale=1.5)
+    same = base.with_options(params=PromptParams(circle_scale=1.0))
+    bigger = base.with_options(params=PromptParams(circle_scale=1.5))
     for k in range(2):
-        plain = np.asarray(base._edited(item, k, ("circle",)))
-        np.testing.assert_array_equal(np.asarray(same._edited(item, k, ("circle",))), plain)
+        plain = np.asarray(base.edited(item, k, ("circle",)))
+        np.testing.assert_array_equal(np.asarray(same.edited(item, k, ("circle",))), plain)
         box = scale_box(item.regions_input.boxes[k], 1.5, (32, 32))
         expected = np.asarray(vp.red_circle(pre.resize(image), box))
-        np.testing.assert_array_equal(np.asarray(bigger._edited(item, k, ("circle",))), expected)
+        np.testing.assert_array_equal(np.asarray(bigger.edited(item, k, ("circle",))), expected)
         assert not np.array_equal(expected, plain)
-        blurred = np.asarray(bigger._edited(item, k, ("blur", "circle")))  # the other edits, then the circle
-        np.testing.assert_array_equal(blurred, np.asarray(vp.red_circle(base._edited(item, k, ("blur",)), box)))
+        blurred = np.asarray(bigger.edited(item, k, ("blur", "circle")))  # the other edits, then the circle
+        np.testing.assert_array_equal(blurred, np.asarray(vp.red_circle(base.edited(item, k, ("blur",)), box)))

@@ -135,7 +135,7 @@ def test_prompted_image_is_what_the_scorer_sees(shipped, prompt):
     region = Regions([scene.objects[0].box], image_size=image.size)
     scorer = RegionScorer(fclip, pre, tok)
     item = _Item(image, region, pre.map_regions(region), [])  # as score_many builds it
-    expected = scorer._edited(item, 0, tuple(prompt.split("&")))
+    expected = scorer.edited(item, 0, tuple(prompt.split("&")))
     got = prompted_image(pre, image, region, prompt)
     assert got.size == (64, 64)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))

@@ -8,11 +8,11 @@ import json
 import pytest
 
 import falip
-from falip.analysis.ablations import AblationScorer
 from falip.analysis.sweeps import (
     parse_blocks,
     parse_grid,
     parse_values,
+    point_method,
     point_model,
     point_scorer,
     run_sweep,
@@ -89,9 +89,11 @@ def test_point_scorer(shipped):
     points = sweep_points({"alpha": parse_values("alpha", "3", 4), "form": parse_values("form", "all,feature-mask", 4)})
     plain = point_scorer(shipped, points[0])
     assert type(plain) is RegionScorer and plain.falip_options == {"alpha": 3.0, "form": "all"}
-    ablation = point_scorer(shipped, points[1])
-    assert isinstance(ablation, AblationScorer) and ablation.variant == "feature-mask"
-    assert ablation.settings()["alpha"] == 3.0 and ablation._text_cache is shipped._text_cache
+    ablation = point_scorer(shipped, points[1], prompt="blur")
+    assert point_method("falip+circle", points[1]) == "feature-mask+circle"
+    assert point_method("falip&circle", points[1]) == "falip&circle" and point_method("falip", points[0]) == "falip"
+    assert ablation.params.swap_prompt == "blur" and shipped.params.swap_prompt == "circle"
+    assert ablation.falip_settings()["alpha"] == 3.0 and ablation._text_cache is shipped._text_cache
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The paper's ablations that need their own forward pass (FALIP.md section 7; paper Fig. 7, Table 14).
 
-Variants of FALIP's image tower, each given a name that :class:`AblationScorer` (and so the
-evaluation tasks and ``falip sweep``) understands. "The chosen blocks" are the blocks FALIP biases
-(``layers``: the model's preset, or the per-call override).
+Variants of FALIP's image tower, each a method atom of :mod:`falip.prompts.registry` (``--method
+qk-prompt`` wherever a method is taken; ``falip sweep form`` puts them in place of ``falip``).
+"The chosen blocks" are the blocks FALIP biases (``layers``: the model's preset, or the per-call
+override).
 
 ``feature-mask`` (Fig. 7a)
     The image alone, no attention bias; at the input of each chosen block the patch tokens of
@@ -32,13 +33,13 @@ attention-pooled tower is refused with that reason.
 
 ``circle-scale`` (Table 14: enlarging the RedCircle)
     The red circle drawn on the box scaled by a factor about its centre, in model-input pixels,
-    clipped to the input (so at most the ellipse inscribed in the image, as the paper caps it).
+    clipped to the input (so at most the ellipse inscribed in the image, as the paper caps it):
+    :attr:`falip.prompts.registry.PromptParams.circle_scale`, used wherever ``circle`` is drawn.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -46,15 +47,16 @@ import torch.nn.functional as F
 
 from ..core.attention import head_attention, residual_tail
 from ..core.errors import FalipError
-from ..core.mask import foveal_profile, full_mask, regions_to_roa, validate_alpha_sigma, validate_form
+from ..core.mask import foveal_profile, full_mask, regions_to_roa
 from ..core.tower import BlockParts, Tower, as_tower
-from ..prompts import edits as vp
+from ..prompts.edits import scale_box
 from ..prompts.registry import METHODS, parse_method
-from ..scoring import RegionScorer
 
 __all__ = [
     "VARIANTS",
-    "AblationScorer",
+    "feature_mask_features",
+    "qk_prompt_features",
+    "v_prompt_features",
     "feature_mask_forward",
     "mixed_attention",
     "scale_box",
@@ -62,16 +64,6 @@ __all__ = [
 ]
 
 VARIANTS = ("feature-mask", "qk-prompt", "v-prompt")
-
-
-def scale_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """``box`` (xyxy) with width and height times ``factor`` about its centre, clipped to ``size`` ``(W, H)``."""
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
-        raise FalipError(f"the circle's scale must be a number > 0, got {factor!r}")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * factor, (y1 - y0) / 2 * factor
-    w, h = size
-    return (max(0.0, cx - hw), max(0.0, cy - hh), min(float(w), cx + hw), min(float(h), cy + hh))
 
 
 def _cls_tower(model: Any, what: str) -> Tower:
@@ -159,98 +151,59 @@ def swap_forward(
     return tower.head(xp)
 
 
-class AblationScorer(RegionScorer):
-    """A :class:`~falip.RegionScorer` whose ``falip`` term is an ablation variant, or whose red circle is scaled.
+def _swap_term(scorer: Any) -> tuple[str, ...]:
+    """The atoms of ``scorer.params.swap_prompt``: one term of image edits."""
+    prompt = scorer.params.swap_prompt
+    terms = parse_method(prompt)
+    if len(terms) != 1 or any(METHODS[a].kind != "edit" for a in terms[0]):
+        raise FalipError(f"the swaps' prompt is one term of image edits (e.g. circle, blur&circle), got {prompt!r}")
+    return terms[0]
 
-    ``variant`` (one of :data:`VARIANTS`, or None) replaces the features of every plain
-    ``falip`` term of a method (module docstring); ``prompt`` is the visual prompt of the swaps
-    (an edit term, default ``"circle"``); ``circle_scale`` enlarges the red circle wherever the
-    ``circle`` atom is drawn (in the swaps' prompt too). FALIP settings (alpha, sigma, layers,
-    form) come from ``falip_options`` over the model's own. Everything else is the scorer's.
+
+def _ablation_features(scorer: Any, items: list, variant: str) -> torch.Tensor:
+    """Features ``[sum K_i, D]`` of every region of every item under an ablation (module docstring).
+
+    FALIP's settings (alpha, sigma, the chosen blocks, form) are the scorer's
+    (:meth:`falip.RegionScorer.falip_settings`); the swaps' prompt is ``scorer.params.swap_prompt``,
+    drawn as the scorer draws it (``circle_scale`` included).
     """
+    if variant not in VARIANTS:
+        raise FalipError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    pp, fclip = scorer.preprocess, scorer.fclip
+    prompt_term = _swap_term(scorer) if variant != "feature-mask" else ()
+    s = scorer.falip_settings()
+    tower = fclip.tower
+    grid, patch = fclip.grid_size, fclip.patch_size
+    device, dtype = scorer.device, scorer.dtype
+    pieces = []
+    pairs = [(it, k) for it in items for k in range(len(it))]
+    for lo in range(0, len(pairs), scorer.batch_size):
+        chunk = pairs[lo : lo + scorer.batch_size]
+        original = torch.stack([pp.to_tensor(scorer.resized(it)) for it, _ in chunk]).to(device, dtype)
+        roa = torch.cat([regions_to_roa(it.regions_input.select([k]), grid, patch) for it, k in chunk])
+        if variant == "feature-mask":
+            pieces.append(feature_mask_forward(tower, original, roa, s["layers"]))
+            continue
+        prompted = torch.stack([pp.to_tensor(scorer.edited(it, k, prompt_term)) for it, k in chunk])
+        prompted = prompted.to(device, dtype)
+        mask = None
+        if variant == "v-prompt" and s["alpha"] > 0:
+            profile = foveal_profile(roa, s["alpha"], s["sigma"])
+            mask = full_mask(profile, s["form"], tower.num_prefix_tokens).to(device, dtype)
+        pieces.append(swap_forward(tower, prompted, original, variant, s["layers"], mask))
+    return torch.cat(pieces) if pieces else torch.zeros(0, fclip.output_dim)
 
-    def __init__(
-        self,
-        *args: Any,
-        variant: str | None = None,
-        prompt: str = "circle",
-        circle_scale: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        if variant is not None and variant not in VARIANTS:
-            raise FalipError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
-        terms = parse_method(prompt)
-        if len(terms) != 1 or any(METHODS[a].kind != "edit" for a in terms[0]):
-            raise FalipError(f"the swaps' prompt is one term of image edits (e.g. circle, blur&circle), got {prompt!r}")
-        scale_box((0, 0, 1, 1), circle_scale, (1, 1))  # validates the factor
-        self.variant = variant
-        self.prompt_term = terms[0]
-        self.circle_scale = float(circle_scale)
 
-    @classmethod
-    def from_scorer(
-        cls,
-        scorer: RegionScorer,
-        variant: str | None = None,
-        prompt: str = "circle",
-        circle_scale: float = 1.0,
-        falip_options: dict | None = None,
-    ) -> AblationScorer:
-        """An ablation scorer on ``scorer``'s model, settings and text caches."""
-        out = cls(
-            scorer.fclip,
-            scorer.preprocess,
-            scorer.tokenizer,
-            params=scorer.params,
-            template=scorer.template,
-            batch_size=scorer.batch_size,
-            falip_options=scorer.falip_options if falip_options is None else falip_options,
-            variant=variant,
-            prompt=prompt,
-            circle_scale=circle_scale,
-        )
-        out._text_cache = scorer._text_cache
-        out._matrix_cache = scorer._matrix_cache
-        return out
+def feature_mask_features(scorer: Any, items: list) -> torch.Tensor:
+    """The ``feature-mask`` method atom (Fig. 7a): :func:`feature_mask_forward` per region."""
+    return _ablation_features(scorer, items, "feature-mask")
 
-    def settings(self) -> dict:
-        """The FALIP settings in force: alpha, sigma, layers (0-based), form."""
-        f, o = self.fclip, self.falip_options
-        alpha, sigma = validate_alpha_sigma(o.get("alpha", f.alpha), o.get("sigma", f.sigma))
-        layers = o.get("layers")
-        layers = list(f.layers) if layers is None else list(f.tower.resolve_layers(layers))
-        return {"alpha": alpha, "sigma": sigma, "layers": layers, "form": validate_form(o.get("form") or f.form)}
 
-    # ---------------------------------------------------------------------------- hooks
-    def _edited(self, it: Any, k: int, term: Sequence[str]):
-        if self.circle_scale == 1.0 or "circle" not in term or any(a not in METHODS for a in term):
-            return super()._edited(it, k, term)
-        im = super()._edited(it, k, tuple(a for a in term if a != "circle"))  # the other edits, in order
-        box = scale_box(it.regions_input.boxes[k], self.circle_scale, im.size)
-        return vp.red_circle(im, box, self.params.circle_color, self.params.circle_thickness)
+def qk_prompt_features(scorer: Any, items: list) -> torch.Tensor:
+    """The ``qk-prompt`` method atom (Fig. 7b): :func:`swap_forward` per region."""
+    return _ablation_features(scorer, items, "qk-prompt")
 
-    def _term_features(self, items: list, term: tuple[str, ...]) -> torch.Tensor:
-        if self.variant is None or term != ("falip",):
-            return super()._term_features(items, term)
-        pp = self.preprocess
-        s = self.settings()
-        tower = self.fclip.tower
-        grid, patch = self.fclip.grid_size, self.fclip.patch_size
-        pieces = []
-        pairs = [(it, k) for it in items for k in range(len(it))]
-        for lo in range(0, len(pairs), self.batch_size):
-            chunk = pairs[lo : lo + self.batch_size]
-            original = torch.stack([pp.to_tensor(self._resized(it)) for it, _ in chunk]).to(self.device, self.dtype)
-            roa = torch.cat([regions_to_roa(it.regions_input.select([k]), grid, patch) for it, k in chunk])
-            if self.variant == "feature-mask":
-                pieces.append(feature_mask_forward(tower, original, roa, s["layers"]))
-                continue
-            prompted = torch.stack([pp.to_tensor(self._edited(it, k, self.prompt_term)) for it, k in chunk])
-            prompted = prompted.to(self.device, self.dtype)
-            mask = None
-            if self.variant == "v-prompt" and s["alpha"] > 0:
-                profile = foveal_profile(roa, s["alpha"], s["sigma"])
-                mask = full_mask(profile, s["form"], tower.num_prefix_tokens).to(self.device, self.dtype)
-            pieces.append(swap_forward(tower, prompted, original, self.variant, s["layers"], mask))
-        return torch.cat(pieces) if pieces else torch.zeros(0, self.fclip.output_dim)
+
+def v_prompt_features(scorer: Any, items: list) -> torch.Tensor:
+    """The ``v-prompt`` method atom (Fig. 7c): :func:`swap_forward` with FALIP's mask per region."""
+    return _ablation_features(scorer, items, "v-prompt")

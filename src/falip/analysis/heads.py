@@ -435,21 +435,26 @@ def head_sensitivity(
 RegionMaker = Callable[[tuple[int, int]], Regions]
 
 
-def rec_samples(data: Sequence[str | os.PathLike], images: str | os.PathLike | None = None) -> Iterator[Any]:
+def rec_samples(
+    data: Sequence[str | os.PathLike], images: str | os.PathLike | None = None, dataset: str = "reclip", **_: Any
+) -> Iterator[Any]:
     """The images of ReCLIP-format REC splits with their gold boxes: ``(image_path, [maker, ...], sources)``.
 
     The region analysed per REC line is its gold box (the object the sentences refer to), once per
     line whatever the number of sentences, and once per image when several lines refer to the same
     box. Lines are grouped by image, in first-seen order; malformed lines are yielded as
     :class:`falip.data.records.Skipped`. A maker maps the image size ``(W, H)`` to the box's Regions.
+    ``dataset``: the REC format (:func:`falip.data.registry.rec_reader`); other task settings are ignored.
     """
-    from ..data.reclip import iter_reclip_jsonl
     from ..data.records import Skipped
+    from ..data.registry import rec_reader
+
+    read = rec_reader(dataset)
 
     groups: dict[str, tuple[Path, list[RegionMaker], list[str], set]] = {}
     for path in data:
         seen_lines: set[str] = set()
-        for sample in iter_reclip_jsonl(path, images, errors="skip"):
+        for sample in read(path, images, errors="skip"):
             if isinstance(sample, Skipped):
                 yield sample
                 continue
@@ -469,32 +474,18 @@ def rec_samples(data: Sequence[str | os.PathLike], images: str | os.PathLike | N
         yield path, makers, sources
 
 
-def classification_samples(
-    dataset: str,
-    root: str | os.PathLike,
-    *,
-    split: str = "test",
-    cub_root: str | os.PathLike | None = None,
-    region: str = "mask",
-    classnames: str | os.PathLike | None = None,
-) -> Iterator[Any]:
+def classification_samples(dataset: str, root: str | os.PathLike, **settings: Any) -> Iterator[Any]:
     """The images of a classification dataset with their labelled regions: ``(image_path, [maker, ...], sources)``.
 
-    Read through :func:`falip.tasks.region_cls.open_dataset` (``cub``, ``dogs``, ``waterbirds``,
-    ``imagenet-s``, ``jsonl``, ``csv``); each item's region is its box or mask as the task uses it.
-    Items are grouped by image in first-seen order; unreadable records come as ``Skipped``.
+    Read through :func:`falip.data.registry.open_dataset` (any ``regions`` dataset; ``settings``: its
+    reader's, e.g. ``split``, ``cub_root``, ``region``; others are ignored); each item's region is its
+    box or mask as the task uses it. Items are grouped by image in first-seen order; unreadable
+    records come as ``Skipped``.
     """
     from ..data.records import Skipped
-    from ..tasks.region_cls import open_dataset
+    from ..data.registry import open_dataset
 
-    items, _, _ = open_dataset(
-        dataset,
-        str(root),
-        split=split,
-        cub_root=None if cub_root is None else str(cub_root),
-        region=region,
-        classnames=None if classnames is None else str(classnames),
-    )
+    items, _, _ = open_dataset(dataset, str(root), "regions", **settings)
     groups: dict[str, tuple[Path, list[RegionMaker], list[str]]] = {}
     for item in items:
         if isinstance(item, Skipped):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,7 @@ from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
 from ..core.tower import Tower, as_tower, resolve_layer
-from ..prompts.registry import METHODS, PromptParams, parse_method
-from .ablations import scale_box
+from ..prompts.registry import METHODS, PromptParams, apply_edits, parse_method
 
 __all__ = [
     "AttentionMap",
@@ -221,7 +220,7 @@ def prompted_image(
     gray, cpt; with the original box), then the resize, then those made at model-input scale
     (circle, box; with the mapped box). ``prompt`` is one term of edits, e.g. ``"circle"`` or
     ``"blur&circle"``. ``circle_scale`` enlarges the red circle's box about its centre (clipped to
-    the input; :func:`falip.analysis.ablations.scale_box`).
+    the input; :func:`falip.prompts.edits.scale_box`).
     """
     terms = parse_method(prompt)
     if len(terms) != 1 or any(METHODS[a].kind != "edit" for a in terms[0]):
@@ -229,19 +228,11 @@ def prompted_image(
     if len(region) != 1:
         raise FalipError(f"prompted_image takes one region, got {len(region)}")
     params = params or PromptParams()
-    specs = [METHODS[a] for a in terms[0]]
-    im = to_rgb(image)
+    if circle_scale != 1.0:  # the argument wins over params.circle_scale
+        params = replace(params, circle_scale=circle_scale)
     box = tuple(float(v) for v in region.boxes[0])
-    for s in specs:
-        if s.scale == "original":
-            im = s.edit(im, box, params)  # type: ignore[misc]
-    im = preprocess.resize(im)
     box_in = tuple(float(v) for v in preprocess.map_regions(region).boxes[0])
-    for s in specs:
-        if s.scale == "input":
-            b = scale_box(box_in, circle_scale, im.size) if s.name == "circle" else box_in
-            im = s.edit(im, b, params)  # type: ignore[misc]
-    return im
+    return apply_edits(to_rgb(image), terms[0], box, box_in, params, preprocess.resize)  # type: ignore[arg-type]
 
 
 @dataclass

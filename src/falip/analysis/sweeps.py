@@ -19,8 +19,8 @@ Parameters (values as strings, as on the command line):
 ``form``
     The mask form, ``cls``, ``all`` or ``diag`` (docs/method.md "The foveal mask"), or an
     ablation of :mod:`falip.analysis.ablations`: ``feature-mask`` (Fig. 7a), ``qk-prompt``
-    (Fig. 7b) or ``v-prompt`` (Fig. 7c). The ablations replace every plain ``falip`` term of the
-    method.
+    (Fig. 7b) or ``v-prompt`` (Fig. 7c). The ablations are method atoms: each replaces every
+    plain ``falip`` term of the method (:func:`point_method`).
 ``circle-scale``
     The red circle's box enlarged by this factor (> 0; 1 is RedCircle as drawn), wherever the
     method draws the ``circle`` atom (Table 14).
@@ -33,7 +33,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,16 @@ from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..core.tower import BLOCKS_NOTE
 from ..prompts.registry import METHODS, parse_method
-from .ablations import VARIANTS, AblationScorer
+from .ablations import VARIANTS
 
 __all__ = [
     "DEFAULT_VALUES",
     "FORM_VALUES",
     "PARAMS",
     "SweepPoint",
+    "point_method",
+    "point_model",
+    "point_scorer",
     "parse_blocks",
     "parse_grid",
     "parse_values",
@@ -239,15 +242,27 @@ def _check_method(method: str, params: Sequence[str], values: Sequence[Any]) -> 
 
 
 def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
-    """``scorer`` with the point's settings (an :class:`AblationScorer` for variants and circle scales)."""
+    """``scorer`` with the point's settings: FALIP options, the circle's scale, the swaps' prompt.
+
+    A copy sharing the scorer's text caches (:meth:`falip.RegionScorer.with_options`).
+    """
     s = point.settings()
     options = dict(scorer.falip_options)
     options.update({k: s[k] for k in ("alpha", "sigma", "layers", "form") if k in s})
+    params = None
     if "variant" in s or "circle_scale" in s:
-        return AblationScorer.from_scorer(
-            scorer, s.get("variant"), prompt=prompt, circle_scale=s.get("circle_scale", 1.0), falip_options=options
+        params = replace(
+            scorer.params, circle_scale=s.get("circle_scale", scorer.params.circle_scale), swap_prompt=prompt
         )
-    return scorer.with_options(falip_options=options)
+    return scorer.with_options(falip_options=options, params=params)
+
+
+def point_method(method: str, point: SweepPoint) -> str:
+    """The method a point runs: ``method`` with every plain ``falip`` term replaced by the point's ablation."""
+    variant = point.settings().get("variant")
+    if variant is None:
+        return method
+    return "+".join(variant if t.replace(" ", "") == "falip" else t for t in method.split("+"))
 
 
 def point_model(model: Mapping[str, Any], point: SweepPoint, prompt: str = "circle") -> dict:
@@ -262,8 +277,11 @@ def point_model(model: Mapping[str, Any], point: SweepPoint, prompt: str = "circ
     return out
 
 
-def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers of one run's summary that the table keeps (accuracy in percent, its 95% interval)."""
+def summary_row(summary: Mapping[str, Any], metrics: Sequence[str] = ()) -> dict[str, Any]:
+    """The numbers of one run's summary that the table keeps (accuracy in percent, its 95% interval).
+
+    ``metrics``: further summary keys to keep (a task's declared metrics, :mod:`falip.tasks`).
+    """
     row: dict[str, Any] = {
         "accuracy": summary["accuracy"],
         "ci95_low": summary["ci95"][0],
@@ -275,8 +293,8 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     for key in sorted(summary):
         if key.startswith("correct") and key.endswith("_accuracy"):
             row[f"top{key[len('correct') : -len('_accuracy')]}_accuracy"] = summary[key]
-    for key in ("group_mean_accuracy", "worst_group_accuracy"):
-        if key in summary:
+    for key in ("group_mean_accuracy", "worst_group_accuracy", *metrics):
+        if key in summary and key not in row and isinstance(summary[key], (int, float)):
             row[key] = summary[key]
     for split, part in summary.get("by_split", {}).items():
         if len(summary["by_split"]) > 1:
@@ -331,9 +349,11 @@ def run_sweep(
         folder = out / point.name
         if on_point is not None:
             on_point(point, folder)
-        task = make_task(point_scorer(scorer, point, prompt), point_model(model, point, prompt), method)
+        task = make_task(
+            point_scorer(scorer, point, prompt), point_model(model, point, prompt), point_method(method, point)
+        )
         summary = run(task, folder, resume=resume, **run_options)
-        rows.append({**dict(point.labels), **summary_row(summary), "run": point.name})
+        rows.append({**dict(point.labels), **summary_row(summary, _metric_keys(task)), "run": point.name})
     table = {
         "task": getattr(task, "name", None),
         "params": params,
@@ -347,6 +367,21 @@ def run_sweep(
     write_table(table, out)
     plot_sweep(table, out / "sweep.png", title=title)
     return table
+
+
+def _metric_keys(task: Any) -> tuple[str, ...]:
+    """The summary keys of the metrics a registered task declares (none for an unregistered one)."""
+    from ..tasks import TASKS
+
+    spec = TASKS.get(getattr(task, "name", None))  # type: ignore[arg-type]
+    return tuple(m.key for m in spec.metrics) if spec is not None else ()
+
+
+def _task_title(name: Any) -> str:
+    from ..tasks import TASKS
+
+    spec = TASKS.get(name)
+    return spec.title if spec is not None else (name or "task")
 
 
 def write_table(table: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
@@ -379,7 +414,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
     import numpy as np
 
     params, rows = list(table["params"]), list(table["rows"])
-    task = {"rec": "REC", "classify": "region classification"}.get(table.get("task"), table.get("task") or "task")
+    task = _task_title(table.get("task"))
     what = f"{task} accuracy %, method {table.get('method')}"
     sizes = sorted({r["n"] for r in rows})
     what += f", n = {sizes[0]}" if len(sizes) == 1 else f", n = {sizes[0]}-{sizes[-1]}"

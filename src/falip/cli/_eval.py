@@ -31,11 +31,35 @@ __all__ = [
     "run_task",
     "read_templates",
     "check_inputs",
+    "add_task_options",
+    "task_of",
+    "settings_of",
+    "build_task",
 ]
 
-DATASETS = ("cub", "dogs", "waterbirds", "imagenet-s", "jsonl", "csv")
-REC_TEMPLATE = "a photo of {}"  # falip.tasks.rec.REC_TEMPLATE, without importing it here
-CLS_DEFAULT = "a photo of a {}."  # falip.tasks.region_cls.CLS_TEMPLATE
+
+def _default(task: str, name: str) -> str:
+    """A task setting's default, from the task registry (falip.tasks, torch-free)."""
+    from falip.tasks import get_task
+
+    return next(s.default for s in get_task(task).settings if s.name == name)
+
+
+REC_TEMPLATE = _default("rec", "template")
+CLS_DEFAULT = _default("classify", "template")
+
+
+def _dataset_names(kind: str | None = None) -> tuple[str, ...]:
+    from falip.data.registry import dataset_names
+
+    return dataset_names(kind)
+
+
+def _dataset_help(kind: str | None = None) -> str:
+    """One line per dataset of the registry (of one kind): name, what it is."""
+    from falip.data.registry import DATASETS
+
+    return "; ".join(f"{n}: {s.description}" for n, s in DATASETS.items() if kind is None or s.kind == kind)
 
 
 def _layers(text: str) -> list[int]:
@@ -111,6 +135,10 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     g.add_argument(
         "--data", action="append", required=standalone, help="a ReCLIP-format split .jsonl (repeat for several)"
     )
+    if standalone:
+        g.add_argument(
+            "--dataset", choices=_dataset_names("rec"), help="the split files' REC format: " + _dataset_help("rec")
+        )
     g.add_argument("--images", help="image folder (e.g. COCO train2014/; default: each split file's folder)")
     g.add_argument("--detector-file", help="detector proposals (the 'prop' setting; default: gold boxes)")
     if standalone:
@@ -133,20 +161,19 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
 def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
     """Classification options; ``standalone=False`` (``compare``): nothing required."""
     g = p.add_argument_group("classification data")
-    g.add_argument("--dataset", required=standalone, choices=DATASETS, help="dataset format")
+    g.add_argument("--dataset", required=standalone, choices=_dataset_names("regions"), help=_dataset_help("regions"))
     g.add_argument("--root", required=standalone, help="dataset folder (for jsonl/csv: the file)")
-    g.add_argument("--split", default="test", help="split (default test)")
+    g.add_argument("--split", help="split (default test)")
     g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
-    g.add_argument("--region", choices=("mask", "box"), default="mask", help="ImageNet-S: the mask or its box")
+    g.add_argument("--region", choices=("mask", "box"), help="ImageNet-S: the mask (default) or its box")
     g.add_argument("--classnames", help="a file of class names (ImageNet-S; one per line)")
     g.add_argument(
         "--objects",
         choices=("all", "first"),
-        default="all",
         help="Stanford Dogs: every annotated dog (default) or the first of each image (one region per image)",
     )
     add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
-    g.add_argument("--top-k", type=int_at_least(1), default=5, help="the second accuracy reported (default top-5)")
+    g.add_argument("--top-k", type=int_at_least(1), help="the second accuracy reported (default top-5)")
 
 
 def add_template_options(g: Any, default_text: str | None = None) -> None:
@@ -198,7 +225,11 @@ def check_inputs(args: argparse.Namespace) -> None:
         need_folder(getattr(args, dest, None), _flag(dest))
     dataset, root = getattr(args, "dataset", None), getattr(args, "root", None)
     if root is not None and dataset is not None:
-        (need_file if dataset in ("jsonl", "csv") else need_folder)(root, "--root")
+        from falip.data.registry import get_dataset
+
+        (need_file if get_dataset(dataset).root == "file" else need_folder)(root, "--root")
+    for path in getattr(args, "prompts", None), getattr(args, "classnames", None):
+        need_file(path, "--prompts" if path is getattr(args, "prompts", None) else "--classnames")
     method = getattr(args, "method", None)
     if isinstance(method, str):
         from falip.prompts.registry import parse_method
@@ -257,43 +288,127 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
 
 
 def rec_task(args: argparse.Namespace, scorer: Any, model: dict, method: str, subtract_q: int | None = None) -> Any:
-    from falip.tasks.rec import RecSettings, RecTask
-
-    templates = read_templates(args, REC_TEMPLATE)
-    settings = RecSettings(
-        data=tuple(str(Path(d)) for d in args.data),
-        images=args.images,
-        detector_file=args.detector_file,
-        method=method,
-        template=templates[0] if len(templates) == 1 else templates,
-        subtract_q=args.subtract_q if subtract_q is None else subtract_q,
-        seed=args.seed,
-        ties=getattr(args, "ties", "first"),
-    )
-    return RecTask(scorer, settings, model)
+    """``falip rec``'s task (the registry's ``rec``) from its options."""
+    return build_task(args, "rec", scorer, model, method, **({} if subtract_q is None else {"subtract_q": subtract_q}))
 
 
 def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: str) -> Any:
-    from falip.tasks.region_cls import ClassifySettings, ClassifyTask, open_dataset
+    """``falip classify``'s task (the registry's ``classify``) from its options."""
+    return build_task(args, "classify", scorer, model, method)
 
-    items, classes, options = open_dataset(
-        args.dataset,
-        args.root,
-        split=args.split,
-        cub_root=args.cub_root,
-        region=args.region,
-        classnames=args.classnames,
-        objects=getattr(args, "objects", "all"),
-    )
-    settings = ClassifySettings(
-        dataset=args.dataset,
-        source=str(Path(args.root)),
-        method=method,
-        templates=read_templates(args),
-        top_k=args.top_k,
-        options=tuple(sorted(options.items())),
-    )
-    return ClassifyTask(scorer, settings, items, classes, model)
+
+# ------------------------------------------------------------------------ any registered task
+def _setting_type(s: Any) -> Any:
+    if s.type == "int":
+        return int_at_least(s.minimum) if s.minimum is not None else int
+    if s.type == "float":
+        return float
+    if s.type == "floats":
+        return _floats
+    return str
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"must name at least one number, got {text!r}")
+    return values
+
+
+def _all_settings() -> dict[str, tuple[Any, list[str]]]:
+    """Every setting of every registered task and dataset: name -> (the first declaration, who takes it)."""
+    from falip.data.registry import DATASETS
+    from falip.tasks import TASKS
+
+    out: dict[str, tuple[Any, list[str]]] = {}
+    owners = [(f"--task {t}", spec.settings) for t, spec in TASKS.items()]
+    owners += [(f"--dataset {d}", spec.settings) for d, spec in DATASETS.items()]
+    for owner, settings in owners:
+        for s in settings:
+            first, users = out.setdefault(s.name, (s, []))
+            if first.type != s.type or first.option != s.option:
+                raise ValueError(f"setting {s.name!r} is declared twice with different types or flags ({owner})")
+            users.append(owner)
+    return out
+
+
+def add_task_options(p: argparse.ArgumentParser, run_options: bool = True) -> None:
+    """``--task`` (any registered task), ``--dataset``, and every task's and dataset's settings.
+
+    The choices and help come from the registries (:mod:`falip.tasks`, :mod:`falip.data.registry`);
+    options default to None here and get the task's own default when the command runs.
+    """
+    from falip.tasks import TASKS
+
+    tasks = "; ".join(f"{n}: {s.description or s.title}" for n, s in TASKS.items())
+    p.add_argument("--task", required=True, choices=tuple(TASKS), help=tasks)
+    g = p.add_argument_group("task and dataset settings (each applies to the tasks or datasets named)")
+    for name, (s, users) in _all_settings().items():
+        if name == "dataset":
+            g.add_argument("--dataset", choices=_dataset_names(), help=_dataset_help())
+            continue
+        default = f"; default {s.default}" if s.default is not None and len(users) == 1 else ""
+        extra: dict[str, Any] = {"action": "append"} if s.type == "files" else {"type": _setting_type(s)}
+        g.add_argument(
+            s.option,
+            dest=name,
+            metavar=None if s.choices else name.upper(),
+            choices=s.choices,
+            help=f"{s.help}{default} [{', '.join(users)}]",
+            **extra,
+        )
+
+
+def task_of(args: argparse.Namespace) -> Any:
+    """The :class:`falip.tasks.TaskSpec` of ``--task``."""
+    from falip.tasks import get_task
+
+    return get_task(args.task)
+
+
+def settings_of(args: argparse.Namespace, task: Any, **override: Any) -> dict[str, Any]:
+    """The task's settings from the options (``override`` wins), checked in the command line's terms."""
+    from falip.core.errors import FalipError
+    from falip.data.registry import Setting
+    from falip.tasks import get_task, task_settings
+
+    spec = get_task(task)
+    every = _all_settings()
+    given = {name: getattr(args, name, None) for name in every}
+    given.update(override)
+    dataset = given.get("dataset") or spec.default_dataset
+    if dataset is not None and spec.dataset_kind is not None:
+        from falip.data.registry import get_dataset
+
+        try:
+            get_dataset(dataset, spec.dataset_kind)
+        except FalipError as err:
+            raise FalipError(f"--task {spec.name}: --dataset {err}".replace("--dataset unknown ", "unknown ")) from None
+    known = {s.name for s in spec.all_settings(dataset)}
+    extra = [every[n][0].option if n in every else n for n, v in given.items() if v is not None and n not in known]
+    if extra:
+        where = f"--task {spec.name}" + (f" --dataset {dataset}" if spec.dataset_kind and dataset else "")
+        raise FalipError(f"{', '.join(extra)} does not apply to {where}; leave it out")
+    missing = [n for n in spec.required if given.get(n) in (None, [], ())]
+    if missing:
+        flags = [every[n][0].option if n in every else Setting(n).option for n in missing]
+        raise FalipError(f"--task {spec.name} needs {' and '.join(flags)}")
+    if given.get("template") and given.get("templates"):
+        raise FalipError("give --template or --templates, not both")
+    return task_settings(spec, **given)
+
+
+def build_task(args: argparse.Namespace, task: Any, scorer: Any, model: dict, method: str, **override: Any) -> Any:
+    """The harness task of ``task`` (a registered name) from the options, for ``method``."""
+    from falip.tasks import make_task
+
+    settings = settings_of(args, task, **override)
+    if settings.get("templates"):
+        need_file(settings["templates"], "--templates")
+    return make_task(task, scorer, method=method, model=model, **settings)
 
 
 def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:

@@ -1,4 +1,4 @@
-"""``falip compare``: several methods on the same REC or classification data, side by side.
+"""``falip compare``: several methods on the same data of any registered task, side by side.
 
 Each method runs into ``--out``/<method>/ (resumable on its own, like ``falip rec``); the table
 (markdown in ``compare.md``, numbers in ``compare.json``) has one row per method.
@@ -11,28 +11,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._eval import (
-    add_classify_options,
-    add_model_options,
-    add_rec_options,
-    add_run_options,
-    classify_task,
-    make_scorer,
-    rec_task,
-    run_task,
-)
+from ._eval import add_model_options, add_run_options, add_task_options, build_task, make_scorer, run_task, task_of
 
 __all__ = ["configure_parser", "run", "method_dir", "markdown_table", "compare_methods"]
 
-DEFAULT_METHODS = "none,crop,circle,blur,falip,falip+blur+circle"
+DEFAULT_METHODS = "none,crop,circle,blur,falip,falip+blur+circle"  # the image tasks'; each task declares its own
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``compare`` options to ``p``."""
-    p.add_argument("--task", required=True, choices=("rec", "classify"), help="which task")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated methods (default {DEFAULT_METHODS})")
-    add_rec_options(p, standalone=False)
-    add_classify_options(p, standalone=False)
+    p.add_argument(
+        "--methods", help=f"comma-separated methods (default: the task's, {DEFAULT_METHODS} for rec and classify)"
+    )
+    add_task_options(p)
     add_run_options(p)
     add_model_options(p)
 
@@ -42,26 +33,6 @@ def method_dir(method: str) -> str:
     ``falip-plus-blur-and-circle``, ``unleash:circle`` -> ``unleash-on-circle``."""
     name = method.replace("+", "-plus-").replace("&", "-and-").replace(":", "-on-")
     return "".join("-" if c in '<>"/\\|?*' or ord(c) < 32 else c for c in name)
-
-
-def _columns(summary: dict, task: str) -> dict[str, str]:
-    """The cells of one method's row: per split (REC) or top-1/top-k/groups (classification)."""
-    cells: dict[str, str] = {}
-    if task == "rec":
-        for split, row in summary.get("by_split", {}).items():
-            cells[split] = f"{row['accuracy']:.1f}"
-        cells["all"] = f"{summary['accuracy']:.1f}"
-    else:
-        cells["top-1"] = f"{summary['accuracy']:.1f}"
-        for key in sorted(k for k in summary if k.startswith("correct") and k.endswith("_accuracy")):
-            cells[f"top-{key[len('correct') : -len('_accuracy')]}"] = f"{summary[key]:.1f}"
-        if "worst_group_accuracy" in summary:
-            cells["group mean"] = f"{summary['group_mean_accuracy']:.1f}"
-            cells["worst group"] = f"{summary['worst_group_accuracy']:.1f}"
-    cells["n"] = str(summary["n"])
-    if summary.get("skipped"):
-        cells["skipped"] = str(summary["skipped"])
-    return cells
 
 
 def markdown_table(rows: dict[str, dict[str, str]], first: str = "method") -> str:
@@ -81,10 +52,7 @@ def compare_methods(
     """Run each ``(row name, method, subtract_q or None)`` into ``out/<dir>``; returns the summaries."""
     summaries: dict[str, dict] = {}
     for name, method, q in methods:
-        if args.task == "rec":
-            task = rec_task(args, scorer, model, method, subtract_q=q)
-        else:
-            task = classify_task(args, scorer, model, method)
+        task = build_task(args, args.task, scorer, model, method, **({} if q is None else {"subtract_q": q}))
         folder = method_dir(method) + (f"-P{q}" if q else "")
         print(f"\n== {name} -> {out / folder}")
         summaries[name] = run_task(task, args, out / folder)
@@ -93,7 +61,9 @@ def compare_methods(
 
 def write_comparison(summaries: dict[str, dict], task: str, out: Path, title: str) -> str:
     """Write ``compare.md`` and ``compare.json`` in ``out``; returns the markdown."""
-    rows = {name: _columns(s, task) for name, s in summaries.items()}
+    from falip.tasks import summary_columns
+
+    rows = {name: summary_columns(task, s) for name, s in summaries.items()}
     text = f"{title}\n\n{markdown_table(rows)}\n"
     (out / "compare.md").write_text(text, encoding="utf-8")
     (out / "compare.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
@@ -104,16 +74,18 @@ def _check(args: argparse.Namespace) -> list[str]:
     from falip.core.errors import FalipError
     from falip.prompts.registry import parse_method
 
-    if args.task == "rec" and not args.data:
-        raise FalipError("--task rec needs --data (a ReCLIP-format split file)")
-    if args.task == "classify" and not (args.dataset and args.root):
-        raise FalipError("--task classify needs --dataset and --root")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from ._eval import settings_of
+
+    spec = task_of(args)
+    settings_of(args, spec)  # every option applies to the task, the required ones given
+    methods = [m.strip() for m in (args.methods or spec.default_methods).split(",") if m.strip()]
     if not methods:
         raise FalipError("--methods names no method")
     seen: dict[str, str] = {}
     for m in methods:
         parse_method(m)
+        if spec.methods is not None and m not in spec.methods:
+            raise FalipError(f"--task {spec.name} takes the methods {', '.join(spec.methods)}, not {m!r}")
         folder = method_dir(m)
         if folder in seen:
             same = "twice" if seen[folder] == m else f"and {seen[folder]!r}, which share the folder {folder}"
@@ -129,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
     methods = _check(args)
     out = ensure_writable_dir(args.out, "--out")
     scorer, model = make_scorer(args)
-    q = args.subtract_q if args.task == "rec" else None
+    q = getattr(args, "subtract_q", None)
     summaries = compare_methods(args, [(m, m, q or None) for m in methods], out, scorer, model)
-    what = "REC accuracy %" if args.task == "rec" else f"region classification ({args.dataset}) accuracy %"
+    spec = task_of(args)
+    what = f"{spec.title}" + (f" ({args.dataset})" if args.dataset else "") + " accuracy %"
     print("\n" + write_comparison(summaries, args.task, out, f"{what}, model {args.model}"))
     print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
     return 0

@@ -4,6 +4,7 @@ Over a dataset's regions, each (block, head) is ranked by the mean norm of ``G'_
 [CLS] output on the prompted image minus on the original image (no bias): ``--prompt circle``,
 ``blur&circle``, ... or ``falip`` (FALIP's bias on the region). REC splits: the region of each line is
 its gold box (the referred object), once per line. Classification datasets: each labelled region.
+Any registered task that declares its images' regions (:attr:`falip.tasks.TaskSpec.samples`) works.
 Writes ``heads.json`` (the mean deltas, the original heads' mean norms, the ranking) and
 ``heads.png`` (a blocks x heads heat map) in ``--out``, and prints the top heads.
 """
@@ -14,14 +15,14 @@ import argparse
 import sys
 
 from ._common import int_at_least
-from ._eval import add_classify_options, add_model_options, add_rec_options
+from ._eval import add_model_options, add_task_options
 
 __all__ = ["configure_parser", "run"]
 
 # options of the shared groups that have no meaning here, with their defaults
 _UNUSED = {
     "detector_file": (None, "--detector-file: falip heads analyses each REC line's gold box, not proposals"),
-    "subtract_q": (0, "--subtract-q: falip heads uses no text"),
+    "subtract_q": (None, "--subtract-q: falip heads uses no text"),
     "template": (None, "--template: falip heads uses no text"),
     "templates": (None, "--templates: falip heads uses no text"),
 }
@@ -29,7 +30,6 @@ _UNUSED = {
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``heads`` options to ``p``."""
-    p.add_argument("--task", required=True, choices=("rec", "classify"), help="which kind of dataset")
     p.add_argument(
         "--prompt",
         default="circle",
@@ -39,8 +39,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int_at_least(1), help="only the first N images")
     p.add_argument("--top", type=int_at_least(1), default=10, help="how many heads to print (default 10)")
     p.add_argument("--batch", type=int_at_least(1), default=32, help="regions per forward (default 32)")
-    add_rec_options(p, standalone=False)
-    add_classify_options(p, standalone=False)
+    add_task_options(p)
     add_model_options(p)
 
 
@@ -48,10 +47,12 @@ def _check(args: argparse.Namespace) -> None:
     from falip.core.errors import FalipError
     from falip.prompts.registry import parse_prompt
 
-    if args.task == "rec" and not args.data:
-        raise FalipError("--task rec needs --data (a ReCLIP-format split file)")
-    if args.task == "classify" and not (args.dataset and args.root):
-        raise FalipError("--task classify needs --dataset and --root")
+    from ._eval import settings_of, task_of
+
+    spec = task_of(args)
+    if spec.samples is None:
+        raise FalipError(f"falip heads analyses regions of images; task {spec.name} declares none")
+    settings_of(args, spec)
     for name, (default, reason) in _UNUSED.items():
         if getattr(args, name, default) != default:
             raise FalipError(f"{reason}; leave it out")
@@ -65,26 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
     out = ensure_writable_dir(args.out, "--out")
     set_threads(args.threads)
-    from falip.analysis.heads import classification_samples, head_sensitivity, load_samples, rec_samples
+    from falip.analysis.heads import head_sensitivity, load_samples
     from falip.core.errors import FalipError
+    from falip.data.registry import resolve
     from falip.runner import device_for_rank
+
+    from ._eval import settings_of, task_of
 
     device = str(device_for_rank()) if args.device == "auto" else args.device
     overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
     fclip, preprocess, _ = load_model(
         args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
     )
-    if args.task == "rec":
-        entries = rec_samples(args.data, args.images)
-    else:
-        entries = classification_samples(
-            args.dataset,
-            args.root,
-            split=args.split,
-            cub_root=args.cub_root,
-            region=args.region,
-            classnames=args.classnames,
-        )
+    spec = task_of(args)
+    entries = resolve(spec.samples)(**settings_of(args, spec))
     skipped: list[tuple[str, str]] = []
     samples = load_samples(entries, args.limit, on_skip=lambda source, reason: skipped.append((source, reason)))
     try:

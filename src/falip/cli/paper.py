@@ -20,12 +20,11 @@ authors' code.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
 from ._common import int_at_least
-from ._eval import add_model_options, add_run_options, classify_task, make_scorer, run_task
+from ._eval import add_model_options, add_run_options, make_scorer, run_task
 from .compare import markdown_table, method_dir
 
 __all__ = ["configure_parser", "run", "TABLE1_SPLITS", "TABLE1_ROWS", "TABLE1_P_ROWS", "TABLE2_ROWS"]
@@ -57,11 +56,11 @@ TABLE2_ROWS = (
     ("Crop (extra)", "crop"),
     ("Blur (extra)", "blur-box"),
 )
-TABLE2_DATASETS = (  # (key, title, split the paper evaluates)
-    ("dogs", "Stanford Dogs", "all"),
-    ("cub", "CUB-200-2011", "all"),
-    ("imagenet_s", "ImageNet-S", "validation"),
-    ("waterbirds", "Waterbirds", "test"),
+TABLE2_DATASETS = (  # (option, title, registered dataset, the split the paper evaluates or None)
+    ("dogs", "Stanford Dogs", "dogs", "all"),
+    ("cub", "CUB-200-2011", "cub", "all"),
+    ("imagenet_s", "ImageNet-S", "imagenet-s", None),  # the validation set, its only split
+    ("waterbirds", "Waterbirds", "waterbirds", "test"),
 )
 
 TABLE1_NOTES = (
@@ -133,7 +132,7 @@ def _protocol(lines: list[str], differences: tuple[str, ...] | list[str]) -> str
 
 def _table1(args: argparse.Namespace, out: Path) -> str:
     from falip.core.errors import FalipError
-    from falip.tasks.rec import RecSettings, RecTask
+    from falip.tasks import make_task
 
     if not args.refcoco_dir:
         raise FalipError("table1 needs --refcoco-dir (the folder of refcoco_testa.jsonl, ...)")
@@ -155,18 +154,21 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
                     continue
                 q = args.subtract_q if with_p else 0
                 label = f"{name} + P" if with_p else name
-                settings = RecSettings(
-                    data=tuple(str(s) for s in splits),
+                task = make_task(
+                    "rec",
+                    scorer,
+                    method=method,
+                    model=model,
+                    data=[str(s) for s in splits],
                     images=args.coco_images,
                     detector_file=detector,
-                    method=method,
                     subtract_q=q,
                     seed=args.seed,
                     ties=args.ties,
                 )
                 print(f"\n== {label} ({boxes})")
                 cell = out / boxes / (method_dir(method) + (f"-P{q}" if q else ""))
-                summary = run_task(RecTask(scorer, settings, model), args, cell)
+                summary = run_task(task, args, cell)
                 summaries[f"{boxes}/{label}"] = summary
                 by = summary.get("by_split", {})
                 row = rows.setdefault(label, {})
@@ -205,31 +207,32 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
 
 def _table2(args: argparse.Namespace, out: Path) -> str:
     from falip.core.errors import FalipError
+    from falip.tasks import make_task
 
-    given = [(key, title, split) for key, title, split in TABLE2_DATASETS if getattr(args, key)]
+    given = [(key, title, name, split) for key, title, name, split in TABLE2_DATASETS if getattr(args, key)]
     if not given:
         raise FalipError("table2 needs at least one of --dogs, --cub, --imagenet-s, --waterbirds")
     if args.waterbirds and not args.cub:
         raise FalipError("--waterbirds needs --cub (the bird boxes come from CUB's bounding_boxes.txt)")
-    for key, _, _ in given:
+    for key, _, _, _ in given:
         if not Path(getattr(args, key)).is_dir():
             raise FalipError(f"--{key.replace('_', '-')} {getattr(args, key)}: no such folder")
     scorer, model = make_scorer(args)
     rows: dict[str, dict[str, str]] = {name: {} for name, _ in TABLE2_ROWS}
     summaries: dict[str, dict] = {}
     lines = []
-    for key, title, split in given:
-        ns = copy.copy(args)
-        ns.dataset = key.replace("_", "-")
-        ns.root = getattr(args, key)
-        ns.split, ns.cub_root, ns.template, ns.templates, ns.top_k = split, args.cub, None, None, 5
-        ns.region = args.region if key == "imagenet_s" else "box"
-        ns.classnames = args.classnames if key == "imagenet_s" else None  # ImageNet-S's names only
-        ns.objects = args.dogs_objects if key == "dogs" else "all"
+    options = {  # each dataset's own reader settings
+        "dogs": {"objects": args.dogs_objects},
+        "imagenet_s": {"region": args.region, "classnames": args.classnames},  # ImageNet-S's names only
+        "waterbirds": {"cub_root": args.cub},
+    }
+    for key, title, dataset, split in given:
+        settings = {"dataset": dataset, "root": getattr(args, key), "split": split, **options.get(key, {})}
         n = 0
         for name, method in TABLE2_ROWS:
             print(f"\n== {title}: {name}")
-            summary = run_task(classify_task(ns, scorer, model, method), args, out / key / method_dir(method))
+            task = make_task("classify", scorer, method=method, model=model, top_k=5, **settings)
+            summary = run_task(task, args, out / key / method_dir(method))
             summaries[f"{title}/{name}"] = summary
             n = summary.get("n", 0)
             cell = summary.get("worst_group_accuracy") if key == "waterbirds" else None
@@ -238,15 +241,17 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         region = {
             "dogs": "the box of "
             + (
-                "the first <object> of each annotation (one region per image)" if ns.objects == "first" else "every dog"
+                "the first <object> of each annotation (one region per image)"
+                if args.dogs_objects == "first"
+                else "every dog"
             ),
             "cub": "the bird's box (bounding_boxes.txt)",
             "imagenet_s": "the box of the class mask"
-            if ns.region == "box"
+            if args.region == "box"
             else "the class mask itself (--region mask)",
             "waterbirds": "the bird's box from CUB's bounding_boxes.txt",
         }[key]
-        lines.append(f"{title}: split {split}, n = {n} regions, region: {region}")
+        lines.append(f"{title}: split {split or 'validation'}, n = {n} regions, region: {region}")
     lines += [
         "text 'a photo of a {class}.'; prediction: argmax over the classes (ties: the lower class index)",
         "RedCircle: the authors' drawing (blur outside the ellipse + red ellipse int(max(W, H) / 200) px, "

@@ -1,7 +1,7 @@
-"""``falip sweep``: accuracy against one FALIP or prompt parameter (or a grid of two), on REC or classification data.
+"""``falip sweep``: accuracy against one FALIP or prompt parameter (or a grid of two), on any registered task.
 
 Each value is a resumable run of the harness in ``--out``/<param>=<value>/ (like ``falip rec`` /
-``falip classify``); then ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (accuracy with 95%
+``falip classify`` / ``falip pointcloud``); then ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (accuracy with 95%
 intervals against the parameter; a heat map for ``--grid``). Parameters and values:
 :mod:`falip.analysis.sweeps`.
 """
@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._eval import (
-    add_classify_options,
-    add_model_options,
-    add_rec_options,
-    add_run_options,
-)
+from ._eval import add_model_options, add_run_options, add_task_options
 
 __all__ = ["configure_parser", "run"]
 
@@ -42,13 +37,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grid", action="append", metavar="P=V,..,Q=V,..", help="a 2-D grid instead of PARAM/--values (heat map)"
     )
-    p.add_argument("--task", required=True, choices=("rec", "classify"), help="which task")
     p.add_argument(
         "--method", help="scoring method (default falip; circle when sweeping circle-scale); e.g. falip+circle"
     )
     p.add_argument("--prompt", default="circle", help="the visual prompt of qk-prompt / v-prompt (default circle)")
-    add_rec_options(p, standalone=False)
-    add_classify_options(p, standalone=False)
+    add_task_options(p)
     add_run_options(p)
     add_model_options(p)
 
@@ -61,24 +54,19 @@ def run(args: argparse.Namespace) -> int:
     from falip.core.errors import FalipError
 
     from ._common import ensure_writable_dir
-    from ._eval import classify_task, make_scorer, rec_task
+    from ._eval import build_task, make_scorer, settings_of
 
     if args.grid and (args.param or args.values):
         raise FalipError("give either PARAM with --values, or --grid, not both")
     if not args.grid and not args.param:
         raise FalipError("name the parameter to sweep (alpha, sigma, blocks, form, circle-scale) or give --grid")
-    if args.task == "rec" and not args.data:
-        raise FalipError("--task rec needs --data (a ReCLIP-format split file)")
-    if args.task == "classify" and not (args.dataset and args.root):
-        raise FalipError("--task classify needs --dataset and --root")
+    settings_of(args, args.task)  # every option applies to the task, the required ones given
     axes = parse_grid(args.grid) if args.grid else {args.param: args.values or DEFAULT_VALUES[args.param]}
     out = ensure_writable_dir(args.out, "--out")
     scorer, model = make_scorer(args)
 
     def make_task(point_scorer, point_model, method):
-        if args.task == "rec":
-            return rec_task(args, point_scorer, point_model, method)
-        return classify_task(args, point_scorer, point_model, method)
+        return build_task(args, args.task, point_scorer, point_model, method)
 
     def announce(point, folder: Path) -> None:
         print(f"\n== {point.name} -> {folder}", flush=True)

@@ -44,6 +44,7 @@ __all__ = [
     "region_mask",
     "outline_mask",
     "red_circle",
+    "scale_box",
     "colored_box",
     "reverse_blur",
     "grayscale_outside",
@@ -142,6 +143,22 @@ def _paint(image: Image.Image, mask: np.ndarray, color: Sequence[int]) -> Image.
     arr = _rgb(image)
     arr[mask] = np.asarray(color, dtype=np.uint8)[:3]
     return Image.fromarray(arr, "RGB")
+
+
+def scale_box(box: Box, factor: float, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``box`` (xyxy) with width and height times ``factor`` about its centre, clipped to ``size`` ``(W, H)``.
+
+    The red circle's enlargement of Table 14 (:attr:`falip.prompts.registry.PromptParams.circle_scale`);
+    a factor of 1 returns the box as it is (unclipped).
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not np.isfinite(factor) or factor <= 0:
+        raise FalipError(f"the circle's scale must be a number > 0, got {factor!r}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if factor == 1.0:
+        return (x0, y0, x1, y1)
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * factor, (y1 - y0) / 2 * factor
+    w, h = size
+    return (max(0.0, cx - hw), max(0.0, cy - hh), min(float(w), cx + hw), min(float(h), cy + hh))
 
 
 def red_circle(image: Image.Image, box: Box, color: Sequence[int] = RED, thickness: float = 2.0) -> Image.Image:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -69,6 +69,8 @@ __all__ = [
     "METHODS",
     "UNLEASH",
     "register_method",
+    "register_features",
+    "features_of",
     "available_methods",
     "parse_method",
     "parse_prompt",
@@ -88,7 +90,9 @@ class PromptParams:
     Thicknesses are in model-input pixels; ``blur_std`` is in original-image pixels (PIL's
     GaussianBlur radius is the standard deviation). ``unleash_k``: how many last blocks an
     ``unleash:<prompt>`` term unleashes when the term does not say (``unleash@K:``); None: the
-    paper's 4, or every block of a shallower tower.
+    paper's 4, or every block of a shallower tower. ``circle_scale``: the red circle's box
+    enlarged by this factor about its centre (> 0; 1: the box; Table 14). ``swap_prompt``: the
+    visual prompt (edit atoms joined by ``&``) of the ``qk-prompt``/``v-prompt`` ablations.
     """
 
     circle_color: tuple[int, int, int] = vp.RED
@@ -100,9 +104,19 @@ class PromptParams:
     cpt_color: tuple[int, int, int] = vp.CPT_COLOR
     cpt_alpha: int = vp.CPT_ALPHA
     unleash_k: int | None = None
+    circle_scale: float = 1.0
+    swap_prompt: str = "circle"
+
+    def __post_init__(self) -> None:
+        vp.scale_box((0, 0, 1, 1), self.circle_scale, (1, 1))  # validates the factor
 
 
 EditFn = Callable[[Image.Image, tuple[float, float, float, float], PromptParams], Image.Image]
+FeaturesFn = Callable[[Any, list], Any]
+"""``features(scorer, items) -> Tensor [sum K_i, D]``: ``scorer`` a :class:`falip.RegionScorer`;
+``items`` one per image with ``image`` (PIL, RGB), ``regions`` (original frame), ``regions_input``
+(model-input frame), ``len(item)`` regions; ``scorer.resized(item)``, ``scorer.edited(item, k, atoms)``,
+``scorer.falip_settings()``, ``scorer.preprocess``, ``scorer.fclip``, ``scorer.params`` help."""
 
 
 @dataclass(frozen=True)
@@ -110,17 +124,20 @@ class MethodSpec:
     """One atom of the method grammar.
 
     ``kind``: ``"falip"`` (foveal attention on the box), ``"none"`` (whole image), ``"crop"``
-    (box content only) or ``"edit"`` (``edit(image, box_xyxy, params) -> image``, applied at
-    ``scale``: ``"original"`` image pixels or ``"input"`` model-input pixels). ``text`` optionally
-    rewrites each raw text (replacing the template).
+    (box content only), ``"edit"`` (``edit(image, box_xyxy, params) -> image``, applied at
+    ``scale``: ``"original"`` image pixels or ``"input"`` model-input pixels) or ``"features"``: a
+    new way of computing region features, ``features(scorer, items) -> [sum K_i, D]`` (or
+    ``"module:function"``, imported on first use; see :func:`register_features`). ``text``
+    optionally rewrites each raw text (replacing the template).
     """
 
     name: str
-    kind: Literal["falip", "none", "crop", "edit"]
+    kind: Literal["falip", "none", "crop", "edit", "features"]
     description: str
     edit: EditFn | None = None
     scale: Literal["original", "input"] = "input"
     text: Callable[[str], str] | None = None
+    features: FeaturesFn | str | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -134,6 +151,8 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         raise FalipError(f"{UNLEASH!r} is reserved for unleashed prompts (unleash:<prompt>)")
     if spec.kind == "edit" and spec.edit is None:
         raise FalipError(f"method {spec.name!r} is an edit but has no edit function")
+    if spec.kind == "features" and spec.features is None:
+        raise FalipError(f"method {spec.name!r} computes features but has no features function")
     if spec.scale not in ("original", "input"):
         raise FalipError(f"scale must be 'original' or 'input', got {spec.scale!r}")
     METHODS[spec.name] = spec
@@ -148,7 +167,9 @@ for _spec in (
         "circle",
         "edit",
         "red ellipse inscribed in the box, at model-input scale",
-        lambda im, b, p: vp.red_circle(im, b, p.circle_color, p.circle_thickness),
+        lambda im, b, p: vp.red_circle(
+            im, vp.scale_box(b, p.circle_scale, im.size), p.circle_color, p.circle_thickness
+        ),
         "input",
     ),
     MethodSpec(
@@ -187,6 +208,24 @@ for _spec in (
         "original",
     ),
     MethodSpec(
+        "feature-mask",
+        "features",
+        "Fig. 7a ablation: the patch tokens times the region's ROA mask at the input of FALIP's blocks",
+        features="falip.analysis.ablations:feature_mask_features",
+    ),
+    MethodSpec(
+        "qk-prompt",
+        "features",
+        "Fig. 7b ablation: q, k from the prompted image (swap_prompt), v from the original, in FALIP's blocks",
+        features="falip.analysis.ablations:qk_prompt_features",
+    ),
+    MethodSpec(
+        "v-prompt",
+        "features",
+        "Fig. 7c ablation: q, k from the original with FALIP's bias, v from the prompted image",
+        features="falip.analysis.ablations:v_prompt_features",
+    ),
+    MethodSpec(
         "cpt",
         "edit",
         "ReCLIP's CPT shading of the box; text '{text lowercased} is in red color.'",
@@ -196,6 +235,40 @@ for _spec in (
     ),
 ):
     register_method(_spec)
+
+
+def register_features(name: str, description: str = "") -> Callable[[FeaturesFn], FeaturesFn]:
+    """Decorator: register ``fn(scorer, items) -> [sum K_i, D]`` as the method atom ``name``.
+
+    E.g. a mask-pooled feature::
+
+        @register_features("mask-pool", "mean of the patch tokens under the region")
+        def mask_pool(scorer, items):
+            ...
+
+    The atom then works wherever a method is taken (``--method mask-pool``, ``falip+mask-pool``).
+    """
+
+    def wrap(fn: FeaturesFn) -> FeaturesFn:
+        register_method(
+            MethodSpec(name, "features", description or (fn.__doc__ or name).strip().split("\n")[0], features=fn)
+        )
+        return fn
+
+    return wrap
+
+
+def features_of(spec: MethodSpec) -> FeaturesFn:
+    """The features function of a ``"features"`` atom (a lazy ``"module:function"`` imported now)."""
+    fn = spec.features
+    if isinstance(fn, str):
+        import importlib
+
+        module, _, attr = fn.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+    if fn is None:
+        raise FalipError(f"method {spec.name!r} computes no features")
+    return fn
 
 
 def available_methods() -> list[str]:
@@ -233,7 +306,7 @@ def parse_method(method: str) -> list[tuple[str, ...]]:
             raise FalipError(f"term {raw_term!r} of {method!r} repeats an atom")
         if len(atoms) > 1:
             for a in atoms:
-                if METHODS[a].kind in ("none", "crop"):
+                if METHODS[a].kind in ("none", "crop", "features"):
                     raise FalipError(f"{a!r} cannot be combined with other atoms by '&' (in {method!r})")
         terms.append(atoms)
     return terms

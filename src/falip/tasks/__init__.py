@@ -1,1 +1,292 @@
-"""The tasks FALIP serves, one module each: REC, region classification, and their metrics."""
+"""The tasks FALIP serves, one module each, and the registry every command reads them from.
+
+``rec`` (referring expression comprehension, :mod:`falip.tasks.rec`), ``classify`` (region
+classification, :mod:`falip.tasks.region_cls`), ``pointcloud`` (zero-shot 3D classification,
+:mod:`falip.tasks.pointcloud` with :mod:`falip.tasks.projection`); :mod:`falip.tasks.metrics`
+holds what they share.
+
+Each task is one :class:`TaskSpec` in :data:`TASKS`: its name, the datasets it reads (a kind of
+:mod:`falip.data.registry`), its settings (as data: the command line makes its options from
+them), its metrics (summary key, label, higher is better), how its summary prints as a table
+row, the methods it takes, and lazily (``"module:function"``) how its harness task is built.
+``falip compare``, ``sweep``, ``heads`` and ``paper`` and :func:`evaluate` take any registered
+task, so a new one is one new file plus one line here::
+
+    register_task(TaskSpec("count", "counting", "falip_count.task:make_task", dataset_kind="regions",
+                           settings=(Setting("top_k", "int", 5),)))
+
+where ``make_task(scorer, model, method, settings) -> task`` returns a task for
+:func:`falip.runner.run` (``name``, ``config``, ``units``, ``load``, ``run``, ``summarize``, ``table``).
+Importing this package loads no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..core.errors import FalipError
+from ..data.registry import Setting, get_dataset, resolve
+
+__all__ = [
+    "Metric",
+    "Setting",
+    "TaskSpec",
+    "TASKS",
+    "register_task",
+    "get_task",
+    "task_names",
+    "task_settings",
+    "make_task",
+    "evaluate",
+    "summary_columns",
+    "read_templates",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a task's summary reports: its ``key`` in ``summary.json``, a ``label``, and its sense."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task (module docstring).
+
+    ``build``: ``make_task(scorer, model, method, settings) -> task`` (or ``"module:function"``);
+    ``settings`` is a dict holding every setting of the task and of its dataset, defaults filled
+    (:func:`task_settings`). ``dataset_kind``: the kind of dataset it reads (``dataset`` then
+    names one, ``default_dataset`` when not given); ``settings``: its own settings (``dataset`` and
+    ``root`` are added for it when it reads a dataset by root); ``required``: settings that must
+    be given. ``metrics``: the first is the one sweeps plot. ``columns``: ``summary -> {column:
+    cell}`` for a comparison row (default: the metrics). ``methods``: the methods it takes (None:
+    any of :mod:`falip.prompts.registry`). ``samples``: ``(**settings) -> entries`` of images and
+    regions for ``falip heads`` (:func:`falip.analysis.heads.load_samples`); None: it has none.
+    """
+
+    name: str
+    title: str
+    build: str | Callable[..., Any]
+    description: str = ""
+    dataset_kind: Literal["regions", "pointcloud", "rec"] | None = None
+    default_dataset: str | None = None
+    settings: tuple[Setting, ...] = ()
+    required: tuple[str, ...] = ()
+    metrics: tuple[Metric, ...] = (Metric("accuracy", "top-1"),)
+    columns: str | Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    methods: tuple[str, ...] | None = None
+    default_methods: str = "none,crop,circle,blur,falip,falip+blur+circle"
+    samples: str | Callable[..., Any] | None = None
+
+    def all_settings(self, dataset: str | None = None) -> tuple[Setting, ...]:
+        """The task's settings, then those of ``dataset`` (a registered name; None: the task's own only)."""
+        out = list(self.settings)
+        if dataset is not None:
+            names = {s.name for s in out}
+            out += [s for s in get_dataset(dataset, self.dataset_kind).settings if s.name not in names]
+        return tuple(out)
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add (or replace) a task in :data:`TASKS`."""
+    if not spec.name or any(c.isspace() or c in ",:/" for c in spec.name):
+        raise FalipError(f"task names may not be empty or hold spaces, ',', ':' or '/': {spec.name!r}")
+    if not spec.metrics:
+        raise FalipError(f"task {spec.name!r} declares no metric")
+    TASKS[spec.name] = spec
+    return spec
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered task names, in registration order."""
+    return tuple(TASKS)
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The spec of task ``name``; FalipError naming the registered ones when unknown."""
+    if isinstance(name, TaskSpec):
+        return name
+    spec = TASKS.get(name)
+    if spec is None:
+        raise FalipError(f"unknown task {name!r}; one of {', '.join(TASKS)}")
+    return spec
+
+
+def task_settings(task: str | TaskSpec, **given: Any) -> dict[str, Any]:
+    """Every setting of ``task`` (and of its dataset) from ``given``, defaults filled, checked.
+
+    None stands for "not given". A setting neither the task nor its dataset takes, a required one
+    missing, a dataset of another kind or a value outside its choices is a FalipError.
+    """
+    spec = get_task(task)
+    dataset = given.get("dataset") or spec.default_dataset
+    if spec.dataset_kind is not None and dataset is not None:
+        get_dataset(dataset, spec.dataset_kind)
+    known = {s.name: s for s in spec.all_settings(dataset)}
+    unknown = sorted(k for k, v in given.items() if v is not None and k not in known)
+    if unknown:
+        where = f"task {spec.name}" + (f" (dataset {dataset})" if dataset else "")
+        raise FalipError(f"{where} takes no {', '.join(unknown)}; it takes {', '.join(known) or 'nothing'}")
+    out: dict[str, Any] = {}
+    for name, s in known.items():
+        value = given.get(name)
+        value = s.default if value is None else value
+        if value is not None and s.choices is not None and value not in s.choices:
+            raise FalipError(f"{name} must be one of {', '.join(s.choices)}, got {value!r}")
+        out[name] = value
+    if spec.dataset_kind is not None:
+        out["dataset"] = dataset
+    missing = [name for name in spec.required if out.get(name) in (None, (), [])]
+    if missing:
+        raise FalipError(f"task {spec.name} needs {' and '.join(missing)}")
+    return out
+
+
+def make_task(
+    task: str | TaskSpec, scorer: Any, *, method: str = "falip", model: Mapping[str, Any] | None = None, **settings: Any
+) -> Any:
+    """The harness task of ``task`` (:func:`falip.runner.run`) with ``settings`` (:func:`task_settings`).
+
+    ``scorer``: a :class:`falip.RegionScorer` (its model, FALIP options and edit parameters);
+    ``model``: the model description written to ``run.json``.
+    """
+    spec = get_task(task)
+    if spec.methods is not None and method not in spec.methods:
+        raise FalipError(f"task {spec.name} takes the methods {', '.join(spec.methods)}, got {method!r}")
+    return resolve(spec.build)(scorer, dict(model or {}), method, task_settings(spec, **settings))
+
+
+def evaluate(
+    task: str | TaskSpec,
+    scorer: Any,
+    out_dir: str | Path,
+    *,
+    method: str = "falip",
+    model: Mapping[str, Any] | None = None,
+    run_options: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> tuple[dict, list[dict]]:
+    """Run any registered task into ``out_dir``: ``(summary, per-item records)``.
+
+    E.g. ``evaluate("pointcloud", scorer, "runs/mn40", dataset="modelnet40", root="modelnet40_ply_hdf5_2048")``;
+    ``run_options`` go to :func:`falip.runner.run` (``resume``, ``limit``, ``workers``, ``batch_units``).
+    """
+    from ..runner import read_results, run
+
+    summary = run(make_task(task, scorer, method=method, model=model, **settings), out_dir, **dict(run_options or {}))
+    records, _ = read_results(out_dir)
+    return summary, records
+
+
+def summary_columns(task: str | TaskSpec, summary: Mapping[str, Any]) -> dict[str, str]:
+    """The cells of one row of a comparison table for ``summary`` (the task's ``columns``, else its metrics)."""
+    spec = get_task(task)
+    if spec.columns is not None:
+        cells = dict(resolve(spec.columns)(summary))
+    else:
+        cells = {m.label: f"{summary[m.key]:.1f}" for m in spec.metrics if summary.get(m.key) is not None}
+    cells["n"] = str(summary["n"])
+    if summary.get("skipped"):
+        cells["skipped"] = str(summary["skipped"])
+    return cells
+
+
+def read_templates(settings: Mapping[str, Any], default: str) -> tuple[str, ...]:
+    """The templates of ``settings``: its ``templates`` file (one a line) if given, else ``template`` or ``default``."""
+    path, template = settings.get("templates"), settings.get("template")
+    if not path:
+        return (template or default,)
+    path = Path(path)
+    if not path.is_file():
+        raise FalipError(f"templates file {path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FalipError(f"templates file {path}: not UTF-8 text (one template a line)") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise FalipError(f"templates file {path} holds no template")
+    return tuple(lines)
+
+
+# ------------------------------------------------------------------------------ how summaries print
+def _rec_columns(summary: Mapping[str, Any]) -> dict[str, str]:
+    cells = {split: f"{row['accuracy']:.1f}" for split, row in summary.get("by_split", {}).items()}
+    cells["all"] = f"{summary['accuracy']:.1f}"
+    return cells
+
+
+def _classify_columns(summary: Mapping[str, Any]) -> dict[str, str]:
+    cells = {"top-1": f"{summary['accuracy']:.1f}"}
+    for key in sorted(k for k in summary if k.startswith("correct") and k.endswith("_accuracy")):
+        cells[f"top-{key[len('correct') : -len('_accuracy')]}"] = f"{summary[key]:.1f}"
+    if "worst_group_accuracy" in summary:
+        cells["group mean"] = f"{summary['group_mean_accuracy']:.1f}"
+        cells["worst group"] = f"{summary['worst_group_accuracy']:.1f}"
+    return cells
+
+
+# ------------------------------------------------------------------------------------ the tasks
+_TEMPLATES = Setting("templates", "file", help="a file of templates, one per line, averaged in feature space")
+_ACCURACY = Metric("accuracy", "top-1")
+
+register_task(TaskSpec(
+    "rec", "REC", "falip.tasks.rec:make_task",
+    "referring expression comprehension: the box an expression names (ReCLIP-format splits)",
+    dataset_kind="rec", default_dataset="reclip",
+    settings=(
+        Setting("data", "files", help="a REC split file (repeat for several)"),
+        Setting("dataset", help="the REC format of the split files (default reclip)"),
+        Setting("images", "folder", help="image folder (e.g. COCO train2014/; default: each split file's folder)"),
+        Setting("detector_file", "file", help="detector proposals (the 'prop' setting; default: gold boxes)"),
+        Setting("template", default="a photo of {}", help="text template (REC default 'a photo of {}')"),
+        _TEMPLATES,
+        Setting("subtract_q", "int", 0, "'subtract' with Q negative captions (default 0: off)", minimum=0),
+        Setting("seed", "int", 0, "seed of the negative captions and random tie-breaks (>= 0)", minimum=0),
+        Setting("ties", default="first", choices=("first", "random"),
+                help="exact ties between boxes: the first box (np.argmax, the authors' rule) or a seeded draw"),
+    ),
+    required=("data",), metrics=(Metric("accuracy", "all"),), columns=_rec_columns,
+    samples="falip.analysis.heads:rec_samples",
+))  # fmt: skip
+register_task(TaskSpec(
+    "classify", "region classification", "falip.tasks.region_cls:make_task",
+    "name the object in each region among a list of classes",
+    dataset_kind="regions",
+    settings=(
+        Setting("dataset", help="the region dataset"),
+        Setting("root", help="dataset folder (jsonl/csv: the file)"),
+        Setting("template", default="a photo of a {}.", help="text template (default 'a photo of a {}.')"),
+        _TEMPLATES,
+        Setting("top_k", "int", 5, "the second accuracy reported (default top-5)", minimum=1),
+    ),
+    required=("dataset", "root"),
+    metrics=(_ACCURACY, Metric("group_mean_accuracy", "group mean"), Metric("worst_group_accuracy", "worst group")),
+    columns=_classify_columns, samples="falip.analysis.heads:classification_samples",
+))  # fmt: skip
+register_task(TaskSpec(
+    "pointcloud", "point clouds", "falip.tasks.pointcloud:make_task",
+    "zero-shot 3D classification of point clouds from depth views (PointCLIP), FALIP on each view's object",
+    dataset_kind="pointcloud",
+    settings=(
+        Setting("dataset", help="the point-cloud dataset"),
+        Setting("root", help="dataset folder"),
+        Setting("projection", default="v1", choices=("v1", "v2"), help="PointCLIP V1 (6 views) or V2 (10 views)"),
+        Setting("template", default="point cloud depth map of a {}.",
+                help="text template (point clouds: 'point cloud depth map of a {}.')"),
+        Setting("prompts", "file", help="JSON {class: [sentence, ...]}: per-class sentences averaged"),
+        Setting("view_weights", "floats", help="one weight per view, comma-separated (default equal)"),
+    ),
+    required=("dataset", "root"),
+    metrics=(_ACCURACY, Metric("mean_per_class_accuracy", "mean per class")),
+    methods=("none", "falip"), default_methods="none,falip",
+))  # fmt: skip

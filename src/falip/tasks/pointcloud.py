@@ -203,6 +203,7 @@ class PointCloudTask:
         items: Iterable[Any],
         classes: Sequence[str],
         model: dict | None = None,
+        falip_options: dict | None = None,
     ) -> None:
         from .projection import PROJECTIONS
 
@@ -220,6 +221,7 @@ class PointCloudTask:
         self.fclip, self.tokenizer, self.settings = fclip, tokenizer, settings
         self.items, self.classes = items, [str(c) for c in classes]
         self.model = dict(model or {})
+        self.falip_options = dict(falip_options or {})  # per-call FALIP settings (a sweep's point)
         self.n_views = n_views
         self._text: torch.Tensor | None = None
         if settings.prompts is not None:
@@ -304,7 +306,7 @@ class PointCloudTask:
             if covered.any():
                 regions = [Regions(masks=m[None], frame="input") for m in masks[covered]]
                 feats[torch.from_numpy(covered).to(device)] = self.fclip.encode_image(
-                    flat[torch.from_numpy(covered).to(device)], regions=regions
+                    flat[torch.from_numpy(covered).to(device)], regions=regions, **self.falip_options
                 )
             if (~covered).any():  # a view the cloud does not cover: nothing to look at, plain features
                 empty = torch.from_numpy(~covered).to(device)
@@ -354,25 +356,45 @@ def open_pointcloud_dataset(
     n_points: int = 1024,
     seed: int = 0,
 ) -> tuple[Iterable[Any], list[str], dict]:
-    """A point-cloud dataset by name: ``(items, classes, options)``; bad clouds are skipped.
+    """A point-cloud dataset by name: ``(items, classes, options)`` (:func:`falip.data.registry.open_dataset`).
 
     ``modelnet40`` (PointNet's h5 release), ``scanobjectnn`` (``variant``: its h5 folder, e.g.
     ``main_split`` or ``main_split_nobg``, optionally ``+augmentedrot_scale75``), ``folder`` (one
     subfolder of point files per class; ``n_points`` sampled with ``seed``).
     """
-    from ..data import pointclouds as pc
+    from ..data.registry import open_dataset
 
-    if name == "modelnet40":
-        ds: Any = pc.ModelNet40(root, split=split, errors="skip")
-        return ds, ds.classes, {"split": split}
-    if name == "scanobjectnn":
-        folder, _, perturbation = (variant or "main_split").partition("+")
-        ds = pc.ScanObjectNN(root, variant=folder, perturbation=perturbation or None, split=split, errors="skip")
-        return ds, ds.classes, {"split": split, "variant": variant or "main_split"}
-    if name == "folder":
-        ds = pc.PointFolder(root, n_points=n_points, seed=seed, errors="skip")
-        return ds, ds.classes, {"n_points": n_points, "seed": seed}
-    raise FalipError(f"unknown point-cloud dataset {name!r}; one of modelnet40, scanobjectnn, folder")
+    return open_dataset(name, root, "pointcloud", split=split, variant=variant, n_points=n_points, seed=seed)
+
+
+def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
+    """The point-cloud task of the registry (:mod:`falip.tasks`): the scorer's model, tokenizer and FALIP options."""
+    from ..data.registry import open_dataset
+
+    items, classes, options = open_dataset(settings["dataset"], str(settings["root"]), "pointcloud", **settings)
+    weights = settings.get("view_weights")
+    weights = None if weights is None else tuple(float(w) for w in weights)
+    config = PointCloudSettings(
+        dataset=settings["dataset"],
+        source=str(settings["root"]),
+        method=method,
+        projection=settings["projection"],
+        template=settings["template"],
+        view_weights=weights,
+        weights_from="equal" if weights is None else "given",
+        options=tuple(sorted(options.items())),
+        projected_points=None if settings["dataset"] == "folder" else 1024,  # a folder's clouds: every point loaded
+        prompts=read_prompts(settings["prompts"], classes) if settings.get("prompts") else None,
+    )
+    return PointCloudTask(
+        scorer.fclip,
+        scorer.tokenizer,
+        config,
+        items,
+        classes,
+        model,
+        falip_options=getattr(scorer, "falip_options", None),
+    )
 
 
 def evaluate_pointcloud(

@@ -236,7 +236,8 @@ class RecSettings:
     ``detector_file``: proposals ("prop" setting) instead of the annotations' boxes ("gold");
     ``subtract_q``: Q negative captions per sentence for "subtract" (0: off), drawn from the
     split's list of all sentences, seeded per sentence id with ``seed`` (:func:`sample_negatives`);
-    ``ties``: ``"first"`` box (the authors' ``np.argmax``) or a ``"random"`` draw seeded by ``seed``.
+    ``ties``: ``"first"`` box (the authors' ``np.argmax``) or a ``"random"`` draw seeded by ``seed``;
+    ``format``: the REC format of the split files (:func:`falip.data.registry.rec_reader`).
     """
 
     data: tuple[str, ...]
@@ -248,6 +249,7 @@ class RecSettings:
     seed: int = 0
     iou_threshold: float = 0.5
     ties: str = "first"
+    format: str = "reclip"
 
 
 _BOX_NOTE = re.compile(r"/(anns|detections)\[\d+\]$")  # skipped.jsonl ids of dropped boxes (not items)
@@ -291,14 +293,19 @@ class RecTask:
                 raise FalipError(f"REC split file not found: {path}")
         if settings.detector_file is not None and not Path(settings.detector_file).is_file():
             raise FalipError(f"detector file not found: {settings.detector_file}")
+        from ..data.registry import get_dataset
+
+        get_dataset(settings.format, "rec")
 
     def config(self) -> dict:
         s = self.settings
-        return {"task": "rec", **{k: v for k, v in asdict(s).items()}, **self.model}
+        config = {k: v for k, v in asdict(s).items() if k != "format" or v != "reclip"}  # as before formats
+        return {"task": "rec", **config, **self.model}
 
     def units(self) -> Iterator[Unit | Skip]:
-        from ..data.reclip import image_key, iter_reclip_jsonl, read_detections
+        from ..data.reclip import image_key, read_detections
         from ..data.records import Skipped
+        from ..data.registry import rec_reader
 
         s = self.settings
         dropped_dets: dict[str, list[str]] = {}
@@ -310,7 +317,7 @@ class RecTask:
             split = self._split_names[path]
             groups: dict[str, dict] = {}
             bank: list[str] = []
-            for sample in iter_reclip_jsonl(path, image_root=s.images, errors="skip"):
+            for sample in rec_reader(s.format)(path, image_root=s.images, errors="skip"):
                 if isinstance(sample, Skipped):
                     out.append(Skip(sample.id, sample.source, sample.reason))
                     continue
@@ -483,6 +490,28 @@ class RecTask:
                 f"{summary['images_without_detections']}"
             )
         return text
+
+
+def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str, Any]) -> RecTask:
+    """The REC task of the registry (:mod:`falip.tasks`): ``settings`` as :func:`falip.tasks.task_settings` gives."""
+    from . import read_templates
+
+    templates = read_templates(settings, REC_TEMPLATE)
+    return RecTask(
+        scorer,
+        RecSettings(
+            data=tuple(str(Path(d)) for d in settings["data"]),
+            images=None if settings["images"] is None else str(settings["images"]),
+            detector_file=None if settings["detector_file"] is None else str(settings["detector_file"]),
+            method=method,
+            template=templates[0] if len(templates) == 1 else templates,
+            subtract_q=settings["subtract_q"],
+            seed=settings["seed"],
+            ties=settings["ties"],
+            format=settings["dataset"],
+        ),
+        model,
+    )
 
 
 def evaluate_rec(

@@ -260,46 +260,29 @@ def open_dataset(
     classnames: str | None = None,
     objects: str = "all",
 ) -> tuple[Iterable[Any], list[str], dict]:
-    """A classification dataset by name: ``(items, classes, options)``; bad records are skipped.
+    """A classification dataset by name: ``(items, classes, options)`` (:func:`falip.data.registry.open_dataset`)."""
+    from ..data.registry import open_dataset as open_registered
 
-    ``name``: ``cub``, ``dogs`` (``objects``: every dog, or the first of each image),
-    ``waterbirds`` (needs ``cub_root`` for the boxes; ``classnames``: a
-    file renaming y = 0, 1), ``imagenet-s`` (``region``: the class mask or its box; ``classnames``: a
-    names file), ``jsonl`` or ``csv``
-    (``root`` is the file). ``options`` are the settings that define the run (for ``run.json``).
-    """
-    from ..data.classification import ClassificationFile
-    from ..data.cub import CUB
-    from ..data.dogs import StanfordDogs
-    from ..data.waterbirds import Waterbirds
+    return open_registered(
+        name, root, "regions", split=split, cub_root=cub_root, region=region, classnames=classnames, objects=objects
+    )
 
-    if name == "cub":
-        ds: Any = CUB(root, split=split, errors="skip")
-        return ds, ds.classes, {"split": split}
-    if name == "dogs":
-        ds = StanfordDogs(root, split=split, errors="skip", objects=objects)
-        return ds, ds.classes, {"split": split, "objects": objects}
-    if name == "waterbirds":
-        if cub_root is None:
-            raise FalipError("Waterbirds needs the CUB-200-2011 folder (--cub-root) for the bird boxes")
-        names = None
-        if classnames is not None:  # e.g. the two class names of a Waterbirds-style synthetic set
-            names = [line.strip() for line in Path(classnames).read_text(encoding="utf-8").splitlines() if line.strip()]
-            if len(names) != 2:
-                raise FalipError(f"{classnames}: Waterbirds takes 2 class names (y = 0, 1), found {len(names)}")
-        ds = Waterbirds(root, cub_root, split=split, errors="skip", **({"classes": names} if names else {}))
-        return ds, ds.classes, {"split": split, "cub_root": str(cub_root), "classnames": classnames}
-    if name == "imagenet-s":
-        from ..data.imagenet_s import ImageNetS
 
-        ds = ImageNetS(root, region=region, classnames=classnames, errors="skip")
-        return ds, ds.classes, {"region": region, "classnames": classnames}
-    if name in ("jsonl", "csv"):
-        ds = ClassificationFile(root, errors="skip", format=name)
-        if not ds.classes:
-            raise FalipError(f"{root}: nothing to score: no item could be read from it (an empty file?)")
-        return ds, ds.classes, {}
-    raise FalipError(f"unknown dataset {name!r}; one of cub, dogs, waterbirds, imagenet-s, jsonl, csv")
+def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str, Any]) -> ClassifyTask:
+    """The registry's classification task (:mod:`falip.tasks`); ``settings`` from :func:`~falip.tasks.task_settings`."""
+    from ..data.registry import open_dataset as open_registered
+    from . import read_templates
+
+    items, classes, options = open_registered(settings["dataset"], str(settings["root"]), "regions", **settings)
+    config = ClassifySettings(
+        dataset=settings["dataset"],
+        source=str(Path(settings["root"])),
+        method=method,
+        templates=read_templates(settings, CLS_TEMPLATE),
+        top_k=settings["top_k"],
+        options=tuple(sorted(options.items())),
+    )
+    return ClassifyTask(scorer, config, items, classes, model)
 
 
 def evaluate_classification(
