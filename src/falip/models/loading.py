@@ -42,6 +42,19 @@ def register_with_open_clip() -> None:
         }
 
 
+def ensure_registered(model_name: str) -> None:
+    """Register falip's own timm towers with timm when the open_clip config ``model_name`` names one.
+
+    ``falip-tiny-map``'s image tower is a timm model defined in :mod:`falip.models.timm_tiny`;
+    open_clip builds it by name through ``timm.create_model``, so it must be registered first.
+    timm is imported only here, for such a config.
+    """
+    cfg = open_clip.get_model_config(model_name) or {}
+    timm_name = str(cfg.get("vision_cfg", {}).get("timm_model_name") or "")
+    if timm_name.startswith("falip_"):
+        from . import timm_tiny  # noqa: F401  (registers the tower with timm)
+
+
 def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | None, bool]:
     """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise FalipError."""
     preset = get_preset(model_name)
@@ -165,6 +178,7 @@ def load(
     if not isinstance(model_name, str) or open_clip.get_model_config(model_name) is None:
         raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
+    ensure_registered(model_name)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
     with _quiet_random_init_warning(from_file):  # the file is loaded right below
         model = open_clip.create_model(
