@@ -350,9 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rec = json.loads(line)
                 done[rec["key"]] = rec["value"]
 
-    def cached(key: str, fn: Any) -> Any:
+    def cached(key: str, fn: Any, *fn_args: Any) -> Any:
         if key not in done:
-            done[key] = fn()
+            done[key] = fn(*fn_args)
             with open(store, "a") as fh:
                 fh.write(json.dumps({"key": key, "value": done[key]}) + "\n")
         return done[key]
@@ -381,10 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in _settings(pooling, depth, alphas, last):
             opts = {"alpha": s["alpha"], "sigma": args.sigma, "layers": tuple(s["layers"]), "form": s["form"]}
             sc = scorer.with_options(falip_options=opts)
-            rec = cached(_key(name, "rec_val", s), lambda: _rec_eval(sc, data["rec_val"], "falip", args.seed))
-            cls = cached(_key(name, "cls_val", s), lambda: _cls_eval(sc, data["cls_val"], "falip", args.seed))
+            rec = cached(_key(name, "rec_val", s), _rec_eval, sc, data["rec_val"], "falip", args.seed)
+            cls = cached(_key(name, "cls_val", s), _cls_eval, sc, data["cls_val"], "falip", args.seed)
             sweep.append({**s, "rec_val": rec["all"], "cls_val": cls})
-            _log(f"  val {s['label']:>12} a={s['alpha']:<4g} REC {100 * rec['all']['acc']:5.1f}  cls {100 * cls['acc']:5.1f}")
+            accs = f"REC {100 * rec['all']['acc']:5.1f}  cls {100 * cls['acc']:5.1f}"
+            _log(f"  val {s['label']:>12} a={s['alpha']:<4g} {accs}")
         entry: dict[str, Any] = {"pooling": pooling, "depth": depth, "implementation": impl, "sweep": sweep}
         # best on validation: REC + classification (first in sweep order on an exact tie)
         best = max(sweep, key=lambda r: r["rec_val"]["acc"] + r["cls_val"]["acc"])
@@ -399,13 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sc = scorer.with_options(falip_options=opts)
             test[tag] = {
                 "setting": {k: s[k] for k in ("alpha", "layers", "form", "label")},
-                "rec": cached(_key(name, "rec_test", s), lambda: _rec_eval(sc, data["rec_test"], "falip", args.seed)),
-                "cls": cached(_key(name, "cls_test", s), lambda: _cls_eval(sc, data["cls_test"], "falip", args.seed)),
+                "rec": cached(_key(name, "rec_test", s), _rec_eval, sc, data["rec_test"], "falip", args.seed),
+                "cls": cached(_key(name, "cls_test", s), _cls_eval, sc, data["cls_test"], "falip", args.seed),
             }
         for m in EDITS:
             test[m] = {
-                "rec": cached(_key(name, "rec_test", m), lambda: _rec_eval(scorer, data["rec_test"], m, args.seed)),
-                "cls": cached(_key(name, "cls_test", m), lambda: _cls_eval(scorer, data["cls_test"], m, args.seed)),
+                "rec": cached(_key(name, "rec_test", m), _rec_eval, scorer, data["rec_test"], m, args.seed),
+                "cls": cached(_key(name, "cls_test", m), _cls_eval, scorer, data["cls_test"], m, args.seed),
             }
         entry["test"] = test
         if pooling == "map" and impl == "library":
@@ -470,15 +471,16 @@ def _report(results: dict[str, Any]) -> None:
     ]
     print(_table(header, rows))
     for name, e in results["models"].items():
-        print(f"\n{name}: validation sweep, REC / region classification % ({e['pooling']}-pooled, {e['implementation']})")
+        kind = f"{e['pooling']}-pooled, FALIP through {e['implementation']}"
+        print(f"\n{name}: validation sweep, REC / region classification % ({kind})")
         alphas = sorted({s["alpha"] for s in e["sweep"]})
         labels = list(dict.fromkeys(s["label"] for s in e["sweep"]))
         cell = {(s["label"], s["alpha"]): s for s in e["sweep"]}
-        srows = [
-            [lab]
-            + [f"{100 * cell[lab, a]['rec_val']['acc']:4.1f} / {100 * cell[lab, a]['cls_val']['acc']:4.1f}" for a in alphas]
-            for lab in labels
-        ]
+
+        def pair(s: dict[str, Any]) -> str:
+            return f"{100 * s['rec_val']['acc']:4.1f} / {100 * s['cls_val']['acc']:4.1f}"
+
+        srows = [[lab] + [pair(cell[lab, a]) for a in alphas] for lab in labels]
         print(_table(["biased \\ alpha"] + [f"{a:g}" for a in alphas], srows))
         if "library_vs_naive" in e:
             print(f"library vs plain FALIP-MAP, largest feature difference: {e['library_vs_naive']}")

@@ -356,7 +356,8 @@ def train(config: TrainConfig) -> dict:
         if pool != config.pool:
             raise FalipError(
                 f"model config {name!r} pools its image tower with {pool!r}, not pool={config.pool!r}; "
-                f"pool='map' trains {', '.join(_MAP_TWINS.values())} from {', '.join(_MAP_TWINS)}, or pass a map-pooled config"
+                f"pool='map' trains {', '.join(_MAP_TWINS.values())} from {', '.join(_MAP_TWINS)}, "
+                "or pass a map-pooled config"
             )
         from ..models.loading import ensure_registered
 
