@@ -75,6 +75,11 @@ class OpenClipTimmTower(Tower):
         self._eva = name == "Eva"
         if any(isinstance(m, nn.Module) and "pool" in key for key, m in visual.head.named_children()):
             raise FalipError("open_clip's attention pool on a timm trunk (timm_pool 'abs_attn'/'rot_attn') is not supported")
+        if type(trunk.patch_embed).__name__ != "PatchEmbed":
+            raise FalipError(
+                f"the timm tower embeds patches with a {type(trunk.patch_embed).__name__} (a hybrid stem): "
+                "falip needs timm's plain PatchEmbed"
+            )
         if getattr(trunk, "dynamic_img_size", False):
             raise FalipError("a timm tower built with dynamic_img_size=True is not supported (fixed input size only)")
         pool = trunk.global_pool
@@ -87,7 +92,7 @@ class OpenClipTimmTower(Tower):
             if type(trunk.attn_pool).__name__ != "AttentionPoolLatent":
                 raise FalipError(f"the timm map head is a {type(trunk.attn_pool).__name__}, not AttentionPoolLatent")
             if trunk.attn_pool.mlp is None:
-                raise FalipError("the timm map head has no output projection/MLP (out_features=0) : not supported")
+                raise FalipError("the timm map head has no output projection/MLP (out_features=0): not supported")
             skips_prefix = not self._eva and not getattr(trunk, "pool_include_prefix", False)
             if skips_prefix and trunk.num_prefix_tokens:
                 raise FalipError(
