@@ -85,14 +85,14 @@ def tower_info(cfg: dict) -> tuple[str, str, str | None]:
             return "open_clip", pool, f"pools with {pool!r}, no [CLS] token"
         return "open_clip", "cls", None
     pool = vision.get("timm_pool", "avg")
-    pooling = {"token": "cls", "map": "map"}.get(pool, pool or "timm default")
+    pooling = {"token": "cls", "map": "map"}.get(pool, pool or "default")
     library = "open_clip+timm"
     if timm_name.startswith(("vit_pe_", "vit_base_mci", "vit_relpos")):
         return library, pooling, f"timm {timm_name}: rotary or relative-position attention, or a hybrid stem"
     if not timm_name.startswith(("vit_", "eva")):
         return library, pooling, f"timm {timm_name} is not a ViT"
     if pool not in ("token", "map"):
-        return library, pooling, f"pools with {pool or 'the timm default'!r}: needs the class token or a map head"
+        return library, pooling, f"pools with {pool or "the default"!r}: needs the class token or a map head"
     return library, pooling, None
 
 
