@@ -92,7 +92,7 @@ def tower_info(cfg: dict) -> tuple[str, str, str | None]:
     if not timm_name.startswith(("vit_", "eva")):
         return library, pooling, f"timm {timm_name} is not a ViT"
     if pool not in ("token", "map"):
-        return library, pooling, f"pools with {pool or "the default"!r}: needs the class token or a map head"
+        return library, pooling, f"pools with {pool or 'the default'!r}: needs the class token or a map head"
     return library, pooling, None
 
 
