@@ -207,6 +207,7 @@ def load(
         maps a list of texts to token ids ``[T, context]``.
     """
     from ..core.model import FovealCLIP
+    from ..towers import tower_for
 
     if isinstance(model_name, str) and model_name.startswith(HF_PREFIX):
         from .hf import load_hf
@@ -223,7 +224,7 @@ def load(
         model, preprocess, tokenizer = _load_open_clip(model_name, pretrained, device, precision, resize_mode, cache_dir)
     settings = get_preset(model_name).settings()
     settings.update(falip_kwargs)
-    fclip = FovealCLIP(model, **settings)
+    fclip = FovealCLIP(tower_for(model), **settings)
     fclip.preprocess = preprocess
     return fclip, preprocess, tokenizer
 
