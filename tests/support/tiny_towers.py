@@ -91,8 +91,14 @@ def make_timm_clip(kind: str = "vit", pool: str = "token", seed: int = 0, **timm
     """
     import open_clip
 
-    _register_timm_models()
     torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(**timm_clip_config(kind, pool, **timm_kwargs))
+    return jitter_(model, seed).eval()
+
+
+def timm_clip_config(kind: str = "vit", pool: str = "token", **timm_kwargs) -> dict:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``...) of :func:`make_timm_clip`."""
+    _register_timm_models()
     embed_dim = 24
     vision_cfg: dict = dict(image_size=IMAGE, timm_model_pretrained=False, timm_pool=pool)
     extra: dict = {}
@@ -108,13 +114,23 @@ def make_timm_clip(kind: str = "vit", pool: str = "token", seed: int = 0, **timm
         # TimmModel passes no trunk kwargs through, so register a variant carrying them
         name = _register_variant(name, timm_kwargs)
     vision_cfg["timm_model_name"] = name
-    model = open_clip.CustomTextCLIP(
-        embed_dim=embed_dim,
-        vision_cfg=vision_cfg,
-        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1),
-        **extra,
-    )
-    return jitter_(model, seed).eval()
+    text_cfg = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
+    return dict(embed_dim=embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, **extra)
+
+
+def register_timm_open_clip(folder: Path, name: str, kind: str = "vit", pool: str = "token", seed: int = 0) -> Path:
+    """Make ``name`` an open_clip model (a config JSON in ``folder``, added to open_clip) with a tiny timm
+    tower, and save random weights for it; returns the checkpoint path (for ``--pretrained``)."""
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = dict(timm_clip_config(kind, pool), custom_text=True)
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    path = folder / f"{name}.pt"
+    torch.save(make_timm_clip(kind, pool, seed=seed).state_dict(), path)
+    return path
 
 
 _VARIANTS: dict[str, str] = {}
