@@ -213,12 +213,19 @@ def test_models_lists_presets_and_configs(capsys):
     code, out, _ = run_cli(["models", "--all"], capsys)
     assert code == 0
     assert "falip-tiny" in out and "shipped weights" in out and "paper defaults" in out
-    assert "  ViT-B-16\n" in out and "  ViT-L-14\n" in out
-    assert "RN50" not in out and "coca" not in out.lower() and "SigLIP" not in out
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in out.splitlines() if line.startswith("  ")}
+    assert rows["ViT-B-16"] == ["open_clip", "cls", "wraps"] and rows["ViT-L-14"][2] == "wraps"
+    assert rows["ViT-B-16-SigLIP"] == ["open_clip+timm", "map", "wraps"]
+    assert rows["ViT-B-16-SigLIP2"] == ["open_clip+timm", "map", "wraps"]
+    assert rows["EVA02-B-16"] == ["open_clip+timm", "cls", "wraps"]
+    assert rows["RN50"][2].startswith("no: a ResNet") and rows["coca_ViT-B-32"][2].startswith("no: CoCa")
+    assert rows["convnext_base"][2] == "no: timm convnext_base is not a ViT"
+    assert "hf:<hub id or folder>" in out and "SiglipModel" in out
 
 
 def test_models_config_list_matches_open_clip():
-    """The JSON-read list is exactly what open_clip.list_models() + the old filter gave."""
+    """The JSON-read list: open_clip.list_models() (+ falip's) whose tower falip wraps: open_clip's own
+    ViTs pooling [CLS] (the old filter) and the timm ViT/EVA towers pooling a class token or a map head."""
     import open_clip
 
     from falip.models.presets import CONFIG_DIR
@@ -228,13 +235,21 @@ def test_models_config_list_matches_open_clip():
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name) or {}
         vision = cfg.get("vision_cfg", {})
-        if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
+        timm_name = vision.get("timm_model_name")
+        if timm_name is not None:
+            family = timm_name.startswith(("vit_", "eva")) and not timm_name.startswith(
+                ("vit_pe_", "vit_base_mci", "vit_relpos")
+            )
+            if family and vision.get("timm_pool") in ("token", "map"):
+                expected.append(name)
+            continue
+        if not isinstance(vision.get("layers", 12), int):
             continue
         if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or "multimodal_cfg" in cfg:
             continue
         expected.append(name)
     assert models_cmd.wrappable_models() == expected
-    assert "falip-tiny" in expected
+    assert "falip-tiny" in expected and "ViT-B-16-SigLIP" in expected and "EVA02-B-16" in expected
 
 
 def test_models_tags(capsys):

@@ -102,6 +102,7 @@ def set_threads(threads: int) -> None:
 def load_model(model: str, pretrained: str, *, allow_random: bool = False, **load_kwargs: Any) -> tuple[Any, Any, Any]:
     """``falip.load`` for the command line: ``(fclip, preprocess, tokenizer)``.
 
+    * ``hf:<hub id or folder>`` models bring their own weights (``pretrained`` stays "auto").
     * ``pretrained="auto"`` means the shipped weights; a model without shipped weights (or whose
       shipped file is missing) is an error naming the file or saying what to pass, never a
       silent random-weight model (unless ``allow_random``).
@@ -112,7 +113,7 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
     from falip.core.errors import FalipError
     from falip.models.presets import get_preset
 
-    if pretrained == "auto" and not allow_random:
+    if pretrained == "auto" and not allow_random and not str(model).startswith("hf:"):
         path = get_preset(model).weights_path
         if path is None:
             raise FalipError(

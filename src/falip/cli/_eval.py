@@ -42,7 +42,11 @@ def _layers(text: str) -> list[int]:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model``, ``--pretrained``, FALIP settings, ``--device``, ``--threads``."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
+    g.add_argument(
+        "--model",
+        default="falip-tiny",
+        help="open_clip model name, or hf:<hub id or folder> for a Hugging Face CLIP/SigLIP (default: the shipped falip-tiny)",
+    )
     g.add_argument(
         "--pretrained",
         default="auto",
@@ -57,7 +61,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "(default: preset)",
     )
     g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
-    g.add_argument("--resize", choices=("squash", "crop"), default="squash", help="preprocessing resize mode")
+    g.add_argument(
+        "--resize",
+        choices=("squash", "crop"),
+        help="preprocessing resize mode (default: the model's own: squash for open_clip models, the image "
+        "processor's for hf: models)",
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
@@ -147,7 +156,7 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "blocks": [i + 1 for i in fclip.layers],
         "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper",
         "form": fclip.form,
-        "resize": args.resize,
+        "resize": preprocess.mode,
         "precision": args.precision,
     }
     return scorer, model

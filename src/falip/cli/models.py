@@ -1,4 +1,4 @@
-"""``falip models``: falip's presets and the open_clip models it can wrap.
+"""``falip models``: falip's presets, the open_clip models it can wrap, and Hugging Face models.
 
 The model list is read from the JSON model configs shipped inside the installed open_clip
 package (and falip's own), without importing open_clip or torch, so the command is instant.
@@ -14,14 +14,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure_parser", "run", "model_configs", "is_wrappable", "wrappable_models"]
+__all__ = ["configure_parser", "run", "model_configs", "is_wrappable", "tower_info", "wrappable_models"]
 
 EXAMPLE_MODEL = "ViT-B-16-quickgelu"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``models`` options to ``p``."""
-    p.add_argument("--all", action="store_true", help="list every open_clip ViT config that falip can wrap")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every open_clip config: its tower's library, pooling and whether falip wraps it",
+    )
     p.add_argument(
         "--tags", action="store_true", help="with each listed model, its open_clip pretrained tags (imports open_clip)"
     )
@@ -63,14 +67,38 @@ def model_configs() -> dict[str, dict]:
     return {name: configs[name] for name in sorted(configs, key=_natural_key)}
 
 
-def is_wrappable(cfg: dict) -> bool:
-    """True if the config's image tower is a native open_clip ViT that pools [CLS] (what FALIP needs)."""
+def tower_info(cfg: dict) -> tuple[str, str, str | None]:
+    """``(library, pooling, why_not)`` of a config's image tower; ``why_not`` is None when falip wraps it.
+
+    Read from the config alone (no import): open_clip's own ViT pooling [CLS]; open_clip's timm towers
+    built on timm's VisionTransformer ([CLS] or SigLIP's "map" head) or Eva (EVA01/EVA02).
+    """
     vision = cfg.get("vision_cfg", {})
-    if "timm_model_name" in vision or not isinstance(vision.get("layers", 12), int):
-        return False  # timm tower or a ResNet
-    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or "multimodal_cfg" in cfg:
-        return False
-    return True
+    timm_name = vision.get("timm_model_name")
+    if timm_name is None:
+        if not isinstance(vision.get("layers", 12), int):
+            return "open_clip", "attn-pool", "a ResNet image tower"
+        if "multimodal_cfg" in cfg or vision.get("attentional_pool"):
+            return "open_clip", "attn-pool", "CoCa's attentional pooler"
+        pool = vision.get("pool_type", "tok")
+        if pool != "tok":
+            return "open_clip", pool, f"pools with {pool!r}, no [CLS] token"
+        return "open_clip", "cls", None
+    pool = vision.get("timm_pool", "avg")
+    pooling = {"token": "cls", "map": "map"}.get(pool, pool or "default")
+    library = "open_clip+timm"
+    if timm_name.startswith(("vit_pe_", "vit_base_mci", "vit_relpos")):
+        return library, pooling, f"timm {timm_name}: rotary or relative-position attention, or a hybrid stem"
+    if not timm_name.startswith(("vit_", "eva")):
+        return library, pooling, f"timm {timm_name} is not a ViT"
+    if pool not in ("token", "map"):
+        return library, pooling, f"pools with {pool or 'the default'!r}: needs the class token or a map head"
+    return library, pooling, None
+
+
+def is_wrappable(cfg: dict) -> bool:
+    """True if falip wraps the config's image tower (see :func:`tower_info`)."""
+    return tower_info(cfg)[2] is None
 
 
 def wrappable_models() -> list[str]:
@@ -89,21 +117,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<24} {preset.settings()}  [{shipped}] {preset.notes}")
     print(f"  {'(any other model)':<24} {PAPER_PRESET.settings()}  {PAPER_PRESET.notes}")
 
-    names = wrappable_models()
+    configs = model_configs()
+    names = [name for name, cfg in configs.items() if is_wrappable(cfg)]
     tags: dict[str, list[str]] = {}
     if args.tags:
         import open_clip
 
-        import falip.models.loading  # noqa: F401  (registers falip's shipped weights as tags)
+        import falip.models.loading as loading
 
+        loading.register_with_open_clip()
         tags = {name: list(open_clip.list_pretrained_tags_by_model(name)) for name in names}
+    pooled = {p: sum(tower_info(configs[n])[1] == p for n in names) for p in ("cls", "map")}
     print(
-        f"\n{len(names)} open_clip ViT configs pool [CLS] and work with falip, e.g. {EXAMPLE_MODEL}"
-        + ("" if args.all or args.tags else " (--all lists them; --tags adds their pretrained tags)")
+        f"\n{len(names)} open_clip configs work with falip ({pooled['cls']} pool [CLS], {pooled['map']} are "
+        f"attention-pooled), e.g. {EXAMPLE_MODEL}"
+        + ("" if args.all or args.tags else " (--all lists every config; --tags adds pretrained tags)")
         + "."
     )
-    if args.all or args.tags:
+    if args.all:
+        print(f"  {'name':<32} {'library':<15} {'pooling':<15} falip")
+        for name, cfg in configs.items():
+            library, pooling, why_not = tower_info(cfg)
+            print(f"  {name:<32} {library:<15} {pooling:<15} {'wraps' if why_not is None else 'no: ' + why_not}")
+    elif args.tags:
         for name in names:
-            suffix = f"  ({', '.join(tags[name]) if tags[name] else 'no pretrained tags'})" if args.tags else ""
-            print(f"  {name}{suffix}")
+            print(f"  {name}  ({', '.join(tags[name]) if tags[name] else 'no pretrained tags'})")
+    print(
+        "\nHugging Face models load as 'hf:<hub id or folder>' (transformers): CLIPModel, CLIPVisionModel, "
+        "CLIPVisionModelWithProjection pool [CLS]; SiglipModel, SiglipVisionModel are attention-pooled."
+    )
     return 0

@@ -1,4 +1,9 @@
-"""Loading open_clip models as FovealCLIP, with falip's shipped configs registered in open_clip."""
+"""Loading models as FovealCLIP: open_clip names (its own ViTs and its timm towers) and Hugging Face
+models (``"hf:<hub id or folder>"``, :mod:`falip.models.hf`), with falip's shipped configs registered
+in open_clip.
+
+open_clip, timm and transformers are imported only when a model of theirs is loaded.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import open_clip
 import torch
 
 from ..core.errors import FalipError
@@ -18,15 +23,26 @@ from ..core.model import FovealCLIP
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
 
+if TYPE_CHECKING:
+    from ..core.model import FovealCLIP
+
 _AUTO = "auto"
+HF_PREFIX = "hf:"
+_REGISTERED = False
 
 
 def register_with_open_clip() -> None:
     """Make falip's shipped model configs (and their weights, as tag ``"synthetic"``) known to open_clip.
 
     After this, ``open_clip.create_model("falip-tiny", pretrained="synthetic")`` works offline.
-    Called once at ``import falip``.
+    Called when falip first loads an open_clip model (or at import when open_clip is already imported).
     """
+    global _REGISTERED
+    import open_clip
+
+    if _REGISTERED:
+        return
+    _REGISTERED = True
     open_clip.add_model_config(CONFIG_DIR)
     table = getattr(getattr(open_clip, "pretrained", None), "_PRETRAINED", None)
     for name, preset in PRESETS.items():
@@ -42,6 +58,14 @@ def register_with_open_clip() -> None:
         }
 
 
+def _open_clip() -> Any:
+    """open_clip, with falip's shipped configs registered."""
+    import open_clip
+
+    register_with_open_clip()
+    return open_clip
+
+
 def ensure_registered(model_name: str) -> None:
     """Register falip's own timm towers with timm when the open_clip config ``model_name`` names one.
 
@@ -49,7 +73,7 @@ def ensure_registered(model_name: str) -> None:
     open_clip builds it by name through ``timm.create_model``, so it must be registered first.
     timm is imported only here, for such a config.
     """
-    cfg = open_clip.get_model_config(model_name) or {}
+    cfg = _open_clip().get_model_config(model_name) or {}
     timm_name = str(cfg.get("vision_cfg", {}).get("timm_model_name") or "")
     if timm_name.startswith("falip_"):
         from . import timm_tiny  # noqa: F401  (registers the tower with timm)
@@ -57,6 +81,7 @@ def ensure_registered(model_name: str) -> None:
 
 def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | None, bool]:
     """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise FalipError."""
+    open_clip = _open_clip()
     preset = get_preset(model_name)
     if pretrained == _AUTO:
         path = preset.weights_path
@@ -134,6 +159,7 @@ def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> 
     Raises FalipError naming the file when it is empty, cannot be read (not a PyTorch or
     safetensors checkpoint), or holds weights that do not fit ``model_name``.
     """
+    open_clip = _open_clip()
     head = f"{path} is not a checkpoint open_clip can load for {model_name}"
     if os.path.getsize(path) == 0:
         raise FalipError(f"{head}: the file is empty")
@@ -151,32 +177,81 @@ def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> 
         raise FalipError(f"{head}: it cannot be read as a {kind} file ({reason})") from err
 
 
+_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _interpolation(name: str | None, default: str = "bicubic") -> str:
+    """A resampling filter falip's Preprocess knows (``"random"``, a training-time choice, and unknown
+    names fall back to ``default``)."""
+    return name if name in _INTERPOLATIONS else default
+
+
 def load(
     model_name: str = "falip-tiny",
     pretrained: str | None = _AUTO,
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    resize_mode: str = "squash",
+    resize_mode: str | None = None,
     cache_dir: str | None = None,
     **falip_kwargs: Any,
 ) -> tuple[FovealCLIP, Preprocess, Callable]:
-    """Create an open_clip model and wrap it as a :class:`FovealCLIP`.
+    """Load a CLIP-like model and wrap it as a :class:`FovealCLIP`.
 
     Args:
-        model_name: any open_clip model name (``open_clip.list_models()``) or ``"falip-tiny"``.
-        pretrained: an open_clip tag (downloads at first use, then cached), a local checkpoint
-            path, None for random weights, or ``"auto"``: the shipped weights for falip's own
-            models, random weights (with a warning) otherwise.
-        device, precision: passed to ``open_clip.create_model``.
-        resize_mode: ``"squash"`` (the paper's, default) or ``"crop"`` (shorter side + centre crop).
+        model_name: an open_clip model name (``open_clip.list_models()``: its own ViTs, its timm
+            towers such as ``"ViT-B-16-SigLIP"`` or ``"EVA02-B-16"``, and ``"falip-tiny"``), or a
+            Hugging Face model ``"hf:<hub id>"`` / ``"hf:<folder>"`` (CLIP or SigLIP, loaded with
+            transformers' own ``from_pretrained``, image processor config and tokenizer; a folder
+            is read offline).
+        pretrained: open_clip names only: an open_clip tag (downloads at first use, then cached),
+            a local checkpoint path, None for random weights, or ``"auto"``: the shipped weights
+            for falip's own models, random weights (with a warning) otherwise. ``hf:`` models take
+            their weights from the hub or folder (only ``"auto"``/None are accepted).
+        device, precision: where and in what dtype (``"fp32"``, ``"fp16"``, ``"bf16"``) the model runs.
+        resize_mode: ``"squash"`` or ``"crop"`` (shorter side + centre crop); None: the model's
+            own: squash for open_clip models (the authors' recipe), the image processor's for
+            ``hf:`` models (CLIP crops, SigLIP squashes). Interpolation and mean/std always follow
+            the model's config (open_clip's preprocess config, the HF image processor).
         **falip_kwargs: FovealCLIP settings (alpha, sigma, layers, form, batch_size); the model's
             preset supplies those not given.
     Returns:
-        ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``.
+        ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``; ``tokenizer``
+        maps a list of texts to token ids ``[T, context]``.
     """
+    from ..core.model import FovealCLIP
+    from ..towers import tower_for
+
+    if isinstance(model_name, str) and model_name.startswith(HF_PREFIX):
+        from .hf import load_hf
+
+        if pretrained not in (_AUTO, None):
+            raise FalipError(
+                f"pretrained={pretrained!r} is for open_clip names; {model_name} takes its weights from the "
+                "Hugging Face hub or its folder"
+            )
+        model, preprocess, tokenizer = load_hf(
+            model_name[len(HF_PREFIX) :], device=device, precision=precision, resize_mode=resize_mode, cache_dir=cache_dir
+        )
+    else:
+        model, preprocess, tokenizer = _load_open_clip(model_name, pretrained, device, precision, resize_mode, cache_dir)
+    settings = get_preset(model_name).settings()
+    settings.update(falip_kwargs)
+    fclip = FovealCLIP(tower_for(model), **settings)
+    fclip.preprocess = preprocess
+    return fclip, preprocess, tokenizer
+
+
+def _load_open_clip(
+    model_name: Any, pretrained: str | None, device: Any, precision: str, resize_mode: str | None, cache_dir: str | None
+) -> tuple[torch.nn.Module, Preprocess, Callable]:
+    """An open_clip model (eval mode), its Preprocess and its tokenizer."""
+    open_clip = _open_clip()
     if not isinstance(model_name, str) or open_clip.get_model_config(model_name) is None:
-        raise FalipError(f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny')")
+        raise FalipError(
+            f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny'), "
+            "or load a Hugging Face model as 'hf:<hub id or folder>'"
+        )
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
     ensure_registered(model_name)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
@@ -192,20 +267,26 @@ def load(
     if from_file:
         load_checkpoint_file(model, checkpoint, model_name)
     model.eval()
-    settings = get_preset(model_name).settings()
-    settings.update(falip_kwargs)
-    fclip = FovealCLIP(model, **settings)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    image_size = getattr(model.visual, "image_size", None) or cfg.get("size", 224)
     preprocess = Preprocess(
-        fclip.image_size,
+        image_size,
         mean=cfg.get("mean", OPENAI_MEAN),
         std=cfg.get("std", OPENAI_STD),
-        mode=resize_mode,
-        interpolation="bicubic",
+        mode=resize_mode or "squash",
+        interpolation=_interpolation(cfg.get("interpolation")),
     )
-    fclip.preprocess = preprocess
-    tokenizer = open_clip.get_tokenizer(model_name)
-    return fclip, preprocess, tokenizer
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+    except Exception as err:  # a hub tokenizer (SigLIP's) that cannot be fetched offline
+        text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+        source = text_cfg.get("hf_tokenizer_name", "its tokenizer")
+        raise FalipError(
+            f"the tokenizer of {model_name} ({source}, from the Hugging Face hub) could not be loaded: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    return model, preprocess, tokenizer
 
 
-register_with_open_clip()
+if "open_clip" in sys.modules:  # already paid for: make the shipped configs known right away
+    register_with_open_clip()

@@ -1,0 +1,184 @@
+"""Hugging Face transformers' SigLIP: ``SiglipModel`` and ``SiglipVisionModel`` (attention-pooled).
+
+The image tower has no [CLS] token: patch embeddings plus positions, encoder layers,
+``post_layernorm`` on every token (:meth:`final_norm`), then the
+``SiglipMultiheadAttentionPoolingHead``: a learned probe attends over all tokens through an
+``nn.MultiheadAttention``, then ``x + mlp(layernorm(x))`` and the probe's row is the feature.
+The text side is the model's own (``get_text_features``); SigLIP scores with a logit bias too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import FalipError
+from ..core.tower import BlockParts, PoolParts, Tower
+from ._hf import (
+    check_attention_impl,
+    encoder_block_parts,
+    features,
+    is_transformers_model,
+    run_encoder_layer,
+    vision_core,
+)
+
+__all__ = ["HFSiglipTower"]
+
+_CLASSES = ("SiglipModel", "SiglipVisionModel")
+
+
+class HFSiglipTower(Tower):
+    """A transformers SigLIP model seen as an attention-pooled ("map") tower."""
+
+    library = "transformers"
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        """True for transformers' SiglipModel / SiglipVisionModel (checked without importing it)."""
+        return is_transformers_model(model, _CLASSES)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        core = vision_core(model)
+        check_attention_impl(core.config)
+        head = getattr(core, "head", None)
+        if not getattr(core, "use_head", True) or head is None:
+            raise FalipError(
+                f"{type(model).__name__} was built with vision_use_head=False: it has no attention-pooling head "
+                "to pool features with"
+            )
+        mha = head.attention
+        if not isinstance(mha, nn.MultiheadAttention) or not mha.batch_first:
+            raise FalipError("the SigLIP pooling head's attention is not a batch-first nn.MultiheadAttention")
+        if mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
+            raise FalipError("the SigLIP pooling head uses nn.MultiheadAttention options falip does not support")
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
+    def core(self) -> nn.Module:
+        return vision_core(self.model)
+
+    @property
+    def depth(self) -> int:
+        return len(self.core.encoder.layers)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        p = int(self.core.embeddings.patch_size)
+        return p, p
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = int(self.core.embeddings.image_size)
+        return s, s
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        g = self.image_size[0] // self.patch_size[0]
+        return g, g
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 0
+
+    @property
+    def width(self) -> int:
+        return int(self.core.config.hidden_size)
+
+    @property
+    def output_dim(self) -> int:
+        return self.width
+
+    @property
+    def pooling(self) -> str:
+        return "map"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.core.embeddings.patch_embedding.weight.dtype
+
+    # ------------------------------------------------------------------------------ forward
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.core.embeddings(images.to(self.dtype))
+
+    def parts(self, index: int) -> BlockParts:
+        return encoder_block_parts(self.core.encoder.layers[index])
+
+    def run_block(self, index: int, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        return run_encoder_layer(self.core.encoder.layers[index], x, attn_bias)
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.core.post_layernorm(tokens)
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.core.head(self.core.post_layernorm(tokens))
+
+    def _finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head after its attention: ``x + mlp(layernorm(x))``, then the probe's row ``[B, P, C] -> [B, C]``."""
+        head = self.core.head
+        return (pooled + head.mlp(head.layernorm(pooled)))[:, 0]
+
+    def pool_parts(self) -> PoolParts:
+        head = self.core.head
+        mha = head.attention
+        c = mha.embed_dim
+        w, b = mha.in_proj_weight, mha.in_proj_bias
+        bq, bk, bv = (None, None, None) if b is None else (b[:c], b[c : 2 * c], b[2 * c :])
+        heads = int(mha.num_heads)
+        return PoolParts(
+            probe=head.probe[0],
+            q_weight=w[:c],
+            q_bias=bq,
+            k_weight=w[c : 2 * c],
+            k_bias=bk,
+            v_weight=w[2 * c :],
+            v_bias=bv,
+            heads=heads,
+            head_dim=c // heads,
+            scale=float((c // heads) ** -0.5),
+            out_weight=mha.out_proj.weight,
+            out_bias=mha.out_proj.bias,
+            finish=self._finish,
+        )
+
+    def run_pool(self, tokens: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        head = self.core.head
+        mha = head.attention
+        probe = head.probe.expand(tokens.shape[0], -1, -1)
+        mask = None
+        if attn_bias is not None:
+            # nn.MultiheadAttention takes a per-sample mask as [B * heads, P, L], sample-major
+            mask = attn_bias.to(tokens.dtype).repeat_interleave(mha.num_heads, dim=0)
+        pooled = mha(probe, tokens, tokens, attn_mask=mask, need_weights=False)[0]
+        return self._finish(pooled)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.to(self.dtype)
+        if type(self.model).__name__ == "SiglipModel":
+            return features(self.model.get_image_features(pixel_values=pixels), "pooler_output", "image_embeds")
+        return features(self.model(pixel_values=pixels), "pooler_output")
+
+    # --------------------------------------------------------------------------- text side
+    def _needs_text(self) -> None:
+        if not hasattr(self.model, "get_text_features"):
+            raise FalipError(
+                f"{type(self.model).__name__} is a vision-only model: it has no text tower to score texts with "
+                "(load the full SiglipModel)"
+            )
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        self._needs_text()
+        out = features(self.model.get_text_features(input_ids=tokens.to(self.device)), "pooler_output", "text_embeds")
+        return F.normalize(out, dim=-1) if normalize else out
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        self._needs_text()
+        return self.model.logit_scale.reshape(())
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        bias = getattr(self.model, "logit_bias", None)  # vision-only models have none
+        return None if bias is None else bias.reshape(())
