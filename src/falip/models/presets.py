@@ -49,6 +49,17 @@ PRESETS: dict[str, Preset] = {
         weights="falip-tiny.safetensors",
         notes="falip's shipped model, trained on synthetic scenes (see BENCHMARKS.md)",
     ),
+    # The attention-pooled twin (SigLIP's MAP head, no [CLS]; FALIP-MAP): the bias is on the pooling
+    # probe's logits, and on every query row of ``layers`` (form "all"). Best on the synthetic
+    # validation splits (benchmarks/bench_map.py; BENCHMARKS.md, "FALIP on an attention-pooled tower").
+    "falip-tiny-map": Preset(
+        alpha=10.0,
+        sigma=100.0,
+        layers=None,
+        form="all",
+        weights="falip-tiny-map.safetensors",
+        notes="falip-tiny's attention-pooled twin (train-tiny --pool map), trained alike (see BENCHMARKS.md)",
+    ),
 }
 
 
