@@ -23,8 +23,8 @@ Every method runs through falip's public API (``falip.load`` and ``RegionScorer`
 library cannot wrap the attention-pooled model yet, ``--map-impl naive`` (or ``auto``) uses the
 plain implementation below, written from the definition on timm's modules (its alpha 0 equals
 ``model.encode_image``); with the library, the two are compared on the validation boxes and the
-largest difference is reported. Results are written as each setting finishes
-(``<work-dir>/results.jsonl``), and a rerun with the same ``--work-dir`` skips them. Seeded;
+largest difference is reported. With ``--work-dir``, each setting's result is written as it
+finishes (``<work-dir>/results.jsonl``) and a rerun with the same folder skips it. Seeded;
 1 thread::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_map.py --out benchmarks/results/map.json
@@ -52,7 +52,9 @@ LABELS = {"none": "whole image", "crop": "crop", "blur": "reverse blur", "circle
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_map.json", help="JSON results path")
-    p.add_argument("--work-dir", default=None, help="per-setting results (resume); default: next to --out")
+    p.add_argument(
+        "--work-dir", default=None, help="keep each setting's result here as it finishes; a rerun skips them"
+    )
     p.add_argument("--models", default="falip-tiny,falip-tiny-map", help="comma-separated model names")
     p.add_argument(
         "--pretrained",
@@ -308,6 +310,18 @@ def _settings(pooling: str, depth: int, alphas: list[float], last: list[int]) ->
     return out
 
 
+def _weights_id(name: str, weights: str | None) -> str:
+    """A short hash of the weights file a model is loaded from (keys of the stored results)."""
+    import hashlib
+
+    from falip.models.presets import get_preset
+
+    path = weights or get_preset(name).weights_path
+    if path is None or not Path(path).is_file():
+        return "random"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def _key(model: str, split: str, setting: dict[str, Any] | str) -> str:
     if isinstance(setting, str):
         return f"{model}|{split}|{setting}"
@@ -340,19 +354,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.time()
     out_path = Path(args.out)
-    work = Path(args.work_dir) if args.work_dir else out_path.with_suffix("")
-    work.mkdir(parents=True, exist_ok=True)
-    store = work / "results.jsonl"
+    store = None
     done: dict[str, Any] = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["key"]] = rec["value"]
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+        store = Path(args.work_dir) / "results.jsonl"
+        if store.exists():
+            for line in store.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    done[rec["key"]] = rec["value"]
 
     def cached(key: str, fn: Any, *fn_args: Any) -> Any:
         if key not in done:
             done[key] = fn(*fn_args)
+            if store is None:
+                return done[key]
             with open(store, "a") as fh:
                 fh.write(json.dumps({"key": key, "value": done[key]}) + "\n")
         return done[key]
@@ -376,13 +393,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             splits[size] = _splits(args, size)
         data = splits[size]
         scorer = RegionScorer(fclip, pre, tok, batch_size=args.batch_size)
+        # stored results are keyed by the weights and every setting of the data and the bias
+        run_id = (
+            f"{name}@{_weights_id(name, weights.get(name))}|seed={args.seed}|sigma={args.sigma:g}|"
+            f"rf={args.relational_fraction:g}|n={args.val_scenes},{args.rec_scenes},{args.cls_scenes}"
+        )
         _log(f"{name}: {pooling}-pooled, {depth} blocks, FALIP through {impl}")
         sweep = []
         for s in _settings(pooling, depth, alphas, last):
             opts = {"alpha": s["alpha"], "sigma": args.sigma, "layers": tuple(s["layers"]), "form": s["form"]}
             sc = scorer.with_options(falip_options=opts)
-            rec = cached(_key(name, "rec_val", s), _rec_eval, sc, data["rec_val"], "falip", args.seed)
-            cls = cached(_key(name, "cls_val", s), _cls_eval, sc, data["cls_val"], "falip", args.seed)
+            rec = cached(_key(run_id, "rec_val", s), _rec_eval, sc, data["rec_val"], "falip", args.seed)
+            cls = cached(_key(run_id, "cls_val", s), _cls_eval, sc, data["cls_val"], "falip", args.seed)
             sweep.append({**s, "rec_val": rec["all"], "cls_val": cls})
             accs = f"REC {100 * rec['all']['acc']:5.1f}  cls {100 * cls['acc']:5.1f}"
             _log(f"  val {s['label']:>12} a={s['alpha']:<4g} {accs}")
@@ -400,13 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sc = scorer.with_options(falip_options=opts)
             test[tag] = {
                 "setting": {k: s[k] for k in ("alpha", "layers", "form", "label")},
-                "rec": cached(_key(name, "rec_test", s), _rec_eval, sc, data["rec_test"], "falip", args.seed),
-                "cls": cached(_key(name, "cls_test", s), _cls_eval, sc, data["cls_test"], "falip", args.seed),
+                "rec": cached(_key(run_id, "rec_test", s), _rec_eval, sc, data["rec_test"], "falip", args.seed),
+                "cls": cached(_key(run_id, "cls_test", s), _cls_eval, sc, data["cls_test"], "falip", args.seed),
             }
         for m in EDITS:
             test[m] = {
-                "rec": cached(_key(name, "rec_test", m), _rec_eval, scorer, data["rec_test"], m, args.seed),
-                "cls": cached(_key(name, "cls_test", m), _cls_eval, scorer, data["cls_test"], m, args.seed),
+                "rec": cached(_key(run_id, "rec_test", m), _rec_eval, scorer, data["rec_test"], m, args.seed),
+                "cls": cached(_key(run_id, "cls_test", m), _cls_eval, scorer, data["cls_test"], m, args.seed),
             }
         entry["test"] = test
         if pooling == "map" and impl == "library":
