@@ -98,8 +98,9 @@ class NaiveMapCLIP:
     """FALIP-MAP on an open_clip CLIP whose image tower is timm's attention-pooled ViT, written
     plainly from the definition (one region per forward, timm's own modules, an additive mask).
 
-    The minimal face of :class:`falip.FovealCLIP` that :class:`falip.scoring.RegionScorer` uses:
-    ``encode_image(images, regions=..., alpha, sigma, layers, form)`` and ``encode_text``.
+    The face of :class:`falip.FovealCLIP` that :class:`falip.scoring.RegionScorer` uses for FALIP and
+    image edits: ``encode_image(images, regions=..., alpha, sigma, layers, form)``, ``encode_text``,
+    ``device``, ``dtype``, ``depth``, ``output_dim``, ``logit_scale``, ``model``.
     ``layers`` are 0-based blocks that also get the bias (every query row: form ``"all"``);
     ``()`` or None biases the pooling probe only.
     """
@@ -108,12 +109,36 @@ class NaiveMapCLIP:
         trunk = model.visual.trunk
         if getattr(trunk, "attn_pool", None) is None or trunk.num_prefix_tokens != 0:
             raise ValueError("NaiveMapCLIP needs a timm ViT with an attention-pool head and no prefix tokens")
-        self.clip = model
-        self.model = _ScorerFace(model)  # what RegionScorer reads of fclip.model
+        self.clip = self.model = model
         self.trunk = trunk
         self.alpha, self.sigma = alpha, sigma
         self.grid_size = tuple(trunk.patch_embed.grid_size)
         self.patch_size = tuple(trunk.patch_embed.patch_size)
+
+    # what RegionScorer reads of a FovealCLIP
+    @property
+    def device(self) -> Any:
+        return next(self.clip.parameters()).device
+
+    @property
+    def dtype(self) -> Any:
+        return next(self.trunk.parameters()).dtype
+
+    @property
+    def depth(self) -> int:
+        return len(self.trunk.blocks)
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.clip.text_projection.shape[1])
+
+    @property
+    def logit_scale(self) -> Any:
+        return self.clip.logit_scale
+
+    def eval(self) -> NaiveMapCLIP:
+        self.clip.eval()
+        return self
 
     def encode_text(self, tokens: Any, normalize: bool = False) -> Any:
         return self.clip.encode_text(tokens, normalize=normalize)
@@ -155,23 +180,6 @@ class NaiveMapCLIP:
                     pooled = self.trunk.head(self.trunk.head_drop(self.trunk.fc_norm(pooled)))
                     out.append(self.clip.visual.head(pooled))
         return torch.cat(out) if out else images.new_zeros(0, self.clip.text_projection.shape[1])
-
-
-class _ScorerFace:
-    """What RegionScorer reads of ``fclip.model`` (parameters, logit scale, the image dtype)."""
-
-    def __init__(self, model: Any) -> None:
-        import torch
-
-        self._model = model
-        self.logit_scale = model.logit_scale
-        self.text_projection = model.text_projection
-        dtype = next(model.visual.parameters()).dtype
-        self.visual = type("Visual", (), {"conv1": type("Conv", (), {"weight": torch.empty(0, dtype=dtype)})()})()
-        self.training = False
-
-    def parameters(self) -> Any:
-        return self._model.parameters()
 
 
 def _load(name: str, weights: str | None, map_impl: str) -> tuple[Any, Any, Any, str]:
