@@ -5,7 +5,9 @@
 64 px images, MLP ratio 4) but pooled the SigLIP way: no [CLS] token, and an attention-pool
 ("MAP") head after the final norm (one learned probe attends over every patch token, then
 ``x + mlp(norm(x))``). open_clip's ``TimmModel`` builds it from the model config's
-``timm_model_name`` and adds the linear projection to the joint embedding (96 -> 64).
+``timm_model_name`` and adds the linear projection to the joint embedding (96 -> 64, no bias:
+``timm_proj: "linear"``, the same map as falip-tiny's ``proj``, so the two models' features are
+comparable; ``"none"`` would leave 96-d features the 64-d text tower cannot score).
 
 Importing this module imports timm and registers the model (once); :mod:`falip.models.loading`
 and :mod:`falip.train.tiny` import it only for configs that name a tower defined here.
