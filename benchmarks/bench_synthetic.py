@@ -348,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commands": ["falip sweep --grid " + grid + " (REC and classification validation splits)"],
         }
         best = max(sweep, key=lambda r: r["rec_val"]["acc"] + r["cls_val"]["acc"])
-        setting = ["--alpha", f"{best['alpha']:g}", "--layers", ",".join(str(i) for i in best["layers"])]
+        # the CLI numbers blocks from 1; results.json keeps Python's 0-based "layers"
+        setting = ["--alpha", f"{best['alpha']:g}", "--layers", ",".join(str(i + 1) for i in best["layers"])]
         _cli(["compare", *rec_args, "--methods", "falip", "--out", str(runs / "rec_best"), *common, *setting])
         _cli(
             [
@@ -384,11 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 LABELS = {"falip": "FALIP", "none": "whole image", "crop": "crop", "blur": "reverse blur", "circle": "red circle"}
 
 
+def _blocks(layers) -> list[int]:
+    """0-based layer indices as a person reads them (numbered from 1)."""
+    return [int(i) + 1 for i in layers]
+
+
 def _report(results: dict, methods: list[str], subtracted: list[str], args: argparse.Namespace) -> None:
     d = results["config"]["falip_defaults"]
     print(
-        f"model {args.model}; FALIP preset alpha={d['alpha']:g} sigma={d['sigma']:g} layers={d['layers']}; "
-        "accuracy % [95% Wilson interval]"
+        f"model {args.model}; FALIP preset alpha={d['alpha']:g} sigma={d['sigma']:g} blocks={_blocks(d['layers'])}; "
+        "accuracy % [95% Wilson interval]; blocks numbered from 1"
     )
     r0 = results["rec"][methods[0]]
     header = [
@@ -419,7 +425,7 @@ def _report(results: dict, methods: list[str], subtracted: list[str], args: argp
         b = results["best_on_val"]
         rows.append(
             [
-                f"FALIP a={b['alpha']:g} blocks {b['layers']} (best on val)",
+                f"FALIP a={b['alpha']:g} blocks {_blocks(b['layers'])} (best on val)",
                 _fmt(b["rec_test"]["all"]),
                 _fmt(b["rec_test"]["attribute"]),
                 _fmt(b["rec_test"]["relational"]),
@@ -444,7 +450,9 @@ def _report(results: dict, methods: list[str], subtracted: list[str], args: argp
         rows.append([LABELS.get(m, m), *cells, f"{100 * wb['worst_group']:5.1f} (mean {100 * wb['group_mean']:.1f})"])
     if "best_on_val" in results:
         b = results["best_on_val"]
-        rows.append([f"FALIP a={b['alpha']:g} blocks {b['layers']}", _fmt(b["cls_test"])] + ["-"] * (len(names)))
+        rows.append(
+            [f"FALIP a={b['alpha']:g} blocks {_blocks(b['layers'])}", _fmt(b["cls_test"])] + ["-"] * (len(names))
+        )
     print("\nregion classification, top-1")
     print(_table(header, rows))
     if "sweep" in results:
@@ -455,14 +463,14 @@ def _report(results: dict, methods: list[str], subtracted: list[str], args: argp
         for s in sw["settings"]:
             by_layers[tuple(s["layers"])][s["alpha"]] = s
         srows = [
-            [f"blocks {list(k)}"]
+            [f"blocks {_blocks(k)}"]
             + [
                 f"{100 * v[a]['rec_val']['acc']:4.1f} / {100 * v[a]['cls_val']['acc']:4.1f}" if a in v else "-"
                 for a in alphas
             ]
             for k, v in by_layers.items()
         ]
-        print(_table(["layers \\ alpha"] + [f"{a:g}" for a in alphas], srows))
+        print(_table(["blocks (from 1) \\ alpha"] + [f"{a:g}" for a in alphas], srows))
     print(f"\n{results['seconds']:.0f} s")
 
 

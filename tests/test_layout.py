@@ -82,6 +82,17 @@ FORBIDDEN = {
     ),
     "data": ("falip.tasks", "falip.scoring", "falip.prompts", "falip.models", "falip.cli", "falip.train"),
     "train": ("falip.cli", "falip.tasks", "falip.scoring"),
+    "towers": (
+        "falip.models",
+        "falip.prompts",
+        "falip.scoring",
+        "falip.tasks",
+        "falip.data",
+        "falip.analysis",
+        "falip.runner",
+        "falip.cli",
+        "falip.train",
+    ),
 }
 
 
@@ -99,6 +110,16 @@ def test_the_rules_see_relative_imports():
     assert "falip.core.errors" in _imports(PACKAGE / "core" / "model.py")
 
 
+def test_tower_registry_imports_no_library():
+    """``import falip.towers`` (the registry, and asking it about a plain module) imports no model library."""
+    code = (
+        "import sys, torch, falip.towers as t; from falip.core.errors import FalipError\n"
+        "try:\n    t.tower_for(torch.nn.Linear(2, 2))\nexcept FalipError as e:\n    assert 'Linear' in str(e)\n"
+        "heavy = [m for m in ('open_clip', 'timm', 'transformers') if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_light_imports():
     """``import falip`` and the data readers import neither torch nor open_clip."""
     code = (
@@ -106,3 +127,80 @@ def test_light_imports():
         "heavy = [m for m in ('torch', 'open_clip') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ library internals stay in towers/
+# A library's module names, as code (not in docstrings or comments): only falip/towers/ may use them.
+_INTERNAL_NAMES = {"_embeds", "in_proj_weight", "in_proj_bias", "resblocks", "conv1", "ln_post"}
+_INTERNAL_SEQUENCES = [
+    ((".", "proj"), "the image tower's .proj"),
+    (("transformer", "."), "transformer. internals"),
+    (("encoder", ".", "layers"), "transformers' encoder.layers"),
+    ((".", "blocks", "["), "timm's .blocks["),
+]
+
+
+def _internal_uses(path: Path) -> list[str]:
+    """``file:line: what`` for each use of a library internal in ``path``'s code (tokens, not text)."""
+    import io
+    import tokenize
+
+    tokens = [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+        if t.type in (tokenize.NAME, tokenize.OP, tokenize.STRING)
+    ]
+    docstrings = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            docstrings.add(body[0].lineno)
+    rel = path.relative_to(PACKAGE.parent.parent)
+    found = []
+    for k, tok in enumerate(tokens):
+        where = f"{rel}:{tok.start[0]}"
+        if tok.type == tokenize.NAME and tok.string in _INTERNAL_NAMES:
+            found.append(f"{where}: {tok.string}")
+        elif tok.type == tokenize.STRING and tok.start[0] not in docstrings:
+            text = tok.string.strip("\"'rbuRBU")
+            if text in _INTERNAL_NAMES:
+                found.append(f"{where}: {tok.string} (by name)")
+        for seq, what in _INTERNAL_SEQUENCES:
+            if tuple(t.string for t in tokens[k : k + len(seq)]) == seq and all(
+                t.type != tokenize.STRING for t in tokens[k : k + len(seq)]
+            ):
+                found.append(f"{where}: {what}")
+    return found
+
+
+def test_library_internals_only_in_towers():
+    """No module outside falip/towers/ reaches into a library's model (the tower interface is the only way)."""
+    found = []
+    for path in MODULES:
+        if _area(path) != "towers":
+            found += _internal_uses(path)
+    assert not found, "library internals outside falip/towers/ (use the Tower interface):\n" + "\n".join(found)
+
+
+def test_the_internals_check_can_fail(tmp_path):
+    """The checker sees attribute uses and getattr by name, and ignores docstrings."""
+    bad = PACKAGE / "core" / "_layout_probe_tmp.py"
+    try:
+        bad.write_text(
+            '"""Mentions ln_post and resblocks in prose only."""\n'
+            "x = model.visual.transformer.resblocks\n"
+            "y = getattr(v, 'conv1')\n"
+            "z = v.proj\n"
+            "w = m.vision_model.encoder.layers\n"
+            "b = t.blocks[0]\n"
+        )
+        found = _internal_uses(bad)
+    finally:
+        bad.unlink()
+    lines = sorted({f.split(":")[1] for f in found})
+    assert lines == ["2", "3", "4", "5", "6"], found

@@ -67,6 +67,7 @@ def test_missing_image_is_one_line_error_naming_it(capsys):
         (["--box", "500,500,600,600"], "outside"),
         (["--box", "0,0,10,10", "--alpha", "-1"], "alpha"),
         (["--box", "0,0,10,10", "--layers", "9"], "out of range"),
+        (["--box", "0,0,10,10", "--layers", "5"], "counted from 1 it is block 5 of blocks 1..4"),
         (["--box", "0,0,10,10", "--pretrained", "none-such"], "none-such"),
         (["--box", "0,0,10,10", "--model", "ViT-S-32"], "has no shipped weights"),
         (["--box", "0,0,10,10", "--method", "sparkles"], "sparkles"),
@@ -128,3 +129,15 @@ def test_loading_errors_outside_the_checkpoint_stay_internal(image_file, tmp_pat
     args = ["score", str(image_file), "--box", "0,0,10,10", "--text", "x", "--pretrained", str(ckpt)]
     code, _, err = run_cli(args, capsys)
     assert code == 1 and err.startswith("falip: internal error: RuntimeError: a bug in falip.load")
+
+
+def test_layers_option_is_numbered_from_1():
+    """--layers takes the paper's block numbers (9-12 of 12 = 9,10,11,12) and gives Python's 0-based indices."""
+    import argparse
+
+    from falip.cli._eval import _layers
+
+    assert _layers("9,10,11,12") == [8, 9, 10, 11]
+    assert _layers("1") == [0] and _layers("-1,-2") == [-1, -2]
+    with pytest.raises(argparse.ArgumentTypeError, match="numbered from 1"):
+        _layers("0,1")

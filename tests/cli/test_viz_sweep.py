@@ -73,6 +73,20 @@ def test_viz_writes_the_png_with_scores(scene_file, tmp_path, capsys):
     for m in data["maps"].values():
         assert sum(m["cls_row"]) == pytest.approx(1.0, abs=1e-5) and text in m["scores"]
     assert data["maps"]["falip"]["in_region"] > data["maps"]["vanilla"]["in_region"]
+    assert data["block"] == 4 and "numbered from 1" in data["numbering"]  # the last of falip-tiny's 4 blocks
+
+
+def test_viz_layer_is_numbered_from_1(scene_file, tmp_path, capsys):
+    from falip.analysis.maps import cls_attention  # noqa: F401  (the Python API stays 0-based)
+
+    image, box, _, _ = scene_file
+    argv = ["viz", str(image), "--box", ",".join(str(v) for v in box), "--no-prompt", "--layer", "1",
+            "--out", str(tmp_path / "v.png"), "--json", str(tmp_path / "v.json")]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "v.json").read_text())["block"] == 1
+    code, _, err = _run(argv[:-4] + ["--layer", "0", "--out", str(tmp_path / "w.png")], capsys)
+    assert code == 2 and "numbered from 1" in err
 
 
 def test_viz_negative_box_mask_rollout_and_head(scene_file, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The reference forward (open_clip's own blocks + additive mask), its hooks, and every fast plan against it."""
+"""The reference forward (the library's own blocks + additive mask), its hooks, and the plan schedules."""
 
 from __future__ import annotations
 
@@ -12,12 +12,8 @@ from falip.core.reference import reference_forward
 from falip.core.regions import Regions
 from support.naive import naive_region_feature
 from support.tiny import make_tiny_clip
+from support.towers import build
 
-BLOCK_OPTIONS = {
-    "mha": {},
-    "qknorm-headscale-attnnorm": dict(qk_norm=True, scale_heads=True, scale_attn=True),
-    "innernorm-fcnorm": dict(scale_attn_inner=True, scale_fc=True),
-}
 BOXES = {
     "generic": [[0.0, 0.0, 12.0, 20.0], [9.0, 9.0, 31.0, 30.0]],
     "one-cell": [[8.0, 16.0, 16.0, 24.0]],
@@ -27,45 +23,15 @@ BOXES = {
 
 
 def _model(options: str, seed: int = 0):
-    model = make_tiny_clip(layers=4, seed=seed, **BLOCK_OPTIONS[options])
-    with torch.no_grad():  # make head scales and norms non-trivial
-        for block in model.visual.transformer.resblocks:
-            attn = block.attn
-            if getattr(attn, "head_scale", None) is not None:
-                attn.head_scale.uniform_(0.5, 1.5)
-            for name in ("ln_q", "ln_k", "ln_inner"):
-                ln = getattr(attn, name, None)
-                if isinstance(ln, torch.nn.LayerNorm):
-                    ln.weight.uniform_(0.5, 1.5)
-                    ln.bias.uniform_(-0.3, 0.3)
-    return model
+    """The tiny open_clip tower ``open_clip-<options>`` of the shared registry (support.towers)."""
+    return build(f"open_clip-{options}", seed)
 
 
 def _input_regions(boxes_per_image):
     return [Regions(b, image_size=(32, 32), frame="input") for b in boxes_per_image]
 
 
-@pytest.mark.parametrize("options", list(BLOCK_OPTIONS))
-@pytest.mark.parametrize("layers", [(0,), (3,), (0, 1, 2, 3), (1, 3), (2, 3), (0, 2), (1, 2)])
-@pytest.mark.parametrize("form", ["cls", "all", "diag"])
-def test_every_plan_equals_the_reference(options, layers, form):
-    model = _model(options)
-    torch.manual_seed(6)
-    images = torch.randn(3, 3, 32, 32)
-    per_image = [BOXES["generic"], BOXES["one-cell"] + BOXES["whole"], BOXES["fractional-thin"]]
-    fclip = falip.FovealCLIP(model, alpha=3.0, sigma=1.5, layers=layers, form=form, batch_size=3)
-    with torch.no_grad():
-        got = fclip.encode_image(images, regions=_input_regions(per_image))
-        ref = reference_forward(
-            model, images, _input_regions(per_image), alpha=3.0, sigma=1.5, layers=layers, form=form
-        )
-        plain = model.encode_image(images)
-    assert got.shape == ref.features.shape == (6, 32)
-    assert (got - ref.features).abs().max().item() <= 1e-5, fclip.plan().describe()
-    if form == "diag" and layers == (3,):  # the diag form leaves the [CLS] row unbiased: no effect on [CLS]
-        assert (ref.features[0] - plain[0]).abs().max().item() <= 1e-5
-    else:
-        assert (ref.features[0] - plain[0]).abs().max().item() > 1e-3  # the bias really acts
+# every plan against the reference, over towers, forms, layer sets and box shapes: tests/core/test_towers.py
 
 
 def test_plan_shapes():

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 from ..core.reference import reference_forward
@@ -120,13 +121,14 @@ def _check_splittable(tower: Tower, layers: Sequence[int]) -> None:
         for norm, name in ((p.attn_norm, "attention output"), (p.inner_norm, "concatenated heads")):
             if norm is not None:
                 raise FalipError(
-                    f"block index {i} normalises its {name} (e.g. open_clip's scale_attn / scale_attn_inner): its attention "
-                    "term is a norm of the heads' sum, not a sum over heads, so it has no per-head decomposition; "
-                    "pass layers=[] for the block-level terms only"
+                    f"block index {i} normalises its {name} (e.g. open_clip's scale_attn / scale_attn_inner): "
+                    "its attention term is a norm of the heads' sum, not a sum over heads, so it has no per-head "
+                    "decomposition; pass layers=[] for the block-level terms only"
                 )
         if p.ls1 is not None and not isinstance(getattr(p.ls1, "gamma", None), torch.Tensor):
             raise FalipError(
-                f"block index {i}: its layer scale is a {type(p.ls1).__name__}, not a per-channel gain; cannot split it over heads"
+                f"block index {i}: its layer scale is a {type(p.ls1).__name__}, not a per-channel gain; "
+                "cannot split it over heads"
             )
 
 

@@ -143,7 +143,9 @@ def cls_attention(
     common = dict(alpha=alpha, sigma=sigma, layers=layers, form=form)
     if tower.pooling == "map":
         if head == "rollout":
-            raise FalipError("attention rollout follows a [CLS] row through every block; an attention-pooled tower has none")
+            raise FalipError(
+                "attention rollout follows a [CLS] row through every block; an attention-pooled tower has none"
+            )
         out = reference_forward(tower, images, regions, **common)
         probs = out.pool_attention.double().mean(dim=2)  # [R, heads, L]: mean over the probes
         return (probs.mean(dim=1) if head == "mean" else probs[:, head]).cpu()

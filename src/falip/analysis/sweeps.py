@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.tower import BLOCKS_NOTE
 from ..core.errors import FalipError
 from ..core.mask import FORMS
+from ..core.tower import BLOCKS_NOTE
 from ..prompts.registry import METHODS, parse_method
 from .ablations import VARIANTS, AblationScorer
 

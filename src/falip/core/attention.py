@@ -77,10 +77,20 @@ def _project(
     the whole sequence are rotated before ``query_rows`` are taken (rotation depends on position).
     """
     rows = query_rows if p.rope is None else None
-    xq = x if rows is None else x[:, rows]
-    q = _split_heads(F.linear(xq, p.q_weight, p.q_bias), p.heads)
-    k = _split_heads(F.linear(x, p.k_weight, p.k_bias), p.heads)
-    v = _split_heads(F.linear(x if x_v is None else x_v, p.v_weight, p.v_bias), p.heads)
+    n = p.heads * p.head_dim
+    if p.qkv_weight is not None and x_v is None:  # packed weights: fewer, larger matrix products
+        b = p.qkv_bias
+        if rows is None:
+            q, k, v = (_split_heads(t, p.heads) for t in F.linear(x, p.qkv_weight, b).split(n, dim=-1))
+        else:
+            kv = F.linear(x, p.qkv_weight[n:], None if b is None else b[n:])
+            k, v = (_split_heads(t, p.heads) for t in kv.split(n, dim=-1))
+            q = _split_heads(F.linear(x[:, rows], p.q_weight, p.q_bias), p.heads)
+    else:
+        xq = x if rows is None else x[:, rows]
+        q = _split_heads(F.linear(xq, p.q_weight, p.q_bias), p.heads)
+        k = _split_heads(F.linear(x, p.k_weight, p.k_bias), p.heads)
+        v = _split_heads(F.linear(x if x_v is None else x_v, p.v_weight, p.v_bias), p.heads)
     q, k = _qk(p, q, k)
     if p.rope is not None and query_rows is not None:
         q = q[:, :, query_rows]
@@ -299,8 +309,8 @@ def block_forward_shared_patches(
     heads, hd = p.heads, p.head_dim
 
     hp, hc = p.norm1(patches), p.norm1(cls)
-    qp, kp, vp = (_split_heads(F.linear(hp, w, b), heads) for w, b in _qkv_weights(p))  # [N, H, P, d]
-    qc, kc, vc = (_split_heads(F.linear(hc, w, b), heads) for w, b in _qkv_weights(p))  # [R, H, 1, d]
+    qp, kp, vp = _qkv(p, hp)  # [N, H, P, d]
+    qc, kc, vc = _qkv(p, hc)  # [R, H, 1, d]
     qp, kp = _qk(p, qp, kp)
     qc, kc = _qk(p, qc, kc)
 
@@ -339,6 +349,14 @@ def block_forward_shared_patches(
 
     a = torch.cat([out_cls, out_patches], dim=1)
     return residual_tail(p, torch.cat([cls, patches[kv_index]], dim=1), a)
+
+
+def _qkv(p: BlockParts, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head q, k, v ``[B, heads, L, d]`` of normalised tokens (before q/k norms and rotation)."""
+    if p.qkv_weight is not None:
+        qkv = F.linear(h, p.qkv_weight, p.qkv_bias).split(p.heads * p.head_dim, dim=-1)
+        return tuple(_split_heads(t, p.heads) for t in qkv)  # type: ignore[return-value]
+    return tuple(_split_heads(F.linear(h, w, b), p.heads) for w, b in _qkv_weights(p))  # type: ignore[return-value]
 
 
 def _qkv_weights(p: BlockParts) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:

@@ -29,7 +29,7 @@ from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
 from .regions import Regions
-from .tower import Tower, _as_int, as_tower, block_label
+from .tower import Tower, _as_int, as_tower
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -415,7 +415,9 @@ class FovealCLIP(nn.Module):
                 return block_forward(p, x, row, _CLS)[:, 0]
         raise AssertionError(f"plan without a final [CLS] step: {plan}")
 
-    def _run_map_steps(self, x_img: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor, plan: ForwardPlan) -> torch.Tensor:
+    def _run_map_steps(
+        self, x_img: torch.Tensor, bias: torch.Tensor, kv: torch.Tensor, plan: ForwardPlan
+    ) -> torch.Tensor:
         """An attention-pooled tower: the biased blocks per region (if any), then the probe per region."""
         tower = self._tower
         x, index = x_img, kv
@@ -427,9 +429,3 @@ class FovealCLIP(nn.Module):
             else:
                 x = block_forward(p, x, b)
         return pool_attention(tower.pool_parts(), tower.final_norm(x), bias, index)
-
-    def describe_layers(self) -> str:
-        """The biased blocks as a person reads them (1-based), e.g. ``"blocks 9-12"``; ``"pool only"``."""
-        if not self.layers:
-            return "the pooling probe only"
-        return ", ".join(block_label(i) for i in self.layers)

@@ -94,6 +94,10 @@ class BlockParts:
     ls2: TensorFn | None = None
     rope: TensorFn | None = None
     rope_before_norm: bool = False
+    # optional: the same q/k/v weights packed ``[3 * heads * head_dim, C]`` (q rows, then k, then v),
+    # when the library stores them so (open_clip's in_proj, timm's qkv): one matrix product instead of three
+    qkv_weight: torch.Tensor | None = None
+    qkv_bias: torch.Tensor | None = None
 
     @property
     def keys_linear(self) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import towers  # noqa: F401  (installs the tower adapters: FovealCLIP(model) finds the model's tower)
 from ..core.errors import FalipError
 from ..core.model import FovealCLIP
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess

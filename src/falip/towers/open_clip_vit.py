@@ -122,11 +122,6 @@ class OpenClipViTTower(Tower):
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 
-    @property
-    def preprocess_cfg(self) -> dict:
-        """open_clip's preprocessing settings of the image tower (mean, std, interpolation, resize mode)."""
-        return dict(getattr(self.visual, "preprocess_cfg", {}) or {})
-
     # --------------------------------------------------------------------------- forward
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual._embeds(images)
@@ -165,6 +160,8 @@ class OpenClipViTTower(Tower):
             attn_norm=_present(getattr(block, "ln_attn", None)),
             ls1=_present(getattr(block, "ls_1", None)),
             ls2=_present(getattr(block, "ls_2", None)),
+            qkv_weight=w,
+            qkv_bias=b,
         )
 
     def run_block(self, index: int, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -195,13 +192,3 @@ class OpenClipViTTower(Tower):
     @property
     def logit_bias(self) -> torch.Tensor | None:
         return getattr(self.model, "logit_bias", None)
-
-    @property
-    def text_dim(self) -> int:
-        """Dimension of the text features (0 when the model has no text projection to read it from)."""
-        proj = getattr(self.model, "text_projection", None)
-        if isinstance(proj, torch.Tensor):
-            return int(proj.shape[1])
-        if isinstance(proj, nn.Linear):
-            return int(proj.out_features)
-        return self.output_dim

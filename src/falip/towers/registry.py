@@ -79,6 +79,5 @@ def tower_for(model: Any) -> Tower:
             return cls(model)
     known = "; ".join(f"{e.description}" for e in TOWERS.values())
     raise FalipError(
-        f"no falip tower adapter fits a {type(model).__module__}.{type(model).__qualname__} "
-        f"(FALIP wraps: {known})"
+        f"no falip tower adapter fits a {type(model).__module__}.{type(model).__qualname__} (FALIP wraps: {known})"
     )
