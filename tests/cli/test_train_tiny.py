@@ -25,7 +25,8 @@ def test_defaults_are_trainconfig_defaults():
 
 def test_every_option_reaches_its_field():
     argv = [
-        "--out-dir", "o", "--output", "w.safetensors", "--model", "m", "--steps", "7", "--batch-size", "3",
+        "--out-dir", "o", "--output", "w.safetensors", "--model", "m", "--pool", "map", "--steps", "7",
+        "--batch-size", "3",
         "--lr", "0.5", "--min-lr", "0.25", "--warmup", "2", "--weight-decay", "0.3", "--n-scenes", "11",
         "--p-single", "0.2", "--hard-colours", "0", "--seed", "5", "--threads", "2", "--eval-every", "4",
         "--eval-scenes", "6", "--log-every", "8", "--ckpt-every", "9", "--no-resume", "--stop-after", "1",
@@ -33,7 +34,8 @@ def test_every_option_reaches_its_field():
     ]  # fmt: skip
     config = cmd.config_from_args(parse(argv))
     expected = tiny.TrainConfig(
-        out_dir="o", output="w.safetensors", model="m", steps=7, batch_size=3, lr=0.5, min_lr=0.25, warmup=2,
+        out_dir="o", output="w.safetensors", model="m", pool="map", steps=7, batch_size=3, lr=0.5, min_lr=0.25,
+        warmup=2,
         weight_decay=0.3, n_scenes=11, p_single=0.2, hard_colours=0, seed=5, threads=2, eval_every=4,
         eval_scenes=6, log_every=8, ckpt_every=9, resume=False, stop_after=1, progress=False,
     )  # fmt: skip
@@ -89,3 +91,10 @@ def test_out_of_range_settings_are_one_line_errors_before_training(tmp_path, fak
     code = main(["train-tiny", "--out-dir", str(tmp_path), "--steps", "0"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("falip: error: steps must be") and fake_train == []
+
+
+def test_pool_is_cls_or_map(tmp_path, fake_train, capsys):
+    assert main(["train-tiny", "--out-dir", str(tmp_path), "--pool", "map"]) == 0
+    assert fake_train[0].pool == "map"
+    assert main(["train-tiny", "--out-dir", str(tmp_path), "--pool", "avg"]) == 2
+    assert "argument --pool: invalid choice: 'avg'" in capsys.readouterr().err and len(fake_train) == 1

@@ -129,3 +129,63 @@ def test_a_damaged_checkpoint_is_named(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FalipError, match="checkpoint.pt: not a readable training checkpoint"):
         training.train(_config(tmp_path, steps=1))
+
+
+# ------------------------------------------------------------------- the attention-pooled twin (--pool map)
+
+
+def test_pool_map_trains_falip_tiny_map_and_writes_its_weights(tmp_path):
+    torch.set_num_threads(1)
+    summary = training.train(_config(tmp_path / "m", pool="map", steps=3, eval_every=0, ckpt_every=3))
+    assert summary["complete"] is True and summary["model"] == "falip-tiny-map"
+    weights = tmp_path / "m" / "falip-tiny-map.safetensors"
+    assert summary["weights"] == str(weights) and not (tmp_path / "m" / "falip-tiny.safetensors").exists()
+    state = load_file(str(weights))
+    # SigLIP's head: a learned probe and its attention, no [CLS] token; the projection 96 -> 64 without bias
+    assert state["visual.trunk.attn_pool.latent"].shape == (1, 1, 96)
+    assert state["visual.head.proj.weight"].shape == (64, 96) and "visual.head.proj.bias" not in state
+    assert not any("cls_token" in k or k.startswith("visual.conv1") for k in state)
+    assert state["visual.trunk.pos_embed"].shape == (1, 64, 96)  # 8 x 8 patches, no prefix token
+    # the text tower is falip-tiny's, key for key and shape for shape
+    tiny_model = open_clip.create_model("falip-tiny")
+    text = {k: tuple(v.shape) for k, v in tiny_model.state_dict().items() if not k.startswith("visual.")}
+    assert {k: tuple(v.shape) for k, v in state.items() if not k.startswith("visual.")} == text
+    rows = list(csv.DictReader(open(tmp_path / "m" / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(np.isfinite(float(r["loss"])) for r in rows)
+    # the weights load strictly into the config open_clip builds (as falip.load does)
+    model = open_clip.create_model("falip-tiny-map")
+    open_clip.load_checkpoint(model, str(weights), strict=True)
+    features = model.eval().encode_image(torch.zeros(2, 3, 64, 64))
+    assert features.shape == (2, 64) and torch.isfinite(features).all()
+
+
+def test_pool_map_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    cfg = dict(pool="map", steps=4, eval_every=0, n_scenes=200)
+    training.train(_config(tmp_path / "a", **cfg))
+    training.train(_config(tmp_path / "b", stop_after=2, **cfg))
+    training.train(_config(tmp_path / "b", **cfg))
+    wa = load_file(str(tmp_path / "a" / "falip-tiny-map.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "falip-tiny-map.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a [CLS] run's checkpoint is not resumed as a map run
+    with pytest.raises(FalipError, match=r"other settings \(pool 'map' -> 'cls'\)"):
+        training.train(_config(tmp_path / "b", steps=4, eval_every=0, n_scenes=200))
+
+
+@pytest.mark.parametrize(
+    ("model", "pool", "message"),
+    [
+        ("falip-tiny-map", "cls", "pools its image tower with 'map', not pool='cls'"),
+        ("ViT-B-32", "map", "pools its image tower with 'cls', not pool='map'"),
+    ],
+)
+def test_a_pool_the_config_does_not_have_is_refused_before_any_work(tmp_path, model, pool, message):
+    with pytest.raises(FalipError, match=message):
+        training.train(_config(tmp_path / "x", model=model, pool=pool))
+    assert not (tmp_path / "x").exists()
+
+
+def test_pool_must_be_cls_or_map():
+    with pytest.raises(FalipError, match="pool must be one of cls, map, got 'avg'"):
+        TrainConfig(pool="avg")

@@ -28,9 +28,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``train-tiny`` options to ``p``."""
     p.add_argument("--out-dir", default="falip-tiny-run", help="checkpoints, logs and cache go here")
     p.add_argument(
-        "--output", default=None, help="final fp16 safetensors path (default: <out-dir>/falip-tiny.safetensors)"
+        "--output", default=None, help="final fp16 safetensors path (default: <out-dir>/<model>.safetensors)"
     )
     p.add_argument("--model", default="falip-tiny", help="open_clip model config name")
+    p.add_argument(
+        "--pool",
+        choices=("cls", "map"),
+        default="cls",
+        help="image-tower pooling: 'cls' ([CLS] token) or 'map' (SigLIP-style attention pool, no [CLS]; "
+        "with --model falip-tiny it trains falip-tiny-map)",
+    )
     p.add_argument("--steps", type=int, default=1800, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")

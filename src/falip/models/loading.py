@@ -67,6 +67,19 @@ def _open_clip() -> Any:
     return open_clip
 
 
+def ensure_registered(model_name: str) -> None:
+    """Register falip's own timm towers with timm when the open_clip config ``model_name`` names one.
+
+    ``falip-tiny-map``'s image tower is a timm model defined in :mod:`falip.models.timm_tiny`;
+    open_clip builds it by name through ``timm.create_model``, so it must be registered first.
+    timm is imported only here, for such a config.
+    """
+    cfg = _open_clip().get_model_config(model_name) or {}
+    timm_name = str(cfg.get("vision_cfg", {}).get("timm_model_name") or "")
+    if timm_name.startswith("falip_"):
+        from . import timm_tiny  # noqa: F401  (registers the tower with timm)
+
+
 def _resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[str | None, bool]:
     """Return ``(pretrained for open_clip, force_quick_gelu)`` or raise FalipError."""
     open_clip = _open_clip()
@@ -292,6 +305,7 @@ def _load_open_clip(
             "or load a Hugging Face model as 'hf:<hub id or folder>'"
         )
     checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
+    ensure_registered(model_name)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
     if checkpoint is not None and not from_file:
         _check_download(model_name, checkpoint, cache_dir)

@@ -49,6 +49,19 @@ PRESETS: dict[str, Preset] = {
         weights="falip-tiny.safetensors",
         notes="falip's shipped model, trained on synthetic scenes (see BENCHMARKS.md)",
     ),
+    # The attention-pooled twin (SigLIP's MAP head, no [CLS]; FALIP-MAP): the bias is on the pooling
+    # probe's logits, and on every query row of ``layers`` (form "all"). Best on the synthetic
+    # validation splits for REC + region classification (benchmarks/bench_map.py; BENCHMARKS.md,
+    # "FALIP on an attention-pooled tower"): alpha 2 on the probe and blocks 2-4 of 4. layers=() is
+    # the probe only (the trunk then runs once per image): alpha 5 is best there.
+    "falip-tiny-map": Preset(
+        alpha=2.0,
+        sigma=100.0,
+        layers=(1, 2, 3),
+        form="all",
+        weights="falip-tiny-map.safetensors",
+        notes="falip-tiny's attention-pooled twin (train-tiny --pool map), trained alike (see BENCHMARKS.md)",
+    ),
 }
 
 

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 # Config fields a checkpoint must agree on to be resumed to the same result.
 _RESUME_FIELDS = (
     "model",
+    "pool",
     "steps",
     "batch_size",
     "lr",
@@ -69,8 +70,12 @@ class TrainConfig:
 
     Attributes:
         out_dir: checkpoints, logs and cache go here.
-        output: final fp16 safetensors path (None: ``<out_dir>/falip-tiny.safetensors``).
+        output: final fp16 safetensors path (None: ``<out_dir>/<model trained>.safetensors``).
         model: open_clip model config name (falip's shipped configs are registered).
+        pool: how the image tower pools its tokens: ``"cls"`` (a [CLS] token, open_clip's
+            VisionTransformer) or ``"map"`` (no [CLS] token; SigLIP's attention-pool head, a timm
+            tower). With ``model="falip-tiny"``, ``"map"`` trains ``falip-tiny-map`` (the same text
+            tower and tower shape); any other model's config must pool as ``pool`` says.
         steps: optimizer steps.
         batch_size: pairs per step.
         lr: peak AdamW learning rate.
@@ -96,6 +101,7 @@ class TrainConfig:
     out_dir: str = "falip-tiny-run"
     output: str | None = None
     model: str = "falip-tiny"
+    pool: str = "cls"
     steps: int = 1800
     batch_size: int = 256
     lr: float = 2e-3
@@ -131,8 +137,36 @@ class TrainConfig:
             raise FalipError(f"p_single must be in [0, 1], got {self.p_single!r}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise FalipError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr!r}, min_lr={self.min_lr!r}")
+        if self.pool not in POOLS:
+            raise FalipError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
         if not self.weight_decay >= 0:
             raise FalipError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+POOLS = ("cls", "map")
+# falip's [CLS] configs and their attention-pooled twins (``--pool map``).
+_MAP_TWINS = {"falip-tiny": "falip-tiny-map"}
+
+
+def config_pool(cfg: dict) -> str:
+    """How an open_clip model config's image tower pools: ``"map"`` (a timm attention-pool head),
+    ``"cls"`` (open_clip's VisionTransformer with its [CLS] token), or another word for other
+    poolings (e.g. ``"avg"``), which :class:`TrainConfig` does not train."""
+    vision = cfg.get("vision_cfg", {})
+    if vision.get("timm_model_name"):
+        return str(vision.get("timm_pool") or "timm default")
+    if vision.get("attentional_pool"):
+        return "attentional"
+    pool = vision.get("pool_type", "tok")
+    return "cls" if pool == "tok" else str(pool)
+
+
+def model_name(config: TrainConfig) -> str:
+    """The open_clip config that ``config`` trains: ``config.model``, or its attention-pooled twin
+    for ``pool="map"`` (``falip-tiny`` -> ``falip-tiny-map``)."""
+    if config.pool == "map":
+        return _MAP_TWINS.get(config.model, config.model)
+    return config.model
 
 
 # Every word and mark the synthetic captions use, plus case and punctuation a tokenizer may treat
@@ -283,8 +317,11 @@ def save_fp16_safetensors(model: Any, path: str | os.PathLike) -> None:
 def _check_resumable(saved: dict | None, config: TrainConfig, ckpt_path: Path) -> None:
     if saved is None:  # checkpoints written before the config was stored
         return
+    defaults = asdict(TrainConfig())  # fields added later read as their defaults
     diff = [
-        f"{k} {saved.get(k)!r} -> {getattr(config, k)!r}" for k in _RESUME_FIELDS if saved.get(k) != getattr(config, k)
+        f"{k} {saved.get(k, defaults[k])!r} -> {getattr(config, k)!r}"
+        for k in _RESUME_FIELDS
+        if saved.get(k, defaults[k]) != getattr(config, k)
     ]
     if diff:
         raise FalipError(
@@ -312,8 +349,19 @@ def train(config: TrainConfig) -> dict:
     torch.set_num_threads(config.threads)
     try:
         open_clip.add_model_config(CONFIG_DIR)
-        if config.model not in open_clip.list_models():
-            raise FalipError(f"unknown model config {config.model!r}; open_clip knows e.g. falip-tiny, ViT-B-16")
+        name = model_name(config)
+        if name not in open_clip.list_models():
+            raise FalipError(f"unknown model config {name!r}; open_clip knows e.g. falip-tiny, ViT-B-16")
+        pool = config_pool(open_clip.get_model_config(name))
+        if pool != config.pool:
+            raise FalipError(
+                f"model config {name!r} pools its image tower with {pool!r}, not pool={config.pool!r}; "
+                f"pool='map' trains {', '.join(_MAP_TWINS.values())} from {', '.join(_MAP_TWINS)}, "
+                "or pass a map-pooled config"
+            )
+        from ..models.loading import ensure_registered
+
+        ensure_registered(name)
         return _train(config)
     finally:
         torch.set_num_threads(threads_before)
@@ -344,11 +392,12 @@ def _train(config: TrainConfig) -> dict:
             raise FalipError(f"{ckpt_path}: not a falip-tiny training checkpoint; use resume=False to start over")
         _check_resumable(ck.get("config"), config, ckpt_path)
 
+    name = model_name(config)
     torch.manual_seed(config.seed)
-    model = open_clip.create_model(config.model, output_dict=True)
-    cfg = open_clip.get_model_config(config.model)
+    model = open_clip.create_model(name, output_dict=True)
+    cfg = open_clip.get_model_config(name)
     image_size = int(cfg["vision_cfg"]["image_size"])
-    tokenizer = open_clip.get_tokenizer(config.model)
+    tokenizer = open_clip.get_tokenizer(name)
 
     stem = cache_stem(out, config, image_size, tokenizer)
     imgs, toks, cols = _build_cache(
@@ -481,12 +530,13 @@ def _train(config: TrainConfig) -> dict:
 
     if math.isnan(zs):
         zs = zero_shot_accuracy(model, tokenizer, eval_imgs, eval_labels)
-    output = Path(config.output) if config.output else out / "falip-tiny.safetensors"
+    output = Path(config.output) if config.output else out / f"{name}.safetensors"
     model.eval()
     save_fp16_safetensors(model, output)
     summary = {
         "complete": True,
         "config": asdict(config),
+        "model": name,
         "final_step": step,
         "resumed_from_step": resumed_from,
         "final_loss": loss_val,
