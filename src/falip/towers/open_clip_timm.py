@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, PoolParts, Tower
+from ..core.tower import BlockParts, PoolParts, Readout, Tower
 
 __all__ = ["OpenClipTimmTower"]
 
@@ -276,6 +276,17 @@ class OpenClipTimmTower(Tower):
         x = trunk.norm(tokens)
         pooled = x[:, 0] if self.pool_type == "cls" else trunk.attn_pool(x)
         return self._after_pool(pooled)
+
+    def readout(self) -> Readout:
+        """timm's final norm then open_clip's head, when that head is one linear map (dropout aside)."""
+        trunk, head = self.trunk, self.model.visual.head
+        mods = [m for m in head.modules() if not isinstance(m, (nn.Sequential, nn.Dropout, nn.Identity))]
+        plain = all(isinstance(getattr(trunk, n, None), nn.Identity) for n in ("fc_norm", "head"))
+        if self.pool_type != "cls" or not plain or len(mods) > 1 or (mods and not isinstance(mods[0], nn.Linear)):
+            return super().readout()
+        linear = mods[0] if mods else None
+        proj = None if linear is None else linear.weight.T
+        return Readout.of_layer_norm(trunk.norm, proj, None if linear is None else linear.bias)
 
     def pool_parts(self) -> PoolParts:
         if self.pool_type != "map":
