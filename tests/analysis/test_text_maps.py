@@ -159,18 +159,43 @@ def test_attention_pooled_towers_are_refused_with_the_reason():
         token_contributions(model, torch.randn(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["open_clip-mha", "open_clip-layerscale"])
+def _library_tower(name):
+    from support import tiny_towers as lib
+
+    import falip.towers  # noqa: F401  (installs the adapters)
+
+    if name == "timm-vit":
+        return lib.make_timm_clip("vit", "token", seed=1)
+    if name == "timm-eva":
+        return lib.make_timm_clip("eva", "token", seed=1)
+    if name.startswith("hf:"):
+        return lib.make_hf_clip(name[3:], seed=1)
+    return tiny_towers.build(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["open_clip-mha", "open_clip-layerscale", "timm-vit", "timm-eva", "hf:CLIPModel", "hf:CLIPVisionModel"],
+)
 def test_readout_reproduces_the_tower_head(name):
-    """Readout (LayerNorm + projection) is the tower's own head: checked on the registry's [CLS] towers."""
+    """Readout (LayerNorm + projection) is each library's own head, on the [CLS] towers of every adapter."""
     from falip.core.tower import as_tower
 
-    tower = as_tower(tiny_towers.build(name))
+    tower = as_tower(_library_tower(name))
     ro = tower.readout()
     x = torch.randn(3, 5, tower.width)
     cls = x[:, 0]
     normed = torch.nn.functional.layer_norm(cls, (tower.width,), ro.weight, ro.bias, ro.eps)
     want = normed if ro.proj is None else normed @ ro.proj
+    want = want if ro.proj_bias is None else want + ro.proj_bias
     torch.testing.assert_close(tower.head(x), want, atol=1e-6, rtol=0)
+    # and the per-token terms of every block sum back to that tower's features (EVA's sub-LN mixes the
+    # heads: no per-head split, its blocks enter whole)
+    h, w = tower.image_size
+    region = Regions([[0.0, 0.0, w / 2, h / 2]], image_size=(w, h), frame="input")
+    split = [] if name == "timm-eva" else None
+    c = token_contributions(tower, torch.randn(1, 3, h, w), [region], layers=split, alpha=2.0, sigma=3.0)
+    torch.testing.assert_close(c.reconstruct(), c.features, atol=1e-5, rtol=0)
 
 
 def test_shipped_model_maps_and_figure():

@@ -278,15 +278,21 @@ class OpenClipTimmTower(Tower):
         return self._after_pool(pooled)
 
     def readout(self) -> Readout:
-        """timm's final norm then open_clip's head, when that head is one linear map (dropout aside)."""
-        trunk, head = self.trunk, self.model.visual.head
-        mods = [m for m in head.modules() if not isinstance(m, (nn.Sequential, nn.Dropout, nn.Identity))]
-        plain = all(isinstance(getattr(trunk, n, None), nn.Identity) for n in ("fc_norm", "head"))
-        if self.pool_type != "cls" or not plain or len(mods) > 1 or (mods and not isinstance(mods[0], nn.Linear)):
+        """timm's final norm, then its classifier and open_clip's head when those are linear maps (dropout aside)."""
+        trunk = self.trunk
+        mods = [m for part in (trunk.head, self.model.visual.head) for m in part.modules()]
+        mods = [m for m in mods if not isinstance(m, (nn.Sequential, nn.Dropout, nn.Identity))]
+        if self.pool_type != "cls" or not isinstance(getattr(trunk, "fc_norm", None), nn.Identity):
             return super().readout()
-        linear = mods[0] if mods else None
-        proj = None if linear is None else linear.weight.T
-        return Readout.of_layer_norm(trunk.norm, proj, None if linear is None else linear.bias)
+        if not all(isinstance(m, nn.Linear) for m in mods):
+            return super().readout()
+        proj = bias = None
+        for m in mods:  # compose the linear maps: x @ W1^T + b1, then @ W2^T + b2
+            proj = m.weight.T if proj is None else proj @ m.weight.T
+            bias = None if bias is None else bias @ m.weight.T
+            if m.bias is not None:
+                bias = m.bias if bias is None else bias + m.bias
+        return Readout.of_layer_norm(trunk.norm, proj, bias)
 
     def pool_parts(self) -> PoolParts:
         if self.pool_type != "map":
