@@ -310,8 +310,8 @@ def text_head_maps(
 
 
 def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str | None = None, dpi: int = 110) -> Any:
-    """A matplotlib ``Figure`` (no pyplot state): the image, then head ``head``'s map (or ``"sum"``
-    over the block's heads) over it for CLIP and, with a region, FALIP; one symmetric colour scale
+    """A matplotlib ``Figure`` (no pyplot state): the image, then head ``head``'s map (or the ``"sum"``
+    or ``"mean"`` over the block's heads) over it for CLIP and, with a region, FALIP; one symmetric colour scale
     (red: votes for the text, blue: against). Save it with ``fig.savefig(path)``."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import TwoSlopeNorm
@@ -321,11 +321,13 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
     from .maps import upsample_map
 
     heads = maps.clip.shape[0]
-    if head != "sum" and (isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < heads):
-        raise FalipError(f"head must be 'sum' or a head index 0..{heads - 1}, got {head!r}")
+    if head not in ("sum", "mean") and (isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < heads):
+        raise FalipError(f"head must be 'sum', 'mean' or a head index 0..{heads - 1}, got {head!r}")
 
     def pick(stack: np.ndarray) -> np.ndarray:
-        return stack.sum(0) if head == "sum" else stack[int(head)]
+        if head in ("sum", "mean"):
+            return stack.sum(0) if head == "sum" else stack.mean(0)
+        return stack[int(head)]
 
     panels = [("CLIP", pick(maps.clip), maps.score_clip)]
     if maps.falip is not None:
@@ -334,7 +336,7 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
     norm = TwoSlopeNorm(0.0, -vmax, vmax)
     w, h = maps.image.size
     side = 3.0
-    fig = Figure(figsize=(side * (len(panels) + 1) + 0.8, side * h / w + 1.1), dpi=dpi)
+    fig = Figure(figsize=(side * (len(panels) + 1) + 0.8, side * h / w + 1.3), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, len(panels) + 1)
     gray = np.asarray(maps.image.convert("L"), dtype=np.float64) / 255.0
 
@@ -353,10 +355,10 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
         up = upsample_map(grid, maps.image.size, maps.geometry, maps.patch_size)
         ax.imshow(gray, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0))
         ax.imshow(np.ma.masked_invalid(up), cmap="RdBu_r", norm=norm, alpha=0.7, extent=(0, w, h, 0))
-        ax.set_title(f"{name}\npatches sum {grid.sum():+.3f}; features . t {score:+.3f}", fontsize=9)
+        ax.set_title(f"{name}\npatches sum {grid.sum():+.3f}\nfeatures . text {score:+.3f}", fontsize=9)
         outline(ax)
     fig.colorbar(ScalarMappable(norm=norm, cmap="RdBu_r"), ax=list(axes[1:]), fraction=0.04, pad=0.02)
-    who = "all heads (sum)" if head == "sum" else f"head {int(head)}"
+    who = f"the {head} over heads" if head in ("sum", "mean") else f"head {int(head)}"
     fig.suptitle(
         title or f'block {maps.layer + 1} (numbered from 1), {who}: per-patch votes for "{maps.text}"', fontsize=10
     )
