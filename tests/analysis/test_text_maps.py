@@ -83,7 +83,8 @@ def _naive_block_terms(model, image, region, layer, alpha, sigma, biased):
         attn = block.attn
         heads = attn.num_heads
         d = c // heads
-        h = torch.nn.functional.layer_norm(x, (c,), block.ln_1.weight.double(), block.ln_1.bias.double(), block.ln_1.eps)
+        ln_1 = block.ln_1
+        h = torch.nn.functional.layer_norm(x, (c,), ln_1.weight.double(), ln_1.bias.double(), ln_1.eps)
         w_in, b_in = attn.in_proj_weight.double(), attn.in_proj_bias.double()
         q, k, v = (h @ w_in[j * c : (j + 1) * c].T + b_in[j * c : (j + 1) * c] for j in range(3))
         w_out = attn.out_proj.weight.double()
@@ -160,9 +161,8 @@ def test_attention_pooled_towers_are_refused_with_the_reason():
 
 
 def _library_tower(name):
-    from support import tiny_towers as lib
-
     import falip.towers  # noqa: F401  (installs the adapters)
+    from support import tiny_towers as lib
 
     if name == "timm-vit":
         return lib.make_timm_clip("vit", "token", seed=1)
@@ -186,8 +186,8 @@ def test_readout_reproduces_the_tower_head(name):
     x = torch.randn(3, 5, tower.width)
     cls = x[:, 0]
     normed = torch.nn.functional.layer_norm(cls, (tower.width,), ro.weight, ro.bias, ro.eps)
-    want = normed if ro.proj is None else normed @ ro.proj
-    want = want if ro.proj_bias is None else want + ro.proj_bias
+    want = normed if ro.projection is None else normed @ ro.projection
+    want = want if ro.projection_bias is None else want + ro.projection_bias
     torch.testing.assert_close(tower.head(x), want, atol=1e-6, rtol=0)
     # and the per-token terms of every block sum back to that tower's features (EVA's sub-LN mixes the
     # heads: no per-head split, its blocks enter whole)

@@ -11,16 +11,16 @@ region is given), ``v_{h,t}`` that token's value in head h, ``s_h`` the head sca
 ``W_out,h`` head h's columns of the output projection (:func:`falip.core.attention.head_attention`,
 ``per_token``).
 
-Into feature space. The features are ``proj(ln_post(x_L))`` of the final [CLS] ``x_L``, a sum of
+Into feature space. The features are ``ln_post(x_L) @ projection`` of the final [CLS] ``x_L``, a sum of
 terms (Eq. 5). ``ln_post`` is not linear; as Gandelsman et al. do, it is applied to each term
 with the final [CLS]'s statistics held fixed (THE APPROXIMATION: a term's image is what it adds
 if the norm's scale were fixed at the value the whole sum gives it):
 
-    M(c) = ((c - mean(c)) * w / sigma_L) @ proj,   sigma_L = sqrt(var(x_L) + eps)
+    M(c) = ((c - mean(c)) * w / sigma_L) @ projection,   sigma_L = sqrt(var(x_L) + eps)
 
 ``w``, ``eps``: ln_post's weight and epsilon (:class:`falip.core.tower.Readout`). Centering is
 linear and exact; only sigma is frozen, so the terms sum back to the features exactly:
-``features = sum of M(terms) + (b @ proj + proj_bias)`` with ``b`` ln_post's bias (the
+``features = sum of M(terms) + (b @ projection + its bias)`` with ``b`` ln_post's bias (the
 ``readout_bias`` term). :meth:`TokenContributions.reconstruct` checks that sum.
 
 Text maps. With ``t`` a text's normalised embedding, head h of block l gives patch (i, j) the
@@ -82,7 +82,7 @@ def _readout_fn(ro: Readout, final_cls: torch.Tensor) -> Callable[[torch.Tensor]
         if ro.weight is not None:
             c = c * ro.weight
         c = c / sigma.view(-1, *([1] * (c.ndim - 1)))
-        return c if ro.proj is None else c @ ro.proj
+        return c if ro.projection is None else c @ ro.projection
 
     return apply
 
@@ -183,9 +183,9 @@ def token_contributions(
         bias = ls_1(out.out_proj_bias[i])
         biases.append(to_features(bias.expand(final.shape[0], -1)))
     readout_bias = final.new_zeros(final.shape[-1]) if ro.bias is None else ro.bias
-    readout_bias = readout_bias if ro.proj is None else readout_bias @ ro.proj
-    if ro.proj_bias is not None:
-        readout_bias = readout_bias + ro.proj_bias
+    readout_bias = readout_bias if ro.projection is None else readout_bias @ ro.projection
+    if ro.projection_bias is not None:
+        readout_bias = readout_bias + ro.projection_bias
     rows, d = final.shape[0], tower.output_dim
     heads, length = tower.parts(0).heads, tower.num_tokens
     return TokenContributions(
@@ -321,7 +321,8 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
     from .maps import upsample_map
 
     heads = maps.clip.shape[0]
-    if head not in ("sum", "mean") and (isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < heads):
+    index = not isinstance(head, bool) and isinstance(head, (int, np.integer)) and 0 <= head < heads
+    if head not in ("sum", "mean") and not index:
         raise FalipError(f"head must be 'sum', 'mean' or a head index 0..{heads - 1}, got {head!r}")
 
     def pick(stack: np.ndarray) -> np.ndarray:

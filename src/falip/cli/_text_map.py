@@ -34,7 +34,14 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
     if isinstance(args.head, int) and args.head >= fclip.tower.parts(0).heads:
         raise FalipError(f"--head {args.head}: the model has heads 0..{fclip.tower.parts(0).heads - 1}")
     maps = text_head_maps(
-        fclip, scorer.preprocess, image, args.text[0], scorer.tokenizer, region, layer=args.layer, template=args.template
+        fclip,
+        scorer.preprocess,
+        image,
+        args.text[0],
+        scorer.tokenizer,
+        region,
+        layer=args.layer,
+        template=args.template,
     )
     fig = plot_text_head_maps(maps, head=args.head, title=args.title, dpi=args.dpi)
     try:

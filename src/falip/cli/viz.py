@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if args.text_map:
         from ._text_map import run_text_map
 
-        region = None if boxes is None and masks is None else Regions(boxes, masks, image_size=image.size, box_format=args.box_format)
+        given = boxes is not None or masks is not None
+        region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format) if given else None
         return run_text_map(args, image, region, out)
     region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format)
 

@@ -139,25 +139,26 @@ class PoolParts:
 class Readout:
     """How a [CLS] tower turns its final [CLS] token ``x`` ``[C]`` into features ``[D]``:
 
-    ``features = (weight * (x - mean(x)) / sqrt(var(x) + eps) + bias) @ proj + proj_bias``
+    ``features = (weight * (x - mean(x)) / sqrt(var(x) + eps) + bias) @ projection + projection_bias``
 
-    (a LayerNorm, then a linear projection; ``None`` weight/bias: 1/0, ``None`` proj: identity).
+    (a LayerNorm, then a linear projection; ``None`` weight/bias: 1/0, ``None`` projection: identity).
     """
 
     weight: torch.Tensor | None  # [C]
     bias: torch.Tensor | None  # [C]
     eps: float
-    proj: torch.Tensor | None  # [C, D]
-    proj_bias: torch.Tensor | None = None  # [D]
+    projection: torch.Tensor | None  # [C, D]
+    projection_bias: torch.Tensor | None = None  # [D]
 
     @classmethod
     def of_layer_norm(
-        cls, norm: nn.Module, proj: torch.Tensor | None, proj_bias: torch.Tensor | None = None
+        cls, norm: nn.Module, projection: torch.Tensor | None, bias: torch.Tensor | None = None
     ) -> Readout:
-        """From a ``torch.nn.LayerNorm`` (over the last dimension) and ``proj`` ``[C, D]``; FalipError otherwise."""
+        """From a ``torch.nn.LayerNorm`` (over the last dimension), ``projection`` ``[C, D]`` and its
+        ``bias`` ``[D]``; FalipError otherwise."""
         if not isinstance(norm, nn.LayerNorm) or len(norm.normalized_shape) != 1:
             raise FalipError(f"the final norm is a {type(norm).__name__}, not a LayerNorm over the channels")
-        return cls(norm.weight, norm.bias, float(norm.eps), proj, proj_bias)
+        return cls(norm.weight, norm.bias, float(norm.eps), projection, bias)
 
 
 def block_label(index: int) -> str:
@@ -367,9 +368,7 @@ class Tower(nn.Module):
     def readout(self) -> Readout:
         """The final norm and projection of a [CLS] tower as a :class:`Readout` (analysis of the
         per-token terms in feature space); FalipError when the tower's head is not of that form."""
-        raise FalipError(
-            f"this {self.library} tower does not describe its head as a LayerNorm and a linear projection"
-        )
+        raise FalipError(f"this {self.library} tower does not describe its head as a LayerNorm and a linear projection")
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The library's own image features ``[N, D]`` (e.g. open_clip's ``encode_image``)."""
