@@ -54,6 +54,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=16,
         help="outline the ROA on this patch grid (default 16: ViT-B/16 at 224; 1: pixel level)",
     )
+    p.add_argument(
+        "--attention",
+        action="store_true",
+        help="Fig. 5 (right): per view, the model's [CLS] attention (last block, mean over heads) without and "
+        "with FALIP's bias on the foreground, at the model's input size (--size and --patch are not used)",
+    )
+    p.add_argument("--json", help="with --attention: also write the maps and shares (.json, or arrays in .npz)")
+    from ._eval import add_model_options
+
+    add_model_options(p)
 
 
 def grid_shape(n_views: int) -> tuple[int, int]:
@@ -155,6 +165,12 @@ def run(args: argparse.Namespace) -> int:
     if args.patch > args.size:
         raise FalipError(f"--patch {args.patch} is larger than the map (--size {args.size})")
     points = read_point_file(args.cloud, n_points=args.points, seed=args.seed, normalize=not args.no_normalize)
+    if args.attention:
+        from ._view_attention import run_attention
+
+        return run_attention(args, points, out)
+    if args.json:
+        raise FalipError("--json is for --attention (the contact sheet has no numbers to write)")
     projection = get_projection(args.projection)
     images = projection(torch.from_numpy(points)[None], n_points=args.points, size=args.size)[0]  # [V, 3, S, S]
     roa = masks_to_roa(projection.foreground(images), args.patch)  # [V, S // patch, S // patch]

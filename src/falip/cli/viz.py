@@ -70,6 +70,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-prompt", action="store_true", help="vanilla and FALIP panels only")
     p.add_argument(
+        "--text-map",
+        action="store_true",
+        help="instead of attention: the text-conditioned head map of Fig. 6 (which patches make --head of "
+        "--layer vote for the one --text; Gandelsman et al. 2024), CLIP and, with a region, FALIP",
+    )
+    p.add_argument(
         "--upsample", choices=("nearest", "bilinear"), default="nearest", help="map to image (default nearest)"
     )
     p.add_argument("--title", help="the figure's title (default: what is shown and FALIP's settings)")
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ._common import ensure_writable_dir, need_file
     from ._eval import apply_image_limit, make_scorer
 
-    if args.box is None and args.mask is None:
+    if args.box is None and args.mask is None and not args.text_map:
         raise FalipError("give the region: --box X0,Y0,X1,Y1 and/or --mask FILE")
     out = Path(args.out)
     if out.is_dir():
@@ -128,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     masks = _read_mask(args.mask, image.size) if args.mask else None
     boxes = None if args.box is None else [args.box]
+    if args.text_map:
+        from ._text_map import run_text_map
+
+        given = boxes is not None or masks is not None
+        region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format) if given else None
+        return run_text_map(args, image, region, out)
     region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format)
 
     from falip.analysis.maps import attention_maps, plot_attention_maps

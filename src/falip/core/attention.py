@@ -127,12 +127,15 @@ class HeadAttention:
     outputs ``G_h`` (attention-weighted values of head h, times its head scale, pushed through
     that head's slice of the output projection; None with an inner norm, which mixes the heads),
     so that ``heads.sum(1) + out_bias`` is ``output``; ``output`` ``[B, Lq, C]`` the attention
-    output after the projection (before ``attn_norm`` and ``ls1``).
+    output after the projection (before ``attn_norm`` and ``ls1``). ``tokens`` ``[B, heads, Lq, L, C]``
+    (``per_token=True`` only): ``G_h`` split over the keys, ``a_{h,t} W_out,h (s_h v_{h,t})``, the
+    term token t adds through head h (Gandelsman et al., 2024); ``tokens.sum(3)`` is ``heads``.
     """
 
     probs: torch.Tensor
     heads: torch.Tensor | None
     output: torch.Tensor
+    tokens: torch.Tensor | None = None
 
 
 def head_attention(
@@ -142,12 +145,15 @@ def head_attention(
     query_rows: slice | None = None,
     h_v: torch.Tensor | None = None,
     per_head: bool = True,
+    per_token: bool = False,
 ) -> HeadAttention:
     """The block's attention written out: per-head probabilities and outputs (the one place).
 
     ``h``: normalised tokens ``[B, L, C]`` (queries and keys); ``h_v``: tokens the values come from
     (default ``h``; the q/k/v swaps of the ablations); ``bias``: additive ``[B, L, L]`` or
-    ``[B, 1 or heads, L or 1, L]``, or None; ``query_rows``: the query rows kept (None: all).
+    ``[B, 1 or heads, L or 1, L]``, or None; ``query_rows``: the query rows kept (None: all);
+    ``per_token``: also each key token's term ``tokens`` (memory ``B * heads * Lq * L * C``: keep
+    ``Lq`` small).
     """
     q, k, v = _project(p, h, query_rows, None, h_v)
     logits = attention_logits(p, q, k)
@@ -159,12 +165,16 @@ def head_attention(
     probs = logits.softmax(dim=-1)
     out = probs @ v  # [B, heads, Lq, d]
     output = _finish_heads(p, out)
-    g = None
-    if per_head and p.inner_norm is None:
+    g = per_tok = None
+    if (per_head or per_token) and p.inner_norm is None:
         scaled = out if p.head_scale is None else out * p.head_scale
         w_out = p.out_weight.view(p.out_weight.shape[0], p.heads, p.head_dim)
         g = torch.einsum("bhtd,chd->bhtc", scaled, w_out)
-    return HeadAttention(probs, g, output)
+        if per_token:
+            v_s = v if p.head_scale is None else v * p.head_scale
+            v_out = torch.einsum("bhkd,chd->bhkc", v_s, w_out)  # each key's value through W_out,h
+            per_tok = probs[..., None] * v_out[:, :, None]  # [B, heads, Lq, L, C]
+    return HeadAttention(probs, g, output, per_tok)
 
 
 def attention(

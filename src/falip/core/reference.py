@@ -50,7 +50,9 @@ class ReferenceOutput:
     ``cls_stream`` ``[depth + 1, R, C]``: the [CLS] token entering each block, then the output.
     ``msa_cls`` / ``mlp_cls`` ``[depth, R, C]``: each block's attention / MLP term added to [CLS].
     ``attention[l]`` ``[R, heads, Lq, L]`` and ``head_outputs[l]`` ``[R, heads, Lq, C]`` for
-    the recorded blocks l; ``out_proj_bias[l]`` ``[C]`` (zeros when the block has none).
+    the recorded blocks l; ``out_proj_bias[l]`` ``[C]`` (zeros when the block has none);
+    ``token_outputs[l]`` ``[R, heads, Lq, L, C]`` (``per_token=True``): ``head_outputs[l]`` split
+    over the key tokens (:class:`~falip.core.attention.HeadAttention` ``tokens``).
     ``pool_attention`` ``[R, heads, P, L]``: the pooling probe's attention (attention-pooled
     towers; None on [CLS] towers, whose three stream fields are None on attention-pooled ones).
     """
@@ -62,6 +64,7 @@ class ReferenceOutput:
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
     head_outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     out_proj_bias: dict[int, torch.Tensor] = field(default_factory=dict)
+    token_outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     pool_attention: torch.Tensor | None = None
 
 
@@ -77,6 +80,7 @@ def reference_forward(
     form: str = "cls",
     record: Iterable[int] | str | None = None,
     tokens: str = "cls",
+    per_token: bool = False,
 ) -> ReferenceOutput:
     """Run every region through the whole tower with its foveal mask, block by block.
 
@@ -90,6 +94,7 @@ def reference_forward(
             pooling probe only). Out of range is an error naming the depth.
         record: blocks whose attention and per-head outputs to keep (``"all"``, or indices).
         tokens: ``"cls"`` records the [CLS] query row only, ``"all"`` every row.
+        per_token: also record each key token's per-head term (``token_outputs``).
     Returns:
         :class:`ReferenceOutput`, regions in image-major order.
     """
@@ -139,13 +144,16 @@ def reference_forward(
         if i in recorded or need_terms:
             p = tower.parts(i)
             h = p.norm1(x)
-            ha = head_attention(p, h, m, rows if i in recorded else slice(0, 1), per_head=i in recorded)
+            keep = i in recorded
+            ha = head_attention(p, h, m, rows if keep else slice(0, 1), per_head=keep, per_token=keep and per_token)
             if i in recorded:
                 out.attention[i] = ha.probs
                 if ha.heads is not None:
                     out.head_outputs[i] = ha.heads
                     bias = p.out_bias if p.out_bias is not None else x.new_zeros(x.shape[-1])
                     out.out_proj_bias[i] = bias.detach().clone()
+                if ha.tokens is not None:
+                    out.token_outputs[i] = ha.tokens
         x_next = tower.run_block(i, x, m)  # the library's own block
         if need_terms:
             msa = attention_term(p, ha.output[:, 0])

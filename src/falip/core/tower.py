@@ -37,6 +37,7 @@ from .errors import FalipError
 __all__ = [
     "BlockParts",
     "PoolParts",
+    "Readout",
     "Tower",
     "as_tower",
     "block_label",
@@ -132,6 +133,32 @@ class PoolParts:
     q_norm: TensorFn | None = None
     k_norm: TensorFn | None = None
     key_position: torch.Tensor | None = None  # added to the tokens before keys/values, [L, C]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How a [CLS] tower turns its final [CLS] token ``x`` ``[C]`` into features ``[D]``:
+
+    ``features = (weight * (x - mean(x)) / sqrt(var(x) + eps) + bias) @ projection + projection_bias``
+
+    (a LayerNorm, then a linear projection; ``None`` weight/bias: 1/0, ``None`` projection: identity).
+    """
+
+    weight: torch.Tensor | None  # [C]
+    bias: torch.Tensor | None  # [C]
+    eps: float
+    projection: torch.Tensor | None  # [C, D]
+    projection_bias: torch.Tensor | None = None  # [D]
+
+    @classmethod
+    def of_layer_norm(
+        cls, norm: nn.Module, projection: torch.Tensor | None, bias: torch.Tensor | None = None
+    ) -> Readout:
+        """From a ``torch.nn.LayerNorm`` (over the last dimension), ``projection`` ``[C, D]`` and its
+        ``bias`` ``[D]``; FalipError otherwise."""
+        if not isinstance(norm, nn.LayerNorm) or len(norm.normalized_shape) != 1:
+            raise FalipError(f"the final norm is a {type(norm).__name__}, not a LayerNorm over the channels")
+        return cls(norm.weight, norm.bias, float(norm.eps), projection, bias)
 
 
 def block_label(index: int) -> str:
@@ -337,6 +364,11 @@ class Tower(nn.Module):
         ``final_norm``) with an additive bias on the probe's logits ``[B, P, L]``; features ``[B, D]``.
         ``pooling == "map"`` only; the reference for the FALIP-MAP kernel."""
         raise FalipError(f"this {self.library} tower pools its [CLS] token; it has no attention-pooling probe")
+
+    def readout(self) -> Readout:
+        """The final norm and projection of a [CLS] tower as a :class:`Readout` (analysis of the
+        per-token terms in feature space); FalipError when the tower's head is not of that form."""
+        raise FalipError(f"this {self.library} tower does not describe its head as a LayerNorm and a linear projection")
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The library's own image features ``[N, D]`` (e.g. open_clip's ``encode_image``)."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, Tower
+from ..core.tower import BlockParts, Readout, Tower
 from ._hf import (
     check_attention_impl,
     encoder_block_parts,
@@ -112,6 +112,12 @@ class HFCLIPTower(Tower):
         pooled = self.core.post_layernorm(tokens[:, 0])
         proj = self._projection
         return pooled if proj is None else proj(pooled)
+
+    def readout(self) -> Readout:
+        proj = self._projection
+        if proj is None:
+            return Readout.of_layer_norm(self.core.post_layernorm, None)
+        return Readout.of_layer_norm(self.core.post_layernorm, proj.weight.T, proj.bias)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.to(self.dtype)

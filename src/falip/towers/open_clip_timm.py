@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, PoolParts, Tower
+from ..core.tower import BlockParts, PoolParts, Readout, Tower
 
 __all__ = ["OpenClipTimmTower"]
 
@@ -276,6 +276,23 @@ class OpenClipTimmTower(Tower):
         x = trunk.norm(tokens)
         pooled = x[:, 0] if self.pool_type == "cls" else trunk.attn_pool(x)
         return self._after_pool(pooled)
+
+    def readout(self) -> Readout:
+        """timm's final norm, then its classifier and open_clip's head when those are linear maps (dropout aside)."""
+        trunk = self.trunk
+        mods = [m for part in (trunk.head, self.model.visual.head) for m in part.modules()]
+        mods = [m for m in mods if not isinstance(m, (nn.Sequential, nn.Dropout, nn.Identity))]
+        if self.pool_type != "cls" or not isinstance(getattr(trunk, "fc_norm", None), nn.Identity):
+            return super().readout()
+        if not all(isinstance(m, nn.Linear) for m in mods):
+            return super().readout()
+        proj = bias = None
+        for m in mods:  # compose the linear maps: x @ W1^T + b1, then @ W2^T + b2
+            proj = m.weight.T if proj is None else proj @ m.weight.T
+            bias = None if bias is None else bias @ m.weight.T
+            if m.bias is not None:
+                bias = m.bias if bias is None else bias + m.bias
+        return Readout.of_layer_norm(trunk.norm, proj, bias)
 
     def pool_parts(self) -> PoolParts:
         if self.pool_type != "map":

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, Tower
+from ..core.tower import BlockParts, Readout, Tower
 
 __all__ = ["OpenClipViTTower"]
 
@@ -177,6 +177,9 @@ class OpenClipViTTower(Tower):
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.visual.ln_post(tokens[:, 0])
         return cls @ self.visual.proj if self.visual.proj is not None else cls
+
+    def readout(self) -> Readout:
+        return Readout.of_layer_norm(self.visual.ln_post, self.visual.proj)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)

@@ -1,0 +1,73 @@
+"""`falip viz --text-map` (Fig. 6's text head maps) and `falip views --attention` (Fig. 5 right), end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from falip.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 72, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_viz_text_map_writes_the_picture_and_every_heads_map(image, tmp_path, capsys):
+    out, js = tmp_path / "map.png", tmp_path / "map.json"
+    argv = ["viz", str(image), "--text-map", "--text", "a dog", "--layer", "3", "--head", "1"]
+    code = main([*argv, "--box", "10,5,40,30", "--out", str(out), "--json", str(js)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.read_bytes()[:8] == PNG
+    assert "block 3 (numbered from 1), head 1" in printed and "FALIP" in printed
+    data = json.loads(js.read_text())
+    assert data["block"] == 3 and data["head_shown"] == 1 and data["text"] == "a dog"
+    heads, gh, gw = np.asarray(data["clip"]["maps"]).shape
+    assert (heads, gh, gw) == (3, 8, 8) and np.asarray(data["falip"]["maps"]).shape == (3, 8, 8)
+    assert np.asarray(data["roa"]).shape == (8, 8) and data["box"] == [10.0, 5.0, 40.0, 30.0]
+    assert not np.allclose(data["clip"]["maps"], data["falip"]["maps"])  # block 3 is biased in the preset
+    # no region: CLIP only; arrays as .npz
+    npz = tmp_path / "map.npz"
+    assert main(["viz", str(image), "--text-map", "--text", "a dog", "--out", str(out), "--json", str(npz)]) == 0
+    with np.load(npz) as arrays:
+        assert arrays["clip"].shape == (3, 8, 8) and int(arrays["block"]) == 4 and "falip" not in arrays
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "exactly one --text"),
+        (["--text", "a", "--text", "b"], "exactly one --text"),
+        (["--text", "a", "--head", "7"], "heads 0..2"),
+        (["--text", "a", "--head", "rollout"], "not 'rollout'"),
+        (["--text", "a", "--layer", "9"], "out of range"),
+    ],
+)
+def test_viz_text_map_errors_name_the_option(image, tmp_path, capsys, extra, message):
+    code = main(["viz", str(image), "--text-map", *extra, "--out", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_views_attention_writes_the_maps_of_clip_and_falip(tmp_path, capsys):
+    cloud = tmp_path / "box.npy"
+    points = np.random.default_rng(0).uniform(-1, 1, (1500, 3)).astype(np.float32)
+    points[:, 2] *= 0.3
+    np.save(cloud, points)
+    out, js = tmp_path / "views.png", tmp_path / "views.json"
+    assert main(["views", str(cloud), "--attention", "--out", str(out), "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    assert out.read_bytes()[:8] == PNG and "share on the foreground" in printed
+    data = json.loads(js.read_text())
+    assert data["block"] == 4 and len(data["views"]) == 6
+    assert all(f > c for c, f in zip(data["share_clip"], data["share_falip"]))
+    assert np.asarray(data["falip"]).shape == (6, 8, 8)
+    code = main(["views", str(cloud), "--out", str(out), "--json", str(js)])
+    assert code == 2 and "--json is for --attention" in capsys.readouterr().err
