@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     n_boxes = np.array([len(it.boxes) for it in items])
     rec_preds, rec_ok = {}, {}
     for m in methods:
-        rec_preds[m], _ = rec_predict(scorer, items, m, rng=np.random.default_rng(args.seed))
+        rec_preds[m], _ = rec_predict(scorer, items, m, ties="random", seed=args.seed)
         rec_ok[m] = rec_correct(items, rec_preds[m])
 
     # region classification: every object of 2-4 object scenes, among all colour-shape classes
