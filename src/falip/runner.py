@@ -161,8 +161,9 @@ class Task(Protocol):
         """
         ...
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
-        """A deterministic function of all records and skipped entries -> the summary."""
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Any:
+        """A deterministic function of all records and skipped entries -> the summary: a dict, or an
+        object with ``to_dict()`` (:class:`falip.tasks.metrics.Summary`) that gives it."""
         ...
 
     def table(self, summary: dict) -> str:
@@ -760,7 +761,8 @@ def _finish(
     outside = len(state.records) + len(state.skipped) - len(units) - len(skipped)
     if outside:
         log.info("%s: %d finished units are not among this run's units (--limit) and are left out", out_dir, outside)
-    summary = dict(task.summarize(records, skipped))
+    summary = task.summarize(records, skipped)
+    summary = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)  # a tasks.metrics.Summary
     summary.setdefault("n", len(records))
     summary.setdefault("skipped", _count(skipped))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -41,6 +41,7 @@ from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..core.tower import BLOCKS_NOTE
 from ..prompts.registry import METHODS, parse_method
+from ..tasks.metrics import Summary
 from .ablations import VARIANTS, AblationScorer
 
 __all__ = [
@@ -272,12 +273,8 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "n": summary["n"],
         "skipped": summary.get("skipped", 0),
     }
-    for key in sorted(summary):
-        if key.startswith("correct") and key.endswith("_accuracy"):
-            row[f"top{key[len('correct') : -len('_accuracy')]}_accuracy"] = summary[key]
-    for key in ("group_mean_accuracy", "worst_group_accuracy"):
-        if key in summary:
-            row[key] = summary[key]
+    for m in Summary.from_dict(summary).metrics[1:]:  # top-k as "top<k>_accuracy", the others by their key
+        row[m.key.replace("correct", "top", 1) if m.label.startswith("top-") else m.key] = summary[m.key]
     for split, part in summary.get("by_split", {}).items():
         if len(summary["by_split"]) > 1:
             row[f"accuracy[{split}]"] = part["accuracy"]

@@ -52,12 +52,10 @@ def _columns(summary: dict, task: str) -> dict[str, str]:
             cells[split] = f"{row['accuracy']:.1f}"
         cells["all"] = f"{summary['accuracy']:.1f}"
     else:
-        cells["top-1"] = f"{summary['accuracy']:.1f}"
-        for key in sorted(k for k in summary if k.startswith("correct") and k.endswith("_accuracy")):
-            cells[f"top-{key[len('correct') : -len('_accuracy')]}"] = f"{summary[key]:.1f}"
-        if "worst_group_accuracy" in summary:
-            cells["group mean"] = f"{summary['group_mean_accuracy']:.1f}"
-            cells["worst group"] = f"{summary['worst_group_accuracy']:.1f}"
+        from falip.tasks.metrics import Summary
+
+        for label, value in Summary.from_dict(summary).columns().items():  # top-1, top-k, group mean, ...
+            cells[label] = "-" if value is None else f"{value:.1f}"
     cells["n"] = str(summary["n"])
     if summary.get("skipped"):
         cells["skipped"] = str(summary["skipped"])
@@ -66,13 +64,13 @@ def _columns(summary: dict, task: str) -> dict[str, str]:
 
 def markdown_table(rows: dict[str, dict[str, str]], first: str = "method") -> str:
     """A markdown table from ``{row name: {column: cell}}`` (columns in first-seen order)."""
+    from falip.tasks.metrics import format_table
+
     columns: list[str] = []
     for cells in rows.values():
         columns += [c for c in cells if c not in columns]
-    lines = ["| " + " | ".join([first, *columns]) + " |", "| " + " | ".join(["---"] + ["---:"] * len(columns)) + " |"]
-    for name, cells in rows.items():
-        lines.append("| " + " | ".join([name] + [cells.get(c, "-") for c in columns]) + " |")
-    return "\n".join(lines)
+    body = [[name] + [cells.get(c, "-") for c in columns] for name, cells in rows.items()]
+    return format_table([first, *columns], body, markdown=True)
 
 
 def compare_methods(

@@ -103,15 +103,6 @@ def _fmt(k: int, n: int) -> str:
     return f"{100 * k / n:5.1f} [{100 * lo:4.1f}-{100 * hi:4.1f}]"
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
-
-
 @dataclass
 class Panel:
     """One query to draw: the image, candidate boxes ``[K, 4]`` (xyxy px, exclusive x1/y1), the
@@ -250,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.data import synthetic
     from falip.prompts.registry import parse_method
     from falip.scoring import RegionScorer
+    from falip.tasks.metrics import format_table
     from falip.tasks.rec import rec_correct, rec_predict
     from falip.tasks.region_cls import classify_regions
 
@@ -309,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print("accuracy % [95% Wilson interval]")
-    print(_table(rows, header))
+    print(format_table(header, rows))
     print()
 
     if out is None:

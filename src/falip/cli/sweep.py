@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         batch_units=args.batch,
         require_scored=True,
     )
+    from falip.tasks.metrics import format_table
+
     params = table["params"]
     header = [*params, "accuracy %", "95% CI", "n"]
     lines = [header]
@@ -110,17 +112,9 @@ def run(args: argparse.Namespace) -> int:
                 str(r["n"]),
             ]
         )
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print(f"\n{table['task']} sweep, method {table['method']}, model {args.model}")
     if "blocks" in params:
         print("(blocks numbered from 1, as in the paper)")
-    for k, line in enumerate(lines):
-        print(
-            "  ".join(
-                str(c).ljust(w) if i < len(params) else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))
-            )
-        )
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(header, lines[1:], left=len(params)))
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
     return 0

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..core.errors import FalipError
 from ..core.regions import Regions
 from ..runner import Skip, Unit
-from .metrics import accuracy_summary, summary_table
+from .metrics import MEAN_PER_CLASS, Summary, accuracy_summary, summary_table
 
 __all__ = [
     "POINTCLOUD_TEMPLATE",
@@ -329,20 +329,22 @@ class PointCloudTask:
             }])  # fmt: skip
         return out
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Summary:
         summary = accuracy_summary(records, skipped, by=("label_name",))
-        per_class = [row["accuracy"] for row in summary["by_label_name"].values()]
-        summary["mean_per_class_accuracy"] = float(np.mean(per_class)) if per_class else 0.0
-        summary["view_weights"] = None if self.settings.view_weights is None else list(self.settings.view_weights)
-        summary["weights_from"] = self.settings.weights_from
+        per_class = [row["accuracy"] for row in summary.groups["label_name"].values()]
+        summary.add(MEAN_PER_CLASS, float(np.mean(per_class)) if per_class else 0.0)
+        weights = self.settings.view_weights
+        summary.extra["view_weights"] = None if weights is None else list(weights)
+        summary.extra["weights_from"] = self.settings.weights_from
         return summary
 
-    def table(self, summary: dict) -> str:
+    def table(self, summary: Summary | dict) -> str:
         s = self.settings
+        summary = summary if isinstance(summary, Summary) else Summary.from_dict(summary)
         title = f"point clouds ({s.dataset}, {s.method}, projection {s.projection})"
         text = summary_table(summary, "label_name", title)
         return text + (
-            f"\nmean per-class accuracy {summary['mean_per_class_accuracy']:.1f}%; view weights: {s.weights_from}"
+            f"\nmean per-class accuracy {summary.value(MEAN_PER_CLASS):.1f}%; view weights: {s.weights_from}"
         )
 
 

@@ -21,7 +21,7 @@ from ..core.regions import Regions
 from ..prompts.registry import METHODS, parse_method, term_atoms
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
-from .metrics import accuracy_summary, box_iou, summary_table
+from .metrics import Summary, accuracy_summary, box_iou, summary_table
 
 __all__ = [
     "REC_TEMPLATE",
@@ -445,14 +445,16 @@ class RecTask:
             out[u] = [results[(u, q["id"])] for q in group["queries"]]
         return out
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Summary:
         notes = [e for e in skipped if _BOX_NOTE.search(str(e.get("id", "")))]
         items = [e for e in skipped if not _BOX_NOTE.search(str(e.get("id", "")))]
         summary = accuracy_summary(records, items, by="split")
-        summary["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
-        summary["images_without_detections"] = len({(r["split"], r["image"]) for r in records if r.get("whole_image")})
+        summary.extra["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
+        summary.extra["images_without_detections"] = len(
+            {(r["split"], r["image"]) for r in records if r.get("whole_image")}
+        )
         s = self.settings
-        summary["protocol"] = {
+        summary.extra["protocol"] = {
             "boxes": "prop (detector file)" if s.detector_file else "gold (the annotations' boxes)",
             "ties": s.ties,
             "subtract_q": s.subtract_q,
@@ -460,7 +462,8 @@ class RecTask:
         }
         return summary
 
-    def table(self, summary: dict) -> str:
+    def table(self, summary: Summary | dict) -> str:
+        summary = summary.to_dict() if isinstance(summary, Summary) else summary
         text = summary_table(summary, "split", f"REC ({self.settings.method})")
         if summary.get("dropped_boxes"):
             text += f"\ncandidate boxes dropped (zero area or outside the image): {summary['dropped_boxes']}"
