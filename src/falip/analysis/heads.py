@@ -48,6 +48,7 @@ from ..core.images import to_rgb
 from ..core.reference import reference_forward
 from ..core.regions import Regions
 from ..core.tower import BLOCKS_NOTE, Tower, as_tower
+from ..defaults import ALPHA, FORM, SIGMA
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 
 __all__ = [
@@ -139,10 +140,10 @@ def decompose(
     regions: Sequence[Regions] | None = None,
     *,
     layers: Iterable[int] | None = None,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> Decomposition:
     """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``layers``.
 
@@ -189,10 +190,10 @@ def head_deltas(
     prompted: torch.Tensor,
     prompted_regions: Sequence[Regions] | None = None,
     *,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(||ls_1(G'_h) - ls_1(G_h)||, ||ls_1(G_h)||)``, each ``[depth, R, heads]``, for every block.
 

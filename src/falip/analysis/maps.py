@@ -48,6 +48,7 @@ from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
 from ..core.tower import Tower, as_tower, resolve_layer
+from ..defaults import ALPHA, FORM, SIGMA
 from ..prompts.registry import METHODS, PromptParams, parse_method
 from .ablations import scale_box
 
@@ -114,10 +115,10 @@ def cls_attention(
     *,
     layer: int = -1,
     head: Head = "mean",
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     layers: Sequence[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> torch.Tensor:
     """The [CLS] token's attention row ``[R, prefix + gh * gw]`` (float64, CPU) at block ``layer``.
 

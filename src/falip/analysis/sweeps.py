@@ -40,6 +40,7 @@ from typing import Any
 from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..core.tower import BLOCKS_NOTE
+from ..defaults import SWEEP_PARAMS
 from ..prompts.registry import METHODS, parse_method
 from ..tasks.metrics import Summary
 from .ablations import VARIANTS, AblationScorer
@@ -59,7 +60,7 @@ __all__ = [
     "write_table",
 ]
 
-PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")
+PARAMS = SWEEP_PARAMS
 FORM_VALUES = (*FORMS, *VARIANTS)
 DEFAULT_VALUES = {
     "alpha": "0,0.1,0.2,0.5,1,2,5,10,20",

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from falip.defaults import CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
+
 from ._common import (
     check_device,
     check_model_name,
@@ -34,8 +36,6 @@ __all__ = [
 ]
 
 DATASETS = ("cub", "dogs", "waterbirds", "imagenet-s", "jsonl", "csv")
-REC_TEMPLATE = "a photo of {}"  # falip.tasks.rec.REC_TEMPLATE, without importing it here
-CLS_DEFAULT = "a photo of a {}."  # falip.tasks.region_cls.CLS_TEMPLATE
 
 
 def _layers(text: str) -> list[int]:
@@ -71,10 +71,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="comma-separated blocks to bias, numbered from 1 as in the paper (9,10,11,12; -1: the last) "
         "(default: preset)",
     )
-    g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
+    g.add_argument("--form", choices=FORMS, help="mask form (default: preset)")
     g.add_argument(
         "--resize",
-        choices=("squash", "crop"),
+        choices=RESIZE_MODES,
         help="preprocessing resize mode (default: the model's own: squash for open_clip models, the image "
         "processor's for hf: models)",
     )
@@ -83,7 +83,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="cpu, cuda, cuda:1, mps (default auto: cuda when available); checked before the model loads",
     )
-    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
     g.add_argument(
         "--max-image-pixels",
@@ -123,7 +123,7 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     )
     g.add_argument(
         "--ties",
-        choices=("first", "random"),
+        choices=TIES,
         default="first",
         help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
         "default) or a draw seeded by --seed",
@@ -152,11 +152,11 @@ def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) ->
 def add_template_options(g: Any, default_text: str | None = None) -> None:
     """``--template`` / ``--templates FILE`` (mutually exclusive)."""
     t = g.add_mutually_exclusive_group()
-    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_DEFAULT)})")
+    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_TEMPLATE)})")
     t.add_argument("--templates", help="a file of templates, one per line, averaged in feature space")
 
 
-def read_templates(args: argparse.Namespace, default: str = CLS_DEFAULT) -> tuple[str, ...]:
+def read_templates(args: argparse.Namespace, default: str = CLS_TEMPLATE) -> tuple[str, ...]:
     """The templates of ``--template`` / ``--templates FILE`` (else ``default``, the paper's)."""
     from falip.core.errors import FalipError
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from falip.defaults import SWEEP_PARAMS
+
 from ._eval import (
     add_classify_options,
     add_model_options,
@@ -19,7 +21,6 @@ from ._eval import (
 
 __all__ = ["configure_parser", "run"]
 
-PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")  # falip.analysis.sweeps.PARAMS, kept light here
 
 _EPILOG = """values:
   alpha, sigma     numbers, e.g. --values 0,0.1,0.2,0.5,1
@@ -37,7 +38,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``sweep`` options to ``p``."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = _EPILOG
-    p.add_argument("param", nargs="?", choices=PARAMS, help="the parameter to sweep (or use --grid)")
+    p.add_argument("param", nargs="?", choices=SWEEP_PARAMS, help="the parameter to sweep (or use --grid)")
     p.add_argument("--values", help="comma-separated values (default: a range for the parameter; see below)")
     p.add_argument(
         "--grid", action="append", metavar="P=V,..,Q=V,..", help="a 2-D grid instead of PARAM/--values (heat map)"

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE
 from ..runner import Skip, Unit
 from .metrics import MEAN_PER_CLASS, Summary, accuracy_summary, summary_table
 
@@ -59,9 +60,6 @@ VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
 POST_SEARCH_GRID = (0.25, 0.5, 0.75, 1.0)
 """PointCLIP's search grid (trainers/search_weights.py: ``(i + 1) * RANGE / TIME``, TIME 4, RANGE 1)."""
 POST_SEARCH_LABEL = "post-searched on the reported split (PointCLIP's protocol, optimistic)"
-
-POINTCLOUD_TEMPLATE = "point cloud depth map of a {}."
-"""PointCLIP's zero-shot prompt; class names with underscores replaced by spaces."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ class PointCloudTask:
     ) -> None:
         from .projection import PROJECTIONS
 
-        if settings.method not in ("falip", "none"):
+        if settings.method not in POINTCLOUD_METHODS:
             raise FalipError(f"point clouds take method 'falip' or 'none', got {settings.method!r}")
         if settings.projection not in PROJECTIONS:
             raise FalipError(f"projection must be one of {sorted(PROJECTIONS)}, got {settings.projection!r}")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import REC_TEMPLATE, TIES
 from ..prompts.registry import METHODS, parse_method, term_atoms
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
@@ -36,9 +37,6 @@ __all__ = [
     "rec_predict",
     "rec_correct",
 ]
-
-REC_TEMPLATE = "a photo of {}"
-"""FALIP's REC prompt (docs/method.md, "Scoring and tasks"); expressions are lowercased first."""
 
 
 @dataclass
@@ -114,11 +112,6 @@ def rec_scores(
         ]
         result.append(torch.stack(cols, dim=1) if cols else s[:, :0])
     return result
-
-
-TIES = ("first", "random")
-"""Tie rules: the ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's rule), or a
-seeded ``random`` draw."""
 
 
 def pick_region(scores: torch.Tensor, key: str | None = None, seed: int = 0, ties: str = "first") -> int:

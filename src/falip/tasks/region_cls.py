@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import CLS_TEMPLATE
 from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
@@ -29,9 +30,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CLS_TEMPLATE = "a photo of a {}."
-"""Region-classification prompt (docs/method.md, "Scoring and tasks")."""
 
 
 def classify_regions(
