@@ -169,21 +169,22 @@ def parse_grid(specs: Sequence[str]) -> dict[str, str]:
                 current, _, token = token.partition("=")
                 current = _check_param(current.strip())
                 if current in axes:
-                    raise FalipError(f"--grid names {current} twice")
+                    raise FalipError(f"{{grid}} names {current} twice", terms={"grid": "the grid"})
                 axes[current] = []
                 token = token.strip()
                 if not token:
                     continue
             if current is None:
                 raise FalipError(
-                    f"--grid must start with PARAM=VALUES (e.g. alpha=0.1,1,blocks=last1,last2), got {spec!r}"
+                    f"{{grid}} must start with PARAM=VALUES (e.g. alpha=0.1,1,blocks=last1,last2), got {spec!r}",
+                    terms={"grid": "the grid"},
                 )
             axes[current].append(token)
     if not axes:
-        raise FalipError("--grid names no parameter")
+        raise FalipError("{grid} names no parameter", terms={"grid": "the grid"})
     for param, values in axes.items():
         if not values:
-            raise FalipError(f"--grid gives no values for {param}")
+            raise FalipError(f"{{grid}} gives no values for {param}", terms={"grid": "the grid"})
     return {p: ",".join(v) for p, v in axes.items()}
 
 

@@ -83,7 +83,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="cpu, cuda, cuda:1, mps (default auto: cuda when available); checked before the model loads",
     )
-    g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision")
+    g.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="model precision")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
     g.add_argument(
         "--max-image-pixels",
@@ -124,7 +124,7 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     g.add_argument(
         "--ties",
         choices=TIES,
-        default="first",
+        default=TIES[0],
         help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
         "default) or a draw seeded by --seed",
     )
@@ -145,7 +145,7 @@ def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) ->
         default="all",
         help="Stanford Dogs: every annotated dog (default) or the first of each image (one region per image)",
     )
-    add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
+    add_template_options(g, f"{CLS_TEMPLATE!r} (classify), {REC_TEMPLATE!r} (rec)" if not standalone else None)
     g.add_argument("--top-k", type=int_at_least(1), default=5, help="the second accuracy reported (default top-5)")
 
 

@@ -166,20 +166,20 @@ def read_prompts(path: str, classes: Sequence[str]) -> tuple[tuple[str, tuple[st
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise FalipError(f"--prompts {p}: cannot read it ({e.strerror or e})") from None
+        raise FalipError(f"prompts file {p}: cannot read it ({e.strerror or e})") from None
     except ValueError as e:
-        raise FalipError(f"--prompts {p}: not JSON ({e})") from None
+        raise FalipError(f"prompts file {p}: not JSON ({e})") from None
     if not isinstance(obj, dict):
-        raise FalipError(f"--prompts {p}: expected an object {{class: [sentence, ...]}}")
+        raise FalipError(f"prompts file {p}: expected an object {{class: [sentence, ...]}}")
     out = []
     for c in classes:
         sentences = obj.get(c, obj.get(c.replace("_", " ")))
         if sentences is None:
-            raise FalipError(f"--prompts {p}: no sentences for class {c!r}")
+            raise FalipError(f"prompts file {p}: no sentences for class {c!r}")
         if isinstance(sentences, str):
             sentences = [sentences]
         if not isinstance(sentences, list) or not sentences or not all(isinstance(t, str) for t in sentences):
-            raise FalipError(f"--prompts {p}: class {c!r} needs a non-empty list of sentences")
+            raise FalipError(f"prompts file {p}: class {c!r} needs a non-empty list of sentences")
         out.append((c, tuple(sentences)))
     return tuple(out)
 

@@ -279,7 +279,10 @@ def open_dataset(
         return ds, ds.classes, {"split": split, "objects": objects}
     if name == "waterbirds":
         if cub_root is None:
-            raise FalipError("Waterbirds needs the CUB-200-2011 folder (--cub-root) for the bird boxes")
+            raise FalipError(
+                "Waterbirds needs the CUB-200-2011 folder ({cub_root}) for the bird boxes",
+                terms={"cub_root": "cub_root"},
+            )
         names = None
         if classnames is not None:  # e.g. the two class names of a Waterbirds-style synthetic set
             names = [line.strip() for line in Path(classnames).read_text(encoding="utf-8").splitlines() if line.strip()]
