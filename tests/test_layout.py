@@ -205,3 +205,15 @@ def test_the_internals_check_can_fail(tmp_path):
         bad.unlink()
     lines = sorted({f.split(":")[1] for f in found})
     assert lines == ["2", "3", "4", "5", "6"], found
+
+
+def test_no_pyplot_state():
+    """Figures are matplotlib ``Figure`` objects: no module switches the backend or draws through pyplot
+    (a notebook user's backend and open figures are theirs)."""
+    found = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "use" and getattr(node.value, "id", "") == "matplotlib":
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: matplotlib.use")
+        found += [f"{path.relative_to(PACKAGE)}: imports {m}" for m in _imports(path) if m == "matplotlib.pyplot"]
+    assert not found, found

@@ -371,11 +371,8 @@ def _axis_label(param: str) -> str:
 
 def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = None, dpi: int = 110) -> Path:
     """A PNG of accuracy against the swept parameter (95% intervals), or a heat map for a grid of two."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     params, rows = list(table["params"]), list(table["rows"])
     task = {"rec": "REC", "classify": "region classification"}.get(table.get("task"), table.get("task") or "task")
@@ -389,7 +386,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         labels = [r[p] for r in rows]
         acc = np.array([r["accuracy"] for r in rows])
         err = np.array([[r["accuracy"] - r["ci95_low"] for r in rows], [r["ci95_high"] - r["accuracy"] for r in rows]])
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
+        fig = Figure(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
+        ax = fig.subplots()
         x = np.arange(len(rows))
         ordered = p in ("alpha", "sigma", "circle-scale")
         ax.errorbar(x, acc, yerr=err, fmt="o-" if ordered else "o", capsize=3, color="#0072B2", lw=1.5)
@@ -409,7 +407,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         grid = np.full((len(ys), len(xs)), np.nan)
         for r in rows:
             grid[ys.index(r[p]), xs.index(r[q])] = r["accuracy"]
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(xs) + 2.5), max(3.0, 0.45 * len(ys) + 1.6)), dpi=dpi)
+        fig = Figure(figsize=(max(4.5, 0.75 * len(xs) + 2.5), max(3.0, 0.45 * len(ys) + 1.6)), dpi=dpi)
+        ax = fig.subplots()
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
         finite = grid[np.isfinite(grid)]
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0
@@ -432,5 +431,4 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path

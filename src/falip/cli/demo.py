@@ -128,12 +128,9 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     choice is an outline on the chosen object's box, one line width further out per method (in
     the order of ``methods``), so that choices of several methods on one box stay visible.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as mpatches
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     n = len(panels)
@@ -144,7 +141,7 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     cell_w, side, title_h, gap, header_h, footer_h = 3.6, 3.2, 0.45, 0.2, 0.75, 0.55
     row_h = title_h + side + gap
     fig_w, fig_h = cell_w * cols, header_h + rows * row_h + footer_h
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     data_per_pt = []
     for k, pan in enumerate(panels):
         r, c = divmod(k, cols)
@@ -181,7 +178,6 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     legend.get_frame().set_facecolor("#9a9a9a")  # grey, so the white gold entry shows
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
 
 
 def box_edges(box: Any, grow: float = 0.0) -> tuple[float, float, float, float]:
