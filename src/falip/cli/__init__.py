@@ -1,4 +1,4 @@
-"""The ``falip`` command line: ``demo``, ``score``, ``app``, ``models``, ``train-tiny``, ...
+"""The ``falip`` command line: one subcommand per entry of :data:`SUBCOMMANDS` (``falip --help`` lists them).
 
 One module per subcommand, each with ``configure_parser(p)`` and ``run(args) -> int``. The modules
 import only the standard library at module level (torch, open_clip and falip's model code are
