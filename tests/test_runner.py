@@ -139,7 +139,8 @@ def test_an_out_dir_with_results_needs_resume(tmp_path, data):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     task = ToyTask(data)
     task.units = None  # "before any work": units() is not even called
-    with pytest.raises(FalipError, match="already holds results of a run; pass --resume to continue it, or choose"):
+    # in the library's terms; the command line says --resume and --out (tests/cli/test_eval_commands.py)
+    with pytest.raises(FalipError, match="a run; pass resume=True to continue it, or choose another out_dir"):
         run(task, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (out / "summary.json").unlink()

@@ -190,14 +190,6 @@ def test_a_run_that_scores_nothing_is_an_error_not_zero_percent(tmp_path):
         run(ToyTask(empty), tmp_path / "out2", require_scored=True)
 
 
-def test_accuracy_of_nothing_is_not_zero():
-    from falip.tasks.metrics import accuracy_summary, summary_table
-
-    summary = accuracy_summary([], [{"id": "a", "source": "f:1", "reason": "r", "items": 3}])
-    assert summary["n"] == 0 and summary["accuracy"] is None and summary["skipped"] == 3
-    assert "0.0" not in summary_table(summary, "split", "t")
-
-
 # ------------------------------------------------------------------------------ torn last line
 def test_a_torn_last_line_that_ends_in_a_newline_is_repaired(tmp_path):
     data = make_data(tmp_path / "data", SIZES)

@@ -161,8 +161,9 @@ class Task(Protocol):
         """
         ...
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
-        """A deterministic function of all records and skipped entries -> the summary."""
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Any:
+        """A deterministic function of all records and skipped entries -> the summary: a dict, or an
+        object with ``to_dict()`` (:class:`falip.tasks.metrics.Summary`) that gives it."""
         ...
 
     def table(self, summary: dict) -> str:
@@ -399,19 +400,24 @@ def _check_out_dir(out_dir: Path, header: dict, resume: bool) -> None:
         return
     if not resume:
         raise FalipError(
-            f"{out_dir} already holds results of a run; pass --resume to continue it, or choose another --out"
+            f"{out_dir} already holds results of a run; pass {{resume}} to continue it, or choose another {{out}}",
+            terms={"resume": "resume=True", "out": "out_dir"},
         )
     path = out_dir / "run.json"
     if not path.exists():
-        raise FalipError(f"{out_dir} holds results but no run.json, so its settings are unknown; choose another --out")
+        raise FalipError(
+            f"{out_dir} holds results but no run.json, so its settings are unknown; choose another {{out}}",
+            terms={"out": "out_dir"},
+        )
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
         old_task, old_config = old["task"], old["config"]
     except (ValueError, KeyError, TypeError) as e:
-        raise FalipError(f"{path}: unreadable ({e}); choose another --out") from None
+        raise FalipError(f"{path}: unreadable ({e}); choose another {{out}}", terms={"out": "out_dir"}) from None
     if old_task != header["task"]:
         raise FalipError(
-            f"{out_dir} holds a {old_task!r} run, not {header['task']!r}; choose another --out to run this one"
+            f"{out_dir} holds a {old_task!r} run, not {header['task']!r}; choose another {{out}} to run this one",
+            terms={"out": "out_dir"},
         )
     new_config = header["config"]
     keys = sorted(set(old_config) | set(new_config))
@@ -423,7 +429,8 @@ def _check_out_dir(out_dir: Path, header: dict, resume: bool) -> None:
         )
         raise FalipError(
             f"{out_dir} holds a run with other settings: {detail}; resume with the same settings, "
-            "or choose another --out"
+            "or choose another {out}",
+            terms={"out": "out_dir"},
         )
     if old.get("falip_version") != header["falip_version"]:
         log.warning(
@@ -679,9 +686,9 @@ def _worker_init(parent: int, _worker_id: int) -> None:
 
 def _check_options(limit: int | None, workers: int, batch_units: int) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise FalipError(f"--limit must be a whole number >= 0, not {limit!r}")
+        raise FalipError(f"{{limit}} must be a whole number >= 0, not {limit!r}", terms={"limit": "limit"})
     if not isinstance(workers, int) or workers < 0:
-        raise FalipError(f"--workers must be a whole number >= 0, not {workers!r}")
+        raise FalipError(f"{{workers}} must be a whole number >= 0, not {workers!r}", terms={"workers": "workers"})
     if not isinstance(batch_units, int) or batch_units < 1:
         raise FalipError(f"the batch size must be a whole number >= 1, not {batch_units!r}")
 
@@ -759,8 +766,11 @@ def _finish(
     skipped = sorted(mine, key=lambda e: order[state.owner(e)])  # stable: file order within a unit
     outside = len(state.records) + len(state.skipped) - len(units) - len(skipped)
     if outside:
-        log.info("%s: %d finished units are not among this run's units (--limit) and are left out", out_dir, outside)
-    summary = dict(task.summarize(records, skipped))
+        log.info(
+            "%s: %d finished units are not among this run's units (a smaller limit) and are left out", out_dir, outside
+        )
+    summary = task.summarize(records, skipped)
+    summary = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)  # a tasks.metrics.Summary
     summary.setdefault("n", len(records))
     summary.setdefault("skipped", _count(skipped))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -164,10 +164,6 @@ class RegionScorer:
         return other
 
     # ------------------------------------------------------------------------------- texts
-    def clear_text_cache(self) -> None:
-        self._text_cache.clear()
-        self._matrix_cache.clear()
-
     @property
     def text_cache_size(self) -> int:
         return len(self._text_cache)

@@ -40,7 +40,7 @@ def test_rec_writes_results_summary_and_resumes(rec_dir, tmp_path, capsys):
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert summary["n"] == len(lines) > 0
     code, _, err = _run(argv, capsys)
-    assert code == 2 and "already holds results" in err
+    assert code == 2 and "already holds results of a run; pass --resume to continue it, or choose another --out" in err
     code, out, _ = _run([*argv, "--resume"], capsys)
     assert code == 0 and json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
 

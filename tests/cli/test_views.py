@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from falip.analysis.views import _outline_segments, grid_shape
 from falip.cli import main
-from falip.cli.views import _outline_segments, grid_shape
 
 
 def box_cloud(n: int = 1500, seed: int = 0) -> np.ndarray:

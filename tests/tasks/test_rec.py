@@ -1,32 +1,12 @@
-"""Evaluation helpers: IoU, Wilson intervals, REC grouping."""
+"""REC on in-memory items: grouping by image, the tie rule, subtract."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from falip.tasks.metrics import box_iou, wilson_interval
-from falip.tasks.rec import RecItem, rec_correct, rec_predict
-
-
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
-    b = np.array([[0, 0, 10, 10], [10, 10, 20, 20], [0, 0, 0, 0]])
-    iou = box_iou(a, b)
-    assert iou.shape == (2, 3)
-    assert iou[0, 0] == 1 and iou[0, 1] == 0 and iou[0, 2] == 0
-    assert iou[1, 0] == pytest.approx(25 / 175)
-
-
-def test_wilson_interval():
-    lo, hi = wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    lo, hi = wilson_interval(0, 10)
-    assert lo == 0 and 0.2 < hi < 0.35
-    assert wilson_interval(10, 10)[1] == 1.0
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+from falip.tasks.rec import RecItem, pick_region, rec_correct, rec_predict, sample_negatives
 
 
 class _FakeScorer:
@@ -72,13 +52,17 @@ def test_rec_predict_random_tie_break():
     boxes = np.array([[0, 0, 4, 4], [4, 4, 8, 8], [0, 4, 4, 8]], dtype=float)
     items = [RecItem(Image.new("RGB", (8, 8)), boxes, "x", boxes[0:1], key=i) for i in range(60)]
     assert (rec_predict(Flat(), items)[0] == 0).all()
-    preds = rec_predict(Flat(), items, rng=np.random.default_rng(0))[0]
+    preds = rec_predict(Flat(), items, ties="random", seed=3)[0]
     assert set(preds.tolist()) == {0, 1, 2}
+    # the same draw as falip rec's: pick_region seeded from (seed, the item's id)
+    assert preds.tolist() == [pick_region(torch.zeros(3), str(i), 3, "random") for i in range(60)]
+    named = [RecItem(it.image, it.boxes, it.expression, it.gold, key=it.key, id=f"q{i}") for i, it in enumerate(items)]
+    assert rec_predict(Flat(), named, ties="random", seed=3)[0].tolist() == [
+        pick_region(torch.zeros(3), f"q{i}", 3, "random") for i in range(60)
+    ]
 
 
 def test_subtract_removes_each_box_s_mean_negative_score():
-    from falip.tasks.rec import negative_captions
-
     items = [
         RecItem(
             Image.new("RGB", (8, 8)),
@@ -89,28 +73,23 @@ def test_subtract_removes_each_box_s_mean_negative_score():
         )
         for i in range(3)
     ]
-    assert negative_captions(items, count=2, seed=0) == negative_captions(items, count=2, seed=0)
-    assert len(negative_captions(items, count=2)) == 2 and negative_captions(items) == ["e0", "e1", "e2"]
 
     class FixedScorer:
         """Box 0 scores 1 on everything; box 1 scores 0.5 on the query "e0" and 0 elsewhere."""
 
+        def __init__(self):
+            self.texts = []
+
         def score_many(self, images, boxes, texts, method, template):
+            self.texts.append(texts)
             return [torch.tensor([[1.0] * len(t), [0.5 if s == "e0" else 0.0 for s in t]]) for t in texts]
 
     plain, _ = rec_predict(FixedScorer(), items[:1])
     assert plain.tolist() == [0]  # box 0 wins on raw scores
-    sub, scores = rec_predict(FixedScorer(), items[:1], negatives=["x", "y"])
-    assert sub.tolist() == [1]  # but box 0 scores high on any caption: subtract removes it
-    assert torch.allclose(scores[0], torch.tensor([0.0, 0.5]))
-
-
-def test_summary_table_columns_are_the_topk_metrics_only():
-    from falip.tasks.metrics import accuracy_summary, summary_table
-
-    records = [{"id": f"{i}", "correct": i % 2 == 0, "correct5": True, "group": "ab"[i % 2]} for i in range(6)]
-    summary = accuracy_summary(records, [], by="group", metrics=("correct", "correct5"))
-    summary["mean_per_class_accuracy"] = 50.0  # a summary-level figure, not a per-row column
-    text = summary_table(summary, "group", "t")
-    assert "top-5 %" in text.splitlines()[1] and "nan" not in text
-    assert summary["by_group"]["a"]["accuracy"] == 100.0 and summary["by_group"]["b"]["accuracy"] == 0.0
+    fixed = FixedScorer()
+    sub, scores = rec_predict(fixed, items, subtract_q=2, seed=0)
+    assert sub[0] == 1  # but box 0 scores high on any caption: subtract removes it
+    negs = sample_negatives(["e0", "e1", "e2"], 2, "0", 0)  # the per-sentence sampler falip rec uses
+    assert fixed.texts[0][0][:3] == ["e0", "e1", "e2"]
+    expected_box1 = 0.5 - 0.5 * negs.count("e0") / 2
+    assert torch.allclose(scores[0], torch.tensor([0.0, expected_box1]))

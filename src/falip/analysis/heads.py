@@ -48,6 +48,7 @@ from ..core.images import to_rgb
 from ..core.reference import reference_forward
 from ..core.regions import Regions
 from ..core.tower import BLOCKS_NOTE, Tower, as_tower
+from ..defaults import ALPHA, FORM, SIGMA
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 
 __all__ = [
@@ -139,10 +140,10 @@ def decompose(
     regions: Sequence[Regions] | None = None,
     *,
     layers: Iterable[int] | None = None,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> Decomposition:
     """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``layers``.
 
@@ -189,10 +190,10 @@ def head_deltas(
     prompted: torch.Tensor,
     prompted_regions: Sequence[Regions] | None = None,
     *,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(||ls_1(G'_h) - ls_1(G_h)||, ||ls_1(G_h)||)``, each ``[depth, R, heads]``, for every block.
 
@@ -280,50 +281,45 @@ class HeadSensitivity:
         return path
 
     def save_heatmap(self, path: str | os.PathLike, title: str | None = None, dpi: int = 110) -> Path:
-        """A layers x heads heat map of :attr:`delta` as PNG (matplotlib, Agg backend), values in the cells."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        """A layers x heads heat map of :attr:`delta` as PNG (a matplotlib Figure), values in the cells."""
+        from matplotlib.figure import Figure
 
         depth, heads = self.delta.shape
         width = min(12.0, 2.4 + 0.62 * heads)
         height = min(10.0, 1.8 + 0.42 * depth)
-        fig, ax = plt.subplots(figsize=(max(width, 4.8), max(height, 3.0)), dpi=dpi)
-        try:
-            im = ax.imshow(self.delta, cmap="viridis", aspect="auto", vmin=0.0, interpolation="nearest")
-            top = float(self.delta.max()) if self.delta.size else 0.0
-            if depth * heads <= 400:
-                for layer in range(depth):
-                    for head in range(heads):
-                        v = float(self.delta[layer, head])
-                        ax.text(
-                            head,
-                            layer,
-                            f"{v:.3g}",
-                            ha="center",
-                            va="center",
-                            fontsize=7 if depth * heads > 64 else 9,
-                            color="black" if top > 0 and v > 0.6 * top else "white",
-                        )
-            ax.set_xticks(range(heads))
-            ax.set_yticks(range(depth))
-            ax.set_yticklabels([f"{i + 1}*" if i in self.biased_layers else str(i + 1) for i in range(depth)])
-            ax.set_xlabel("head (from 0)")
-            ax.set_ylabel("block (numbered from 1)" + ("; * = FALIP's bias" if self.biased_layers else ""))
-            where = f"{self.model}, " if self.model else ""
-            ax.set_title(
-                title
-                or f"mean ||G'_h - G_h|| per head, prompt {self.prompt!r}\n"
-                f"({where}{self.regions} regions of {self.images} images; prompted minus original image)",
-                fontsize=9,
-            )
-            fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
-            fig.tight_layout()
-            path = Path(path)
-            fig.savefig(path)
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(max(width, 4.8), max(height, 3.0)), dpi=dpi)  # no pyplot state
+        ax = fig.subplots()
+        im = ax.imshow(self.delta, cmap="viridis", aspect="auto", vmin=0.0, interpolation="nearest")
+        top = float(self.delta.max()) if self.delta.size else 0.0
+        if depth * heads <= 400:
+            for layer in range(depth):
+                for head in range(heads):
+                    v = float(self.delta[layer, head])
+                    ax.text(
+                        head,
+                        layer,
+                        f"{v:.3g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7 if depth * heads > 64 else 9,
+                        color="black" if top > 0 and v > 0.6 * top else "white",
+                    )
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(depth))
+        ax.set_yticklabels([f"{i + 1}*" if i in self.biased_layers else str(i + 1) for i in range(depth)])
+        ax.set_xlabel("head (from 0)")
+        ax.set_ylabel("block (numbered from 1)" + ("; * = FALIP's bias" if self.biased_layers else ""))
+        where = f"{self.model}, " if self.model else ""
+        ax.set_title(
+            title
+            or f"mean ||G'_h - G_h|| per head, prompt {self.prompt!r}\n"
+            f"({where}{self.regions} regions of {self.images} images; prompted minus original image)",
+            fontsize=9,
+        )
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path)
         return path
 
 

@@ -48,6 +48,7 @@ from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
 from ..core.tower import Tower, as_tower, resolve_layer
+from ..defaults import ALPHA, FORM, SIGMA
 from ..prompts.registry import METHODS, PromptParams, apply_edits, parse_method
 
 __all__ = [
@@ -113,10 +114,10 @@ def cls_attention(
     *,
     layer: int = -1,
     head: Head = "mean",
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     layers: Sequence[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> torch.Tensor:
     """The [CLS] token's attention row ``[R, prefix + gh * gw]`` (float64, CPU) at block ``layer``.
 
@@ -416,17 +417,16 @@ def plot_attention_maps(
     outline too, when it has one).
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     panels = list(maps.maps.values())
     texts = list(panels[0].scores) if panels and panels[0].scores else []
     vmax = max(float(np.nanmax(p.patches)) for p in panels) or 1.0
     norm = PowerNorm(gamma, 0.0, vmax)
-    cmap = plt.get_cmap("inferno")
+    cmap = matplotlib.colormaps["inferno"]
     w, h = maps.image.size
     side = 2.7
     # draw at most ~2 figure pixels per image pixel shown: a 6000x4000 photo is thinned, not drawn whole
@@ -437,7 +437,7 @@ def plot_attention_maps(
     fig_w = side * n + 0.25 * (n - 1) + 0.9
     panel_h = side * h / w
     fig_h = head_h + title_h + panel_h + foot_h
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)  # no pyplot: the caller's backend is left alone
     bottom = foot_h / fig_h
     x0b, y0b, x1b, y1b = (float(v) for v in maps.region.boxes[0])
 
@@ -490,13 +490,12 @@ def plot_attention_maps(
     )
     fig.suptitle(title or default, fontsize=10, y=1 - 0.08 / fig_h, va="top")
     cax = fig.add_axes(((n * (side + 0.25) - 0.05) / fig_w, bottom, 0.12 / fig_w, panel_h / fig_h))
-    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     bar.ax.tick_params(labelsize=7)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png")
-    plt.close(fig)
     buffer.seek(0)
     with Image.open(buffer) as im:  # opaque anyway: RGB and optimised, about 10% smaller than matplotlib's RGBA
         im.convert("RGB").save(path, optimize=True)

@@ -40,7 +40,9 @@ from typing import Any
 from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..core.tower import BLOCKS_NOTE
+from ..defaults import SWEEP_PARAMS
 from ..prompts.registry import METHODS, parse_method
+from ..tasks.metrics import Summary
 from .ablations import VARIANTS
 
 __all__ = [
@@ -61,7 +63,7 @@ __all__ = [
     "write_table",
 ]
 
-PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")
+PARAMS = SWEEP_PARAMS
 FORM_VALUES = (*FORMS, *VARIANTS)
 DEFAULT_VALUES = {
     "alpha": "0,0.1,0.2,0.5,1,2,5,10,20",
@@ -170,21 +172,22 @@ def parse_grid(specs: Sequence[str]) -> dict[str, str]:
                 current, _, token = token.partition("=")
                 current = _check_param(current.strip())
                 if current in axes:
-                    raise FalipError(f"--grid names {current} twice")
+                    raise FalipError(f"{{grid}} names {current} twice", terms={"grid": "the grid"})
                 axes[current] = []
                 token = token.strip()
                 if not token:
                     continue
             if current is None:
                 raise FalipError(
-                    f"--grid must start with PARAM=VALUES (e.g. alpha=0.1,1,blocks=last1,last2), got {spec!r}"
+                    f"{{grid}} must start with PARAM=VALUES (e.g. alpha=0.1,1,blocks=last1,last2), got {spec!r}",
+                    terms={"grid": "the grid"},
                 )
             axes[current].append(token)
     if not axes:
-        raise FalipError("--grid names no parameter")
+        raise FalipError("{grid} names no parameter", terms={"grid": "the grid"})
     for param, values in axes.items():
         if not values:
-            raise FalipError(f"--grid gives no values for {param}")
+            raise FalipError(f"{{grid}} gives no values for {param}", terms={"grid": "the grid"})
     return {p: ",".join(v) for p, v in axes.items()}
 
 
@@ -290,10 +293,9 @@ def summary_row(summary: Mapping[str, Any], metrics: Sequence[str] = ()) -> dict
         "n": summary["n"],
         "skipped": summary.get("skipped", 0),
     }
-    for key in sorted(summary):
-        if key.startswith("correct") and key.endswith("_accuracy"):
-            row[f"top{key[len('correct') : -len('_accuracy')]}_accuracy"] = summary[key]
-    for key in ("group_mean_accuracy", "worst_group_accuracy", *metrics):
+    for m in Summary.from_dict(summary).metrics[1:]:  # top-k as "top<k>_accuracy", the others by their key
+        row[m.key.replace("correct", "top", 1) if m.label.startswith("top-") else m.key] = summary[m.key]
+    for key in metrics:  # a task's further declared metrics
         if key in summary and key not in row and isinstance(summary[key], (int, float)):
             row[key] = summary[key]
     for split, part in summary.get("by_split", {}).items():
@@ -407,11 +409,8 @@ def _axis_label(param: str) -> str:
 
 def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = None, dpi: int = 110) -> Path:
     """A PNG of accuracy against the swept parameter (95% intervals), or a heat map for a grid of two."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     params, rows = list(table["params"]), list(table["rows"])
     task = _task_title(table.get("task"))
@@ -425,7 +424,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         labels = [r[p] for r in rows]
         acc = np.array([r["accuracy"] for r in rows])
         err = np.array([[r["accuracy"] - r["ci95_low"] for r in rows], [r["ci95_high"] - r["accuracy"] for r in rows]])
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
+        fig = Figure(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
+        ax = fig.subplots()
         x = np.arange(len(rows))
         ordered = p in ("alpha", "sigma", "circle-scale")
         ax.errorbar(x, acc, yerr=err, fmt="o-" if ordered else "o", capsize=3, color="#0072B2", lw=1.5)
@@ -445,7 +445,8 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         grid = np.full((len(ys), len(xs)), np.nan)
         for r in rows:
             grid[ys.index(r[p]), xs.index(r[q])] = r["accuracy"]
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(xs) + 2.5), max(3.0, 0.45 * len(ys) + 1.6)), dpi=dpi)
+        fig = Figure(figsize=(max(4.5, 0.75 * len(xs) + 2.5), max(3.0, 0.45 * len(ys) + 1.6)), dpi=dpi)
+        ax = fig.subplots()
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
         finite = grid[np.isfinite(grid)]
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0
@@ -468,5 +469,4 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path

@@ -659,7 +659,7 @@ def pointcloud_view(
     """
     import torch
 
-    from ..cli.views import write_contact_sheet
+    from ..analysis.views import write_contact_sheet
     from ..core.mask import masks_to_roa
     from ..data.pointclouds import read_point_file
     from ..scoring import check_template

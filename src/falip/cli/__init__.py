@@ -1,4 +1,4 @@
-"""The ``falip`` command line: ``demo``, ``score``, ``app``, ``models``, ``train-tiny``, ...
+"""The ``falip`` command line: one subcommand per entry of :data:`SUBCOMMANDS` (``falip --help`` lists them).
 
 One module per subcommand, each with ``configure_parser(p)`` and ``run(args) -> int``. The modules
 import only the standard library at module level (torch, open_clip and falip's model code are
@@ -94,11 +94,23 @@ def _first_line(err: BaseException) -> str:
     return ""
 
 
+OPTION_NAMES = {
+    "resume": "--resume",
+    "out": "--out",
+    "limit": "--limit",
+    "workers": "--workers",
+    "cub_root": "--cub-root",
+    "grid": "--grid",
+}
+"""The flag of each setting a library error names (:meth:`falip.FalipError.render`)."""
+
+
 def _user_message(err: BaseException) -> str | None:
     """The one-line message for a user error, or None if ``err`` is an internal error."""
     errors = sys.modules.get("falip.core.errors")  # not imported: no FalipError can have been raised
     if errors is not None and isinstance(err, errors.FalipError):
-        return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        text = err.render(OPTION_NAMES)  # the library's names for settings -> this command line's flags
+        return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
     if isinstance(err, _USER_OS_ERRORS):
         if err.filename is not None and err.strerror:
             return f"{err.strerror}: {err.filename}"

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from falip.defaults import CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
+
 from ._common import (
     check_device,
     check_model_name,
@@ -36,17 +38,6 @@ __all__ = [
     "settings_of",
     "build_task",
 ]
-
-
-def _default(task: str, name: str) -> str:
-    """A task setting's default, from the task registry (falip.tasks, torch-free)."""
-    from falip.tasks import get_task
-
-    return next(s.default for s in get_task(task).settings if s.name == name)
-
-
-REC_TEMPLATE = _default("rec", "template")
-CLS_DEFAULT = _default("classify", "template")
 
 
 def _dataset_names(kind: str | None = None) -> tuple[str, ...]:
@@ -95,10 +86,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="comma-separated blocks to bias, numbered from 1 as in the paper (9,10,11,12; -1: the last) "
         "(default: preset)",
     )
-    g.add_argument("--form", choices=("cls", "all", "diag"), help="mask form (default: preset)")
+    g.add_argument("--form", choices=FORMS, help="mask form (default: preset)")
     g.add_argument(
         "--resize",
-        choices=("squash", "crop"),
+        choices=RESIZE_MODES,
         help="preprocessing resize mode (default: the model's own: squash for open_clip models, the image "
         "processor's for hf: models)",
     )
@@ -107,7 +98,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="cpu, cuda, cuda:1, mps (default auto: cuda when available); checked before the model loads",
     )
-    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
+    g.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="model precision")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
     g.add_argument(
         "--max-image-pixels",
@@ -151,8 +142,8 @@ def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None
     )
     g.add_argument(
         "--ties",
-        choices=("first", "random"),
-        default="first",
+        choices=TIES,
+        default=TIES[0],
         help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
         "default) or a draw seeded by --seed",
     )
@@ -179,11 +170,11 @@ def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) ->
 def add_template_options(g: Any, default_text: str | None = None) -> None:
     """``--template`` / ``--templates FILE`` (mutually exclusive)."""
     t = g.add_mutually_exclusive_group()
-    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_DEFAULT)})")
+    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_TEMPLATE)})")
     t.add_argument("--templates", help="a file of templates, one per line, averaged in feature space")
 
 
-def read_templates(args: argparse.Namespace, default: str = CLS_DEFAULT) -> tuple[str, ...]:
+def read_templates(args: argparse.Namespace, default: str = CLS_TEMPLATE) -> tuple[str, ...]:
     """The templates of ``--template`` / ``--templates FILE`` (else ``default``, the paper's)."""
     from falip.core.errors import FalipError
 

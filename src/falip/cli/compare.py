@@ -37,13 +37,13 @@ def method_dir(method: str) -> str:
 
 def markdown_table(rows: dict[str, dict[str, str]], first: str = "method") -> str:
     """A markdown table from ``{row name: {column: cell}}`` (columns in first-seen order)."""
+    from falip.tasks.metrics import format_table
+
     columns: list[str] = []
     for cells in rows.values():
         columns += [c for c in cells if c not in columns]
-    lines = ["| " + " | ".join([first, *columns]) + " |", "| " + " | ".join(["---"] + ["---:"] * len(columns)) + " |"]
-    for name, cells in rows.items():
-        lines.append("| " + " | ".join([name] + [cells.get(c, "-") for c in columns]) + " |")
-    return "\n".join(lines)
+    body = [[name] + [cells.get(c, "-") for c in columns] for name, cells in rows.items()]
+    return format_table([first, *columns], body, markdown=True)
 
 
 def compare_methods(

@@ -103,15 +103,6 @@ def _fmt(k: int, n: int) -> str:
     return f"{100 * k / n:5.1f} [{100 * lo:4.1f}-{100 * hi:4.1f}]"
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
-
-
 @dataclass
 class Panel:
     """One query to draw: the image, candidate boxes ``[K, 4]`` (xyxy px, exclusive x1/y1), the
@@ -137,12 +128,9 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     choice is an outline on the chosen object's box, one line width further out per method (in
     the order of ``methods``), so that choices of several methods on one box stay visible.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as mpatches
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     n = len(panels)
@@ -153,7 +141,7 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     cell_w, side, title_h, gap, header_h, footer_h = 3.6, 3.2, 0.45, 0.2, 0.75, 0.55
     row_h = title_h + side + gap
     fig_w, fig_h = cell_w * cols, header_h + rows * row_h + footer_h
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     data_per_pt = []
     for k, pan in enumerate(panels):
         r, c = divmod(k, cols)
@@ -190,7 +178,6 @@ def draw_panels(panels: Sequence[Panel], methods: Sequence[str], path: Path, tit
     legend.get_frame().set_facecolor("#9a9a9a")  # grey, so the white gold entry shows
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
 
 
 def box_edges(box: Any, grow: float = 0.0) -> tuple[float, float, float, float]:
@@ -250,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.data import synthetic
     from falip.prompts.registry import parse_method
     from falip.scoring import RegionScorer
+    from falip.tasks.metrics import format_table
     from falip.tasks.rec import rec_correct, rec_predict
     from falip.tasks.region_cls import classify_regions
 
@@ -270,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     n_boxes = np.array([len(it.boxes) for it in items])
     rec_preds, rec_ok = {}, {}
     for m in methods:
-        rec_preds[m], _ = rec_predict(scorer, items, m, rng=np.random.default_rng(args.seed))
+        rec_preds[m], _ = rec_predict(scorer, items, m, ties="random", seed=args.seed)
         rec_ok[m] = rec_correct(items, rec_preds[m])
 
     # region classification: every object of 2-4 object scenes, among all colour-shape classes
@@ -309,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print("accuracy % [95% Wilson interval]")
-    print(_table(rows, header))
+    print(format_table(header, rows))
     print()
 
     if out is None:

@@ -13,6 +13,8 @@ import argparse
 import math
 from pathlib import Path
 
+from falip.defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE, PROJECTIONS
+
 from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, make_scorer, run_task
 
@@ -43,9 +45,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--points", type=int_at_least(4), default=1024, help="folder: points sampled per file")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="seed of sampling and of the weight search")
     m = p.add_argument_group("method")
-    m.add_argument("--method", choices=("falip", "none"), default="falip", help="FALIP per view, or plain CLIP")
-    m.add_argument("--projection", choices=("v1", "v2"), default="v1", help="PointCLIP V1 (6 views) or V2 (10 views)")
-    m.add_argument("--template", default="point cloud depth map of a {}.", help="text template")
+    m.add_argument("--method", choices=POINTCLOUD_METHODS, default="falip", help="FALIP per view, or plain CLIP")
+    m.add_argument("--projection", choices=PROJECTIONS, default="v1", help="PointCLIP V1 (6 views) or V2 (10 views)")
+    m.add_argument("--template", default=POINTCLOUD_TEMPLATE, help="text template")
     w = m.add_mutually_exclusive_group()
     w.add_argument(
         "--view-weights",

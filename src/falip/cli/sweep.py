@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from falip.defaults import SWEEP_PARAMS
+
 from ._eval import add_model_options, add_run_options, add_task_options
 
 __all__ = ["configure_parser", "run"]
 
-PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")  # falip.analysis.sweeps.PARAMS, kept light here
 
 _EPILOG = """values:
   alpha, sigma     numbers, e.g. --values 0,0.1,0.2,0.5,1
@@ -32,7 +33,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``sweep`` options to ``p``."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = _EPILOG
-    p.add_argument("param", nargs="?", choices=PARAMS, help="the parameter to sweep (or use --grid)")
+    p.add_argument("param", nargs="?", choices=SWEEP_PARAMS, help="the parameter to sweep (or use --grid)")
     p.add_argument("--values", help="comma-separated values (default: a range for the parameter; see below)")
     p.add_argument(
         "--grid", action="append", metavar="P=V,..,Q=V,..", help="a 2-D grid instead of PARAM/--values (heat map)"
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         batch_units=args.batch,
         require_scored=True,
     )
+    from falip.tasks.metrics import format_table
+
     params = table["params"]
     header = [*params, "accuracy %", "95% CI", "n"]
     lines = [header]
@@ -98,17 +101,9 @@ def run(args: argparse.Namespace) -> int:
                 str(r["n"]),
             ]
         )
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print(f"\n{table['task']} sweep, method {table['method']}, model {args.model}")
     if "blocks" in params:
         print("(blocks numbered from 1, as in the paper)")
-    for k, line in enumerate(lines):
-        print(
-            "  ".join(
-                str(c).ljust(w) if i < len(params) else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))
-            )
-        )
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(header, lines[1:], left=len(params)))
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
     return 0

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .defaults import FORMS
 from .errors import FalipError
 from .regions import Regions
 
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 EPS = 1e-6
-FORMS = ("cls", "all", "diag")
 
 
 def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

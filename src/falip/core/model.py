@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import block_forward, block_forward_shared_patches, pool_attention
+from .defaults import ALPHA, FORM, SIGMA
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
@@ -63,10 +64,10 @@ class FovealCLIP(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        alpha: float = 0.2,
-        sigma: float = 100.0,
+        alpha: float = ALPHA,
+        sigma: float = SIGMA,
         layers: Sequence[int] | None = None,
-        form: str = "cls",
+        form: str = FORM,
         batch_size: int = 64,
     ) -> None:
         super().__init__()

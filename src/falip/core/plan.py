@@ -38,9 +38,7 @@ from dataclasses import dataclass
 from .errors import FalipError
 from .mask import validate_form
 
-__all__ = ["ForwardPlan", "Step", "STEP_KINDS"]
-
-STEP_KINDS = ("fork_cls", "fork", "shared", "region", "cls")
+__all__ = ["ForwardPlan", "Step"]
 
 
 @dataclass(frozen=True)

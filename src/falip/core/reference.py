@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .attention import attention_term, head_attention, pool_head_attention
+from .defaults import ALPHA, FORM, SIGMA
 from .errors import FalipError
 from .mask import foveal_profile, full_mask, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .regions import Regions
@@ -74,10 +75,10 @@ def reference_forward(
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
     record: Iterable[int] | str | None = None,
     tokens: str = "cls",
     per_token: bool = False,

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import RESIZE_MODES
 from .errors import FalipError
 
 __all__ = ["BOX_FORMATS", "FRAMES", "RESIZE_MODES", "Regions", "Resize", "check_boxes", "format_box"]
 
 FRAMES = ("original", "input")
 BOX_FORMATS = ("xyxy", "xywh")
-RESIZE_MODES = ("squash", "crop")
 
 
 def format_box(box: Sequence[float]) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .defaults import LAST_BLOCKS
 from .errors import FalipError
 
 __all__ = [
@@ -186,7 +187,7 @@ def _as_int(value: Any, name: str) -> int:
 
 
 def resolve_layers(
-    layers: Any, depth: int, default_last: int = 4, allow_empty: bool = False, name: str = "layers"
+    layers: Any, depth: int, default_last: int = LAST_BLOCKS, allow_empty: bool = False, name: str = "layers"
 ) -> tuple[int, ...]:
     """0-based block indices, sorted and unique, of a ``depth``-block tower.
 
@@ -321,7 +322,9 @@ class Tower(nn.Module):
         gh, gw = self.grid_size
         return self.num_prefix_tokens + gh * gw
 
-    def resolve_layers(self, layers: Any, default_last: int = 4, allow_empty: bool = False) -> tuple[int, ...]:
+    def resolve_layers(
+        self, layers: Any, default_last: int = LAST_BLOCKS, allow_empty: bool = False
+    ) -> tuple[int, ...]:
         """THE layer resolver (0-based; see :func:`resolve_layers`)."""
         return resolve_layers(layers, self.depth, default_last, allow_empty)
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .attention import attention, attention_term, block_forward
+from .defaults import ALPHA, FORM, SIGMA
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .regions import Regions
@@ -88,10 +89,10 @@ def attention_terms(
     regions: Sequence[Regions] | None = None,
     *,
     k: int | None = None,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> AttentionTerms:
     """The final [CLS] and the [CLS] attention terms of the last ``k`` blocks.
 
@@ -175,10 +176,10 @@ def unleash_features(
     *,
     prompted_regions: Sequence[Regions] | None = None,
     k: int | None = None,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> torch.Tensor:
     """Unleashed image features ``[R, D]`` of prompted inputs against their original images.
 

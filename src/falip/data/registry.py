@@ -190,7 +190,9 @@ def _open_waterbirds(
     from .waterbirds import Waterbirds
 
     if cub_root is None:
-        raise FalipError("Waterbirds needs the CUB-200-2011 folder (cub_root; --cub-root) for the bird boxes")
+        raise FalipError(
+            "Waterbirds needs the CUB-200-2011 folder ({cub_root}) for the bird boxes", terms={"cub_root": "cub_root"}
+        )
     names = None
     if classnames is not None:  # e.g. the two class names of a Waterbirds-style synthetic set
         names = [line.strip() for line in Path(classnames).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from ..core.errors import FalipError
 from ..data.registry import Setting, get_dataset, resolve
+from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, REC_TEMPLATE
 
 __all__ = [
     "Metric",
@@ -226,13 +227,10 @@ def _rec_columns(summary: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _classify_columns(summary: Mapping[str, Any]) -> dict[str, str]:
-    cells = {"top-1": f"{summary['accuracy']:.1f}"}
-    for key in sorted(k for k in summary if k.startswith("correct") and k.endswith("_accuracy")):
-        cells[f"top-{key[len('correct') : -len('_accuracy')]}"] = f"{summary[key]:.1f}"
-    if "worst_group_accuracy" in summary:
-        cells["group mean"] = f"{summary['group_mean_accuracy']:.1f}"
-        cells["worst group"] = f"{summary['worst_group_accuracy']:.1f}"
-    return cells
+    from .metrics import Summary  # torch-free
+
+    values = Summary.from_dict(summary).columns()  # top-1, top-k, group mean, worst group, ...
+    return {label: "-" if v is None else f"{v:.1f}" for label, v in values.items()}
 
 
 # ------------------------------------------------------------------------------------ the tasks
@@ -248,7 +246,7 @@ register_task(TaskSpec(
         Setting("dataset", help="the REC format of the split files (default reclip)"),
         Setting("images", "folder", help="image folder (e.g. COCO train2014/; default: each split file's folder)"),
         Setting("detector_file", "file", help="detector proposals (the 'prop' setting; default: gold boxes)"),
-        Setting("template", default="a photo of {}", help="text template (REC default 'a photo of {}')"),
+        Setting("template", default=REC_TEMPLATE, help=f"text template (REC default {REC_TEMPLATE!r})"),
         _TEMPLATES,
         Setting("subtract_q", "int", 0, "'subtract' with Q negative captions (default 0: off)", minimum=0),
         Setting("seed", "int", 0, "seed of the negative captions and random tie-breaks (>= 0)", minimum=0),
@@ -265,7 +263,7 @@ register_task(TaskSpec(
     settings=(
         Setting("dataset", help="the region dataset"),
         Setting("root", help="dataset folder (jsonl/csv: the file)"),
-        Setting("template", default="a photo of a {}.", help="text template (default 'a photo of a {}.')"),
+        Setting("template", default=CLS_TEMPLATE, help=f"text template (default {CLS_TEMPLATE!r})"),
         _TEMPLATES,
         Setting("top_k", "int", 5, "the second accuracy reported (default top-5)", minimum=1),
     ),
@@ -281,8 +279,7 @@ register_task(TaskSpec(
         Setting("dataset", help="the point-cloud dataset"),
         Setting("root", help="dataset folder"),
         Setting("projection", default="v1", choices=("v1", "v2"), help="PointCLIP V1 (6 views) or V2 (10 views)"),
-        Setting("template", default="point cloud depth map of a {}.",
-                help="text template (point clouds: 'point cloud depth map of a {}.')"),
+        Setting("template", default=POINTCLOUD_TEMPLATE, help=f"text template (point clouds: {POINTCLOUD_TEMPLATE!r})"),
         Setting("prompts", "file", help="JSON {class: [sentence, ...]}: per-class sentences averaged"),
         Setting("view_weights", "floats", help="one weight per view, comma-separated (default equal)"),
     ),

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE
 from ..runner import Skip, Unit
-from .metrics import accuracy_summary, summary_table
+from .metrics import MEAN_PER_CLASS, Summary, accuracy_summary, summary_table
 
 __all__ = [
     "POINTCLOUD_TEMPLATE",
@@ -59,9 +60,6 @@ VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
 POST_SEARCH_GRID = (0.25, 0.5, 0.75, 1.0)
 """PointCLIP's search grid (trainers/search_weights.py: ``(i + 1) * RANGE / TIME``, TIME 4, RANGE 1)."""
 POST_SEARCH_LABEL = "post-searched on the reported split (PointCLIP's protocol, optimistic)"
-
-POINTCLOUD_TEMPLATE = "point cloud depth map of a {}."
-"""PointCLIP's zero-shot prompt; class names with underscores replaced by spaces."""
 
 
 @dataclass(frozen=True)
@@ -168,20 +166,20 @@ def read_prompts(path: str, classes: Sequence[str]) -> tuple[tuple[str, tuple[st
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise FalipError(f"--prompts {p}: cannot read it ({e.strerror or e})") from None
+        raise FalipError(f"prompts file {p}: cannot read it ({e.strerror or e})") from None
     except ValueError as e:
-        raise FalipError(f"--prompts {p}: not JSON ({e})") from None
+        raise FalipError(f"prompts file {p}: not JSON ({e})") from None
     if not isinstance(obj, dict):
-        raise FalipError(f"--prompts {p}: expected an object {{class: [sentence, ...]}}")
+        raise FalipError(f"prompts file {p}: expected an object {{class: [sentence, ...]}}")
     out = []
     for c in classes:
         sentences = obj.get(c, obj.get(c.replace("_", " ")))
         if sentences is None:
-            raise FalipError(f"--prompts {p}: no sentences for class {c!r}")
+            raise FalipError(f"prompts file {p}: no sentences for class {c!r}")
         if isinstance(sentences, str):
             sentences = [sentences]
         if not isinstance(sentences, list) or not sentences or not all(isinstance(t, str) for t in sentences):
-            raise FalipError(f"--prompts {p}: class {c!r} needs a non-empty list of sentences")
+            raise FalipError(f"prompts file {p}: class {c!r} needs a non-empty list of sentences")
         out.append((c, tuple(sentences)))
     return tuple(out)
 
@@ -207,7 +205,7 @@ class PointCloudTask:
     ) -> None:
         from .projection import PROJECTIONS
 
-        if settings.method not in ("falip", "none"):
+        if settings.method not in POINTCLOUD_METHODS:
             raise FalipError(f"point clouds take method 'falip' or 'none', got {settings.method!r}")
         if settings.projection not in PROJECTIONS:
             raise FalipError(f"projection must be one of {sorted(PROJECTIONS)}, got {settings.projection!r}")
@@ -331,20 +329,22 @@ class PointCloudTask:
             }])  # fmt: skip
         return out
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Summary:
         summary = accuracy_summary(records, skipped, by=("label_name",))
-        per_class = [row["accuracy"] for row in summary["by_label_name"].values()]
-        summary["mean_per_class_accuracy"] = float(np.mean(per_class)) if per_class else 0.0
-        summary["view_weights"] = None if self.settings.view_weights is None else list(self.settings.view_weights)
-        summary["weights_from"] = self.settings.weights_from
+        per_class = [row["accuracy"] for row in summary.groups["label_name"].values()]
+        summary.add(MEAN_PER_CLASS, float(np.mean(per_class)) if per_class else 0.0)
+        weights = self.settings.view_weights
+        summary.extra["view_weights"] = None if weights is None else list(weights)
+        summary.extra["weights_from"] = self.settings.weights_from
         return summary
 
-    def table(self, summary: dict) -> str:
+    def table(self, summary: Summary | dict) -> str:
         s = self.settings
+        summary = summary if isinstance(summary, Summary) else Summary.from_dict(summary)
         title = f"point clouds ({s.dataset}, {s.method}, projection {s.projection})"
         text = summary_table(summary, "label_name", title)
         return text + (
-            f"\nmean per-class accuracy {summary['mean_per_class_accuracy']:.1f}%; view weights: {s.weights_from}"
+            f"\nmean per-class accuracy {summary.value(MEAN_PER_CLASS):.1f}%; view weights: {s.weights_from}"
         )
 
 

@@ -18,10 +18,11 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import REC_TEMPLATE, TIES
 from ..prompts.registry import METHODS, parse_method, term_atoms
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
-from .metrics import accuracy_summary, box_iou, summary_table
+from .metrics import Summary, accuracy_summary, box_iou, summary_table
 
 __all__ = [
     "REC_TEMPLATE",
@@ -33,21 +34,18 @@ __all__ = [
     "pick_region",
     "sample_negatives",
     "rec_scores",
-    "negative_captions",
     "rec_predict",
     "rec_correct",
 ]
-
-REC_TEMPLATE = "a photo of {}"
-"""FALIP's REC prompt (docs/method.md, "Scoring and tasks"); expressions are lowercased first."""
 
 
 @dataclass
 class RecItem:
     """One REC query: candidate ``boxes`` ``[K, 4]`` and ``gold`` boxes ``[G, 4]`` (xyxy, image px).
 
-    ``key`` groups queries of the same image (scored together); ``info`` carries anything else
-    (e.g. ``relational``, ``kind``).
+    ``key`` groups queries of the same image (scored together); ``id`` names the query (seeds its
+    tie draw and its negative captions; default: its index in the list); ``info`` carries anything
+    else (e.g. ``relational``, ``kind``).
     """
 
     image: Image.Image
@@ -56,6 +54,7 @@ class RecItem:
     gold: np.ndarray
     key: Any = None
     info: dict = field(default_factory=dict)
+    id: str | None = None
 
 
 def _groups(items: Sequence[RecItem]) -> list[list[int]]:
@@ -64,19 +63,6 @@ def _groups(items: Sequence[RecItem]) -> list[list[int]]:
     for i, it in enumerate(items):
         groups.setdefault(it.key if it.key is not None else id(it.image), []).append(i)
     return list(groups.values())
-
-
-def negative_captions(items: Sequence[RecItem], count: int = 500, seed: int = 0) -> list[str]:
-    """Up to ``count`` distinct expressions of the split, sampled with a seeded generator.
-
-    The caption bank for "subtract" post-processing (docs/method.md, "Scoring and tasks"): RedCircle and FALIP
-    subtract from each box's score its mean score over Q = 500 captions of the whole split.
-    """
-    bank = sorted({it.expression.lower() for it in items})
-    if len(bank) <= count:
-        return bank
-    pick = np.random.default_rng(seed).choice(len(bank), size=count, replace=False)
-    return [bank[i] for i in sorted(pick)]
 
 
 def rec_scores(
@@ -128,11 +114,6 @@ def rec_scores(
     return result
 
 
-TIES = ("first", "random")
-"""Tie rules: the ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's rule), or a
-seeded ``random`` draw."""
-
-
 def pick_region(scores: torch.Tensor, key: str | None = None, seed: int = 0, ties: str = "first") -> int:
     """The highest-scoring region of ``scores`` ``[K]``; -1 when K is 0.
 
@@ -173,26 +154,34 @@ def rec_predict(
     scorer: RegionScorer,
     items: Sequence[RecItem],
     method: str = "falip",
-    template: str = REC_TEMPLATE,
+    template: str | Sequence[str] = REC_TEMPLATE,
     images_per_call: int = 64,
-    rng: np.random.Generator | None = None,
-    negatives: Sequence[str] | None = None,
+    *,
+    ties: str = "first",
+    seed: int = 0,
+    subtract_q: int = 0,
 ) -> tuple[np.ndarray, list[torch.Tensor]]:
     """Predicted box index per query ``[Q]`` and each query's scores ``[K]`` (before softmax).
 
+    The path ``falip rec`` takes, on in-memory items: :func:`rec_scores` then :func:`pick_region`.
     Queries of one image share its box encodings; ``images_per_call`` images per scorer call.
-    Expressions are lowercased and put in ``template``; the ``cpt`` atom rewrites them instead.
-    Exact ties (e.g. method ``none``, which scores every box the same) go to the first box, or
-    to a random one of the tied boxes when ``rng`` is given, so that box order cannot help.
-    ``negatives`` (e.g. from :func:`negative_captions`) turns on "subtract": each box's score
-    minus its mean score over those captions, scored by the same method.
+    Exact ties (e.g. method ``none``, which scores every box the same) go by ``ties`` (``"first"``
+    box, or a ``"random"`` draw seeded from ``(seed, item id)``). ``subtract_q`` > 0 turns on
+    "subtract": each query gets its own Q negative captions (:func:`sample_negatives`) from the
+    bank of every item's expression, and each box's score is minus its mean score over them.
+    An item's id is its ``id``, else its index in ``items``.
     """
+    if subtract_q < 0:
+        raise FalipError(f"subtract_q must be >= 0, got {subtract_q}")
+    ids = [it.id if it.id is not None else str(i) for i, it in enumerate(items)]
+    bank = [it.expression.lower() for it in items]
     preds = np.full(len(items), -1, dtype=np.int64)
     scores: list[torch.Tensor | None] = [None] * len(items)
     groups = _groups(items)
     for lo in range(0, len(groups), images_per_call):
         chunk = groups[lo : lo + images_per_call]
         heads = [items[g[0]] for g in chunk]
+        negatives = [[sample_negatives(bank, subtract_q, ids[i], seed) for i in g] for g in chunk]
         out = rec_scores(
             scorer,
             [h.image for h in heads],
@@ -200,22 +189,13 @@ def rec_predict(
             [[items[i].expression for i in g] for g in chunk],
             method,
             template,
-            negatives,
+            negatives if subtract_q else None,
         )
         for g, s in zip(chunk, out):
             for j, i in enumerate(g):
                 scores[i] = s[:, j]
-                preds[i] = _argmax(s[:, j], rng)
+                preds[i] = pick_region(s[:, j], ids[i], seed, ties)
     return preds, scores  # type: ignore[return-value]
-
-
-def _argmax(scores: torch.Tensor, rng: np.random.Generator | None) -> int:
-    if scores.shape[0] == 0:
-        return -1
-    if rng is None:
-        return int(scores.argmax())
-    top = np.flatnonzero((scores == scores.max()).numpy())
-    return int(top[rng.integers(len(top))]) if len(top) > 1 else int(top[0])
 
 
 def rec_correct(items: Sequence[RecItem], preds: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -465,14 +445,16 @@ class RecTask:
             out[u] = [results[(u, q["id"])] for q in group["queries"]]
         return out
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Summary:
         notes = [e for e in skipped if _BOX_NOTE.search(str(e.get("id", "")))]
         items = [e for e in skipped if not _BOX_NOTE.search(str(e.get("id", "")))]
         summary = accuracy_summary(records, items, by="split")
-        summary["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
-        summary["images_without_detections"] = len({(r["split"], r["image"]) for r in records if r.get("whole_image")})
+        summary.extra["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
+        summary.extra["images_without_detections"] = len(
+            {(r["split"], r["image"]) for r in records if r.get("whole_image")}
+        )
         s = self.settings
-        summary["protocol"] = {
+        summary.extra["protocol"] = {
             "boxes": "prop (detector file)" if s.detector_file else "gold (the annotations' boxes)",
             "ties": s.ties,
             "subtract_q": s.subtract_q,
@@ -480,7 +462,8 @@ class RecTask:
         }
         return summary
 
-    def table(self, summary: dict) -> str:
+    def table(self, summary: Summary | dict) -> str:
+        summary = summary.to_dict() if isinstance(summary, Summary) else summary
         text = summary_table(summary, "split", f"REC ({self.settings.method})")
         if summary.get("dropped_boxes"):
             text += f"\ncandidate boxes dropped (zero area or outside the image): {summary['dropped_boxes']}"

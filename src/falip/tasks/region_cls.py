@@ -14,10 +14,11 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..defaults import CLS_TEMPLATE
 from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
-from .metrics import accuracy_summary, summary_table
+from .metrics import GROUP_MEAN, WORST_GROUP, Summary, accuracy_summary, summary_table
 
 __all__ = [
     "CLS_TEMPLATE",
@@ -29,9 +30,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CLS_TEMPLATE = "a photo of a {}."
-"""Region-classification prompt (docs/method.md, "Scoring and tasks")."""
 
 
 def classify_regions(
@@ -208,28 +206,28 @@ class ClassifyTask:
             out.append(records)
         return out
 
-    def summarize(self, records: list[dict], skipped: list[dict]) -> dict:
+    def summarize(self, records: list[dict], skipped: list[dict]) -> Summary:
         k = min(self.settings.top_k, len(self.classes))
         grouped = any(r.get("group") is not None for r in records)
         summary = accuracy_summary(
             records, skipped, by=("group",) if grouped else (), metrics=("correct", f"correct{k}")
         )
-        if grouped and summary["by_group"]:
-            accs = [row["accuracy"] for row in summary["by_group"].values()]
-            summary["group_mean_accuracy"] = sum(accs) / len(accs)
-            worst = min(summary["by_group"], key=lambda g: summary["by_group"][g]["accuracy"])
-            summary["worst_group"] = worst
-            summary["worst_group_accuracy"] = summary["by_group"][worst]["accuracy"]
+        groups = summary.groups.get("group")
+        if grouped and groups:
+            accs = [row["accuracy"] for row in groups.values()]
+            summary.add(GROUP_MEAN, sum(accs) / len(accs))
+            worst = min(groups, key=lambda g: groups[g]["accuracy"])
+            summary.add(WORST_GROUP, groups[worst]["accuracy"])
+            summary.extra["worst_group"] = worst
         return summary
 
-    def table(self, summary: dict) -> str:
-        text = summary_table(
-            summary, "group", f"region classification ({self.settings.dataset}, {self.settings.method})"
-        )
-        if "worst_group" in summary:
+    def table(self, summary: Summary | dict) -> str:
+        s = summary if isinstance(summary, Summary) else Summary.from_dict(summary)
+        text = summary_table(s, "group", f"region classification ({self.settings.dataset}, {self.settings.method})")
+        if "worst_group" in s.extra:
             text += (
-                f"\nmean over groups {summary['group_mean_accuracy']:.1f}%, worst group "
-                f"{summary['worst_group']} {summary['worst_group_accuracy']:.1f}%"
+                f"\nmean over groups {s.value(GROUP_MEAN):.1f}%, worst group "
+                f"{s.extra['worst_group']} {s.value(WORST_GROUP):.1f}%"
             )
         return text
 

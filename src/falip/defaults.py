@@ -1,0 +1,52 @@
+"""falip's defaults and choices, in one module that the library and the command line both import.
+
+Torch-free and light (``falip --help`` reads it). The method's own (alpha, sigma, forms, resize modes)
+live in :mod:`falip.core.defaults`, since ``core`` imports nothing else of falip; they are re-exported
+here. Tests pin that each command's defaults and choices are these.
+"""
+
+from __future__ import annotations
+
+from .core.defaults import ALPHA, FORM, FORMS, LAST_BLOCKS, RESIZE_MODES, SIGMA
+
+__all__ = [
+    "ALPHA",
+    "CLS_TEMPLATE",
+    "FORM",
+    "FORMS",
+    "LAST_BLOCKS",
+    "POINTCLOUD_METHODS",
+    "POINTCLOUD_TEMPLATE",
+    "PRECISIONS",
+    "PROJECTIONS",
+    "REC_TEMPLATE",
+    "RESIZE_MODES",
+    "SIGMA",
+    "SWEEP_PARAMS",
+    "TIES",
+]
+
+REC_TEMPLATE = "a photo of {}"
+"""FALIP's REC prompt (docs/method.md, "Scoring and tasks"); expressions are lowercased first."""
+
+CLS_TEMPLATE = "a photo of a {}."
+"""The region-classification prompt (CLIP's ImageNet template)."""
+
+POINTCLOUD_TEMPLATE = "point cloud depth map of a {}."
+"""PointCLIP's prompt for a class of depth-map views."""
+
+TIES = ("first", "random")
+"""REC tie rules: the ``first`` box in annotation order (``np.argmax``, the authors' and ReCLIP's), or a
+``random`` draw seeded per query."""
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+"""The dtypes a model may run in."""
+
+PROJECTIONS = ("v1", "v2")
+"""Point-cloud projections: PointCLIP V1 (6 views) and V2 (10 views)."""
+
+POINTCLOUD_METHODS = ("falip", "none")
+"""How each point-cloud view is encoded: FALIP on the cloud's foreground, or plain CLIP."""
+
+SWEEP_PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")
+"""What ``falip sweep`` and :func:`falip.analysis.sweeps.run_sweep` vary."""
