@@ -76,12 +76,23 @@ def test_model_options_choices_are_the_library_s(commands, command):
 def test_rec_options_are_the_library_s(commands):
     from falip.tasks.rec import RecSettings
 
+    from falip.tasks import get_task
+
     rec = _defaults(RecSettings)
+    registry = {s.name: s.default for s in get_task("rec").settings}
+
+    def effective(p, flag, name):  # None on the command line: the task registry fills it in
+        default = _option(p, flag).default
+        return registry[name] if default is None else default
+
+    for name in ("ties", "seed", "subtract_q"):
+        assert registry[name] == rec[name], name
     for command in ("rec", "compare", "sweep"):
         p = commands[command]
         assert tuple(_option(p, "--ties").choices) == defaults.TIES
-        assert _option(p, "--ties").default == rec["ties"]
-        assert _option(p, "--seed").default == rec["seed"] and _option(p, "--subtract-q").default == rec["subtract_q"]
+        assert effective(p, "--ties", "ties") == rec["ties"]
+        assert effective(p, "--seed", "seed") == rec["seed"]
+        assert effective(p, "--subtract-q", "subtract_q") == rec["subtract_q"]
     assert repr(defaults.REC_TEMPLATE) in _option(commands["rec"], "--template").help
     assert repr(defaults.CLS_TEMPLATE) in _option(commands["classify"], "--template").help
 
