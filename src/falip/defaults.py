@@ -7,10 +7,11 @@ here. Tests pin that each command's defaults and choices are these.
 
 from __future__ import annotations
 
-from .core.defaults import ALPHA, FORM, FORMS, LAST_BLOCKS, RESIZE_MODES, SIGMA
+from .core.defaults import ALPHA, BLOCKS_NOTE, FORM, FORMS, LAST_BLOCKS, RESIZE_MODES, SIGMA
 
 __all__ = [
     "ALPHA",
+    "BLOCKS_NOTE",
     "CLS_TEMPLATE",
     "FORM",
     "FORMS",

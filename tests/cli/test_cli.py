@@ -221,6 +221,9 @@ def test_models_lists_presets_and_configs(capsys):
     assert rows["RN50"][2].startswith("no: a ResNet") and rows["coca_ViT-B-32"][2].startswith("no: CoCa")
     assert rows["convnext_base"][2] == "no: timm convnext_base is not a ViT"
     assert "hf:<hub id or folder>" in out and "SiglipModel" in out
+    # presets print blocks as a person reads them (from 1): falip-tiny biases indices 1-3, blocks 2-4
+    tiny = next(line for line in out.splitlines() if line.strip().startswith("falip-tiny "))
+    assert "blocks 2, 3, 4" in tiny and "numbered from 1" in out
 
 
 def test_models_config_list_matches_open_clip():

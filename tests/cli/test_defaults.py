@@ -74,9 +74,8 @@ def test_model_options_choices_are_the_library_s(commands, command):
 
 
 def test_rec_options_are_the_library_s(commands):
-    from falip.tasks.rec import RecSettings
-
     from falip.tasks import get_task
+    from falip.tasks.rec import RecSettings
 
     rec = _defaults(RecSettings)
     registry = {s.name: s.default for s in get_task("rec").settings}

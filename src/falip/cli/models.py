@@ -106,16 +106,29 @@ def wrappable_models() -> list[str]:
     return [name for name, cfg in model_configs().items() if is_wrappable(cfg)]
 
 
+def _settings_text(preset: Any) -> str:
+    """A preset's FALIP settings as a person reads them: blocks numbered from 1."""
+    layers = preset.layers
+    if layers is None:
+        blocks = "the last 4 (pool only on attention-pooled towers)"
+    elif not layers:
+        blocks = "none (pool only)"
+    else:
+        blocks = ", ".join(str(i + 1) if i >= 0 else f"{i} (from the end)" for i in layers)
+    return f"alpha {preset.alpha:g}, sigma {preset.sigma:g}, blocks {blocks}, form {preset.form!r}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the presets and the wrappable models; returns 0."""
+    from falip.defaults import BLOCKS_NOTE
     from falip.models.presets import PAPER_PRESET, PRESETS
 
-    print("presets (falip.load applies them unless you pass the setting):")
+    print(f"presets (falip.load applies them unless you pass the setting; {BLOCKS_NOTE}):")
     for name, preset in PRESETS.items():
         path = preset.weights_path
         shipped = "no weights" if path is None else ("shipped weights" if path.is_file() else f"MISSING {path}")
-        print(f"  {name:<24} {preset.settings()}  [{shipped}] {preset.notes}")
-    print(f"  {'(any other model)':<24} {PAPER_PRESET.settings()}  {PAPER_PRESET.notes}")
+        print(f"  {name:<24} {_settings_text(preset)}  [{shipped}] {preset.notes}")
+    print(f"  {'(any other model)':<24} {_settings_text(PAPER_PRESET)}  {PAPER_PRESET.notes}")
 
     configs = model_configs()
     names = [name for name, cfg in configs.items() if is_wrappable(cfg)]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ALPHA", "FORM", "FORMS", "LAST_BLOCKS", "RESIZE_MODES", "SIGMA"]
+__all__ = ["ALPHA", "BLOCKS_NOTE", "FORM", "FORMS", "LAST_BLOCKS", "RESIZE_MODES", "SIGMA"]
 
 ALPHA = 0.2
 """FALIP's alpha when neither the caller nor a model preset sets one."""
@@ -23,3 +23,6 @@ FORM = "cls"
 RESIZE_MODES = ("squash", "crop")
 """Preprocessing geometry: ``squash`` (the whole image to the input size) or ``crop`` (shorter side,
 then a centre crop)."""
+
+# the one sentence each output a person reads carries once (Python indices stay 0-based)
+BLOCKS_NOTE = "blocks are numbered from 1 (block 1 is the first), as in the paper"

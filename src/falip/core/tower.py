@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .defaults import LAST_BLOCKS
+from .defaults import BLOCKS_NOTE, LAST_BLOCKS
 from .errors import FalipError
 
 __all__ = [
@@ -165,9 +165,6 @@ class Readout:
 def block_label(index: int) -> str:
     """How a person reads block ``index`` (0-based): ``"block 9"`` for index 8 (the paper counts from 1)."""
     return f"block {index + 1}"
-
-
-BLOCKS_NOTE = "blocks are numbered from 1 (block 1 is the first), as in the paper"
 
 
 def blocks_note() -> str:
