@@ -1,5 +1,6 @@
 """What the Hugging Face adapters share: finding the vision transformer, running one encoder layer
-with an additive bias, reading features out of transformers' output objects.
+with an additive bias, reading features out of transformers' output objects, and the geometry,
+blocks and text side common to CLIP and SigLIP (:class:`HFVisionTower`).
 
 transformers is never imported here: the adapters receive models it built.
 """
@@ -9,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts
+from ..core.tower import BlockParts, Tower
 
 
 def is_transformers_model(model: nn.Module, class_names: tuple[str, ...]) -> bool:
@@ -90,3 +92,77 @@ def run_encoder_layer(layer: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor
     mask = None if attn_bias is None else attn_bias.to(x.dtype).unsqueeze(1)
     out = layer(x, mask)
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
+
+
+class HFVisionTower(Tower):
+    """The part of a transformers CLIP-like model that CLIP and SigLIP share: square patch grid,
+    encoder layers, ``post_layernorm``, text through ``get_text_features``. Subclasses set
+    ``_CLASSES`` (the model classes they wrap), pooling, ``embed`` and the head."""
+
+    library = "transformers"
+    _CLASSES: tuple[str, ...] = ()
+    _FULL_MODEL = ""  # the class to load for the text side, named in the vision-only error
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        """True for the transformers classes in ``_CLASSES`` (checked by name, without importing transformers)."""
+        return is_transformers_model(model, cls._CLASSES)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        check_attention_impl(vision_core(model).config)
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
+    def core(self) -> nn.Module:
+        return vision_core(self.model)
+
+    @property
+    def depth(self) -> int:
+        return len(self.core.encoder.layers)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        p = int(self.core.embeddings.patch_size)
+        return p, p
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = int(self.core.embeddings.image_size)
+        return s, s
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        g = self.image_size[0] // self.patch_size[0]
+        return g, g
+
+    @property
+    def width(self) -> int:
+        return int(self.core.config.hidden_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.core.embeddings.patch_embedding.weight.dtype
+
+    # ------------------------------------------------------------------------------ forward
+    def parts(self, index: int) -> BlockParts:
+        return encoder_block_parts(self.core.encoder.layers[index])
+
+    def run_block(self, index: int, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        return run_encoder_layer(self.core.encoder.layers[index], x, attn_bias)
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.core.post_layernorm(tokens)
+
+    # --------------------------------------------------------------------------- text side
+    def _needs_text(self) -> None:
+        if not hasattr(self.model, "get_text_features"):
+            raise FalipError(
+                f"{type(self.model).__name__} is a vision-only model: it has no text tower to score texts with "
+                f"(load the full {self._FULL_MODEL})"
+            )
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        self._needs_text()
+        out = features(self.model.get_text_features(input_ids=tokens.to(self.device)), "pooler_output", "text_embeds")
+        return F.normalize(out, dim=-1) if normalize else out

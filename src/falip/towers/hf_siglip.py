@@ -10,39 +10,26 @@ The text side is the model's own (``get_text_features``); SigLIP scores with a l
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, PoolParts, Tower
-from ._hf import (
-    check_attention_impl,
-    encoder_block_parts,
-    features,
-    is_transformers_model,
-    run_encoder_layer,
-    vision_core,
-)
+from ..core.tower import PoolParts
+from ._hf import HFVisionTower, features
 
 __all__ = ["HFSiglipTower"]
 
 _CLASSES = ("SiglipModel", "SiglipVisionModel")
 
 
-class HFSiglipTower(Tower):
+class HFSiglipTower(HFVisionTower):
     """A transformers SigLIP model seen as an attention-pooled ("map") tower."""
 
-    library = "transformers"
-
-    @classmethod
-    def accepts(cls, model: nn.Module) -> bool:
-        """True for transformers' SiglipModel / SiglipVisionModel (checked without importing it)."""
-        return is_transformers_model(model, _CLASSES)
+    _CLASSES = _CLASSES
+    _FULL_MODEL = "SiglipModel"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        core = vision_core(model)
-        check_attention_impl(core.config)
+        core = self.core
         head = getattr(core, "head", None)
         if not getattr(core, "use_head", True) or head is None:
             raise FalipError(
@@ -57,35 +44,8 @@ class HFSiglipTower(Tower):
 
     # ----------------------------------------------------------------------------- geometry
     @property
-    def core(self) -> nn.Module:
-        return vision_core(self.model)
-
-    @property
-    def depth(self) -> int:
-        return len(self.core.encoder.layers)
-
-    @property
-    def patch_size(self) -> tuple[int, int]:
-        p = int(self.core.embeddings.patch_size)
-        return p, p
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        s = int(self.core.embeddings.image_size)
-        return s, s
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        g = self.image_size[0] // self.patch_size[0]
-        return g, g
-
-    @property
     def num_prefix_tokens(self) -> int:
         return 0
-
-    @property
-    def width(self) -> int:
-        return int(self.core.config.hidden_size)
 
     @property
     def output_dim(self) -> int:
@@ -95,22 +55,9 @@ class HFSiglipTower(Tower):
     def pooling(self) -> str:
         return "map"
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.core.embeddings.patch_embedding.weight.dtype
-
     # ------------------------------------------------------------------------------ forward
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.core.embeddings(images.to(self.dtype))
-
-    def parts(self, index: int) -> BlockParts:
-        return encoder_block_parts(self.core.encoder.layers[index])
-
-    def run_block(self, index: int, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        return run_encoder_layer(self.core.encoder.layers[index], x, attn_bias)
-
-    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.core.post_layernorm(tokens)
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.core.head(self.core.post_layernorm(tokens))
@@ -161,18 +108,6 @@ class HFSiglipTower(Tower):
         return features(self.model(pixel_values=pixels), "pooler_output")
 
     # --------------------------------------------------------------------------- text side
-    def _needs_text(self) -> None:
-        if not hasattr(self.model, "get_text_features"):
-            raise FalipError(
-                f"{type(self.model).__name__} is a vision-only model: it has no text tower to score texts with "
-                "(load the full SiglipModel)"
-            )
-
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        self._needs_text()
-        out = features(self.model.get_text_features(input_ids=tokens.to(self.device)), "pooler_output", "text_embeds")
-        return F.normalize(out, dim=-1) if normalize else out
-
     @property
     def logit_scale(self) -> torch.Tensor:
         self._needs_text()
