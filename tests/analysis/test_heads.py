@@ -228,3 +228,124 @@ def test_heads_cli_needs_its_data_and_says_why_nothing_was_read(rec_data, tmp_pa
     assert main(["heads", "--task", "rec", "--data", str(path), "--out", str(tmp_path)]) == 2  # images not there
     err = capsys.readouterr().err
     assert "no regions to analyse" in err and "no such image file" in err
+
+
+# ------------------------------------------------------------------------------ point clouds
+def _write_point_folder(root, n_per_class: int = 2, seed: int = 0):
+    """A ``folder`` point-cloud dataset: one subfolder per class of .npy clouds (a flat box, a ball)."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(("box", "ball")):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            if k == 0:
+                pts = rng.uniform(-1, 1, size=(700, 3)) * np.array([0.6, 0.3, 0.1])
+            else:
+                v = rng.normal(size=(700, 3))
+                pts = 0.5 * v / np.linalg.norm(v, axis=1, keepdims=True)
+            np.save(root / name / f"{i}.npy", pts.astype(np.float32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def point_folder(tmp_path_factory):
+    return _write_point_folder(tmp_path_factory.mktemp("heads-points"))
+
+
+def test_point_cloud_head_deltas_equal_per_view_reference_forwards(point_folder):
+    """A cloud's sample is the task's views and foregrounds; its deltas are those of one reference
+    forward per view (plain, and biased on the view's foreground), taken by hand block by block."""
+    from falip.analysis.heads import pointcloud_samples
+    from falip.tasks.pointcloud import PointCloudSettings, PointCloudTask, open_pointcloud_dataset
+    from falip.tasks.projection import foreground, project_v1
+
+    model = _tiny("layerscale")
+    fclip = falip.FovealCLIP(model, alpha=3.0, sigma=2.0, layers=(2, 3)).eval()
+    samples = list(pointcloud_samples("folder", point_folder, image_size=32, n_points=512))
+    items, classes, _ = open_pointcloud_dataset("folder", str(point_folder), n_points=512)
+    clouds = [it.load_points() for it in items]
+    assert len(samples) == len(clouds) == 4
+    want_delta, want_norm, n_views = np.zeros((4, 4)), np.zeros((4, 4)), 0
+    gammas = [b.ls_1.gamma.detach() for b in model.visual.transformer.resblocks]
+    for (views, regions), points in zip(samples, clouds):
+        # the views: PointCLIP V1 of every point loaded (a folder's clouds), the model's input as it is
+        assert views.shape == (6, 3, 32, 32)
+        assert torch.equal(views, project_v1(torch.from_numpy(points)[None], n_points=len(points), size=32)[0])
+        masks = foreground(views[None], "v1")[0].numpy()
+        for v in range(6):
+            r = regions[v]
+            assert r is not None and r.frame == "input" and np.array_equal(r.masks[0], masks[v])
+            assert 0 < masks[v].sum() < masks[v].size
+            plain = reference_forward(model, views[v : v + 1], record="all")
+            biased = reference_forward(
+                model, views[v : v + 1], [r], alpha=3.0, sigma=2.0, layers=(2, 3), form=fclip.form, record="all"
+            )
+            for layer in range(4):
+                g0 = gammas[layer] * plain.head_outputs[layer][0, :, 0]  # [heads, C]: ls_1(G_h)
+                g1 = gammas[layer] * biased.head_outputs[layer][0, :, 0]
+                want_delta[layer] += (g1 - g0).norm(dim=-1).double().numpy()
+                want_norm[layer] += g0.norm(dim=-1).double().numpy()
+            n_views += 1
+    with torch.no_grad():
+        got = head_sensitivity(fclip, None, samples, "falip", batch_size=7)  # batches cut across clouds
+    assert (got.images, got.regions, got.empty_views, got.biased_layers) == (4, 24, 0, (2, 3))
+    np.testing.assert_allclose(got.delta, want_delta / n_views, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got.norm, want_norm / n_views, atol=1e-5, rtol=0)
+    assert (got.delta[:2] == 0).all() and (got.delta[2:] > 1e-3).all()
+    # the same views and regions as the point-cloud task encodes (its features, view by view)
+    settings = PointCloudSettings("folder", str(point_folder), projected_points=None)
+    task = PointCloudTask(fclip, None, settings, items, classes)
+    with torch.no_grad():
+        feats = task.view_features(clouds)
+        for (views, regions), f in zip(samples, feats):
+            own = torch.nn.functional.normalize(fclip.encode_image(views, regions=regions), dim=-1)
+            torch.testing.assert_close(f, own, atol=1e-5, rtol=0)
+
+
+def test_tensor_samples_empty_views_and_what_they_refuse(point_folder):
+    from falip.analysis.heads import pointcloud_samples
+
+    fclip = falip.FovealCLIP(_tiny("plain"), alpha=3.0, sigma=2.0, layers=(3,)).eval()
+    views, regions = next(iter(pointcloud_samples("folder", point_folder, image_size=32)))
+    some = [r if v % 2 else None for v, r in enumerate(regions)]  # every other view uncovered
+    with torch.no_grad():
+        full = head_sensitivity(fclip, None, [(views, regions)], "falip")
+        half = head_sensitivity(fclip, None, [(views, some)], "falip")
+        odd = head_sensitivity(fclip, None, [(views[v], regions[v]) for v in (1, 3, 5)], "falip")
+    assert (half.regions, half.empty_views, full.empty_views, half.images, odd.images) == (3, 3, 0, 1, 3)
+    np.testing.assert_allclose(half.delta, odd.delta, atol=1e-6, rtol=0)  # a [3, S, S] view alone, the same
+    assert not np.allclose(half.delta, full.delta)
+    assert half.to_json()["empty_views"] == 3
+    with pytest.raises(falip.FalipError, match="takes the prompt 'falip' only; image edits"):
+        head_sensitivity(fclip, None, [(views, regions)], "circle")
+    with pytest.raises(falip.FalipError, match=r"must be the model's input, \[3, 32, 32\]"):
+        head_sensitivity(fclip, None, [(views[:, :, :16], regions)], "falip")
+    with pytest.raises(falip.FalipError, match="6 views needs one entry per view"):
+        head_sensitivity(fclip, None, [(views, regions[:5])], "falip")
+    with pytest.raises(falip.FalipError, match="model-input frame of 32x32"):
+        head_sensitivity(fclip, None, [(views[0], Regions([[0, 0, 8, 8]], image_size=(32, 32)))], "falip")
+    with pytest.raises(falip.FalipError, match="no regions to analyse"):
+        head_sensitivity(fclip, None, [(views, [None] * 6)], "falip")
+
+
+def test_heads_cli_point_clouds_end_to_end(point_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["heads", "--task", "pointcloud", "--dataset", "folder", "--root", str(point_folder), "--points", "512",
+            "--out", str(out), "--top", "5"]  # fmt: skip
+    assert main(argv) == 0  # the prompt defaults to falip on point clouds
+    text = capsys.readouterr().out
+    assert "prompt 'falip' on falip-tiny: 24 regions of 4 images" in text and "blocks numbered from 1" in text
+    data = json.loads((out / "heads.json").read_text())
+    assert (data["prompt"], data["images"], data["regions"], data["empty_views"]) == ("falip", 4, 24, 0)
+    assert data["biased_blocks"] == [2, 3, 4] and data["delta"][0] == [0.0, 0.0, 0.0]  # blocks from 1
+    assert {r["block"] for r in data["ranking"][:9]} == {2, 3, 4} and min(r["block"] for r in data["ranking"]) == 1
+    printed = [line.split()[1] for line in text.splitlines()[4:9]]  # the table's block column, from 1
+    assert printed == [str(r["block"]) for r in data["ranking"][:5]]
+    with Image.open(out / "heads.png") as im:
+        assert im.format == "PNG"
+    assert main([*argv[:-4], "--limit", "1", "--out", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "heads.json").read_text())["regions"] == 6
+    capsys.readouterr()
+    assert main([*argv, "--prompt", "falip&circle"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("falip: error: --prompt 'falip&circle': --task pointcloud takes the prompt falip only")
+    assert "circle: image edits" in err and err.count("\n") == 1

@@ -101,8 +101,8 @@ def test_options_that_do_not_apply_and_methods_a_task_refuses(modelnet, cls_file
     code, _, err = _run(["sweep", "alpha", "--task", "pointcloud", "--out", str(tmp_path / "o3")], capsys)
     assert code == 2 and "--task pointcloud needs --dataset and --root" in err
     code, _, err = _run(["heads", "--task", "pointcloud", "--dataset", "modelnet40", "--root", str(modelnet),
-                         "--out", str(tmp_path / "o4")], capsys)  # fmt: skip
-    assert code == 2 and "declares none" in err
+                         "--prompt", "circle", "--out", str(tmp_path / "o4")], capsys)  # fmt: skip
+    assert code == 2 and "--task pointcloud takes the prompt falip only" in err
 
 
 def test_the_help_comes_from_the_registries(capsys, toys):

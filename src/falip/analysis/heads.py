@@ -22,7 +22,9 @@ Head sensitivity. For a visual prompt (an edit such as ``circle``, or ``falip``:
 the region), the per-head terms of the prompted image ``G'_h`` (one per region) are compared with
 those of the original image without any bias ``G_h``; the mean over regions of
 ``||ls_1(G'_h) - ls_1(G_h)||_2`` ranks the (layer, head) pairs. For ``falip`` the deltas are exactly
-zero before the first biased block, which nothing has changed yet.
+zero before the first biased block, which nothing has changed yet. A sample may also be the model's
+input already, with input-frame regions (:func:`pointcloud_samples`: a cloud's depth views, FALIP's
+bias on each view's foreground, as the point-cloud task encodes them); it takes ``falip`` only.
 
 Attention-pooled towers are refused with the reason: their features are a probe's attention over
 every token, not a [CLS] token, so there is no [CLS] output to split (the blocks' heads still
@@ -59,6 +61,7 @@ __all__ = [
     "head_sensitivity",
     "rec_samples",
     "classification_samples",
+    "pointcloud_samples",
     "load_samples",
 ]
 
@@ -222,6 +225,8 @@ class HeadSensitivity:
     ``delta`` ``[depth, heads]``: mean ``||ls_1(G'_h) - ls_1(G_h)||``; ``norm`` ``[depth, heads]``:
     mean ``||ls_1(G_h)||`` of the original images (the scale the deltas compare with).
     ``biased_layers``: FALIP's blocks when the prompt holds ``falip`` (else empty).
+    ``empty_views``: views of stacked tensor samples left out for having no region (a depth view
+    the cloud does not cover); ``skipped``: samples the caller could not read.
     """
 
     prompt: str
@@ -232,6 +237,7 @@ class HeadSensitivity:
     biased_layers: tuple[int, ...] = ()
     model: str = ""
     skipped: int = 0
+    empty_views: int = 0
 
     def ranking(self) -> list[dict[str, Any]]:
         """Every (layer, head), most sensitive first: ``{"layer", "head", "delta", "relative"}``
@@ -266,6 +272,7 @@ class HeadSensitivity:
             "images": self.images,
             "regions": self.regions,
             "skipped": self.skipped,
+            "empty_views": self.empty_views,
             "biased_blocks": [i + 1 for i in self.biased_layers],
             "blocks": int(self.delta.shape[0]),
             "heads": int(self.delta.shape[1]),
@@ -333,7 +340,7 @@ def _single_regions(regions: Regions | Sequence[Regions]) -> list[Regions]:
 def head_sensitivity(
     fclip: Any,
     preprocess: Any,
-    samples: Iterable[tuple[Image.Image, Regions | Sequence[Regions]]],
+    samples: Iterable[tuple[Image.Image | torch.Tensor, Regions | Sequence[Regions | None]]],
     prompt: str,
     *,
     params: PromptParams | None = None,
@@ -348,12 +355,17 @@ def head_sensitivity(
 
     Args:
         fclip: a :class:`falip.FovealCLIP` (its open_clip model, and FALIP's settings).
-        preprocess: its :class:`falip.Preprocess`.
-        samples: ``(image, regions)`` pairs; regions in the image's pixels (``Regions``, original
-            frame, or a list of them).
+        preprocess: its :class:`falip.Preprocess` (None when every sample is a tensor).
+        samples: ``(image, regions)`` pairs. A PIL image: regions in the image's pixels
+            (``Regions``, original frame, or a list of them). Or an image already as the model's
+            input, a tensor ``[3, S, S]`` with regions in the input frame (as for a PIL image), or
+            a stack ``[V, 3, S, S]`` (e.g. a point cloud's depth views, :func:`pointcloud_samples`)
+            with one entry per view, its ``Regions`` or None (the view is left out). A tensor is
+            used as it is (no resizing, no mean/std).
         prompt: edits and/or ``falip`` joined by ``&`` (``"circle"``, ``"blur&circle"``, ``"falip"``);
             the prompted image is made as :class:`falip.RegionScorer` makes it, with FALIP's bias
-            on the region when ``falip`` is in it. The original: the image alone, no bias.
+            on the region when ``falip`` is in it. The original: the image alone, no bias. A tensor
+            sample takes ``"falip"`` only: the edits draw on the image before preprocessing.
         params: the edits' parameters; alpha, sigma, layers, form: FALIP's (None: the fclip's).
         batch_size: regions per forward (the reference forward runs one full pass per region, and
             each region's original image runs again beside it: see :func:`head_deltas`).
@@ -374,14 +386,14 @@ def head_sensitivity(
     device, dtype = fclip.device, fclip.dtype
     delta_sum: torch.Tensor | None = None
     norm_sum: torch.Tensor | None = None
-    n_regions = n_images = 0
-    pending: list[tuple[torch.Tensor, list[torch.Tensor], list[Regions]]] = []
+    n_regions = n_images = n_empty = 0
+    pending: list[tuple[torch.Tensor, torch.Tensor, Regions]] = []  # (original, prompted, input-frame region)
 
     def flush() -> None:
         nonlocal delta_sum, norm_sum
-        originals = torch.stack([p[0] for p in pending for _ in p[1]]).to(device, dtype)
-        prompted = torch.stack([t for p in pending for t in p[1]]).to(device, dtype)
-        regions = [r for p in pending for r in p[2]] if use_falip else None
+        originals = torch.stack([p[0] for p in pending]).to(device, dtype)
+        prompted = torch.stack([p[1] for p in pending]).to(device, dtype)
+        regions = [p[2] for p in pending] if use_falip else None
         delta, norm = head_deltas(model, originals, prompted, regions, **settings)
         d, n = delta.sum(1).double().cpu(), norm.sum(1).double().cpu()
         delta_sum = d if delta_sum is None else delta_sum + d
@@ -389,28 +401,25 @@ def head_sensitivity(
         pending.clear()
 
     for image, regions in samples:
-        image = to_rgb(image)
-        parts = _single_regions(regions)
-        if not parts:
-            continue
-        resized = preprocess.resize(image)
-        tensors, inputs = [], []
-        for r in parts:
-            if r.frame != "original" or r.image_size != image.size:
+        if isinstance(image, torch.Tensor):
+            if atoms != ("falip",):
                 raise FalipError(
-                    f"regions are for a {r.frame} frame of {r.image_size[0]}x{r.image_size[1]}, "
-                    f"but the image is {image.size[0]}x{image.size[1]}"
+                    f"prompt {prompt!r}: a sample given as the model's input (a tensor, e.g. a point cloud's "
+                    "depth view) takes the prompt 'falip' only; image edits draw on the image before "
+                    "preprocessing, which such a sample no longer has"
                 )
-            r_in = preprocess.map_regions(r)
-            box = tuple(float(v) for v in r.boxes[0])
-            box_in = tuple(float(v) for v in r_in.boxes[0])
-            edited = apply_edits(image, atoms, box, box_in, params, preprocess.resize, resized)  # type: ignore[arg-type]
-            tensors.append(preprocess.to_tensor(edited))
-            inputs.append(r_in)
-        pending.append((preprocess.to_tensor(resized), tensors, inputs))
+            rows, empty = _tensor_rows(image, regions, tuple(fclip.image_size))
+            n_empty += empty
+        else:
+            if preprocess is None:
+                raise FalipError("a PIL image sample needs the model's preprocess (got preprocess=None)")
+            rows = _image_rows(image, regions, atoms, params, preprocess)
+        if not rows:
+            continue
+        pending.extend(rows)
         n_images += 1
-        n_regions += len(parts)
-        if sum(len(p[1]) for p in pending) >= batch_size:
+        n_regions += len(rows)
+        if len(pending) >= batch_size:
             flush()
     if pending:
         flush()
@@ -424,7 +433,71 @@ def head_sensitivity(
         images=n_images,
         biased_layers=tuple(plan.layers) if use_falip else (),
         model=model_name,
+        empty_views=n_empty,
     )
+
+
+def _image_rows(
+    image: Image.Image,
+    regions: Regions | Sequence[Regions],
+    atoms: tuple[str, ...],
+    params: PromptParams,
+    preprocess: Any,
+) -> list[tuple[torch.Tensor, torch.Tensor, Regions]]:
+    """A PIL sample -> ``(original, prompted, region)`` per region, each image ``[3, S, S]`` preprocessed."""
+    image = to_rgb(image)
+    parts = _single_regions(regions)
+    if not parts:
+        return []
+    resized = preprocess.resize(image)
+    original = preprocess.to_tensor(resized)
+    rows = []
+    for r in parts:
+        if r.frame != "original" or r.image_size != image.size:
+            raise FalipError(
+                f"regions are for a {r.frame} frame of {r.image_size[0]}x{r.image_size[1]}, "
+                f"but the image is {image.size[0]}x{image.size[1]}"
+            )
+        r_in = preprocess.map_regions(r)
+        box = tuple(float(v) for v in r.boxes[0])
+        box_in = tuple(float(v) for v in r_in.boxes[0])
+        edited = apply_edits(image, atoms, box, box_in, params, preprocess.resize, resized)  # type: ignore[arg-type]
+        rows.append((original, preprocess.to_tensor(edited), r_in))
+    return rows
+
+
+def _tensor_rows(
+    image: torch.Tensor, regions: Regions | Sequence[Regions | None], input_size: tuple[int, int]
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Regions]], int]:
+    """A model-input sample -> ``(original, prompted, region)`` per region (the prompt is FALIP's bias alone,
+    so both images are the input itself), and the number of views left out for having no region."""
+    h, w = input_size
+    if image.ndim not in (3, 4) or tuple(image.shape[-3:]) != (3, h, w):
+        raise FalipError(
+            f"a tensor sample must be the model's input, [3, {h}, {w}] or [V, 3, {h}, {w}]; got {tuple(image.shape)}"
+        )
+    if image.ndim == 3:
+        views, per_view = image[None], [regions if isinstance(regions, Regions) else list(regions)]
+    else:
+        per_view = [regions] if isinstance(regions, Regions) else list(regions)
+        if len(per_view) != len(image):
+            raise FalipError(
+                f"a stack of {len(image)} views needs one entry per view (Regions or None), got {len(per_view)}"
+            )
+        views = image
+    rows, empty = [], 0
+    for view, entry in zip(views, per_view):
+        parts = [] if entry is None else _single_regions(entry)
+        if not parts:
+            empty += 1
+        for r in parts:
+            if r.frame != "input" or r.image_size != (w, h):
+                raise FalipError(
+                    f"a tensor sample's regions must be in the model-input frame of {w}x{h}; "
+                    f"got a {r.frame} frame of {r.image_size[0]}x{r.image_size[1]}"
+                )
+            rows.append((view, view, r))
+    return rows, empty
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -493,14 +566,54 @@ def classification_samples(dataset: str, root: str | os.PathLike, **settings: An
     yield from groups.values()
 
 
+def pointcloud_samples(
+    dataset: str,
+    root: str | os.PathLike,
+    projection: str = "v1",
+    image_size: int = 224,
+    **settings: Any,
+) -> Iterator[Any]:
+    """A point-cloud dataset's clouds as the point-cloud task shows them to the model, for :func:`head_sensitivity`.
+
+    Per cloud ``(views, regions)``: its depth views ``[V, 3, S, S]`` (``S`` = ``image_size``, the
+    model's input side) made by :func:`falip.tasks.pointcloud.project_views` with the task's
+    projection and projected points, and per view FALIP's region there, the view's foreground
+    (:func:`falip.tasks.projection.foreground`) as an input-frame mask, or None for a view the cloud
+    does not cover (the task encodes it without bias; the analysis leaves it out). The prompt to
+    analyse is ``falip``. ``dataset``/``settings``: any ``pointcloud`` dataset and its reader's
+    settings (:func:`falip.data.registry.open_dataset`; others are ignored). A cloud that cannot
+    be read comes as ``Skipped``. The views are made when the entry is drawn.
+    """
+    from ..data.records import Skipped
+    from ..data.registry import open_dataset
+    from ..tasks.pointcloud import project_views, projected_points_of
+    from ..tasks.projection import foreground
+
+    items, _, _ = open_dataset(dataset, str(root), "pointcloud", **settings)
+    for item in items:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        try:
+            points = item.load_points()
+        except FalipError as err:
+            yield Skipped(item.id, item.source, str(err))
+            continue
+        views = project_views([points], projection, int(image_size), projected_points_of(dataset))[0]
+        masks = foreground(views[None], projection)[0].cpu().numpy()  # [V, S, S]
+        regions = [Regions(masks=m[None], frame="input") if m.any() else None for m in masks]
+        yield views, regions
+
+
 def load_samples(
     entries: Iterable[Any], limit: int | None = None, on_skip: Callable[[str, str], None] | None = None
-) -> Iterator[tuple[Image.Image, list[Regions]]]:
+) -> Iterator[tuple[Image.Image | torch.Tensor, list[Regions | None]]]:
     """``(image, regions)`` from :func:`rec_samples` / :func:`classification_samples`, the first ``limit`` images.
 
     Images are read with :func:`falip.data.images.load_image`. An unreadable image, a region that
     does not fit its image, or a ``Skipped`` record is reported to ``on_skip(source, reason)`` and
-    left out (not counted in ``limit``).
+    left out (not counted in ``limit``). An entry that is already a sample of model-input tensors
+    (:func:`pointcloud_samples`: ``(views, regions)``) is passed on as it is.
     """
     from ..data.images import load_image
     from ..data.records import Skipped
@@ -512,6 +625,10 @@ def load_samples(
         if isinstance(entry, Skipped):
             if on_skip:
                 on_skip(entry.source or entry.id, entry.reason)
+            continue
+        if isinstance(entry[0], torch.Tensor):
+            done += 1
+            yield entry
             continue
         path, makers, sources = entry
         try:

@@ -4,6 +4,8 @@ Over a dataset's regions, each (block, head) is ranked by the mean norm of ``G'_
 [CLS] output on the prompted image minus on the original image (no bias): ``--prompt circle``,
 ``blur&circle``, ... or ``falip`` (FALIP's bias on the region). REC splits: the region of each line is
 its gold box (the referred object), once per line. Classification datasets: each labelled region.
+Point clouds: each depth view with FALIP's bias on its foreground (the point-cloud task's views and
+region of attention), ``--prompt falip`` only (the default there).
 Any registered task that declares its images' regions (:attr:`falip.tasks.TaskSpec.samples`) works.
 Writes ``heads.json`` (the mean deltas, the original heads' mean norms, the ranking) and
 ``heads.png`` (a blocks x heads heat map) in ``--out``, and prints the top heads.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ._common import int_at_least
 from ._eval import add_model_options, add_task_options
@@ -32,11 +35,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``heads`` options to ``p``."""
     p.add_argument(
         "--prompt",
-        default="circle",
-        help="edits and/or falip joined by '&': circle, blur, blur&circle, falip, ... (default circle)",
+        help="edits and/or falip joined by '&': circle, blur, blur&circle, falip, ... (default circle; "
+        "falip for a task that takes no edits, e.g. pointcloud, whose depth views go to the model as they are)",
     )
     p.add_argument("--out", required=True, help="output folder: heads.json, heads.png")
-    p.add_argument("--limit", type=int_at_least(1), help="only the first N images")
+    p.add_argument("--limit", type=int_at_least(1), help="only the first N images (point clouds: clouds)")
     p.add_argument("--top", type=int_at_least(1), default=10, help="how many heads to print (default 10)")
     p.add_argument("--batch", type=int_at_least(1), default=32, help="regions per forward (default 32)")
     add_task_options(p)
@@ -56,7 +59,22 @@ def _check(args: argparse.Namespace) -> None:
     for name, (default, reason) in _UNUSED.items():
         if getattr(args, name, default) != default:
             raise FalipError(f"{reason}; leave it out")
-    parse_prompt(args.prompt, f"--prompt {args.prompt!r}")
+    takes = _prompts_taken(spec)
+    if args.prompt is None:
+        args.prompt = "circle" if takes is None or "circle" in takes else "falip"
+    atoms = parse_prompt(args.prompt, f"--prompt {args.prompt!r}")
+    refused = [a for a in atoms if takes is not None and a not in takes]
+    if refused:
+        raise FalipError(
+            f"--prompt {args.prompt!r}: --task {spec.name} takes the prompt {' or '.join(takes)} only "
+            f"({', '.join(refused)}: image edits; its samples go to the model as they are, "
+            "e.g. depth views, where an edit of an image's pixels means nothing)"
+        )
+
+
+def _prompts_taken(spec: Any) -> tuple[str, ...] | None:
+    """The prompt atoms a task's samples take: those of its methods (None: any), 'none' aside."""
+    return None if spec.methods is None else tuple(m for m in spec.methods if m != "none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
     )
     spec = task_of(args)
-    entries = resolve(spec.samples)(**settings_of(args, spec))
+    entries = resolve(spec.samples)(image_size=int(fclip.image_size[0]), **settings_of(args, spec))
     skipped: list[tuple[str, str]] = []
     samples = load_samples(entries, args.limit, on_skip=lambda source, reason: skipped.append((source, reason)))
     try:
@@ -99,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"prompt {args.prompt!r} on {args.model}: {result.regions} regions of {result.images} images"
         + (f" ({len(skipped)} skipped)" if skipped else "")
+        + (f"; {result.empty_views} views without a region left out" if result.empty_views else "")
     )
     print("mean ||G'_h - G_h|| (prompted minus original image; relative: over the original head's mean norm)")
     print("(blocks numbered from 1, as in the paper; heads from 0)")

@@ -67,8 +67,9 @@ class TaskSpec:
     ``root`` are added for it when it reads a dataset by root); ``required``: settings that must
     be given. ``metrics``: the first is the one sweeps plot. ``columns``: ``summary -> {column:
     cell}`` for a comparison row (default: the metrics). ``methods``: the methods it takes (None:
-    any of :mod:`falip.prompts.registry`). ``samples``: ``(**settings) -> entries`` of images and
-    regions for ``falip heads`` (:func:`falip.analysis.heads.load_samples`); None: it has none.
+    any of :mod:`falip.prompts.registry`). ``samples``: ``(image_size=S, **settings) -> entries`` of
+    images and regions for ``falip heads`` (:func:`falip.analysis.heads.load_samples`; ``S``: the
+    model's input side, for samples made as model-input tensors); None: it has none.
     """
 
     name: str
@@ -285,5 +286,5 @@ register_task(TaskSpec(
     ),
     required=("dataset", "root"),
     metrics=(_ACCURACY, Metric("mean_per_class_accuracy", "mean per class")),
-    methods=("none", "falip"), default_methods="none,falip",
+    methods=("none", "falip"), default_methods="none,falip", samples="falip.analysis.heads:pointcloud_samples",
 ))  # fmt: skip

@@ -34,6 +34,8 @@ __all__ = [
     "evaluate_pointcloud",
     "fuse_views",
     "open_pointcloud_dataset",
+    "project_views",
+    "projected_points_of",
     "search_view_weights",
     "post_search_view_weights",
     "VIEW_WEIGHT_PRESETS",
@@ -93,6 +95,35 @@ def fuse_views(view_cosines: np.ndarray, weights: Sequence[float] | None = None)
     if w.shape != (v,):
         raise FalipError(f"{len(w)} view weights for {v} views")
     return np.einsum("nvc,v->nc", view_cosines.astype(np.float64), w)
+
+
+def project_views(
+    points: Sequence[np.ndarray], projection: str, size: int, projected_points: int | None = 1024
+) -> torch.Tensor:
+    """Clouds ``[N_i, 3]`` -> their depth views as the image tower's input ``[B, V, 3, size, size]``.
+
+    What :meth:`PointCloudTask.view_features` encodes (and ``falip heads --task pointcloud``
+    analyses): ``projection`` ``"v1"``/``"v2"`` of the first ``projected_points`` points of each
+    cloud (None: every point loaded), no CLIP mean/std. Clouds of equal point count are projected together.
+    """
+    from .projection import get_projection
+
+    project, n_views = get_projection(projection)[:2]
+    images = torch.empty(len(points), n_views, 3, size, size)
+    by_count: dict[int, list[int]] = {}
+    for i, p in enumerate(points):
+        by_count.setdefault(len(p), []).append(i)
+    for idx in by_count.values():
+        batch = torch.from_numpy(np.stack([points[i] for i in idx])).float()
+        n = projected_points or batch.shape[1]  # None: project every point loaded
+        images[idx] = project(batch, n_points=n, size=size)
+    return images
+
+
+def projected_points_of(dataset: str) -> int | None:
+    """The points of a cloud of ``dataset`` that are projected: PointCLIP's first 1024 of its h5 releases;
+    a folder's clouds (already sampled to ``--points``): every point loaded (None)."""
+    return None if dataset == "folder" else 1024
 
 
 def _argmax_stable(scores: np.ndarray) -> np.ndarray:
@@ -281,19 +312,11 @@ class PointCloudTask:
     @torch.no_grad()
     def view_features(self, points: list[np.ndarray]) -> torch.Tensor:
         """Clouds -> L2-normalised features of every view ``[B, V, D]`` (all views in one image-tower call)."""
-        from .projection import PROJECTIONS, foreground
+        from .projection import foreground
 
-        project = PROJECTIONS[self.settings.projection][0]
         device, dtype = self.fclip.device, self.fclip.dtype
         size = int(self.fclip.image_size[0])
-        images = torch.empty(len(points), self.n_views, 3, size, size)
-        by_count: dict[int, list[int]] = {}
-        for i, p in enumerate(points):  # clouds of equal point count are projected together
-            by_count.setdefault(len(p), []).append(i)
-        for idx in by_count.values():
-            batch = torch.from_numpy(np.stack([points[i] for i in idx])).float()
-            n = self.settings.projected_points or batch.shape[1]  # None: project every point loaded
-            images[idx] = project(batch, n_points=n, size=size)
+        images = project_views(points, self.settings.projection, size, self.settings.projected_points)
         flat = images.flatten(0, 1).to(device=device, dtype=dtype)  # [B * V, 3, S, S]
         if self.settings.method == "none":
             feats = self.fclip.encode_image(flat)
@@ -383,7 +406,7 @@ def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -
         view_weights=weights,
         weights_from="equal" if weights is None else "given",
         options=tuple(sorted(options.items())),
-        projected_points=None if settings["dataset"] == "folder" else 1024,  # a folder's clouds: every point loaded
+        projected_points=projected_points_of(settings["dataset"]),
         prompts=read_prompts(settings["prompts"], classes) if settings.get("prompts") else None,
     )
     return PointCloudTask(
