@@ -108,7 +108,8 @@ def main() -> int:
     }
     print(f"{args.clouds} clouds x 6 views, {args.model} random weights, FALIP per view, {args.threads} thread(s)")
     calls = "all views" if task.view_chunk is None else f"{task.view_chunk} views"
-    print(f"  batched ({args.batch} clouds, {calls} a call): {t_batched:8.1f} s  {result['batched_clouds_per_s']:.2f} clouds/s")
+    rate = result["batched_clouds_per_s"]
+    print(f"  batched ({args.batch} clouds, {calls} a call): {t_batched:8.1f} s  {rate:.2f} clouds/s")
     print(f"  per cloud:                   {t_loop:8.1f} s  {result['per_cloud_clouds_per_s']:.2f} clouds/s")
     share = 100 * result["projection_share_batched"]
     print(f"  speed-up x{result['speedup']:.2f}; projection {share:.1f}% of the batched time")

@@ -4,11 +4,11 @@ A cloud is projected to depth maps from several views (:mod:`falip.tasks.project
 V1's 6 views, or V2's 10 "realistic" views); the clouds of a batch are projected together and
 their views go through the image tower in chunks chosen by device (:func:`default_view_chunk`:
 every view in one call on an accelerator, one cloud's views a call on a CPU, where the activations
-of many views fall out of the cache and a big call is slower than several small ones). With ``method="falip"`` the region of attention of a view is its
-foreground (the pixels the cloud covers) as a mask, so FALIP biases the [CLS] query toward the
-object's patches; ``"none"`` is plain CLIP on the depth maps (PointCLIP V1 zero-shot). Each view's
-cosine with the class texts ("point cloud depth map of a {class}.") is fused as the weighted sum
-over views; equal weights unless given, or searched (seeded) on a split the user names, and the
+of many views fall out of the cache and a big call is slower than several small ones). With
+``method="falip"`` the region of attention of a view is its foreground (the pixels the cloud
+covers) as a mask, so FALIP biases the [CLS] query toward the object's patches; ``"none"`` is plain
+CLIP on the depth maps (PointCLIP V1 zero-shot). Each view's cosine with the class texts ("point
+cloud depth map of a {class}.") is fused as the weighted sum over views; equal weights unless given, or searched (seeded) on a split the user names, and the
 summary says where the weights came from. A view the cloud does not cover (empty foreground) is
 encoded without bias.
 """
@@ -47,7 +47,8 @@ __all__ = [
 
 VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
     # PointCLIP V2's zero-shot view weights per dataset and backbone, for its 10 realistic views
-    # (zeroshot_cls/trainers/best_param.py, ``best_prompt_weight['<dataset>_<backbone>_test_weights']``;
+    # (github.com/yangyangyang127/PointCLIP_V2 at commit 04779d35ca9b, zeroshot_cls/trainers/best_param.py,
+    # ``best_prompt_weight['<dataset>_<backbone>_test_weights']``;
     # searched by its authors on the test split).
     "v2-modelnet40-rn50": (0.75, 0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 1.0, 0.25, 0.25),
     "v2-modelnet40-rn101": (0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 0.75, 0.25, 0.25, 0.25),
@@ -141,8 +142,9 @@ def post_search_view_weights(
 ) -> tuple[tuple[float, ...], float]:
     """PointCLIP's post-search: every weight vector of ``grid ^ V`` on these clouds, ``(weights, accuracy %)``.
 
-    As ZrrSkywalker/PointCLIP ``trainers/search_weights.py`` (``search_weights_zs``): nested loops
-    over the grid in order, a vector kept when its accuracy is strictly higher, so the first best in
+    As github.com/ZrrSkywalker/PointCLIP (commit 02c91ee10a31) ``trainers/search_weights.py``
+    (``search_weights_zs``): nested loops over the grid in order, a vector kept when its accuracy is
+    strictly higher, so the first best in
     grid order wins. It runs on the split it reports (PointCLIP searches on the test features):
     an optimistic figure, to be labelled :data:`POST_SEARCH_LABEL`. 4^10 vectors for V2's 10 views.
     """
