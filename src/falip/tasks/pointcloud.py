@@ -1,16 +1,16 @@
 """Zero-shot 3D point-cloud classification (PointCLIP's recipe), with FALIP looking at each view's object.
 
-A cloud is projected to depth maps from several views (:mod:`falip.tasks.projection`: PointCLIP
-V1's 6 views, or V2's 10 "realistic" views); the clouds of a batch are projected together and
-their views go through the image tower in chunks chosen by device (:func:`default_view_chunk`:
-every view in one call on an accelerator, one cloud's views a call on a CPU, where the activations
-of many views fall out of the cache and a big call is slower than several small ones). With
-``method="falip"`` the region of attention of a view is its foreground (the pixels the cloud
-covers) as a mask, so FALIP biases the [CLS] query toward the object's patches; ``"none"`` is plain
-CLIP on the depth maps (PointCLIP V1 zero-shot). Each view's cosine with the class texts ("point
-cloud depth map of a {class}.") is fused as the weighted sum over views; equal weights unless given, or searched (seeded) on a split the user names, and the
-summary says where the weights came from. A view the cloud does not cover (empty foreground) is
-encoded without bias.
+A cloud is projected to depth maps from several views (:mod:`falip.tasks.projection`: PointCLIP V1's
+6 views, or V2's 10 "realistic" views); the clouds of a batch are projected together and their views
+go through the image tower in chunks chosen by device (:func:`default_view_chunk`: every view in one
+call on an accelerator, one cloud's views a call on a CPU, where the activations of many views fall
+out of the cache and a big call is slower than several small ones). With ``method="falip"`` the
+region of attention of a view is its foreground (the pixels the cloud covers) as a mask, so FALIP
+biases the [CLS] query toward the object's patches; ``"none"`` is plain CLIP on the depth maps
+(PointCLIP V1 zero-shot). Each view's cosine with the class texts ("point cloud depth map of a
+{class}.") is fused as the weighted sum over views; equal weights unless given, or searched (seeded)
+on a split the user names, and the summary says where the weights came from. A view the cloud does
+not cover (empty foreground) is encoded without bias.
 """
 
 from __future__ import annotations
