@@ -215,7 +215,7 @@ class PointCloudTask:
         settings: PointCloudSettings,
         items: Iterable[Any],
         classes: Sequence[str],
-        model: dict | None = None,
+        model_info: dict | None = None,
         falip_options: dict | None = None,
         view_chunk: int | None | str = "auto",
     ) -> None:
@@ -236,7 +236,7 @@ class PointCloudTask:
             )
         self.fclip, self.tokenizer, self.settings = fclip, tokenizer, settings
         self.items, self.classes = items, [str(c) for c in classes]
-        self.model = dict(model or {})
+        self.model_info = dict(model_info or {})
         self.falip_options = dict(falip_options or {})  # per-call FALIP settings (a sweep's point)
         self.n_views = n_views
         if view_chunk == "auto":
@@ -266,7 +266,7 @@ class PointCloudTask:
             "prompts": None if s.prompts is None else {c: list(t) for c, t in s.prompts},
             **{k: v for k, v in s.options},
             "classes": len(self.classes),
-            **self.model,
+            **self.model_info,
         }
 
     def units(self) -> Iterator[Unit | Skip]:
@@ -408,7 +408,7 @@ def open_pointcloud_dataset(
     return open_dataset(name, root, "pointcloud", split=split, variant=variant, n_points=n_points, seed=seed)
 
 
-def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
+def make_task(scorer: Any, model_info: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
     """The point-cloud task of the registry (:mod:`falip.tasks`): the scorer's model, tokenizer and FALIP options."""
     from ..data.registry import open_dataset
 
@@ -433,7 +433,7 @@ def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -
         config,
         items,
         classes,
-        model,
+        model_info,
         falip_options=getattr(scorer, "falip_options", None),
     )
 
@@ -454,7 +454,7 @@ def evaluate_pointcloud(
     weights_from: str | None = None,
     n_points: int = 1024,
     seed: int = 0,
-    model: dict | None = None,
+    model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
     """Point-cloud classification like ``falip pointcloud``: ``(summary, per-cloud records)``.
@@ -476,6 +476,6 @@ def evaluate_pointcloud(
         weights_from=weights_from or ("equal" if weights is None else "given"),
         options=tuple(sorted(options.items())),
     )
-    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model), out_dir, **run_options)
+    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model_info), out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records
