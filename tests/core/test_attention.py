@@ -15,7 +15,7 @@ from falip.core.attention import (
     attention,
     block_forward,
     block_forward_shared_patches,
-    cls_attention,
+    cls_query_attention,
     head_attention,
     pool_attention,
     pool_head_attention,
@@ -90,7 +90,7 @@ def test_fast_attention_with_rows_and_shared_keys(tiny):
         _close(patches[r], want[1:])
 
 
-def test_cls_attention_forms_no_keys_yet_is_row_zero(tiny):
+def test_cls_query_attention_forms_no_keys_yet_is_row_zero(tiny):
     model, tower = tiny
     p, block = tower.parts(1), model.visual.transformer.resblocks[1]
     assert p.keys_linear  # the shortcut, not the general path, is under test
@@ -98,8 +98,8 @@ def test_cls_attention_forms_no_keys_yet_is_row_zero(tiny):
     bias = 3 * torch.randn(3, 1, 1, tower.num_tokens)
     with torch.no_grad():
         h = p.norm1(x)
-        got = cls_attention(p, h, bias)
-        unbiased = cls_attention(p, h)
+        got = cls_query_attention(p, h, bias)
+        unbiased = cls_query_attention(p, h)
     assert got.shape == (3, 1, tower.width)
     for b in range(3):
         _close(got[b], naive_attention(block, h[b], _row0(bias[b, 0, 0], tower.num_tokens))[2][:1])
@@ -107,7 +107,7 @@ def test_cls_attention_forms_no_keys_yet_is_row_zero(tiny):
 
 
 @pytest.mark.parametrize("name", ["open_clip-qknorm-headscale-attnnorm", "open_clip-innernorm-fcnorm"])
-def test_cls_attention_general_path_is_row_zero(name):
+def test_cls_query_attention_general_path_is_row_zero(name):
     tower = as_tower(build(name))
     p = tower.parts(0)
     x = _tokens(tower, 2, seed=3)
@@ -116,7 +116,7 @@ def test_cls_attention_general_path_is_row_zero(name):
         h = p.norm1(x)
         full_bias = torch.zeros(2, 1, tower.num_tokens, tower.num_tokens)
         full_bias[:, :, 0] = bias[:, :, 0]
-        _close(cls_attention(p, h, bias), attention(p, h, full_bias)[:, :1])
+        _close(cls_query_attention(p, h, bias), attention(p, h, full_bias)[:, :1])
 
 
 def test_block_forward_is_the_naive_block(tiny):
