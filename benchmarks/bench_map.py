@@ -7,7 +7,7 @@ synthetic VALIDATION splits (REC and region classification), the setting best on
 (REC + classification accuracy) is picked, and the TEST splits report REC and region
 classification for FALIP (-MAP), the whole image, crop, reverse blur and red circle.
 
-FALIP-MAP settings (``../shared/FALIP.md`` section 10): the foveal profile over the ROA's patch
+FALIP-MAP settings (falip's own extension, ``docs/method.md`` "Towers"): the foveal profile over the ROA's patch
 tokens is added to the pooling probe's logits in every head ("pool only", ``layers=()``), and
 optionally to every query row of the last k blocks (``form="all"``; there is no [CLS] row).
 On the [CLS] model the sweep is the paper's: the [CLS] row (``form="cls"``) of the last k blocks.

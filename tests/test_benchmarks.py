@@ -34,6 +34,8 @@ def test_bench_synthetic_smoke(tmp_path, capsys):
             str(tmp_path / "data"),
             "--out",
             str(out),
+            "--workers",
+            "0",  # inline decoding, no worker processes to start (workers: tests/test_runner.py)
         ]
     )
     assert rc == 0

@@ -105,21 +105,21 @@ def test_blocks_that_normalise_attention_have_no_per_head_split():
         model = make_tiny_clip(layers=2, **{option: True})
         with pytest.raises(falip.FalipError, match=f"block index 0 normalises its {name}"):
             decompose(model, images)
-        d = decompose(model, images, layers=[])  # the block-level terms still sum back
-        assert d.heads.shape[0] == 0 and d.layers == ()
+        d = decompose(model, images, split_layers=[])  # the block-level terms still sum back
+        assert d.heads.shape[0] == 0 and d.split_layers == ()
         torch.testing.assert_close(project(model, d.reconstruct()), model.encode_image(images), atol=1e-5, rtol=0)
 
 
 def test_some_layers_only_and_bad_layers():
     model = _tiny("plain")
     images = torch.randn(1, 3, 32, 32)
-    d = decompose(model, images, layers=[-1, 1])
-    assert d.layers == (1, 3) and d.heads.shape == (2, 1, 4, 64)
+    d = decompose(model, images, split_layers=[-1, 1])
+    assert d.split_layers == (1, 3) and d.heads.shape == (2, 1, 4, 64)
     torch.testing.assert_close(d.reconstruct(), d.output, atol=1e-5, rtol=0)
     with pytest.raises(falip.FalipError, match="block 0 was not decomposed"):
         d.head_terms(0)
     with pytest.raises(falip.FalipError, match="out of range"):
-        decompose(model, images, layers=[4])
+        decompose(model, images, split_layers=[4])
 
 
 def test_ranking_and_heatmap(tmp_path):

@@ -13,7 +13,7 @@ from falip.analysis.sweeps import (
     parse_grid,
     parse_values,
     point_method,
-    point_model,
+    point_model_info,
     point_scorer,
     run_sweep,
     sweep_points,
@@ -72,7 +72,7 @@ def test_points_names_and_settings():
     assert points[1].settings() == {"alpha": 0.5, "layers": [0, 1]}
     form = sweep_points({"form": parse_values("form", "diag,qk-prompt", 4)})
     assert form[0].settings() == {"form": "diag"} and form[1].settings() == {"variant": "qk-prompt"}
-    assert point_model({"model": "m", "form": "cls"}, form[1]) == {
+    assert point_model_info({"model": "m", "form": "cls"}, form[1]) == {
         "model": "m", "form": "cls", "variant": "qk-prompt", "prompt": "circle"
     }  # fmt: skip
     scale = sweep_points({"circle-scale": parse_values("circle-scale", "2", 4)})[0]
@@ -103,14 +103,16 @@ def rec_file(tmp_path_factory):
 
 
 def test_run_sweep_grid_writes_tables_and_heat_map_and_resumes(shipped, rec_file, tmp_path):
-    def make_task(scorer, model, method):
+    def make_task(scorer, model_info, method):
         return RecTask(
-            scorer, RecSettings(data=(str(rec_file),), images=str(rec_file.parent / "images"), method=method), model
+            scorer,
+            RecSettings(data=(str(rec_file),), images=str(rec_file.parent / "images"), method=method),
+            model_info,
         )
 
     axes = {"alpha": "0,10", "blocks": "last1,all"}
-    model = {"model": "falip-tiny"}
-    table = run_sweep(make_task, shipped, model, axes, tmp_path / "sweep", progress=False)
+    model_info = {"model": "falip-tiny"}
+    table = run_sweep(make_task, shipped, model_info, axes, tmp_path / "sweep", progress=False)
     assert table["params"] == ["alpha", "blocks"] and table["method"] == "falip" and len(table["rows"]) == 4
     assert "numbered from 1" in table["numbering"]
     for row in table["rows"]:
@@ -126,8 +128,8 @@ def test_run_sweep_grid_writes_tables_and_heat_map_and_resumes(shipped, rec_file
     assert [r["run"] for r in rows] == [r["run"] for r in table["rows"]]
     assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FalipError, match="already holds results"):
-        run_sweep(make_task, shipped, model, axes, tmp_path / "sweep", progress=False)
-    again = run_sweep(make_task, shipped, model, axes, tmp_path / "sweep", resume=True, progress=False)
+        run_sweep(make_task, shipped, model_info, axes, tmp_path / "sweep", progress=False)
+    again = run_sweep(make_task, shipped, model_info, axes, tmp_path / "sweep", resume=True, progress=False)
     assert again["rows"] == table["rows"]
     with pytest.raises(FalipError, match="other settings"):  # a resumed point must keep its settings
         run_sweep(make_task, shipped, {"model": "other"}, axes, tmp_path / "sweep", resume=True, progress=False)

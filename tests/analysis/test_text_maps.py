@@ -52,7 +52,7 @@ def test_terms_sum_back_to_the_features_and_to_the_head_decomposition(options):
         c = token_contributions(model, images, regions, **SETTINGS)
         d = decompose(model, images, regions, **SETTINGS)
         rows = 2 if regions is None else 3
-        assert c.tokens.shape == (4, rows, 4, 17, 32) and c.layers == (0, 1, 2, 3)
+        assert c.tokens.shape == (4, rows, 4, 17, 32) and c.split_layers == (0, 1, 2, 3)
         want = falip.FovealCLIP(model, alpha=3.0, sigma=2.0, layers=(2, 3)).encode_image(images, regions=regions)
         torch.testing.assert_close(c.reconstruct(), c.features, atol=1e-5, rtol=0)
         torch.testing.assert_close(c.features, want, atol=1e-5, rtol=0)
@@ -63,7 +63,7 @@ def test_terms_sum_back_to_the_features_and_to_the_head_decomposition(options):
         expected = (heads * ln.weight / sigma) @ model.visual.proj  # [layers, R, heads, D]
         torch.testing.assert_close(c.tokens.sum(3), expected, atol=1e-5, rtol=0)
     # only some blocks split: the others enter whole
-    c2 = token_contributions(model, images, layers=[1])
+    c2 = token_contributions(model, images, split_layers=[1])
     assert c2.tokens.shape[0] == 1
     torch.testing.assert_close(c2.reconstruct(), c2.features, atol=1e-5, rtol=0)
 
@@ -120,7 +120,7 @@ def test_block_terms_match_a_naive_loop(region):
     torch.manual_seed(2)
     image = torch.randn(3, 32, 32)
     r = Regions([[4.0, 8.0, 20.0, 28.0]], image_size=(32, 32), frame="input") if region else None
-    c = token_contributions(model, image[None], None if r is None else [r], layers=[3], **SETTINGS)
+    c = token_contributions(model, image[None], None if r is None else [r], split_layers=[3], **SETTINGS)
     with torch.no_grad():
         naive = _naive_block_terms(model, image, r, 3, 3.0, 2.0, (2, 3))
     got = c.block(3)[0].double()
@@ -149,7 +149,7 @@ def test_text_maps_add_up_to_the_score_and_falip_changes_them():
     biased = token_contributions(model, images, _regions(BOXES[1:]), **SETTINGS).text_maps(text, 3)[0]
     assert np.abs(plain - biased).max() > 1e-3
     with pytest.raises(FalipError, match="was not decomposed"):
-        token_contributions(model, images, layers=[0]).text_maps(text, 2)
+        token_contributions(model, images, split_layers=[0]).text_maps(text, 2)
     with pytest.raises(FalipError, match="32"):
         c.text_maps(torch.randn(7), 3)
 
@@ -194,7 +194,7 @@ def test_readout_reproduces_the_tower_head(name):
     h, w = tower.image_size
     region = Regions([[0.0, 0.0, w / 2, h / 2]], image_size=(w, h), frame="input")
     split = [] if name == "timm-eva" else None
-    c = token_contributions(tower, torch.randn(1, 3, h, w), [region], layers=split, alpha=2.0, sigma=3.0)
+    c = token_contributions(tower, torch.randn(1, 3, h, w), [region], split_layers=split, alpha=2.0, sigma=3.0)
     torch.testing.assert_close(c.reconstruct(), c.features, atol=1e-5, rtol=0)
 
 

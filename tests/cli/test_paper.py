@@ -75,7 +75,7 @@ def four(tmp_path_factory):
 def test_readme_table2_command_with_all_four_datasets(four, tmp_path, capsys):
     """The README's table2 command: --classnames is ImageNet-S's names file only (it used to leak into
     Waterbirds: "Waterbirds takes 2 class names, found 36", and table2.md was never written).
-    FALIP.md section 4: the entire Dogs (file_list.mat, one region per image) and CUB, Waterbirds'
+    The paper's appendix: the entire Dogs (file_list.mat, one region per image) and CUB, Waterbirds'
     test split, ImageNet-S validation with the mask's BOX."""
     out = tmp_path / "t2"
     argv = ["paper", "table2", "--dogs", str(four["dogs"]), "--cub", str(four["cub"]), "--waterbirds", str(four["wb"]),
@@ -115,7 +115,7 @@ def test_table2_options_every_dog_and_the_mask_are_named_as_differences(four, tm
 
 
 def test_table1_fills_gold_and_prop_columns_and_prints_the_protocol(tmp_path, capsys):
-    """FALIP.md section 5: the authors' rows (RedCircle = blur + circle in one image; E = summed
+    """docs/method.md, "Image-editing baselines": the authors' rows (RedCircle = blur + circle in one image; E = summed
     branches; ties to the first box; P = Q captions per sentence) and, with a detector file, the
     "gold" and "prop" columns from one run."""
     root = tmp_path / "refcoco"

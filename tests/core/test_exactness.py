@@ -27,35 +27,46 @@ BOXES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def b16_geometry():
+    """ViT-B/16's geometry (224 px, 16 px patches, 14 x 14 cells, 12 blocks) at width 64: the mask, the
+    cells a box selects and the plan's schedule are those of ViT-B/16; only the width is small."""
+    return make_tiny_clip(image_size=224, patch_size=16, width=64, layers=12, heads=4, seed=5)
+
+
 @pytest.mark.parametrize(
     "form,layers",
     [("cls", (8, 9, 10, 11)), ("cls", (11,)), ("cls", (2, 7)), ("all", (8, 9, 10, 11)), ("diag", (10, 11))],
 )
-def test_vit_b16_matches_naive(vit_b16, form, layers):
+def test_vit_b16_geometry_matches_naive(b16_geometry, form, layers):
     torch.manual_seed(1)
     image = torch.randn(1, 3, 224, 224)
-    fclip = falip.FovealCLIP(vit_b16, alpha=6.0, sigma=3.0, layers=layers, form=form)
-    boxes = torch.tensor(BOXES[:3] if form != "cls" or layers != (8, 9, 10, 11) else BOXES)
+    fclip = falip.FovealCLIP(b16_geometry, alpha=6.0, sigma=3.0, layers=layers, form=form)
+    boxes = torch.tensor(BOXES)
     with torch.no_grad():
         got = fclip.encode_image(image, boxes=[boxes])
-        plain = vit_b16.encode_image(image)
+        plain = b16_geometry.encode_image(image)
         for k, box in enumerate(boxes.tolist()):
-            ref = naive_region_feature(vit_b16, image[0], box, 6.0, 3.0, set(layers), form)
+            ref = naive_region_feature(b16_geometry, image[0], box, 6.0, 3.0, set(layers), form)
             assert (got[k].double() - ref).abs().max().item() <= TOL, (form, layers, box)
         # the check can fail: a biased feature really differs from the plain one
         assert (got[1] - plain[0]).abs().max().item() > 10 * TOL
 
 
 def test_vit_b16_default_settings_match_naive(vit_b16):
-    """The paper's defaults (alpha 0.2, sigma 100, last 4 blocks, cls)."""
+    """ViT-B/16 itself (width 768, 12 heads: float32 accumulation at the paper's size) at the paper's
+    defaults (alpha 0.2, sigma 100, last 4 blocks, cls), and a strong bias on a cell-aligned box."""
     torch.manual_seed(2)
     image = torch.randn(1, 3, 224, 224)
-    fclip = falip.FovealCLIP(vit_b16)
     box = [40.0, 30.0, 150.0, 170.0]
     with torch.no_grad():
-        got = fclip.encode_image(image, boxes=[torch.tensor([box])])
+        got = falip.FovealCLIP(vit_b16).encode_image(image, boxes=[torch.tensor([box])])
         ref = naive_region_feature(vit_b16, image[0], box, 0.2, 100.0, {8, 9, 10, 11}, "cls")
-    assert (got[0].double() - ref).abs().max().item() <= TOL
+        assert (got[0].double() - ref).abs().max().item() <= TOL
+        strong = falip.FovealCLIP(vit_b16, alpha=6.0, sigma=3.0).encode_image(image, boxes=[torch.tensor([BOXES[2]])])
+        ref = naive_region_feature(vit_b16, image[0], BOXES[2], 6.0, 3.0, {8, 9, 10, 11}, "cls")
+        assert (strong[0].double() - ref).abs().max().item() <= TOL
+        assert (strong[0] - got[0]).abs().max().item() > 10 * TOL
 
 
 def _regions_with_zero_bias(fclip, images, per_image, layers=None, form="cls"):

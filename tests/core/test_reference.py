@@ -1,4 +1,4 @@
-"""The reference forward (the library's own blocks + additive mask), its hooks, and the plan schedules."""
+"""The reference forward (the library's own blocks + additive mask) and its hooks (plans: tests/core/test_plan.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import falip
-from falip.core.plan import ForwardPlan
 from falip.core.reference import reference_forward
 from falip.core.regions import Regions
 from support.naive import naive_region_feature
@@ -32,29 +30,6 @@ def _input_regions(boxes_per_image):
 
 
 # every plan against the reference, over towers, forms, layer sets and box shapes: tests/core/test_towers.py
-
-
-def test_plan_shapes():
-    assert [(s.block, s.kind, s.biased) for s in ForwardPlan.build((8, 9, 10, 11), "cls", 12).steps] == [
-        (8, "fork_cls", True),
-        (9, "shared", True),
-        (10, "region", True),
-        (11, "cls", True),
-    ]
-    assert ForwardPlan.build((8, 9, 10, 11), "cls", 12).prefix == 8
-    assert [(s.kind, s.biased) for s in ForwardPlan.build((2, 7), "cls", 12).steps] == (
-        [("fork_cls", True), ("shared", False)]
-        + [("region", False)] * 3
-        + [("region", True)]
-        + [("region", False)] * 3
-        + [("cls", False)]
-    )
-    assert [s.kind for s in ForwardPlan.build((11,), "all", 12).steps] == ["cls"]
-    assert [s.kind for s in ForwardPlan.build((10,), "cls", 12).steps] == ["fork_cls", "cls"]
-    assert [s.kind for s in ForwardPlan.build((9, 11), "diag", 12).steps] == ["fork", "region", "cls"]
-    assert "blocks 1-8: once per image" in ForwardPlan.build((8, 9, 10, 11), "cls", 12).describe()
-    with pytest.raises(falip.FalipError, match="out of range"):
-        ForwardPlan.build((12,), "cls", 12)
 
 
 def test_reference_is_exact_against_the_naive_loops():

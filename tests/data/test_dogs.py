@@ -144,7 +144,7 @@ def test_list_file_errors(tmp_path):
 
 
 def test_split_all_reads_file_list_and_first_object_gives_one_region_per_image(tmp_path):
-    """FALIP.md section 4 (the paper's appendix): the ENTIRE Stanford Dogs, ``lists/file_list.mat``
+    """The paper's appendix: the ENTIRE Stanford Dogs, ``lists/file_list.mat``
     (all 20,580 images), counted per image: ``objects="first"`` keeps the first <object> of each
     annotation file."""
     root = write_dogs(tmp_path / "dogs")

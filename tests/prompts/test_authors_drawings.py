@@ -5,7 +5,7 @@ calls: ReCLIP ``executor.py`` ``Executor.tensorize_inputs`` (allenai/reclip @ 3e
 the box clipped with ``enlarge_boxes = 0``, ``blur``: ``draw.rectangle`` fill 255 on an ``L`` mask,
 ``GaussianBlur(self.blur_std_dev)`` (100), ``blurred.paste(image_i, mask=mask)``; ``shade``: an RGBA
 overlay ``(240, 0, 30, 0)``, ``draw.rectangle(..., fill=(240, 0, 30, 127))``, ``alpha_composite``), and
-the FALIP authors' ``circle`` branch of their fork of that file (FALIP.md section 5: ellipse mask,
+the FALIP authors' ``circle`` branch of their fork of that file (docs/method.md: ellipse mask,
 the same blur, then a red ellipse outline of width ``int(max(W, H) / 200)``).
 """
 
@@ -76,7 +76,7 @@ def test_authors_red_circle_is_their_image(size, box):
 
 
 def test_circle_width_on_a_coco_image_is_3():
-    """FALIP.md section 5: ``int(max(W, H) / 200)`` is 3 px on a 640 x 480 COCO image; red pixels appear."""
+    """The authors' ``circle`` branch: ``int(max(W, H) / 200)`` is 3 px on a 640 x 480 COCO image; red pixels appear."""
     im = Image.new("RGB", (640, 480), (0, 90, 0))
     out = np.asarray(vp.authors_red_circle(im, (100, 100, 300, 260)))
     red = (out == [255, 0, 0]).all(axis=2)

@@ -51,6 +51,43 @@ def _layer_norm(x, ln):
     return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight.double() + ln.bias.double()
 
 
+def naive_attention(block, h, bias=None):
+    """open_clip's attention of normalised tokens ``h`` [L, C], head by head, in float64.
+
+    ``bias``: additive logits [L, L] (every head) or [heads, L, L], or None. Returns
+    ``(probs [heads, L, L], per_head [heads, L, C], output [L, C])``: ``per_head[h]`` is head h's
+    weighted values through its columns of the output projection; ``output`` their sum plus the bias.
+    """
+    attn = block.attn
+    heads, width_c = attn.num_heads, h.shape[1]
+    hd = width_c // heads
+    h = h.double()
+    qkv = h @ attn.in_proj_weight.double().T + attn.in_proj_bias.double()
+    q, k, vv = qkv[:, :width_c], qkv[:, width_c : 2 * width_c], qkv[:, 2 * width_c :]
+    w_out = attn.out_proj.weight.double()
+    probs = torch.zeros(heads, len(h), len(h), dtype=torch.float64)
+    per_head = torch.zeros(heads, len(h), width_c, dtype=torch.float64)
+    for head in range(heads):
+        sl = slice(head * hd, (head + 1) * hd)
+        logits = q[:, sl] @ k[:, sl].T / math.sqrt(hd)
+        if bias is not None:
+            logits = logits + (bias[head] if bias.ndim == 3 else bias).double()
+        weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+        probs[head] = weights / weights.sum(dim=1, keepdim=True)
+        per_head[head] = (probs[head] @ vv[:, sl]) @ w_out[:, sl].T
+    return probs, per_head, per_head.sum(0) + attn.out_proj.bias.double()
+
+
+def naive_block(block, x, bias=None):
+    """One open_clip residual block on tokens ``x`` [L, C] in float64 (``bias`` as :func:`naive_attention`)."""
+    x = x.double()
+    x = x + naive_attention(block, _layer_norm(x, block.ln_1), bias)[2]
+    h2 = _layer_norm(x, block.ln_2)
+    hidden = h2 @ block.mlp.c_fc.weight.double().T + block.mlp.c_fc.bias.double()
+    hidden = block.mlp.gelu(hidden)
+    return x + hidden @ block.mlp.c_proj.weight.double().T + block.mlp.c_proj.bias.double()
+
+
 def naive_features(model, image, mask_by_block):
     """One image [3, H, W] through the ViT by hand; ``mask_by_block[i]`` is M for block i or None."""
     v = model.visual
@@ -63,27 +100,7 @@ def naive_features(model, image, mask_by_block):
     x = torch.cat([v.class_embedding.double()[None], x]) + v.positional_embedding.double()
     x = _layer_norm(x, v.ln_pre)
     for i, block in enumerate(v.transformer.resblocks):
-        attn = block.attn
-        heads = attn.num_heads
-        width_c = x.shape[1]
-        hd = width_c // heads
-        h = _layer_norm(x, block.ln_1)
-        qkv = h @ attn.in_proj_weight.double().T + attn.in_proj_bias.double()
-        q, k, vv = qkv[:, :width_c], qkv[:, width_c : 2 * width_c], qkv[:, 2 * width_c :]
-        out = torch.zeros_like(q)
-        for head in range(heads):
-            sl = slice(head * hd, (head + 1) * hd)
-            logits = q[:, sl] @ k[:, sl].T / math.sqrt(hd)
-            if mask_by_block[i] is not None:
-                logits = logits + mask_by_block[i]
-            weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
-            weights = weights / weights.sum(dim=1, keepdim=True)
-            out[:, sl] = weights @ vv[:, sl]
-        x = x + out @ attn.out_proj.weight.double().T + attn.out_proj.bias.double()
-        h2 = _layer_norm(x, block.ln_2)
-        hidden = h2 @ block.mlp.c_fc.weight.double().T + block.mlp.c_fc.bias.double()
-        hidden = block.mlp.gelu(hidden)
-        x = x + hidden @ block.mlp.c_proj.weight.double().T + block.mlp.c_proj.bias.double()
+        x = naive_block(block, x, mask_by_block[i])
     cls = _layer_norm(x[0], v.ln_post)
     return cls @ v.proj.double()
 

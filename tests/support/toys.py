@@ -80,16 +80,22 @@ class VerifyTask:
 
     name = "verify"
 
-    def __init__(self, scorer: Any, model: dict, method: str, settings: dict) -> None:
+    def __init__(self, scorer: Any, model_info: dict, method: str, settings: dict) -> None:
         from falip.data.registry import open_dataset
 
-        self.scorer, self.model, self.method, self.settings = scorer, model, method, settings
+        self.scorer, self.model_info, self.method, self.settings = scorer, model_info, method, settings
         self.items, self.classes, self.options = open_dataset(
             settings["dataset"], settings["root"], "regions", **settings
         )
 
     def config(self) -> dict:
-        return {"task": "verify", "method": self.method, "other": self.settings["other"], **self.options, **self.model}
+        return {
+            "task": "verify",
+            "method": self.method,
+            "other": self.settings["other"],
+            **self.options,
+            **self.model_info,
+        }
 
     def units(self):
         for item in self.items:
@@ -117,8 +123,8 @@ class VerifyTask:
         return f"verify: {summary['accuracy']:.1f}% of {summary['n']}"
 
 
-def make_verify(scorer: Any, model: dict, method: str, settings: dict) -> VerifyTask:
-    return VerifyTask(scorer, model, method, settings)
+def make_verify(scorer: Any, model_info: dict, method: str, settings: dict) -> VerifyTask:
+    return VerifyTask(scorer, model_info, method, settings)
 
 
 # ------------------------------------------------------------------------------ the registry lines

@@ -16,6 +16,7 @@ from falip.runner import read_results, run
 from falip.tasks.pointcloud import (
     PointCloudSettings,
     PointCloudTask,
+    default_view_chunk,
     fuse_views,
     open_pointcloud_dataset,
     search_view_weights,
@@ -101,6 +102,44 @@ def test_batched_equals_per_cloud(tiny, modelnet):
     together = task.view_features(clouds)
     alone = torch.cat([task.view_features([c]) for c in clouds])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["falip", "none"])
+def test_view_chunks_give_the_unchunked_features(tiny, modelnet, monkeypatch, method):
+    from falip.tasks import projection
+
+    def some_views_empty(images, name):  # two views the cloud "does not cover", to mix both calls in a chunk
+        masks = real(images, name).clone()
+        masks[0, 2] = False
+        masks[1, 5] = False
+        return masks
+
+    real = projection.foreground
+    monkeypatch.setattr(projection, "foreground", some_views_empty)
+    fclip, tok = tiny
+    clouds = [it.load_points() for it in list(open_pointcloud_dataset("modelnet40", str(modelnet))[0])[:3]]
+    settings = PointCloudSettings("m", "-", method=method)
+    whole = PointCloudTask(fclip, tok, settings, [], CLASSES, view_chunk=None).view_features(clouds)
+    assert whole.shape == (3, 6, fclip.output_dim)
+    for chunk in (1, 4, 6, 7, 100):  # 4 and 7 cut clouds across calls
+        chunked = PointCloudTask(fclip, tok, settings, [], CLASSES, view_chunk=chunk).view_features(clouds)
+        torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    if method == "falip":  # the emptied views really took the plain path
+        plain = PointCloudTask(fclip, tok, PointCloudSettings("m", "-", method="none"), [], CLASSES, view_chunk=None)
+        ref = plain.view_features(clouds)
+        torch.testing.assert_close(whole[0, 2], ref[0, 2], atol=1e-5, rtol=1e-5)
+        assert (whole[0, 1] - ref[0, 1]).abs().max() > 1e-3
+
+
+def test_view_chunk_by_device(tiny):
+    fclip, tok = tiny
+    assert default_view_chunk("cpu", 6) == 6 and default_view_chunk(torch.device("cpu"), 10) == 10
+    assert default_view_chunk("cuda", 6) is None and default_view_chunk("cuda:1", 10) is None
+    assert PointCloudTask(fclip, tok, PointCloudSettings("m", "-"), [], CLASSES).view_chunk == 6  # the CPU default
+    assert PointCloudTask(fclip, tok, PointCloudSettings("m", "-", projection="v2"), [], CLASSES).view_chunk == 10
+    for bad in (0, -3, "big"):
+        with pytest.raises(falip.FalipError, match="view_chunk"):
+            PointCloudTask(fclip, tok, PointCloudSettings("m", "-"), [], CLASSES, view_chunk=bad)
 
 
 def test_weight_search_finds_the_informative_view():

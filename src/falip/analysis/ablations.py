@@ -1,4 +1,4 @@
-"""The paper's ablations that need their own forward pass (FALIP.md section 7; paper Fig. 7, Table 14).
+"""The paper's ablations that need their own forward pass (its Fig. 7 and Table 14).
 
 Variants of FALIP's image tower, each a method atom of :mod:`falip.prompts.registry` (``--method
 qk-prompt`` wherever a method is taken; ``falip sweep form`` puts them in place of ``falip``).

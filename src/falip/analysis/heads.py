@@ -72,8 +72,8 @@ class Decomposition:
 
     ``embedding`` ``[R, C]``: ``[X_0]cls`` (after ``ln_pre``). ``attention`` / ``mlp``
     ``[depth, R, C]``: each block's attention / MLP term added to [CLS]. For the blocks in
-    ``layers``: ``heads`` ``[len(layers), R, heads, C]`` the per-head terms ``ls_1(G_h)`` and
-    ``bias`` ``[len(layers), C]`` the output projection's bias term ``ls_1(b_out)``, which sum to
+    ``split_layers``: ``heads`` ``[len(split_layers), R, heads, C]`` the per-head terms ``ls_1(G_h)`` and
+    ``bias`` ``[len(split_layers), C]`` the output projection's bias term ``ls_1(b_out)``, which sum to
     that block's attention term. ``output`` ``[R, C]``: the forward's own final [CLS], before
     ``ln_post`` (what :meth:`reconstruct` must give back).
     """
@@ -83,7 +83,7 @@ class Decomposition:
     mlp: torch.Tensor
     heads: torch.Tensor
     bias: torch.Tensor
-    layers: tuple[int, ...]
+    split_layers: tuple[int, ...]
     output: torch.Tensor
 
     @property
@@ -91,19 +91,19 @@ class Decomposition:
         return int(self.attention.shape[0])
 
     def head_terms(self, layer: int) -> torch.Tensor:
-        """The per-head terms ``[R, heads, C]`` of block ``layer`` (one of :attr:`layers`)."""
-        if layer not in self.layers:
-            raise FalipError(f"block {layer} was not decomposed per head (decomposed: {list(self.layers)})")
-        return self.heads[self.layers.index(layer)]
+        """The per-head terms ``[R, heads, C]`` of block ``layer`` (one of :attr:`split_layers`)."""
+        if layer not in self.split_layers:
+            raise FalipError(f"block {layer} was not decomposed per head (decomposed: {list(self.split_layers)})")
+        return self.heads[self.split_layers.index(layer)]
 
     def reconstruct(self) -> torch.Tensor:
         """``[X_0]cls + sum_l attention terms (per head where split) + sum_l MLP terms`` ``[R, C]``."""
         total = self.embedding + self.mlp.sum(0)
-        split = set(self.layers)
+        split = set(self.split_layers)
         for layer in range(self.depth):
             if layer not in split:
                 total = total + self.attention[layer]
-        if self.layers:
+        if self.split_layers:
             total = total + self.heads.sum(dim=(0, 2)) + self.bias.sum(0)
         return total
 
@@ -127,7 +127,7 @@ def _check_splittable(tower: Tower, layers: Sequence[int]) -> None:
                 raise FalipError(
                     f"block index {i} normalises its {name} (e.g. open_clip's scale_attn / scale_attn_inner): "
                     "its attention term is a norm of the heads' sum, not a sum over heads, so it has no per-head "
-                    "decomposition; pass layers=[] for the block-level terms only"
+                    "decomposition; pass split_layers=[] for the block-level terms only"
                 )
         if p.ls1 is not None and not isinstance(getattr(p.ls1, "gamma", None), torch.Tensor):
             raise FalipError(
@@ -142,27 +142,27 @@ def decompose(
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
-    layers: Iterable[int] | None = None,
+    split_layers: Iterable[int] | None = None,
     alpha: float = ALPHA,
     sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
     form: str = FORM,
 ) -> Decomposition:
-    """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``layers``.
+    """The [CLS] output of each region (or image) as a sum of terms (Eq. 5), per head in ``split_layers``.
 
     Args:
         model: a [CLS]-pooled Tower, FovealCLIP, or a model a tower adapter wraps; in eval mode.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: None (each image once, no bias), or N :class:`Regions` in the model-input frame
             (one row per region, image-major, FALIP's bias on it in ``biased_layers``).
-        layers: blocks whose attention term is split per head (None: all; ``[]``: none).
+        split_layers: blocks whose attention term is split per head (None: all; ``[]``: none).
         alpha, sigma, biased_layers, form: FALIP's bias (``biased_layers`` None = the last 4).
     Returns:
-        a :class:`Decomposition`; FalipError for a block in ``layers`` whose attention is no sum
+        a :class:`Decomposition`; FalipError for a block in ``split_layers`` whose attention is no sum
         over heads (``ln_attn``, ``ln_inner``).
     """
     tower = _cls_tower(model)
-    split = tower.resolve_layers(layers, default_last=tower.depth, allow_empty=True)
+    split = tower.resolve_layers(split_layers, default_last=tower.depth, allow_empty=True)
     _check_splittable(tower, split)
     out = reference_forward(
         tower, images, regions, alpha=alpha, sigma=sigma, layers=biased_layers, form=form, record=split
@@ -181,7 +181,7 @@ def decompose(
         mlp=out.mlp_cls,
         heads=torch.stack(heads) if heads else out.cls_stream.new_zeros(0, rows, n_heads, c),
         bias=torch.stack(biases) if biases else out.cls_stream.new_zeros(0, c),
-        layers=split,
+        split_layers=split,
         output=out.cls_stream[-1],
     )
 

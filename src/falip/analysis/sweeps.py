@@ -51,7 +51,7 @@ __all__ = [
     "PARAMS",
     "SweepPoint",
     "point_method",
-    "point_model",
+    "point_model_info",
     "point_scorer",
     "parse_blocks",
     "parse_grid",
@@ -268,10 +268,10 @@ def point_method(method: str, point: SweepPoint) -> str:
     return "+".join(variant if t.replace(" ", "") == "falip" else t for t in method.split("+"))
 
 
-def point_model(model: Mapping[str, Any], point: SweepPoint, prompt: str = "circle") -> dict:
+def point_model_info(model_info: Mapping[str, Any], point: SweepPoint, prompt: str = "circle") -> dict:
     """The run's model description (in ``run.json``): the base one with the point's settings."""
     s = point.settings()
-    out = {**model, **s}
+    out = {**model_info, **s}
     if "layers" in out:  # what the command writes numbers blocks from 1 (run.json)
         out["blocks"] = [i + 1 for i in out.pop("layers")]
         out["numbering"] = BLOCKS_NOTE
@@ -307,7 +307,7 @@ def summary_row(summary: Mapping[str, Any], metrics: Sequence[str] = ()) -> dict
 def run_sweep(
     make_task: Callable[[Any, dict, str], Any],
     scorer: Any,
-    model: Mapping[str, Any],
+    model_info: Mapping[str, Any],
     axes: Mapping[str, str | Sequence[str]],
     out_dir: str | Path,
     *,
@@ -321,10 +321,10 @@ def run_sweep(
     """Run every point of a sweep and write ``sweep.csv``, ``sweep.json`` and ``sweep.png`` in ``out_dir``.
 
     Args:
-        make_task: ``(scorer, model, method) -> task`` for :func:`falip.runner.run`, e.g.
+        make_task: ``(scorer, model_info, method) -> task`` for :func:`falip.runner.run`, e.g.
             ``lambda s, m, meth: RecTask(s, RecSettings(data=..., method=meth), m)``.
         scorer: a :class:`falip.RegionScorer` (each point gets a copy with its settings).
-        model: the model description for ``run.json`` (each point adds its settings).
+        model_info: the model description for ``run.json`` (each point adds its settings).
         axes: ``{param: values}`` for one parameter or two (a grid); values as in :func:`parse_values`.
         method: the scoring method (default ``circle`` when sweeping ``circle-scale`` alone, else ``falip``).
         prompt: the visual prompt of the ``qk-prompt``/``v-prompt`` ablations.
@@ -352,7 +352,9 @@ def run_sweep(
         if on_point is not None:
             on_point(point, folder)
         task = make_task(
-            point_scorer(scorer, point, prompt), point_model(model, point, prompt), point_method(method, point)
+            point_scorer(scorer, point, prompt),
+            point_model_info(model_info, point, prompt),
+            point_method(method, point),
         )
         summary = run(task, folder, resume=resume, **run_options)
         rows.append({**dict(point.labels), **summary_row(summary, _metric_keys(task)), "run": point.name})
@@ -361,7 +363,7 @@ def run_sweep(
         "params": params,
         "method": method,
         "prompt": prompt,
-        "model": dict(model),
+        "model": dict(model_info),
         "rows": rows,
     }
     if "blocks" in params:

@@ -91,8 +91,8 @@ def _readout_fn(ro: Readout, final_cls: torch.Tensor) -> Callable[[torch.Tensor]
 class TokenContributions:
     """The features of R inputs (regions, or images) as a sum of terms in feature space (module docstring).
 
-    ``tokens`` ``[len(layers), R, heads, L, D]``: each key token's term through each head of the
-    blocks in ``layers`` (token 0 is [CLS], then the patches row-major). ``bias`` ``[len(layers), R, D]``:
+    ``tokens`` ``[len(split_layers), R, heads, L, D]``: each key token's term through each head of the
+    blocks in ``split_layers`` (token 0 is [CLS], then the patches row-major). ``bias`` ``[len(split_layers), R, D]``:
     those blocks' output-projection bias terms. ``attention`` / ``mlp`` ``[depth, R, D]``: every
     block's whole attention / MLP term; ``embedding`` ``[R, D]``: ``[X_0]cls``; ``readout_bias``
     ``[D]``; ``features`` ``[R, D]``: the tower's own features (what :meth:`reconstruct` must give).
@@ -100,7 +100,7 @@ class TokenContributions:
 
     tokens: torch.Tensor
     bias: torch.Tensor
-    layers: tuple[int, ...]
+    split_layers: tuple[int, ...]
     attention: torch.Tensor
     mlp: torch.Tensor
     embedding: torch.Tensor
@@ -110,21 +110,23 @@ class TokenContributions:
     prefix: int
 
     def reconstruct(self) -> torch.Tensor:
-        """``[R, D]``: per-token terms of ``layers`` + their bias terms + the other blocks' attention
+        """``[R, D]``: per-token terms of ``split_layers`` + their bias terms + the other blocks' attention
         terms + every MLP term + the embedding + the readout bias."""
         total = self.embedding + self.mlp.sum(0) + self.readout_bias
         for layer in range(self.attention.shape[0]):
-            if layer not in self.layers:
+            if layer not in self.split_layers:
                 total = total + self.attention[layer]
-        if self.layers:
+        if self.split_layers:
             total = total + self.tokens.sum(dim=(0, 2, 3)) + self.bias.sum(0)
         return total
 
     def block(self, layer: int) -> torch.Tensor:
-        """``[R, heads, L, D]``: the per-token terms of block ``layer`` (0-based, one of :attr:`layers`)."""
-        if layer not in self.layers:
-            raise FalipError(f"block index {layer} was not decomposed per token (decomposed: {list(self.layers)})")
-        return self.tokens[self.layers.index(layer)]
+        """``[R, heads, L, D]``: the per-token terms of block ``layer`` (0-based, one of :attr:`split_layers`)."""
+        if layer not in self.split_layers:
+            raise FalipError(
+                f"block index {layer} was not decomposed per token (decomposed: {list(self.split_layers)})"
+            )
+        return self.tokens[self.split_layers.index(layer)]
 
     def text_maps(self, text: torch.Tensor, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """``(maps [R, heads, gh, gw], cls [R, heads])`` (float64): block ``layer``'s terms dotted with
@@ -144,24 +146,24 @@ def token_contributions(
     images: torch.Tensor,
     regions: Sequence[Regions] | None = None,
     *,
-    layers: Iterable[int] | None = None,
+    split_layers: Iterable[int] | None = None,
     alpha: float = 0.2,
     sigma: float = 100.0,
     biased_layers: Iterable[int] | None = None,
     form: str = "cls",
 ) -> TokenContributions:
-    """Per-token, per-head terms of the features (module docstring) for the blocks in ``layers``.
+    """Per-token, per-head terms of the features (module docstring) for the blocks in ``split_layers``.
 
     Args:
         model: a [CLS]-pooled Tower, FovealCLIP, or a model a tower adapter wraps; in eval mode.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: None (no bias, one row per image) or N :class:`Regions` in the model-input frame
             (FALIP's bias on each region in ``biased_layers``; one row per region, image-major).
-        layers: 0-based blocks split per token (None: all). Memory: ``R * heads * L * D`` floats each.
+        split_layers: 0-based blocks split per token (None: all). Memory: ``R * heads * L * D`` floats each.
         alpha, sigma, biased_layers, form: FALIP's bias (``biased_layers`` None = the last 4).
     """
     tower, ro = _contrib_tower(model)
-    split = tower.resolve_layers(layers, default_last=tower.depth, allow_empty=True)
+    split = tower.resolve_layers(split_layers, default_last=tower.depth, allow_empty=True)
     _check_splittable(tower, split)
     out = reference_forward(
         tower,
@@ -191,7 +193,7 @@ def token_contributions(
     return TokenContributions(
         tokens=torch.stack(tokens) if tokens else final.new_zeros(0, rows, heads, length, d),
         bias=torch.stack(biases) if biases else final.new_zeros(0, rows, d),
-        layers=split,
+        split_layers=split,
         attention=to_features(out.msa_cls.transpose(0, 1)).transpose(0, 1),
         mlp=to_features(out.mlp_cls.transpose(0, 1)).transpose(0, 1),
         embedding=to_features(out.cls_stream[0]),
@@ -278,7 +280,7 @@ def text_head_maps(
     tokens = tokenizer([template.format(text)]).to(fclip.device)
     t = torch.nn.functional.normalize(fclip.encode_text(tokens).double()[0], dim=0)
     settings = {"alpha": fclip.alpha, "sigma": fclip.sigma, "layers": list(fclip.layers), "form": fclip.form}
-    kw = dict(layers=[layer], alpha=fclip.alpha, sigma=fclip.sigma, biased_layers=fclip.layers, form=fclip.form)
+    kw = dict(split_layers=[layer], alpha=fclip.alpha, sigma=fclip.sigma, biased_layers=fclip.layers, form=fclip.form)
 
     def run(regions: list[Regions] | None) -> tuple[np.ndarray, np.ndarray, float]:
         c = token_contributions(tower, x, regions, **kw)

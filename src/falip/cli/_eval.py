@@ -264,7 +264,7 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
     scorer = RegionScorer(
         fclip, preprocess, tokenizer, template=template, batch_size=max(64, getattr(args, "batch", 64))
     )
-    model = {
+    model_info = {
         "model": args.model,
         "pretrained": args.pretrained,
         "alpha": fclip.alpha,
@@ -275,17 +275,21 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "resize": preprocess.mode,
         "precision": args.precision,
     }
-    return scorer, model
+    return scorer, model_info
 
 
-def rec_task(args: argparse.Namespace, scorer: Any, model: dict, method: str, subtract_q: int | None = None) -> Any:
+def rec_task(
+    args: argparse.Namespace, scorer: Any, model_info: dict, method: str, subtract_q: int | None = None
+) -> Any:
     """``falip rec``'s task (the registry's ``rec``) from its options."""
-    return build_task(args, "rec", scorer, model, method, **({} if subtract_q is None else {"subtract_q": subtract_q}))
+    return build_task(
+        args, "rec", scorer, model_info, method, **({} if subtract_q is None else {"subtract_q": subtract_q})
+    )
 
 
-def classify_task(args: argparse.Namespace, scorer: Any, model: dict, method: str) -> Any:
+def classify_task(args: argparse.Namespace, scorer: Any, model_info: dict, method: str) -> Any:
     """``falip classify``'s task (the registry's ``classify``) from its options."""
-    return build_task(args, "classify", scorer, model, method)
+    return build_task(args, "classify", scorer, model_info, method)
 
 
 # ------------------------------------------------------------------------ any registered task
@@ -392,14 +396,14 @@ def settings_of(args: argparse.Namespace, task: Any, **override: Any) -> dict[st
     return task_settings(spec, **given)
 
 
-def build_task(args: argparse.Namespace, task: Any, scorer: Any, model: dict, method: str, **override: Any) -> Any:
+def build_task(args: argparse.Namespace, task: Any, scorer: Any, model_info: dict, method: str, **override: Any) -> Any:
     """The harness task of ``task`` (a registered name) from the options, for ``method``."""
     from falip.tasks import make_task
 
     settings = settings_of(args, task, **override)
     if settings.get("templates"):
         need_file(settings["templates"], "--templates")
-    return make_task(task, scorer, method=method, model=model, **settings)
+    return make_task(task, scorer, method=method, model_info=model_info, **settings)
 
 
 def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:

@@ -143,7 +143,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
     if args.detector_file and not Path(args.detector_file).is_file():
         raise FalipError(f"--detector-file {args.detector_file}: no such file")
     settings_of = {"gold": None, **({"prop": args.detector_file} if args.detector_file else {})}
-    scorer, model = make_scorer(args)
+    scorer, model_info = make_scorer(args)
     rows: dict[str, dict[str, str]] = {}
     summaries: dict[str, dict] = {}
     counts: dict[str, int] = {}
@@ -158,7 +158,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
                     "rec",
                     scorer,
                     method=method,
-                    model=model,
+                    model_info=model_info,
                     data=[str(s) for s in splits],
                     images=args.coco_images,
                     detector_file=detector,
@@ -217,7 +217,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
     for key, _, _, _ in given:
         if not Path(getattr(args, key)).is_dir():
             raise FalipError(f"--{key.replace('_', '-')} {getattr(args, key)}: no such folder")
-    scorer, model = make_scorer(args)
+    scorer, model_info = make_scorer(args)
     rows: dict[str, dict[str, str]] = {name: {} for name, _ in TABLE2_ROWS}
     summaries: dict[str, dict] = {}
     lines = []
@@ -231,7 +231,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         n = 0
         for name, method in TABLE2_ROWS:
             print(f"\n== {title}: {name}")
-            task = make_task("classify", scorer, method=method, model=model, top_k=5, **settings)
+            task = make_task("classify", scorer, method=method, model_info=model_info, top_k=5, **settings)
             summary = run_task(task, args, out / key / method_dir(method))
             summaries[f"{title}/{name}"] = summary
             n = summary.get("n", 0)

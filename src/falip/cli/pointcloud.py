@@ -68,7 +68,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
 
 
-def _task(args: argparse.Namespace, fclip, tokenizer, model: dict, split: str, weights, weights_from: str):
+def _task(args: argparse.Namespace, fclip, tokenizer, model_info: dict, split: str, weights, weights_from: str):
     from falip.tasks.pointcloud import PointCloudSettings, PointCloudTask, open_pointcloud_dataset, read_prompts
 
     items, classes, options = open_pointcloud_dataset(
@@ -87,7 +87,7 @@ def _task(args: argparse.Namespace, fclip, tokenizer, model: dict, split: str, w
         projected_points=None if args.dataset == "folder" else 1024,  # a folder's clouds: every point loaded
         prompts=prompts,
     )
-    return PointCloudTask(fclip, tokenizer, settings, items, classes, model)
+    return PointCloudTask(fclip, tokenizer, settings, items, classes, model_info)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,13 +111,13 @@ def run(args: argparse.Namespace) -> int:
             raise FalipError(f"--view-weights {weights}: no such preset; one of {', '.join(VIEW_WEIGHT_PRESETS)}")
         source = f"preset {weights} (PointCLIP V2's best_param.py, searched by its authors on the test split)"
         weights = VIEW_WEIGHT_PRESETS[weights]
-    scorer, model = make_scorer(args)
+    scorer, model_info = make_scorer(args)
     fclip, tokenizer = scorer.fclip, scorer.tokenizer
     if args.search_weights_on:
         if args.search_weights_on == args.split:
             raise FalipError(f"--search-weights-on {args.split} is the split reported; name another (e.g. train)")
         out = Path(args.out) / f"weight_search_{args.search_weights_on}"
-        run_task(_task(args, fclip, tokenizer, model, args.search_weights_on, None, "equal"), args, out)
+        run_task(_task(args, fclip, tokenizer, model_info, args.search_weights_on, None, "equal"), args, out)
         records, _ = read_results(out)
         cos = np.array([r["view_cosines"] for r in records])
         labels = np.array([r["label"] for r in records])
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             f"seed {args.seed}: {acc:.1f}% there)"
         )
         print(f"view weights {list(weights)}: {source}")
-    run_task(_task(args, fclip, tokenizer, model, args.split, weights, source), args, args.out)
+    run_task(_task(args, fclip, tokenizer, model_info, args.split, weights, source), args, args.out)
     if args.post_search:
         import json
 

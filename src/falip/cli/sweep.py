@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     settings_of(args, args.task)  # every option applies to the task, the required ones given
     axes = parse_grid(args.grid) if args.grid else {args.param: args.values or DEFAULT_VALUES[args.param]}
     out = ensure_writable_dir(args.out, "--out")
-    scorer, model = make_scorer(args)
+    scorer, model_info = make_scorer(args)
 
-    def make_task(point_scorer, point_model, method):
-        return build_task(args, args.task, point_scorer, point_model, method)
+    def make_task(point_scorer, point_model_info, method):
+        return build_task(args, args.task, point_scorer, point_model_info, method)
 
     def announce(point, folder: Path) -> None:
         print(f"\n== {point.name} -> {folder}", flush=True)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     table = run_sweep(
         make_task,
         scorer,
-        model,
+        model_info,
         axes,
         out,
         method=args.method,

@@ -9,7 +9,7 @@ library is a new tower adapter (:mod:`falip.towers`), never a change here.
   forward, the head decomposition, the attention maps and the ablations all use it.
 * :func:`attention`: the same output on the fast path (``scaled_dot_product_attention``), with
   query rows and shared keys/values (``kv_index``);
-* :func:`cls_attention`: the [CLS] row alone without projecting the keys and values of every token
+* :func:`cls_query_attention`: the [CLS] row alone without projecting the keys and values of every token
   (when keys enter the logits linearly, ``parts.keys_linear``);
 * :func:`block_forward`, :func:`block_forward_shared_patches`: whole blocks;
 * :func:`pool_attention`: an attention-pooling probe ("MAP") with a per-key bias (FALIP-MAP).
@@ -33,7 +33,7 @@ __all__ = [
     "attention_logits",
     "block_forward",
     "block_forward_shared_patches",
-    "cls_attention",
+    "cls_query_attention",
     "head_attention",
     "pool_attention",
     "pool_head_attention",
@@ -209,7 +209,7 @@ def attention(
     return _finish_heads(p, out)
 
 
-def cls_attention(p: BlockParts, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def cls_query_attention(p: BlockParts, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Attention output of the [CLS] query (row 0) alone, ``[B, 1, C]``, without projecting every token.
 
     For one query row, ``q . (W_k x_t + b_k) = (W_k^T q) . x_t + const`` and
@@ -269,7 +269,7 @@ def block_forward(
     """
     h = p.norm1(x)
     if query_rows == slice(0, 1) and kv_index is None:
-        a = cls_attention(p, h, bias)
+        a = cls_query_attention(p, h, bias)
     else:
         a = attention(p, h, bias=bias, query_rows=query_rows, kv_index=kv_index)
     residual = x if query_rows is None else x[:, query_rows]

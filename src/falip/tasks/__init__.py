@@ -15,7 +15,7 @@ task, so a new one is one new file plus one line here::
     register_task(TaskSpec("count", "counting", "falip_count.task:make_task", dataset_kind="regions",
                            settings=(Setting("top_k", "int", 5),)))
 
-where ``make_task(scorer, model, method, settings) -> task`` returns a task for
+where ``make_task(scorer, model_info, method, settings) -> task`` returns a task for
 :func:`falip.runner.run` (``name``, ``config``, ``units``, ``load``, ``run``, ``summarize``, ``table``).
 Importing this package loads no torch.
 """
@@ -60,7 +60,7 @@ class Metric:
 class TaskSpec:
     """One task (module docstring).
 
-    ``build``: ``make_task(scorer, model, method, settings) -> task`` (or ``"module:function"``);
+    ``build``: ``make_task(scorer, model_info, method, settings) -> task`` (or ``"module:function"``);
     ``settings`` is a dict holding every setting of the task and of its dataset, defaults filled
     (:func:`task_settings`). ``dataset_kind``: the kind of dataset it reads (``dataset`` then
     names one, ``default_dataset`` when not given); ``settings``: its own settings (``dataset`` and
@@ -154,17 +154,22 @@ def task_settings(task: str | TaskSpec, **given: Any) -> dict[str, Any]:
 
 
 def make_task(
-    task: str | TaskSpec, scorer: Any, *, method: str = "falip", model: Mapping[str, Any] | None = None, **settings: Any
+    task: str | TaskSpec,
+    scorer: Any,
+    *,
+    method: str = "falip",
+    model_info: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> Any:
     """The harness task of ``task`` (:func:`falip.runner.run`) with ``settings`` (:func:`task_settings`).
 
     ``scorer``: a :class:`falip.RegionScorer` (its model, FALIP options and edit parameters);
-    ``model``: the model description written to ``run.json``.
+    ``model_info``: the model description written to ``run.json``.
     """
     spec = get_task(task)
     if spec.methods is not None and method not in spec.methods:
         raise FalipError(f"task {spec.name} takes the methods {', '.join(spec.methods)}, got {method!r}")
-    return resolve(spec.build)(scorer, dict(model or {}), method, task_settings(spec, **settings))
+    return resolve(spec.build)(scorer, dict(model_info or {}), method, task_settings(spec, **settings))
 
 
 def evaluate(
@@ -173,7 +178,7 @@ def evaluate(
     out_dir: str | Path,
     *,
     method: str = "falip",
-    model: Mapping[str, Any] | None = None,
+    model_info: Mapping[str, Any] | None = None,
     run_options: Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> tuple[dict, list[dict]]:
@@ -184,7 +189,9 @@ def evaluate(
     """
     from ..runner import read_results, run
 
-    summary = run(make_task(task, scorer, method=method, model=model, **settings), out_dir, **dict(run_options or {}))
+    summary = run(
+        make_task(task, scorer, method=method, model_info=model_info, **settings), out_dir, **dict(run_options or {})
+    )
     records, _ = read_results(out_dir)
     return summary, records
 

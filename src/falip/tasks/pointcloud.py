@@ -1,14 +1,16 @@
 """Zero-shot 3D point-cloud classification (PointCLIP's recipe), with FALIP looking at each view's object.
 
-A cloud is projected to depth maps from several views (:mod:`falip.tasks.projection`: PointCLIP
-V1's 6 views, or V2's 10 "realistic" views); every view of every cloud in a batch goes through the
-image tower in one call. With ``method="falip"`` the region of attention of a view is its
-foreground (the pixels the cloud covers) as a mask, so FALIP biases the [CLS] query toward the
-object's patches; ``"none"`` is plain CLIP on the depth maps (PointCLIP V1 zero-shot). Each view's
-cosine with the class texts ("point cloud depth map of a {class}.") is fused as the weighted sum
-over views; equal weights unless given, or searched (seeded) on a split the user names, and the
-summary says where the weights came from. A view the cloud does not cover (empty foreground) is
-encoded without bias.
+A cloud is projected to depth maps from several views (:mod:`falip.tasks.projection`: PointCLIP V1's
+6 views, or V2's 10 "realistic" views); the clouds of a batch are projected together and their views
+go through the image tower in chunks chosen by device (:func:`default_view_chunk`: every view in one
+call on an accelerator, one cloud's views a call on a CPU, where the activations of many views fall
+out of the cache and a big call is slower than several small ones). With ``method="falip"`` the
+region of attention of a view is its foreground (the pixels the cloud covers) as a mask, so FALIP
+biases the [CLS] query toward the object's patches; ``"none"`` is plain CLIP on the depth maps
+(PointCLIP V1 zero-shot). Each view's cosine with the class texts ("point cloud depth map of a
+{class}.") is fused as the weighted sum over views; equal weights unless given, or searched (seeded)
+on a split the user names, and the summary says where the weights came from. A view the cloud does
+not cover (empty foreground) is encoded without bias.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "PointCloudSettings",
     "PointCloudTask",
     "evaluate_pointcloud",
+    "default_view_chunk",
     "fuse_views",
     "open_pointcloud_dataset",
     "project_views",
@@ -46,7 +49,8 @@ __all__ = [
 
 VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
     # PointCLIP V2's zero-shot view weights per dataset and backbone, for its 10 realistic views
-    # (zeroshot_cls/trainers/best_param.py, ``best_prompt_weight['<dataset>_<backbone>_test_weights']``;
+    # (github.com/yangyangyang127/PointCLIP_V2 at commit 04779d35ca9b, zeroshot_cls/trainers/best_param.py,
+    # ``best_prompt_weight['<dataset>_<backbone>_test_weights']``;
     # searched by its authors on the test split).
     "v2-modelnet40-rn50": (0.75, 0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 1.0, 0.25, 0.25),
     "v2-modelnet40-rn101": (0.75, 0.75, 0.75, 0.25, 0.5, 1.0, 0.75, 0.25, 0.25, 0.25),
@@ -86,6 +90,16 @@ class PointCloudSettings:
     options: tuple[tuple[str, Any], ...] = ()
     projected_points: int | None = 1024
     prompts: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+
+
+def default_view_chunk(device: torch.device | str, n_views: int) -> int | None:
+    """Views per image-tower call on ``device``: None (all at once) on an accelerator, ``n_views`` on a CPU.
+
+    On a CPU at one thread a 48-view ViT-B/16 call ran at 0.88x the speed of six 6-view calls
+    (BENCHMARKS.md, point clouds): its activations no longer fit the cache, and a CPU gains
+    nothing from a wider call. An accelerator is filled by the widest call.
+    """
+    return n_views if torch.device(device).type == "cpu" else None
 
 
 def fuse_views(view_cosines: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
@@ -159,8 +173,9 @@ def post_search_view_weights(
 ) -> tuple[tuple[float, ...], float]:
     """PointCLIP's post-search: every weight vector of ``grid ^ V`` on these clouds, ``(weights, accuracy %)``.
 
-    As ZrrSkywalker/PointCLIP ``trainers/search_weights.py`` (``search_weights_zs``): nested loops
-    over the grid in order, a vector kept when its accuracy is strictly higher, so the first best in
+    As github.com/ZrrSkywalker/PointCLIP (commit 02c91ee10a31) ``trainers/search_weights.py``
+    (``search_weights_zs``): nested loops over the grid in order, a vector kept when its accuracy is
+    strictly higher, so the first best in
     grid order wins. It runs on the split it reports (PointCLIP searches on the test features):
     an optimistic figure, to be labelled :data:`POST_SEARCH_LABEL`. 4^10 vectors for V2's 10 views.
     """
@@ -231,9 +246,12 @@ class PointCloudTask:
         settings: PointCloudSettings,
         items: Iterable[Any],
         classes: Sequence[str],
-        model: dict | None = None,
+        model_info: dict | None = None,
         falip_options: dict | None = None,
+        view_chunk: int | None | str = "auto",
     ) -> None:
+        """``view_chunk``: views per image-tower call (None: every view of a batch in one call;
+        "auto": :func:`default_view_chunk` for the model's device). Features do not depend on it."""
         from .projection import PROJECTIONS
 
         if settings.method not in POINTCLOUD_METHODS:
@@ -249,9 +267,14 @@ class PointCloudTask:
             )
         self.fclip, self.tokenizer, self.settings = fclip, tokenizer, settings
         self.items, self.classes = items, [str(c) for c in classes]
-        self.model = dict(model or {})
+        self.model_info = dict(model_info or {})
         self.falip_options = dict(falip_options or {})  # per-call FALIP settings (a sweep's point)
         self.n_views = n_views
+        if view_chunk == "auto":
+            view_chunk = default_view_chunk(fclip.device, n_views)
+        if view_chunk is not None and (isinstance(view_chunk, str) or int(view_chunk) < 1):
+            raise FalipError(f"view_chunk must be a positive number of views, None or 'auto', got {view_chunk!r}")
+        self.view_chunk = None if view_chunk is None else int(view_chunk)
         self._text: torch.Tensor | None = None
         if settings.prompts is not None:
             have = {c for c, _ in settings.prompts}
@@ -274,7 +297,7 @@ class PointCloudTask:
             "prompts": None if s.prompts is None else {c: list(t) for c, t in s.prompts},
             **{k: v for k, v in s.options},
             "classes": len(self.classes),
-            **self.model,
+            **self.model_info,
         }
 
     def units(self) -> Iterator[Unit | Skip]:
@@ -311,28 +334,46 @@ class PointCloudTask:
 
     @torch.no_grad()
     def view_features(self, points: list[np.ndarray]) -> torch.Tensor:
-        """Clouds -> L2-normalised features of every view ``[B, V, D]`` (all views in one image-tower call)."""
+        """Clouds -> L2-normalised features of every view ``[B, V, D]``.
+
+        The clouds are projected together (:func:`project_views`); their ``B * V`` views go through
+        the image tower ``view_chunk`` at a time (all at once when None).
+        """
         from .projection import foreground
 
-        device, dtype = self.fclip.device, self.fclip.dtype
         size = int(self.fclip.image_size[0])
         images = project_views(points, self.settings.projection, size, self.settings.projected_points)
-        flat = images.flatten(0, 1).to(device=device, dtype=dtype)  # [B * V, 3, S, S]
-        if self.settings.method == "none":
-            feats = self.fclip.encode_image(flat)
-        else:
+        flat = images.flatten(0, 1)  # [B * V, 3, S, S]
+        masks = None
+        if self.settings.method != "none":
             masks = foreground(images, self.settings.projection).flatten(0, 1).cpu().numpy()  # [B * V, S, S]
-            covered = masks.reshape(len(masks), -1).any(axis=1)
-            feats = torch.empty(len(flat), self.fclip.output_dim, device=device, dtype=dtype)
-            if covered.any():
-                regions = [Regions(masks=m[None], frame="input") for m in masks[covered]]
-                feats[torch.from_numpy(covered).to(device)] = self.fclip.encode_image(
-                    flat[torch.from_numpy(covered).to(device)], regions=regions, **self.falip_options
-                )
-            if (~covered).any():  # a view the cloud does not cover: nothing to look at, plain features
-                empty = torch.from_numpy(~covered).to(device)
-                feats[empty] = self.fclip.encode_image(flat[empty])
+        step = self.view_chunk or max(len(flat), 1)
+        parts = [
+            self._encode_views(flat[i : i + step], None if masks is None else masks[i : i + step])
+            for i in range(0, len(flat), step)
+        ]
+        feats = torch.cat(parts) if parts else flat.new_zeros(0, self.fclip.output_dim)
         return F.normalize(feats.float(), dim=-1).view(len(points), self.n_views, -1)
+
+    def _encode_views(self, views: torch.Tensor, masks: np.ndarray | None) -> torch.Tensor:
+        """One image-tower call (two when some views are empty): views ``[M, 3, S, S]`` -> ``[M, D]``.
+
+        ``masks`` ``[M, S, S]``: each view's foreground, looked at with FALIP; None: plain CLIP.
+        """
+        device, dtype = self.fclip.device, self.fclip.dtype
+        flat = views.to(device=device, dtype=dtype)
+        if masks is None:
+            return self.fclip.encode_image(flat)
+        covered = masks.reshape(len(masks), -1).any(axis=1)
+        feats = torch.empty(len(flat), self.fclip.output_dim, device=device, dtype=dtype)
+        if covered.any():
+            regions = [Regions(masks=m[None], frame="input") for m in masks[covered]]
+            on = torch.from_numpy(covered).to(device)
+            feats[on] = self.fclip.encode_image(flat[on], regions=regions, **self.falip_options)
+        if (~covered).any():  # a view the cloud does not cover: nothing to look at, plain features
+            empty = torch.from_numpy(~covered).to(device)
+            feats[empty] = self.fclip.encode_image(flat[empty])
+        return feats
 
     def run(self, loaded: list[tuple[Any, np.ndarray]]) -> list[list[dict]]:
         feats = self.view_features([p for _, p in loaded])
@@ -390,7 +431,7 @@ def open_pointcloud_dataset(
     return open_dataset(name, root, "pointcloud", split=split, variant=variant, n_points=n_points, seed=seed)
 
 
-def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
+def make_task(scorer: Any, model_info: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
     """The point-cloud task of the registry (:mod:`falip.tasks`): the scorer's model, tokenizer and FALIP options."""
     from ..data.registry import open_dataset
 
@@ -415,7 +456,7 @@ def make_task(scorer: Any, model: dict, method: str, settings: dict[str, Any]) -
         config,
         items,
         classes,
-        model,
+        model_info,
         falip_options=getattr(scorer, "falip_options", None),
     )
 
@@ -436,7 +477,7 @@ def evaluate_pointcloud(
     weights_from: str | None = None,
     n_points: int = 1024,
     seed: int = 0,
-    model: dict | None = None,
+    model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
     """Point-cloud classification like ``falip pointcloud``: ``(summary, per-cloud records)``.
@@ -458,6 +499,6 @@ def evaluate_pointcloud(
         weights_from=weights_from or ("equal" if weights is None else "given"),
         options=tuple(sorted(options.items())),
     )
-    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model), out_dir, **run_options)
+    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model_info), out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records

@@ -3,13 +3,14 @@
 Both projections are re-implementations, batched over clouds and views in torch (no Python loop
 over points or views, any device, float32), of the authors' public code:
 
-* **V1** (:func:`project_v1`): ZrrSkywalker/PointCLIP, ``trainers/mv_utils_zs.py`` (``euler2mat``,
-  ``PCViews.__init__``/``get_img``/``point_transform``, ``points2depth``, ``distribute``),
-  ``trainers/zeroshot.py`` (``PointCLIP_ZS.mv_proj``) and ``Dassl3D/dassl/data/data_manager.py``
-  (``DatasetWrapper.__getitem__``: ``item.impath[:1024]``, no shuffling or augmentation at test time).
-* **V2** (:func:`project_v2`), the "realistic projection": yangyangyang127/PointCLIP_V2,
-  ``zeroshot_cls/trainers/mv_utils_zs.py`` (``params``, ``Realistic_Projection``, ``points2grid``,
-  ``Grid2Image``, ``get3DGaussianKernel``), ``zeroshot_cls/trainers/zeroshot.py``
+* **V1** (:func:`project_v1`): github.com/ZrrSkywalker/PointCLIP at commit 02c91ee10a31,
+  ``trainers/mv_utils_zs.py`` (``euler2mat``, ``PCViews.__init__``/``get_img``/``point_transform``,
+  ``points2depth``, ``distribute``), ``trainers/zeroshot.py`` (``PointCLIP_ZS.mv_proj``) and
+  ``Dassl3D/dassl/data/data_manager.py`` (``DatasetWrapper.__getitem__``: ``item.impath[:1024]``, no
+  shuffling or augmentation at test time).
+* **V2** (:func:`project_v2`), the "realistic projection": github.com/yangyangyang127/PointCLIP_V2 at
+  commit 04779d35ca9b, ``zeroshot_cls/trainers/mv_utils_zs.py`` (``params``, ``Realistic_Projection``,
+  ``points2grid``, ``Grid2Image``, ``get3DGaussianKernel``), ``zeroshot_cls/trainers/zeroshot.py``
   (``PointCLIPV2_ZS.real_proj``) and ``zeroshot_cls/Dassl3D/dassl/data/data_manager.py``
   (``num_points = 1024``; ``item.impath[:num_points]``).
 

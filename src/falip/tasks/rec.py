@@ -254,10 +254,10 @@ class RecTask:
 
     name = "rec"
 
-    def __init__(self, scorer: RegionScorer, settings: RecSettings, model: dict | None = None) -> None:
+    def __init__(self, scorer: RegionScorer, settings: RecSettings, model_info: dict | None = None) -> None:
         self.scorer = scorer
         self.settings = settings
-        self.model = dict(model or {})
+        self.model_info = dict(model_info or {})
         self._negatives: dict[str, list[list[str]]] = {}  # sentence id -> its negative captions
         self._split_names = split_names(settings.data)
         if settings.subtract_q < 0:
@@ -280,7 +280,7 @@ class RecTask:
     def config(self) -> dict:
         s = self.settings
         config = {k: v for k, v in asdict(s).items() if k != "format" or v != "reclip"}  # as before formats
-        return {"task": "rec", **config, **self.model}
+        return {"task": "rec", **config, **self.model_info}
 
     def units(self) -> Iterator[Unit | Skip]:
         from ..data.reclip import image_key, read_detections
@@ -475,7 +475,7 @@ class RecTask:
         return text
 
 
-def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str, Any]) -> RecTask:
+def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> RecTask:
     """The REC task of the registry (:mod:`falip.tasks`): ``settings`` as :func:`falip.tasks.task_settings` gives."""
     from . import read_templates
 
@@ -493,7 +493,7 @@ def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str
             ties=settings["ties"],
             format=settings["dataset"],
         ),
-        model,
+        model_info,
     )
 
 
@@ -509,7 +509,7 @@ def evaluate_rec(
     subtract_q: int = 0,
     seed: int = 0,
     ties: str = "first",
-    model: dict | None = None,
+    model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
     """REC on ReCLIP-format split file(s), like ``falip rec``: ``(summary, per-sentence records)``.
@@ -530,7 +530,7 @@ def evaluate_rec(
         seed=seed,
         ties=ties,
     )
-    summary = run(RecTask(scorer, settings, model), out_dir, **run_options)
+    summary = run(RecTask(scorer, settings, model_info), out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records
 

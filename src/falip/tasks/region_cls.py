@@ -90,7 +90,7 @@ class ClassifyTask:
         settings: ClassifySettings,
         items: Iterable[Any],
         classes: Sequence[str],
-        model: dict | None = None,
+        model_info: dict | None = None,
     ) -> None:
         if not classes:
             raise FalipError("the class list is empty")
@@ -108,7 +108,7 @@ class ClassifyTask:
         self.settings = settings
         self.items = items
         self.classes = [str(c) for c in classes]
-        self.model = dict(model or {})
+        self.model_info = dict(model_info or {})
 
     def config(self) -> dict:
         s = self.settings
@@ -121,7 +121,7 @@ class ClassifyTask:
             "top_k": s.top_k,
             **{k: v for k, v in s.options},
             "classes": len(self.classes),
-            **self.model,
+            **self.model_info,
         }
 
     def units(self) -> Iterator[Unit | Skip]:
@@ -266,7 +266,7 @@ def open_dataset(
     )
 
 
-def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str, Any]) -> ClassifyTask:
+def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> ClassifyTask:
     """The registry's classification task (:mod:`falip.tasks`); ``settings`` from :func:`~falip.tasks.task_settings`."""
     from ..data.registry import open_dataset as open_registered
     from . import read_templates
@@ -280,7 +280,7 @@ def make_task(scorer: RegionScorer, model: dict, method: str, settings: dict[str
         top_k=settings["top_k"],
         options=tuple(sorted(options.items())),
     )
-    return ClassifyTask(scorer, config, items, classes, model)
+    return ClassifyTask(scorer, config, items, classes, model_info)
 
 
 def evaluate_classification(
@@ -296,7 +296,7 @@ def evaluate_classification(
     cub_root: str | Path | None = None,
     region: str = "mask",
     classnames: str | Path | None = None,
-    model: dict | None = None,
+    model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
     """Region classification like ``falip classify``: ``(summary, per-region records)``.
@@ -322,6 +322,6 @@ def evaluate_classification(
         top_k=top_k,
         options=tuple(sorted(options.items())),
     )
-    summary = run(ClassifyTask(scorer, settings, items, classes, model), out_dir, **run_options)
+    summary = run(ClassifyTask(scorer, settings, items, classes, model_info), out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records

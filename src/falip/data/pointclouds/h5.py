@@ -1,11 +1,13 @@
 """ModelNet40 (PointNet's ``modelnet40_ply_hdf5_2048``) and ScanObjectNN (its ``h5_files``), read lazily.
 
 **ModelNet40**, as PointNet released it (``modelnet40_ply_hdf5_2048.zip``). Checked against PointNet's
-``provider.py`` (``getDataFiles`` reads the list files line by line, ``load_h5`` reads ``f['data']``
-and ``f['label']``), its ``train.py`` (``TRAIN_FILES`` / ``TEST_FILES`` from
-``data/modelnet40_ply_hdf5_2048/{train,test}_files.txt``), PointCLIP's and PointCLIP V2's
-``datasets/modelnet40.py`` (class names from ``shape_names.txt``, line i = label i; prompts replace
-``_`` by a space) and public loaders that list the keys ``data``, ``label``, ``normal``, ``faceId``:
+code (github.com/charlesq34/pointnet at commit 5819bbe76a84): ``provider.py`` (``getDataFiles`` reads
+the list files line by line, ``load_h5`` reads ``f['data']`` and ``f['label']``) and ``train.py``
+(``TRAIN_FILES`` / ``TEST_FILES`` from ``data/modelnet40_ply_hdf5_2048/{train,test}_files.txt``);
+PointCLIP's ``datasets/modelnet40.py`` and PointCLIP V2's ``zeroshot_cls/datasets/modelnet40.py``
+(at the commits :mod:`falip.tasks.projection` cites; class names from ``shape_names.txt``, line i
+= label i; prompts replace ``_`` by a space); and public loaders that list the keys ``data``,
+``label``, ``normal``, ``faceId``:
 
 * ``test_files.txt`` / ``train_files.txt``: one h5 file a line, as a path relative to PointNet's
   repository root (``data/modelnet40_ply_hdf5_2048/ply_data_test0.h5``); here an entry is found by
@@ -17,14 +19,14 @@ and ``f['label']``), its ``train.py`` (``TRAIN_FILES`` / ``TEST_FILES`` from
 
 Order: files in the list's order, clouds in file order (PointNet's and PointCLIP's concatenation
 order). Not verified on the real files (none can be downloaded here): the label dtype (``uint8`` in
-our notes and in PointNet's ``save_h5`` defaults; any integer type is read), the counts (2,468 test
+PointNet's ``save_h5`` defaults; any integer type is read), the counts (2,468 test
 and 9,843 train clouds in 2 + 5 files, as others report) and that the clouds are already centred and scaled into the
 unit sphere (the PointNet paper says so), which is why ``normalize`` defaults to False here.
 
 **ScanObjectNN**, as its authors released it (``h5_files.zip``). Checked against the dataset's
-repository (``hkust-vgd/scanobjectnn``): the README (fields ``data`` "Nx3 point cloud", ``label``,
-``mask`` "whether each point is part of the object instance or the background"; 2048 points per
-object; the file names ``{training,test}_objectdataset{,_augmented25_norot,_augmented25rot,
+repository (github.com/hkust-vgd/scanobjectnn at commit fe60aeade9ce): the README (fields ``data``
+"Nx3 point cloud", ``label``, ``mask`` "whether each point is part of the object instance or the
+background"; 2048 points per object; the file names ``{training,test}_objectdataset{,_augmented25_norot,_augmented25rot,
 _augmentedrot,_augmentedrot_scale75}.h5``; ``_nobg`` files had their background removed before
 sampling), its FAQ (``training_data/README.md``: the labels are 0..14 in the order bag, bin, box,
 cabinet, chair, desk, display, door, shelf, table, bed, pillow, sink, sofa, toilet, "Yes, that is
