@@ -281,3 +281,23 @@ def _env():
     src = str(__import__("pathlib").Path(falip.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(), dict(qkv_fused=True, init_values=0.5, rope_rotate_half=True), dict(num_reg_tokens=2, qk_norm=True)],
+    ids=["split-qkv", "fused-ls-half", "registers-qknorm"],
+)
+def test_eva_rope_shared_block_is_exact(extra):
+    """The block after the first biased one shares the image's rotated tokens between regions and
+    folds each region's unrotated [CLS] key in (core.attention.block_forward_shared_patches): on a
+    4-block EVA without the inner norm, every plan that has that step equals the reference."""
+    tower = tower_for(make_timm_clip("eva", "token", depth=4, scale_attn_inner=False, **extra))
+    images = _images()
+    for layers in ([1, 2, 3], [0, 1, 2, 3], [1, 3]):
+        fclip = falip.FovealCLIP(tower, alpha=3.0, sigma=1.5, layers=layers, form="cls", batch_size=2)
+        assert any(step.kind == "shared" for step in fclip.plan().steps), layers
+        with torch.no_grad():
+            got = fclip.encode_image(images, regions=_regions())
+            ref = reference_forward(tower, images, _regions(), alpha=3.0, sigma=1.5, layers=layers, form="cls")
+        assert torch.allclose(got, ref.features, atol=ATOL), (layers, (got - ref.features).abs().max())

@@ -294,8 +294,9 @@ def block_forward_shared_patches(
     shared (other-keys-only) attention ``A`` and its log-normaliser ``lse``, the exact per-region
     output is ``(1 - w) A + w v_cls`` with ``w = sigmoid(q . k_cls * scale - lse)``. Pushed through
     the output projection head by head, the per-region work is O(P * heads * C) instead of
-    O(P * C^2); only the MLP runs per region and token. Blocks with cosine logits, an inner norm
-    or a rotary embedding take the per-region path.
+    O(P * C^2); only the MLP runs per region and token. A rotary embedding (EVA02) rotates the
+    shared tokens once per image and leaves [CLS] unrotated, as the library does. Blocks with cosine
+    logits or an inner norm take the per-region path.
 
     Args:
         cls: per-region [CLS] tokens ``[R, 1, C]``.
@@ -307,7 +308,7 @@ def block_forward_shared_patches(
     Returns:
         the block's output tokens ``[R, 1 + P, C]``.
     """
-    if p.cosine_scale is not None or p.inner_norm is not None or p.rope is not None:
+    if p.cosine_scale is not None or p.inner_norm is not None:
         x = torch.cat([cls, patches[kv_index]], dim=1)
         bias = None
         if cls_bias is not None:
@@ -321,8 +322,19 @@ def block_forward_shared_patches(
     hp, hc = p.norm1(patches), p.norm1(cls)
     qp, kp, vp = _qkv(p, hp)  # [N, H, P, d]
     qc, kc, vc = _qkv(p, hc)  # [R, H, 1, d]
-    qp, kp = _qk(p, qp, kp)
-    qc, kc = _qk(p, qc, kc)
+    if p.rope is None:
+        qp, kp = _qk(p, qp, kp)
+        qc, kc = _qk(p, qc, kc)
+    else:
+        # the rotation depends on position: rotate the shared tokens in place behind a stand-in for
+        # [CLS] (a prefix token, which the rotation leaves as it is), so they are rotated once per
+        # image; [CLS] itself gets its q/k norms only
+        def behind_cls(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t.new_zeros(t.shape[0], t.shape[1], 1, t.shape[3]), t], dim=2)
+
+        qp, kp = (t[:, :, 1:] for t in _qk(p, behind_cls(qp), behind_cls(kp)))
+        qc = qc if p.q_norm is None else p.q_norm(qc)
+        kc = kc if p.k_norm is None else p.k_norm(kc)
 
     # [CLS] query row, per region: keys are its own [CLS] and its image's other tokens
     keys = torch.cat([kc, kp[kv_index]], dim=2)
