@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, PoolParts, Readout, Tower
+from ..core.tower import BlockParts, PoolParts, Readout
+from ._open_clip import OpenClipTower
 
 __all__ = ["OpenClipTimmTower"]
 
@@ -40,7 +41,7 @@ def _scale_by(gamma: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tens
     return lambda x: gamma * x
 
 
-class OpenClipTimmTower(Tower):
+class OpenClipTimmTower(OpenClipTower):
     """An open_clip ``CLIP``/``CustomTextCLIP`` whose ``visual`` is a ``TimmModel`` (timm ViT or EVA).
 
     Refused with the reason: other timm trunks (CNNs...), open_clip's custom pools on a timm trunk,
@@ -342,15 +343,3 @@ class OpenClipTimmTower(Tower):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images.to(self.dtype))
-
-    # --------------------------------------------------------------------------- text side
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self.model.encode_text(tokens, normalize=normalize)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale
-
-    @property
-    def logit_bias(self) -> torch.Tensor | None:
-        return getattr(self.model, "logit_bias", None)

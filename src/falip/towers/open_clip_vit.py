@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..core.errors import FalipError
-from ..core.tower import BlockParts, Readout, Tower
+from ..core.tower import BlockParts, Readout
+from ._open_clip import OpenClipTower
 
 __all__ = ["OpenClipViTTower"]
 
@@ -45,7 +46,7 @@ def _check_block(block: nn.Module, index: int) -> None:
         raise FalipError(f"visual block {index} is a cross-attention block; FALIP needs self-attention")
 
 
-class OpenClipViTTower(Tower):
+class OpenClipViTTower(OpenClipTower):
     """An open_clip model whose ``.visual`` is open_clip's ``VisionTransformer`` pooling [CLS]."""
 
     library = "open_clip"
@@ -183,15 +184,3 @@ class OpenClipViTTower(Tower):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
-
-    # ------------------------------------------------------------------------ text side
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self.model.encode_text(tokens, normalize=normalize)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale
-
-    @property
-    def logit_bias(self) -> torch.Tensor | None:
-        return getattr(self.model, "logit_bias", None)
