@@ -259,3 +259,16 @@ def test_models_tags(capsys):
     code, out, _ = run_cli(["models", "--tags"], capsys)
     assert code == 0
     assert "  falip-tiny  (synthetic)" in out and "openai" in out
+
+
+def test_the_model_line_numbers_blocks_from_1():
+    """`falip demo` and `falip score` print the model's settings as a person reads them: falip-tiny
+    biases 0-based indices 1-3, which is blocks 2-4 of 4 (the FovealCLIP repr stays 0-based)."""
+    import falip
+    from falip.cli._common import describe_model
+
+    fclip, _, _ = falip.load("falip-tiny")
+    line = describe_model(fclip)
+    assert "blocks 2, 3, 4 of 4 (numbered from 1)" in line and "layers=" not in line
+    assert "layers=[1, 2, 3]" in repr(fclip)
+    assert "blocks none (the pooling probe only)" in describe_model(falip.load("falip-tiny-map", layers=())[0])

@@ -179,6 +179,18 @@ def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
     return folder
 
 
+def describe_model(fclip: Any) -> str:
+    """A FovealCLIP's settings as a person reads them (blocks numbered from 1, as the paper does)."""
+    layers = list(fclip.layers)
+    blocks = ", ".join(str(i + 1) for i in layers) if layers else "none (the pooling probe only)"
+    gh, gw = fclip.grid_size
+    return (
+        f"alpha {fclip.alpha:g}, sigma {fclip.sigma:g}, blocks {blocks} of {fclip.depth} (numbered from 1), "
+        f"form {fclip.form!r}, {gh}x{gw} patches, pooling {fclip.pooling}, {fclip.tower.library} "
+        f"{type(fclip.model).__name__}"
+    )
+
+
 def set_threads(threads: int) -> None:
     """Use ``threads`` torch CPU threads (``threads >= 1``, checked by the parser)."""
     import torch

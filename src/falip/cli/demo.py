@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import ensure_writable_dir, int_at_least, load_model, set_threads
+from ._common import describe_model, ensure_writable_dir, int_at_least, load_model, set_threads
 
 __all__ = ["DEMO_METHODS", "Panel", "configure_parser", "run", "draw_panels", "box_edges", "method_outlines"]
 
@@ -248,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
     scorer = RegionScorer(fclip, pre, tok)
     size = int(pre.input_size[0])
     print(
-        f"falip demo: model {args.model} ({fclip!r}), {args.scenes} REC + {args.scenes} classification scenes, "
-        f"seed {args.seed}"
+        f"falip demo: model {args.model} ({describe_model(fclip)}), {args.scenes} REC + {args.scenes} "
+        f"classification scenes, seed {args.seed}"
     )
 
     # REC: 2-4 objects, half of the scenes with a relational expression

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import describe_model
 from ._eval import add_model_options, make_scorer
 
 __all__ = ["NEGATIVE_VALUE_OPTIONS", "SCORE_LEGEND", "configure_parser", "run"]
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     width = max(16, *(len(t) for t in args.text))
-    print(f"{fclip!r}  method={args.method}")
+    print(f"{describe_model(fclip)}; method {args.method}")
     print(SCORE_LEGEND)
     print(f"box ({args.box_format})".ljust(28) + "".join(t[:width].rjust(width + 2) for t in args.text))
     for k, box in enumerate(args.box):
