@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..core.attention import head_attention, residual_tail
 from ..core.errors import FalipError
 from ..core.mask import foveal_profile, full_mask, regions_to_roa
-from ..core.tower import BlockParts, Tower, as_tower
+from ..core.tower import BlockParts, Tower, as_cls_tower
 from ..prompts.edits import scale_box
 from ..prompts.registry import METHODS, parse_method
 
@@ -67,13 +67,11 @@ VARIANTS = ("feature-mask", "qk-prompt", "v-prompt")
 
 
 def _cls_tower(model: Any, what: str) -> Tower:
-    tower = as_tower(model)
-    if tower.pooling != "cls":
-        raise FalipError(
-            f"the {what} ablation reads the [CLS] token's features, but this {tower.library} tower pools with an "
-            "attention probe over all tokens (no [CLS] token)"
-        )
-    return tower
+    return as_cls_tower(
+        model,
+        f"the {what} ablation reads the [CLS] token's features, but this {{library}} tower pools with an "
+        "attention probe over all tokens (no [CLS] token)",
+    )
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ from ..core.errors import FalipError
 from ..core.images import to_rgb
 from ..core.reference import reference_forward
 from ..core.regions import Regions
-from ..core.tower import BLOCKS_NOTE, Tower, as_tower
+from ..core.tower import BLOCKS_NOTE, Tower, as_cls_tower
 from ..defaults import ALPHA, FORM, SIGMA
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 
@@ -109,13 +109,11 @@ class Decomposition:
 
 
 def _cls_tower(model: Any) -> Tower:
-    tower = as_tower(model)
-    if tower.pooling != "cls":
-        raise FalipError(
-            f"the head decomposition (Eq. 5) splits the [CLS] output, but this {tower.library} tower pools with an "
-            "attention probe over all tokens: its features are no sum of per-head [CLS] terms"
-        )
-    return tower
+    return as_cls_tower(
+        model,
+        "the head decomposition (Eq. 5) splits the [CLS] output, but this {library} tower pools with an "
+        "attention probe over all tokens: its features are no sum of per-head [CLS] terms",
+    )
 
 
 def _check_splittable(tower: Tower, layers: Sequence[int]) -> None:

@@ -51,7 +51,7 @@ from ..core.images import to_rgb
 from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions
-from ..core.tower import Readout, Tower, as_tower, resolve_layer
+from ..core.tower import Readout, Tower, as_cls_tower, as_tower, resolve_layer
 from .heads import _check_splittable
 
 __all__ = [
@@ -64,12 +64,11 @@ __all__ = [
 
 
 def _contrib_tower(model: Any) -> tuple[Tower, Readout]:
-    tower = as_tower(model)
-    if tower.pooling != "cls":
-        raise FalipError(
-            f"text head maps split the [CLS] output per token, but this {tower.library} tower pools with an "
-            "attention probe: the probe's MLP and norm make its features no sum of per-token head terms"
-        )
+    tower = as_cls_tower(
+        model,
+        "text head maps split the [CLS] output per token, but this {library} tower pools with an "
+        "attention probe: the probe's MLP and norm make its features no sum of per-token head terms",
+    )
     return tower, tower.readout()
 
 

@@ -25,7 +25,7 @@ import torch
 from ..core.errors import FalipError
 from ..core.mask import regions_to_roa
 from ..core.regions import Regions
-from ..core.tower import as_tower, resolve_layer
+from ..core.tower import as_cls_tower, as_tower, resolve_layer
 from .maps import cls_attention, in_region_mass
 
 __all__ = ["ViewAttention", "view_attention", "cloud_view_attention", "plot_view_attention"]
@@ -83,11 +83,9 @@ def view_attention(
 ) -> ViewAttention:
     """[CLS] attention of depth views ``images`` ``[V, 3, S, S]`` (model input size) without and with
     FALIP's bias on their ``foreground`` ``[V, S, S]`` (bool), with ``fclip``'s FALIP settings."""
-    tower = as_tower(fclip)
-    if tower.pooling != "cls":
-        raise FalipError(
-            f"this {tower.library} tower pools with an attention probe: it has no [CLS] attention on the views"
-        )
+    tower = as_cls_tower(
+        fclip, "this {library} tower pools with an attention probe: it has no [CLS] attention on the views"
+    )
     layer = resolve_layer(layer, tower.depth)
     fg = np.asarray(foreground, dtype=bool)
     n = images.shape[0]

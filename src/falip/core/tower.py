@@ -40,6 +40,7 @@ __all__ = [
     "PoolParts",
     "Readout",
     "Tower",
+    "as_cls_tower",
     "as_tower",
     "block_label",
     "blocks_note",
@@ -247,6 +248,15 @@ def as_tower(model: Any) -> Tower:
             "import falip.towers first (falip.FovealCLIP and falip.load do)"
         )
     return _RESOLVER(model)
+
+
+def as_cls_tower(model: Any, refusal: str) -> Tower:
+    """``as_tower(model)`` for analyses that read the [CLS] token; an attention-pooled tower (no [CLS]
+    token) raises FalipError with ``refusal``, where ``{library}`` names the tower's library."""
+    tower = as_tower(model)
+    if tower.pooling != "cls":
+        raise FalipError(refusal.format(library=tower.library))
+    return tower
 
 
 class Tower(nn.Module):

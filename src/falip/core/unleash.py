@@ -38,7 +38,7 @@ from .defaults import ALPHA, FORM, SIGMA
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .regions import Regions
-from .tower import Tower, as_tower
+from .tower import Tower, as_cls_tower, as_tower
 
 __all__ = ["AttentionTerms", "attention_terms", "check_k", "project", "unleash_cls", "unleash_features"]
 
@@ -73,13 +73,11 @@ def check_k(k: object, depth: int) -> int:
 
 def cls_tower(model: Any, what: str) -> Tower:
     """The tower of ``model``; FalipError for an attention-pooled one, which has no [CLS] stream."""
-    tower = as_tower(model)
-    if tower.pooling != "cls":
-        raise FalipError(
-            f"{what} splits the [CLS] token's residual stream (Eq. 5), but this {tower.library} tower pools "
-            "with an attention probe over all tokens: it has no [CLS] stream to split"
-        )
-    return tower
+    return as_cls_tower(
+        model,
+        f"{what} splits the [CLS] token's residual stream (Eq. 5), but this {{library}} tower pools "
+        "with an attention probe over all tokens: it has no [CLS] stream to split",
+    )
 
 
 @torch.no_grad()
