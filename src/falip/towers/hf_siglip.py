@@ -15,6 +15,7 @@ from torch import nn
 from ..core.errors import FalipError
 from ..core.tower import PoolParts
 from ._hf import HFVisionTower, features
+from ._parts import split_packed
 
 __all__ = ["HFSiglipTower"]
 
@@ -72,15 +73,16 @@ class HFSiglipTower(HFVisionTower):
         mha = head.attention
         c = mha.embed_dim
         w, b = mha.in_proj_weight, mha.in_proj_bias
-        bq, bk, bv = (None, None, None) if b is None else (b[:c], b[c : 2 * c], b[2 * c :])
+        wq, wk, wv = split_packed(w, c)
+        bq, bk, bv = split_packed(b, c)
         heads = int(mha.num_heads)
         return PoolParts(
             probe=head.probe[0],
-            q_weight=w[:c],
+            q_weight=wq,
             q_bias=bq,
-            k_weight=w[c : 2 * c],
+            k_weight=wk,
             k_bias=bk,
-            v_weight=w[2 * c :],
+            v_weight=wv,
             v_bias=bv,
             heads=heads,
             head_dim=c // heads,

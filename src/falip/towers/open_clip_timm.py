@@ -17,21 +17,11 @@ from torch import nn
 from ..core.errors import FalipError
 from ..core.tower import BlockParts, PoolParts, Readout
 from ._open_clip import OpenClipTower
+from ._parts import optional_module, split_packed
 
 __all__ = ["OpenClipTimmTower"]
 
 _TRUNKS = ("VisionTransformer", "Eva")
-
-
-def _module_or_none(module: nn.Module | None) -> nn.Module | None:
-    """None for a missing or ``nn.Identity`` module (an option the block does not use)."""
-    return None if module is None or isinstance(module, nn.Identity) else module
-
-
-def _split3(tensor: torch.Tensor | None, width: int) -> tuple[torch.Tensor | None, ...]:
-    if tensor is None:
-        return None, None, None
-    return tensor[:width], tensor[width : 2 * width], tensor[2 * width :]
 
 
 def _scale_by(gamma: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -176,7 +166,7 @@ class OpenClipTimmTower(OpenClipTower):
     # ------------------------------------------------------------------------------ forward
     def _check_patch_dropout(self) -> None:
         drop = getattr(self.trunk, "patch_drop", None)
-        if self.trunk.training and _module_or_none(drop) is not None:
+        if self.trunk.training and optional_module(drop) is not None:
             raise FalipError("the timm tower drops patches in train mode; call .eval() first")
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,7 +209,7 @@ class OpenClipTimmTower(OpenClipTower):
         width = attn.num_heads * attn.head_dim
         if self._eva:
             if attn.qkv is not None:
-                q_w, k_w, v_w = _split3(attn.qkv.weight, width)
+                q_w, k_w, v_w = split_packed(attn.qkv.weight, width)
                 q_b, k_b, v_b = attn.q_bias, attn.k_bias, attn.v_bias
             else:
                 q_w, k_w, v_w = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
@@ -228,10 +218,10 @@ class OpenClipTimmTower(OpenClipTower):
             rope = None if embed is None else self._rope_fn(attn, embed)
             ls1, ls2 = _scale_by(block.gamma_1), _scale_by(block.gamma_2)
         else:
-            q_w, k_w, v_w = _split3(attn.qkv.weight, width)
-            q_b, k_b, v_b = _split3(attn.qkv.bias, width)
+            q_w, k_w, v_w = split_packed(attn.qkv.weight, width)
+            q_b, k_b, v_b = split_packed(attn.qkv.bias, width)
             rope = None
-            ls1, ls2 = _module_or_none(block.ls1), _module_or_none(block.ls2)
+            ls1, ls2 = optional_module(block.ls1), optional_module(block.ls2)
         return BlockParts(
             norm1=block.norm1,
             q_weight=q_w,
@@ -247,9 +237,9 @@ class OpenClipTimmTower(OpenClipTower):
             out_bias=attn.proj.bias,
             norm2=block.norm2,
             mlp=block.mlp,
-            q_norm=_module_or_none(attn.q_norm),
-            k_norm=_module_or_none(attn.k_norm),
-            inner_norm=_module_or_none(attn.norm),
+            q_norm=optional_module(attn.q_norm),
+            k_norm=optional_module(attn.k_norm),
+            inner_norm=optional_module(attn.norm),
             ls1=ls1,
             ls2=ls2,
             rope=rope,
@@ -330,8 +320,8 @@ class OpenClipTimmTower(OpenClipTower):
             out_weight=pool.proj.weight,
             out_bias=pool.proj.bias,
             finish=finish,
-            q_norm=_module_or_none(pool.q_norm),
-            k_norm=_module_or_none(pool.k_norm),
+            q_norm=optional_module(pool.q_norm),
+            k_norm=optional_module(pool.k_norm),
             key_position=pool.pos_embed,
         )
 

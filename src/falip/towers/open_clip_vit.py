@@ -20,13 +20,9 @@ from torch import nn
 from ..core.errors import FalipError
 from ..core.tower import BlockParts, Readout
 from ._open_clip import OpenClipTower
+from ._parts import optional_module, split_packed
 
 __all__ = ["OpenClipViTTower"]
-
-
-def _present(module: Any) -> Any:
-    """The module, or None for a missing one or ``nn.Identity``."""
-    return None if module is None or isinstance(module, nn.Identity) else module
 
 
 def _check_block(block: nn.Module, index: int) -> None:
@@ -133,8 +129,8 @@ class OpenClipViTTower(OpenClipTower):
         c = attn.in_proj_weight.shape[1]
         heads = attn.num_heads
         w, b = attn.in_proj_weight, attn.in_proj_bias
-        wq, wk, wv = w[:c], w[c : 2 * c], w[2 * c :]
-        bq, bk, bv = (None, None, None) if b is None else (b[:c], b[c : 2 * c], b[2 * c :])
+        wq, wk, wv = split_packed(w, c)
+        bq, bk, bv = split_packed(b, c)
         cosine = None
         if getattr(attn, "logit_scale", None) is not None:
             cosine = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()
@@ -153,14 +149,14 @@ class OpenClipViTTower(OpenClipTower):
             out_bias=attn.out_proj.bias,
             norm2=block.ln_2,
             mlp=block.mlp,
-            q_norm=_present(getattr(attn, "ln_q", None)),
-            k_norm=_present(getattr(attn, "ln_k", None)),
+            q_norm=optional_module(getattr(attn, "ln_q", None)),
+            k_norm=optional_module(getattr(attn, "ln_k", None)),
             cosine_scale=cosine,
             head_scale=getattr(attn, "head_scale", None),
-            inner_norm=_present(getattr(attn, "ln_inner", None)),
-            attn_norm=_present(getattr(block, "ln_attn", None)),
-            ls1=_present(getattr(block, "ls_1", None)),
-            ls2=_present(getattr(block, "ls_2", None)),
+            inner_norm=optional_module(getattr(attn, "ln_inner", None)),
+            attn_norm=optional_module(getattr(block, "ln_attn", None)),
+            ls1=optional_module(getattr(block, "ls_1", None)),
+            ls2=optional_module(getattr(block, "ls_2", None)),
             qkv_weight=w,
             qkv_bias=b,
         )
