@@ -243,7 +243,24 @@ def _open_point_folder(root: str, n_points: int = 1024, seed: int = 0) -> tuple[
     return ds, ds.classes, {"n_points": n_points, "seed": seed}
 
 
+def _open_coco(root: str, images: str | None = None, region: str = "box") -> tuple[Any, list[str], dict]:
+    from .coco import CocoInstances
+
+    ds = CocoInstances(root, images, region=region, errors="skip")
+    return ds, ds.classes, ds.options()
+
+
+def _open_coco_panoptic(
+    root: str, images: str | None = None, masks: str | None = None, region: str = "mask"
+) -> tuple[Any, list[str], dict]:
+    from .coco import CocoPanoptic
+
+    ds = CocoPanoptic(root, images, masks=masks, region=region, errors="skip")
+    return ds, ds.classes, ds.options()
+
+
 _SPLIT = Setting("split", default="test", help="split (default test)")
+_IMAGES = Setting("images", "folder", help="COCO: the image folder (e.g. val2017/; default: the JSON's folder)")
 _CLASSNAMES = Setting("classnames", "file", help="a file of class names, one per line")
 _REGIONS_ITEM = "one labelled region per item (box and/or mask), grouped by image"
 _CLOUD_ITEM = "one labelled point cloud per item"
@@ -283,6 +300,27 @@ for _spec in (
                 root="file", yields=_REGIONS_ITEM),
     DatasetSpec("csv", "regions", _open_file("csv"), "your regions: a CSV file (image,label,x0,y0,x1,y1 / mask)",
                 root="file", yields=_REGIONS_ITEM),
+    DatasetSpec(
+        "coco", "regions", _open_coco, "COCO instances JSON: every non-crowd annotation's box or mask",
+        root="file",
+        settings=(
+            _IMAGES,
+            Setting("region", default="box", choices=("box", "mask"),
+                    help="COCO: the annotation's box (default) or its mask (polygons, RLE)"),
+        ),
+        yields=_REGIONS_ITEM,
+    ),
+    DatasetSpec(
+        "coco-panoptic", "regions", _open_coco_panoptic, "COCO panoptic JSON + PNGs: every thing and stuff segment",
+        root="file",
+        settings=(
+            _IMAGES,
+            Setting("masks", "folder", help="COCO panoptic: the PNG folder (default: the JSON's name without .json)"),
+            Setting("region", default="mask", choices=("box", "mask"),
+                    help="COCO panoptic: the segment's mask (default) or its box"),
+        ),
+        yields=_REGIONS_ITEM,
+    ),
     DatasetSpec(
         "modelnet40", "pointcloud", _open_modelnet40, "ModelNet40 (PointNet's h5 release)",
         settings=(_SPLIT,), splits=("train", "test"), yields=_CLOUD_ITEM,

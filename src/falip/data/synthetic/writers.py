@@ -1,7 +1,8 @@
 """Writers of synthetic scenes into the real dataset formats (read back by :mod:`falip.data`).
 
 :func:`write_reclip_rec` writes a ReCLIP-style REC jsonl plus PNG images; :func:`write_classification`
-the generic classification JSONL (plus mask PNGs); :func:`write_cub_style`, :func:`write_waterbirds_style`
+the generic classification JSONL (plus mask PNGs); :func:`write_coco_instances` and
+:func:`write_coco_panoptic` COCO's instances JSON and panoptic JSON + PNGs; :func:`write_cub_style`, :func:`write_waterbirds_style`
 and :func:`write_imagenet_s_style` folders that :class:`~falip.data.cub.CUB`,
 :class:`~falip.data.waterbirds.Waterbirds` and :class:`~falip.data.imagenet_s.ImageNetS` read. Images
 are PNG (exact pixels), where the real datasets have JPEG; the readers take either.
@@ -22,6 +23,8 @@ from .scenes import CLASSES, RecExample, Scene
 __all__ = [
     "mask_to_rle",
     "write_classification",
+    "write_coco_instances",
+    "write_coco_panoptic",
     "write_cub_style",
     "write_imagenet_s_style",
     "write_reclip_rec",
@@ -216,3 +219,95 @@ def write_imagenet_s_style(
         Image.fromarray(sc.image).save(root / "validation" / folder / f"synthetic_val_{i:08d}.png")
         Image.fromarray(rgb).save(root / "validation-segmentation" / folder / f"synthetic_val_{i:08d}.png")
     return root
+
+
+def _coco_categories(with_isthing: bool = False) -> list[dict]:
+    """COCO categories for :data:`CLASSES`, with ids 1, 3, 5, ... (not contiguous, as COCO's are)."""
+    cats = [{"id": 2 * k + 1, "name": name, "supercategory": name.split()[-1]} for k, name in enumerate(CLASSES)]
+    if with_isthing:
+        for c in cats:
+            c["isthing"] = 1
+    return cats
+
+
+def write_coco_instances(
+    scenes: Sequence[Scene], root: str | os.PathLike, name: str = "instances_synthetic", rle: str = "polygon"
+) -> Path:
+    """Write ``scenes`` as COCO instances ``<root>/annotations/<name>.json`` plus PNGs under ``<root>/<name>/``.
+
+    One annotation per object: ``bbox`` COCO xywh (exclusive corner), ``area`` its mask's pixels,
+    ``iscrowd`` 0, ``segmentation`` the mask as ``rle="compressed"`` (pycocotools' string counts),
+    ``"uncompressed"`` (list counts) or ``"polygon"`` (the object's box outline as a 4-point
+    polygon: its box exactly, not its shape).
+    Category ids are 1, 3, 5, ... in :data:`CLASSES` order. Returns the JSON path.
+    """
+    from pycocotools import mask as mask_utils
+
+    root = Path(root)
+    images_dir = root / name
+    images_dir.mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    cats = _coco_categories()
+    images, anns = [], []
+    for i, sc in enumerate(scenes):
+        h, w = sc.image.shape[:2]
+        file_name = f"{i + 1:012d}.png"
+        Image.fromarray(sc.image).save(images_dir / file_name)
+        images.append({"id": i + 1, "file_name": file_name, "width": int(w), "height": int(h)})
+        for k, o in enumerate(sc.objects):
+            x0, y0, x1, y1 = o.box
+            m = sc.masks[k]
+            if rle == "polygon":
+                seg: object = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+            elif rle == "uncompressed":
+                seg = mask_to_rle(m)
+            else:
+                enc = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+                seg = {"size": enc["size"], "counts": enc["counts"].decode("ascii")}
+            anns.append({
+                "id": len(anns) + 1, "image_id": i + 1, "category_id": cats[CLASSES.index(o.label)]["id"],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(m.sum()), "iscrowd": 0, "segmentation": seg,
+            })  # fmt: skip
+    path = root / "annotations" / f"{name}.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}), encoding="utf-8")
+    return path
+
+
+def write_coco_panoptic(scenes: Sequence[Scene], root: str | os.PathLike, name: str = "panoptic_synthetic") -> Path:
+    """Write ``scenes`` as COCO panoptic: ``<root>/annotations/<name>.json``, PNGs in ``<root>/annotations/<name>/``.
+
+    Images go to ``<root>/<name>/``. Each object is a thing segment (``isthing`` 1) with id
+    ``k + 1`` encoded as ``R + 256 G + 256^2 B`` in the PNG; a later object's pixels win where
+    objects overlap, as they are drawn; the background is id 0 (unlabelled). ``bbox`` is the
+    segment's own pixels' box (xywh). Returns the JSON path.
+    """
+    root = Path(root)
+    images_dir, png_dir = root / name, root / "annotations" / name
+    images_dir.mkdir(parents=True, exist_ok=True)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    cats = _coco_categories(with_isthing=True)
+    images, anns = [], []
+    for i, sc in enumerate(scenes):
+        h, w = sc.image.shape[:2]
+        file_name = f"{i + 1:012d}.png"
+        Image.fromarray(sc.image).save(images_dir / file_name)
+        ids = np.zeros((h, w), dtype=np.int64)
+        for k in range(len(sc.objects)):
+            ids[sc.masks[k]] = k + 1
+        segments = []
+        for k, o in enumerate(sc.objects):
+            ys, xs = np.nonzero(ids == k + 1)
+            if not len(xs):
+                continue  # wholly covered by later objects
+            x0, y0 = int(xs.min()), int(ys.min())
+            segments.append({
+                "id": k + 1, "category_id": cats[CLASSES.index(o.label)]["id"], "iscrowd": 0,
+                "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0], "area": int(len(xs)),
+            })  # fmt: skip
+        rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(png_dir / file_name)
+        images.append({"id": i + 1, "file_name": file_name, "width": int(w), "height": int(h)})
+        anns.append({"image_id": i + 1, "file_name": file_name, "segments_info": segments})
+    path = root / "annotations" / f"{name}.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}), encoding="utf-8")
+    return path
