@@ -2,8 +2,8 @@
 
 :func:`write_reclip_rec` writes a ReCLIP-style REC jsonl plus PNG images; :func:`write_classification`
 the generic classification JSONL (plus mask PNGs); :func:`write_coco_instances` and
-:func:`write_coco_panoptic` COCO's instances JSON and panoptic JSON + PNGs; :func:`write_cub_style`, :func:`write_waterbirds_style`
-and :func:`write_imagenet_s_style` folders that :class:`~falip.data.cub.CUB`,
+:func:`write_coco_panoptic` COCO's instances JSON and panoptic JSON + PNGs; :func:`write_cub_style`,
+:func:`write_waterbirds_style` and :func:`write_imagenet_s_style` folders that :class:`~falip.data.cub.CUB`,
 :class:`~falip.data.waterbirds.Waterbirds` and :class:`~falip.data.imagenet_s.ImageNetS` read. Images
 are PNG (exact pixels), where the real datasets have JPEG; the readers take either.
 """
