@@ -229,11 +229,15 @@ class RegionScorer:
         length = getattr(self.tokenizer, "context_length", None)
         if not isinstance(length, int):
             return
-        try:  # one position more than the context: a token there means the text did not fit
-            longer = self.tokenizer(texts, context_length=length + 1)
-        except TypeError:  # a tokenizer without the context_length argument
-            return
-        cut = [t for t, row in zip(texts, longer) if int(row[length]) != 0]
+        counts = getattr(self.tokenizer, "token_counts", None)
+        if callable(counts):  # e.g. HF tokenizers, whose pad id is not 0 (OpenAI's: <|endoftext|>; SigLIP's: 1)
+            cut = [t for t, n in zip(texts, counts(texts, length + 1)) if n > length]
+        else:
+            try:  # one position more than the context: a token there (open_clip pads with 0) means it did not fit
+                longer = self.tokenizer(texts, context_length=length + 1)
+            except TypeError:  # a tokenizer without the context_length argument
+                return
+            cut = [t for t, row in zip(texts, longer) if int(row[length]) != 0]
         if cut:
             example = cut[0] if len(cut[0]) <= 80 else cut[0][:77] + "..."
             warnings.warn(
@@ -372,11 +376,8 @@ class RegionScorer:
             img = to_rgb(img)
             if not isinstance(r, Regions):
                 r = Regions(r, image_size=img.size, box_format=box_format)
-            elif r.frame != "original" or r.image_size != img.size:
-                raise FalipError(
-                    f"regions[{i}] are for {'a model input' if r.frame != 'original' else 'an image'} of "
-                    f"{r.image_size[0]}x{r.image_size[1]}, but image {i} is {img.size[0]}x{img.size[1]}"
-                )
+            else:
+                r.check_image(img.size, i)
             items.append(_Item(img, r, self.preprocess.map_regions(r), t))
         return items
 

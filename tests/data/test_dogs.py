@@ -158,3 +158,36 @@ def test_split_all_reads_file_list_and_first_object_gives_one_region_per_image(t
     assert first[1].box == (10.0, 20.0, 200.0, 290.0)
     with pytest.raises(FalipError, match="objects must be one of"):
         dogs.StanfordDogs(root, objects="largest")
+
+
+def test_split_all_without_labels_in_file_list_takes_them_from_train_and_test_lists(tmp_path):
+    """Stanford Dogs' README (lists.tar) calls ``file_list.mat`` "a list of all files" and only the
+    train/test lists "list and labels": a file_list.mat with ``file_list`` alone must not raise; the
+    labels (and annotation paths) come from train_list.mat + test_list.mat (12,000 + 8,580 there),
+    in file_list's order; an entry in neither list is reported, not guessed."""
+    root = write_dogs(tmp_path / "dogs")
+    extra = "n02085620-Chihuahua/n02085620_7"
+    (root / "Annotation" / extra).write_text(voc(100, 100, (5, 5, 50, 50)))
+    write_list(root / "lists" / "train_list.mat", [extra], [1])  # test_list.mat holds TEST's three
+    order = [list(TEST)[2], extra, list(TEST)[0], list(TEST)[1]]
+    savemat(root / "lists" / "file_list.mat", {"file_list": cell([e + ".jpg" for e in order])})
+    items = list(dogs.StanfordDogs(root, split="all", objects="first"))
+    assert [i.id for i in items] == [f"dogs:{e}#0" for e in order]
+    assert [i.label_index for i in items] == [2, 0, 0, 1]
+    # no file_list at all in it: train, then test
+    savemat(root / "lists" / "file_list.mat", {"note": np.array(["all files"])})
+    assert [i.id for i in dogs.StanfordDogs(root, split="all", objects="first")][:2] == [
+        f"dogs:{extra}#0",
+        f"dogs:{list(TEST)[0]}#0",
+    ]
+    # an entry in neither list
+    savemat(root / "lists" / "file_list.mat", {"file_list": cell([extra + ".jpg", "n02085620-Chihuahua/x_1.jpg"])})
+    out = list(dogs.StanfordDogs(root, split="all", errors="skip"))
+    assert out[1] == Skipped(
+        "dogs:n02085620-Chihuahua/x_1",
+        f"{root / 'lists' / 'file_list.mat'}: entry 2",
+        "n02085620-Chihuahua/x_1.jpg: in neither train_list.mat nor test_list.mat, so it has no label",
+    )
+    (root / "lists" / "train_list.mat").unlink()
+    with pytest.raises(FalipError, match=r"file_list.mat has no labels .*train_list.mat: no such file"):
+        list(dogs.StanfordDogs(root, split="all"))

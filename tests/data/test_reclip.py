@@ -63,7 +63,7 @@ def test_streams_one_sample_per_sentence_with_stable_ids(tmp_path):
 
 def test_skip_mode_yields_skipped_in_place_and_goes_on(tmp_path):
     bad_sentence = dict(LINE, sentences=[{"raw": "ok"}, {"sent": "no raw"}, {"raw": "also ok"}])
-    bad_box = dict(LINE, anns=[{"id": 7, "bbox": [5, 5, 0, 3]}])
+    bad_box = dict(LINE, anns=[{"id": 7, "bbox": [5, 5, -1, 3]}])  # (zero area is kept: see below)
     p = _write(tmp_path / "r.jsonl", [LINE, "{not json", bad_box, bad_sentence, dict(LINE, ann_id=99)])
     out = list(reclip.iter_reclip_jsonl(p, errors="skip"))
     kinds = [(type(x).__name__, x.id) for x in out]
@@ -81,7 +81,9 @@ def test_skip_mode_yields_skipped_in_place_and_goes_on(tmp_path):
     assert skipped[0] == Skipped(
         "r.jsonl:2", f"{p}:2", "invalid JSON (Expecting property name enclosed in double quotes, column 2)"
     )
-    assert skipped[1].reason == "the gold annotation's box is unusable: anns[0].bbox (5, 5, 0, 3) is empty (zero width)"
+    assert skipped[1].reason == (
+        "the gold annotation's box is unusable: anns[0].bbox (5, 5, -1, 3) has a negative width or height (xywh)"
+    )
     assert skipped[2].reason == "sentences[1] must be an object with a string 'raw'"
     assert skipped[3].reason == "ann_id [99] not among the ids of anns"
     with pytest.raises(FalipError) as e:  # the same file in raise mode stops at line 2, naming it
@@ -215,3 +217,20 @@ def test_decode_segmentation_validates_before_pycocotools():
         reclip.decode_segmentation([[0, 0, 3, 3]], 5, 6)
     with pytest.raises(FalipError, match="NaN or infinite"):
         reclip.decode_segmentation([[0, 0, 3, float("nan"), 1, 2]], 5, 6)
+
+
+def test_a_zero_area_gold_box_keeps_its_line(tmp_path):
+    """ReCLIP (allenai/reclip@3ed4f47 main.py:128) builds a Box of every ann without a check, and
+    interpreter.py:88-96 gives a zero-area gold box IoU 0 with any prediction: the line's sentences
+    stay in the evaluation, counted wrong. The reader keeps such a line (it used to skip it) and says
+    which gold boxes have zero area; the box is no candidate (``dropped``) nor in ``gold_boxes``."""
+    line = dict(LINE, anns=[{"id": 7, "bbox": [5, 5, 0, 3]}, {"id": 8, "bbox": [0, 0, 4, 4]}], ann_id=7)
+    both = dict(line, ann_id=[7, 8])
+    p = _write(tmp_path / "z.jsonl", [line, both])
+    out = list(reclip.iter_reclip_jsonl(p))
+    assert [x.id for x in out] == ["z.jsonl:1#0", "z.jsonl:1#1", "z.jsonl:2#0", "z.jsonl:2#1"]
+    assert out[0].zero_area_gold == ((5.0, 5.0, 5.0, 8.0),) and out[0].gold_boxes.shape == (0, 4)
+    assert out[0].dropped == ("anns[0].bbox (5, 5, 0, 3) is empty (zero width)",)
+    np.testing.assert_array_equal(out[0].boxes, [[0, 0, 4, 4]])
+    np.testing.assert_array_equal(out[2].gold_boxes, [[0, 0, 4, 4]])
+    assert out[2].zero_area_gold == ((5.0, 5.0, 5.0, 8.0),)

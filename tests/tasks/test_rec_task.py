@@ -271,3 +271,30 @@ def test_cpt_with_subtract_rewrites_only_the_query(scorer, split, tmp_path):
         want = scale * (feats @ query.T)[:, 0] - scale * (feats @ negs.T).mean(dim=1)
         got = next(r for r in records if r["id"] == s.id)
         np.testing.assert_allclose(got["scores"], want.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_a_zero_area_gold_box_is_kept_and_counted_wrong(scorer, split, tmp_path):
+    """ReCLIP (allenai/reclip@3ed4f47 main.py:128 and 148-156, interpreter.py:88-96) keeps a line
+    whose gold box has zero area and counts its sentences wrong (IoU 0 with any box); falip used to
+    drop the line, so ``n`` shrank (33 of 35 on a small set). Now the sentences are in ``n``, wrong,
+    and the summary counts them (``zero_area_gold``)."""
+    lines = split.read_text().splitlines()
+    line = json.loads(lines[0])
+    gold = line["ann_id"] if isinstance(line["ann_id"], list) else [line["ann_id"]]
+    for a in line["anns"]:
+        if a["id"] in gold:
+            a["bbox"] = [a["bbox"][0], a["bbox"][1], 0, a["bbox"][3]]
+    path = tmp_path / "zero.jsonl"
+    path.write_text("\n".join([json.dumps(line), *lines[1:]]) + "\n")
+    summary = run(_task(scorer, path, images=split.parent / "images"), tmp_path / "out", progress=False)
+    records, _ = read_results(tmp_path / "out")
+    total = sum(len(json.loads(x)["sentences"]) for x in lines)
+    assert summary["n"] == len(records) == total
+    mine = [r for r in records if r["id"].startswith("zero.jsonl:1#")]
+    assert len(mine) == len(line["sentences"])
+    assert all(r["correct"] is False and r["iou"] == 0.0 and r["zero_area_gold"] == len(gold) for r in mine)
+    assert summary["zero_area_gold"] == len(mine)
+    assert summary["correct"] == sum(r["correct"] for r in records)
+    assert "gold box has zero area (kept and counted wrong, as ReCLIP): " + str(len(mine)) in _task(
+        scorer, path, images=split.parent / "images"
+    ).table(summary)

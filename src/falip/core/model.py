@@ -277,6 +277,8 @@ class FovealCLIP(nn.Module):
                 )
             elif not isinstance(value, Regions):
                 raise FalipError(f"regions[{i}] must be a falip.Regions, got {type(value).__name__}")
+            else:
+                value.check_image(img.size, i)
             mapped.append(pre.map_regions(value))
         return self.encode_image(batch, regions=mapped, normalize=normalize, **overrides)
 

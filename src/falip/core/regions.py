@@ -296,6 +296,15 @@ class Regions:
         w, h = self.image_size
         return np.clip(self.boxes, 0, [w, h, w, h])
 
+    def check_image(self, image_size: tuple[int, int], index: int = 0) -> None:
+        """FalipError unless these are original-frame regions of an image of ``image_size`` ``(W, H)``
+        (image ``index`` of a call: how the message names them)."""
+        if self.frame != "original" or self.image_size != tuple(image_size):
+            raise FalipError(
+                f"regions[{index}] are for {'a model input' if self.frame != 'original' else 'an image'} of "
+                f"{self.image_size[0]}x{self.image_size[1]}, but image {index} is {image_size[0]}x{image_size[1]}"
+            )
+
     def describe(self, k: int) -> str:
         """``box 2 (90, 110, 20, 40) of a 256x192 image``: how errors name region k."""
         if self._boxes is not None:

@@ -13,7 +13,11 @@ and public PyTorch loaders that read the lists with ``scipy.io.loadmat``:
   images the FALIP paper's appendix evaluates) (``lists.tar``; looked up in ``lists/`` and in the root):
   MATLAB cell arrays ``file_list`` (image paths under ``Images/``), ``annotation_list`` (the same
   without ``.jpg``, under ``Annotation/``) and ``labels`` (N x 1, 1-based: loaders subtract 1). Read
-  with scipy (``scipy.io.loadmat``; scipy is needed for this dataset only).
+  with scipy (``scipy.io.loadmat``; scipy is needed for this dataset only). The README calls
+  ``file_list.mat`` "a list of all files" and only the train and test lists "list and labels": when
+  ``file_list.mat`` has no ``labels`` (or no ``annotation_list``), split ``"all"`` takes them from
+  ``train_list.mat`` + ``test_list.mat`` (12,000 + 8,580 = 20,580), in ``file_list``'s order when it
+  has one (an entry in neither list is reported), else train then test.
 
 Classes: the breed folders under ``Images/`` sorted by name (so by wnid), named by the breed part with
 underscores as spaces (``n02085782-Japanese_spaniel`` -> ``Japanese spaniel``); a ``labels`` entry
@@ -59,13 +63,8 @@ def _strings(values: np.ndarray, what: str) -> list[str]:
     return out
 
 
-def read_split_list(path: str | os.PathLike) -> tuple[list[str], list[str], list[int]]:
-    """A ``train_list.mat`` / ``test_list.mat``: ``file_list``, ``annotation_list`` and ``labels`` (1-based).
-
-    Raises :class:`FalipError` naming the file when it is missing, not a MATLAB file scipy reads, or
-    lacks a field, or the three lists differ in length.
-    """
-    path = Path(path)
+def _load_mat(path: Path) -> dict:
+    """The variables of a MATLAB v5 file (``squeeze_me``); FalipError naming the file otherwise."""
     try:
         from scipy.io import loadmat
     except ImportError:
@@ -78,6 +77,17 @@ def read_split_list(path: str | os.PathLike) -> tuple[list[str], list[str], list
         raise FalipError(f"{path}: a MATLAB v7.3 file; scipy reads v5 files (as distributed)") from None
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... for a file it cannot parse
         raise FalipError(f"{path}: not a MATLAB file scipy can read ({e})") from None
+    return mat
+
+
+def read_split_list(path: str | os.PathLike) -> tuple[list[str], list[str], list[int]]:
+    """A ``train_list.mat`` / ``test_list.mat``: ``file_list``, ``annotation_list`` and ``labels`` (1-based).
+
+    Raises :class:`FalipError` naming the file when it is missing, not a MATLAB file scipy reads, or
+    lacks a field, or the three lists differ in length.
+    """
+    path = Path(path)
+    mat = _load_mat(path)
     missing = [k for k in ("file_list", "annotation_list", "labels") if k not in mat]
     if missing:
         raise FalipError(f"{path}: no {', '.join(missing)} in it (fields: {sorted(k for k in mat if k[0] != '_')})")
@@ -150,19 +160,51 @@ class StanfordDogs:
         if not self.folders:
             raise FalipError(f"{images}: no breed folders (<wnid>-<Breed>) in it")
         self.classes: list[str] = [breed_name(f) for f in self.folders]
-        name = "file_list.mat" if split == "all" else f"{split}_list.mat"
+        self.list_path: Path = self._list("file_list.mat" if split == "all" else f"{split}_list.mat")
+
+    def _list(self, name: str) -> Path:
+        """``lists/<name>`` or ``<name>`` in the root; FalipError when neither exists."""
         candidates = [self.root / "lists" / name, self.root / name]
         found = [p for p in candidates if p.is_file()]
         if not found:
             raise FalipError(f"{candidates[0]}: no such file (nor {candidates[1]}); it comes in lists.tar")
-        self.list_path: Path = found[0]
+        return found[0]
+
+    def _entries(self) -> list[tuple[str, str, int | None]]:
+        """``(file, annotation, 1-based label or None)`` of every listed image, in the list's order.
+
+        Split ``"all"`` with a ``file_list.mat`` that has no labels ("a list of all files"): the
+        labels (and annotation paths) of ``train_list.mat`` + ``test_list.mat``; an entry of
+        ``file_list`` in neither gets None (reported per entry).
+        """
+        if self.split != "all":
+            return list(zip(*read_split_list(self.list_path)))
+        mat = _load_mat(self.list_path)
+        if all(k in mat for k in ("file_list", "annotation_list", "labels")):
+            return list(zip(*read_split_list(self.list_path)))
+        known: dict[str, tuple[str, str, int]] = {}
+        for name in ("train_list.mat", "test_list.mat"):
+            try:
+                path = self._list(name)
+            except FalipError as e:
+                raise FalipError(
+                    f'{self.list_path} has no labels (the dataset\'s README: "a list of all files"); they come '
+                    f"from train_list.mat and test_list.mat, but {e}"
+                ) from None
+            for file, annotation, label in zip(*read_split_list(path)):
+                known.setdefault(file.replace("\\", "/"), (file, annotation, label))
+        if "file_list" not in mat:  # no order to follow: train, then test
+            return list(known.values())
+        files = _strings(mat["file_list"], f"{self.list_path}: file_list")
+        return [known.get(f.replace("\\", "/"), (f, os.path.splitext(f)[0], None)) for f in files]
 
     def __iter__(self) -> Iterator[ClassificationItem | Skipped]:
-        files, annotations, labels = read_split_list(self.list_path)
         index = {f: i for i, f in enumerate(self.folders)}
-        for k, (file, annotation, label) in enumerate(zip(files, annotations, labels)):
+        for k, (file, annotation, label) in enumerate(self._entries()):
             item_id = f"dogs:{annotation}"
             try:
+                if label is None:
+                    raise BadRecord(f"{file}: in neither train_list.mat nor test_list.mat, so it has no label")
                 label_index = self._check_entry(index, file, annotation, label)
                 objects = _objects(self.root / "Annotation" / annotation)
             except BadRecord as e:

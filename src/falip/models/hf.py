@@ -52,6 +52,12 @@ class HFTokenizer:
         )
         return out["input_ids"].long()
 
+    def token_counts(self, texts: Sequence[str], limit: int) -> list[int]:
+        """Tokens each text takes with its special tokens, counted up to ``limit`` (from the attention
+        mask: the pad id may equal the end-of-text id, as in OpenAI's CLIP tokenizer)."""
+        out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=int(limit))
+        return [int(sum(mask)) for mask in out["attention_mask"]]
+
 
 class _NoTokenizer:
     """The tokenizer of a vision-only model: calling it says why there is none."""
@@ -112,6 +118,36 @@ def preprocess_from_processor(processor: Any, image_size: int, kind: str, resize
         else:
             mean = std = None
     return Preprocess(image_size, mean=mean, std=std, mode=resize_mode or mode, interpolation=interpolation)
+
+
+# the tokenizer files each model family needs in a local folder (any one group)
+_TOKENIZER_FILES = {
+    "clip": (("tokenizer.json",), ("vocab.json", "merges.txt")),
+    "siglip": (("tokenizer.json",), ("spiece.model",)),
+}
+
+
+def _check_tokenizer_folder(path: str, kind: str) -> None:
+    """FalipError unless the folder ``path`` holds the tokenizer files of a ``kind`` model: without
+    them transformers builds an empty tokenizer and every text scores the same."""
+    groups = _TOKENIZER_FILES[kind]
+    if any(all(os.path.isfile(os.path.join(path, f)) for f in group) for group in groups):
+        return
+    wanted = " or ".join(" + ".join(group) for group in groups)
+    raise FalipError(f"no tokenizer in {path} ({wanted})")
+
+
+def _check_vocabulary(tok: Any, config: Any, spec: str) -> None:
+    """FalipError when the tokenizer has no words, or gives ids the text tower's embedding lacks."""
+    size = len(tok)
+    if size <= len(set(getattr(tok, "all_special_ids", []) or [])):
+        raise FalipError(f"hf:{spec}: its tokenizer has only special tokens ({size}); it cannot read texts")
+    vocab = int(getattr(config.text_config, "vocab_size", 0) or 0)
+    if vocab and size > vocab:
+        raise FalipError(
+            f"hf:{spec}: its tokenizer has {size} tokens (ids up to {size - 1}) but the text model's vocabulary "
+            f"holds {vocab} (ids up to {vocab - 1}); the tokenizer belongs to another model"
+        )
 
 
 def _source(spec: str, cache_dir: str | None) -> tuple[str, dict]:
@@ -180,10 +216,13 @@ def load_hf(
     preprocess = preprocess_from_processor(processor, int(vision.image_size), kind, resize_mode)
     if "Vision" in name:
         return model, preprocess, _NoTokenizer(f"hf:{spec} ({name})")
+    if os.path.isdir(path):
+        _check_tokenizer_folder(path, kind)
     try:
         tok = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise FalipError(f"hf:{spec}: its tokenizer could not be loaded: {_first_line(err)}") from err
+    _check_vocabulary(tok, config, spec)
     context = int(config.text_config.max_position_embeddings)
     return model, preprocess, HFTokenizer(tok, context)
 
