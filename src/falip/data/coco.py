@@ -45,7 +45,16 @@ from ._common import check_errors, reject, resolve
 from .images import decode_file
 from .records import Skipped
 
-__all__ = ["CocoRegion", "CocoDataset", "CocoInstances", "CocoPanoptic", "read_coco_json", "segmentation_mask"]
+__all__ = [
+    "CocoDataset",
+    "CocoInstances",
+    "CocoPanoptic",
+    "CocoRegion",
+    "Proposal",
+    "read_coco_json",
+    "read_coco_results",
+    "segmentation_mask",
+]
 
 RegionKind = Literal["box", "mask"]
 REGION_KINDS: tuple[str, ...] = ("box", "mask")
@@ -265,6 +274,14 @@ class CocoDataset:
         """What defines a run on this dataset (written to run.json)."""
         return {"region": self.region, "images": str(self.images_dir)}
 
+    def image_sizes(self) -> dict[Any, tuple[int, int]]:
+        """Image id -> ``(W, H)`` as the file gives them (images without a size are left out)."""
+        return {iid: size for iid, im in self.images.items() if (size := self._image_size(im)) is not None}
+
+    def image_path(self, image_id: Any) -> Path:
+        """Where image ``image_id`` is read from."""
+        return resolve(self.images_dir, self.images[image_id]["file_name"])
+
 
 class CocoInstances(CocoDataset):
     """COCO instances JSON as regions (module docstring); ``images``: the image folder (default: the JSON's)."""
@@ -293,6 +310,20 @@ class CocoInstances(CocoDataset):
             if isinstance(item, CocoRegion) and self.region == "mask":
                 item = self._check_mask(item)
             yield item
+
+    def ground_truth(self) -> dict:
+        """The file as pycocotools' evaluation reads it, with ``area`` filled where missing (the box's w*h)."""
+        anns = []
+        for ann in self.data["annotations"]:
+            if (
+                isinstance(ann, dict)
+                and "area" not in ann
+                and isinstance(ann.get("bbox"), list)
+                and len(ann["bbox"]) == 4
+            ):
+                ann = {**ann, "area": float(ann["bbox"][2]) * float(ann["bbox"][3])}
+            anns.append(ann)
+        return {**self.data, "annotations": anns}
 
     def _check_mask(self, item: CocoRegion) -> CocoRegion | Skipped:
         """A mask region whose segmentation cannot be drawn, or draws no pixel, is skipped here, not later."""
@@ -348,3 +379,77 @@ class CocoPanoptic(CocoDataset):
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "masks": str(self.masks_dir)}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One class-agnostic region from a COCO results file: ``box`` xyxy pixels, optional RLE ``segmentation``."""
+
+    box: tuple[float, float, float, float]
+    score: float | None
+    segmentation: Any = field(default=None, compare=False, repr=False)
+    source: str = ""
+
+
+def read_coco_results(
+    path: str | os.PathLike, images: dict[Any, tuple[int, int]], errors: str = "skip"
+) -> tuple[dict[Any, list[Proposal]], list[Skipped]]:
+    """A COCO results file (``[{"image_id", "bbox" xywh, "score"?, "segmentation"? RLE}, ...]``) by image.
+
+    ``images``: the known image ids -> ``(W, H)``; entries of other images, malformed entries and
+    boxes wholly outside their image are returned as :class:`Skipped` (``errors="skip"``), each
+    named ``<file>: entry <k>`` (from 1). A file none of whose image ids is known is a FalipError
+    (the wrong file, or ids of another split). ``category_id`` is ignored: proposals are
+    class-agnostic.
+    """
+    check_errors(errors)
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise FalipError(f"{path}: no such proposals file (a COCO results JSON list)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FalipError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(data, list):
+        raise FalipError(f"{path}: a COCO results file is a JSON list of {{image_id, bbox, score}} objects")
+    out: dict[Any, list[Proposal]] = {}
+    skipped: list[Skipped] = []
+    matched = False
+    for k, entry in enumerate(data, start=1):
+        source = f"{name}: entry {k}"
+        item_id = f"{name}#{k}"
+        if not isinstance(entry, dict) or "image_id" not in entry or "bbox" not in entry:
+            skipped.append(reject(errors, item_id, source, "needs image_id and bbox"))
+            continue
+        size = images.get(entry["image_id"])
+        if size is None:
+            skipped.append(
+                reject(errors, item_id, source, f"image_id {entry['image_id']!r} is not an image of the set")
+            )
+            continue
+        matched = True
+        try:
+            bbox = entry["bbox"]
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                raise FalipError(f"bbox must be [x, y, w, h], got {bbox!r}")
+            xyxy = check_boxes([bbox], image_size=size, box_format="xywh", names=["its bbox"])[0]
+            score = entry.get("score")
+            if score is not None and not isinstance(score, (int, float)):
+                raise FalipError(f"score must be a number, got {score!r}")
+            seg = entry.get("segmentation")
+            if seg is not None:
+                segmentation_mask(seg, size[1], size[0])  # checked now, decoded again when scored
+        except FalipError as e:
+            skipped.append(reject(errors, item_id, source, e))
+            continue
+        box = tuple(float(v) for v in xyxy)
+        out.setdefault(entry["image_id"], []).append(
+            Proposal(box, None if score is None else float(score), seg, source)
+        )  # type: ignore[arg-type]
+    if data and not matched:
+        raise FalipError(
+            f"{path}: none of its {len(data)} entries names an image of the annotation file "
+            "(image ids of another split?)"
+        )
+    return out, skipped

@@ -295,3 +295,32 @@ register_task(TaskSpec(
     metrics=(_ACCURACY, Metric("mean_per_class_accuracy", "mean per class")),
     methods=("none", "falip"), default_methods="none,falip", samples="falip.analysis.heads:pointcloud_samples",
 ))  # fmt: skip
+
+
+def _detect_columns(summary: Mapping[str, Any]) -> dict[str, str]:
+    cells = {k: "-" if summary.get(k) is None else f"{summary[k]:.1f}" for k in ("AP", "AP50", "AP75")}
+    if "segm" in summary:
+        cells["mask AP"] = "-" if summary["segm"].get("AP") is None else f"{summary['segm']['AP']:.1f}"
+    if summary.get("accuracy") is not None:
+        cells["region top-1"] = f"{summary['accuracy']:.1f}"
+    return cells
+
+
+register_task(TaskSpec(
+    "detect", "COCO detection", "falip.tasks.detect:make_task",
+    "detection by region recognition: name every region (ground-truth boxes/masks or proposals), COCO AP",
+    dataset_kind="regions", default_dataset="coco",
+    settings=(
+        Setting("dataset", help="a COCO instances dataset (default coco)"),
+        Setting("root", help="the COCO instances JSON (its annotations are the ground truth)"),
+        Setting("proposals", "file", help="a COCO results file of class-agnostic boxes (+ RLE masks); "
+                "default: the annotation file's own regions"),
+        Setting("template", default=CLS_TEMPLATE, help=f"text template (default {CLS_TEMPLATE!r})"),
+        _TEMPLATES,
+        Setting("detections_per_region", "int", 5, "detections per region: its best classes (default 5)",
+                minimum=1),
+    ),
+    required=("root",),
+    metrics=(Metric("AP", "AP"), Metric("AP50", "AP50"), Metric("AP75", "AP75")),
+    columns=_detect_columns,
+))  # fmt: skip
