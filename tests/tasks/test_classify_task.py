@@ -46,6 +46,13 @@ def test_records_match_direct_scoring_and_topk(scorer, dataset, tmp_path):
         assert rec["topk"] == [int(i) for i in torch.argsort(-scores, stable=True)[:5]]
         assert rec["correct5"] == (rec["label"] in rec["topk"])
     assert summary["correct5_accuracy"] >= summary["accuracy"]
+    # mean per-class accuracy: each class's top-1 accuracy, averaged over the classes present (by hand)
+    per_class = {}
+    for r in records:
+        hits, n = per_class.get(r["label"], (0, 0))
+        per_class[r["label"]] = (hits + int(r["correct"]), n + 1)
+    expected = 100.0 * sum(h / n for h, n in per_class.values()) / len(per_class)
+    assert summary["mean_per_class_accuracy"] == pytest.approx(expected)
 
 
 def test_template_ensemble_is_the_mean_in_feature_space(scorer, dataset):

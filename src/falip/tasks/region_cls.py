@@ -18,7 +18,7 @@ from ..defaults import CLS_TEMPLATE
 from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
-from .metrics import GROUP_MEAN, WORST_GROUP, Summary, accuracy_summary, summary_table
+from .metrics import GROUP_MEAN, MEAN_PER_CLASS, WORST_GROUP, Summary, accuracy_summary, summary_table
 
 __all__ = [
     "CLS_TEMPLATE",
@@ -219,6 +219,11 @@ class ClassifyTask:
             worst = min(groups, key=lambda g: groups[g]["accuracy"])
             summary.add(WORST_GROUP, groups[worst]["accuracy"])
             summary.extra["worst_group"] = worst
+        per_class: dict[int, list[bool]] = {}
+        for r in records:
+            per_class.setdefault(int(r["label"]), []).append(bool(r["correct"]))
+        if per_class:  # the mean over the classes present of each class's top-1 accuracy
+            summary.add(MEAN_PER_CLASS, 100.0 * float(np.mean([np.mean(v) for v in per_class.values()])))
         return summary
 
     def table(self, summary: Summary | dict) -> str:
