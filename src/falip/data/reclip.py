@@ -86,6 +86,10 @@ class RecSample:
     ``"<jsonl path>:<line>"``. The samples of one line share ``anns``. ``dropped``: why each
     annotation of the line whose box is unusable (zero area, NaN, not 4 numbers) was left out of
     ``anns`` (the candidates); the line's sentences are kept with the other boxes.
+    ``zero_area_gold``: the gold annotations whose box has zero width or height (xyxy), kept as
+    ReCLIP keeps them (allenai/reclip@3ed4f47 main.py:128 builds every ann's box unchecked, and
+    interpreter.py:88-96 gives such a gold box IoU 0): no prediction can match them, so a sentence
+    whose only gold boxes these are counts as wrong. They are not in ``anns`` nor in :attr:`gold_boxes`.
     """
 
     id: str
@@ -97,6 +101,7 @@ class RecSample:
     gold_ids: tuple[int | str, ...]
     sentence_index: int = 0
     dropped: tuple[str, ...] = ()
+    zero_area_gold: tuple[tuple[float, float, float, float], ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
     source: str = field(default="", compare=False)
 
@@ -187,6 +192,10 @@ def coco_image_name(file_name: str) -> str:
     return m.group("stem") + m.group("ext") if m else file_name
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 def _is_id(v: Any) -> bool:
     return isinstance(v, (int, str)) and not isinstance(v, bool)
 
@@ -205,6 +214,7 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
         raise FalipError("anns must be a non-empty list")
     anns_list: list[RecAnnotation] = []
     dropped: dict[str, str] = {}  # str(id) of an ann whose box is unusable -> why
+    zero_area: dict[str, tuple[float, float, float, float]] = {}  # str(id) -> its zero-area box, xyxy
     for k, a in enumerate(obj["anns"]):
         if not isinstance(a, dict) or "id" not in a or "bbox" not in a:
             raise FalipError(f"anns[{k}] must be an object with 'id' and 'bbox'")
@@ -215,6 +225,10 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
             box = check_boxes([numbers(a["bbox"], 4, name)], box_format="xywh", names=[name])[0]
         except FalipError as e:
             dropped[str(a["id"])] = str(e)
+            flat = np.asarray(a["bbox"], dtype=object).ravel()
+            xywh = [float(v) for v in flat] if len(flat) == 4 and all(_is_number(v) for v in flat) else None
+            if xywh is not None and np.isfinite(xywh).all() and min(xywh[2:]) == 0 and max(xywh[2:]) >= 0:
+                zero_area[str(a["id"])] = (xywh[0], xywh[1], xywh[0] + xywh[2], xywh[1] + xywh[3])
             continue
         anns_list.append(
             RecAnnotation(a["id"], tuple(float(v) for v in box), a.get("category_id"), a.get("segmentation"))
@@ -224,10 +238,10 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
     gold = tuple(raw_gold) if isinstance(raw_gold, list) else (raw_gold,)
     if not gold or not all(_is_id(g) for g in gold):
         raise FalipError(f"ann_id must be an int, a str or a non-empty list of them, got {raw_gold!r}")
-    bad_gold = [dropped[str(g)] for g in gold if str(g) in dropped]
+    bad_gold = [dropped[str(g)] for g in gold if str(g) in dropped and str(g) not in zero_area]
     if bad_gold:
         raise FalipError(f"the gold annotation's box is unusable: {bad_gold[0]}")
-    ids = {str(a.id) for a in anns}
+    ids = {str(a.id) for a in anns} | {str(g) for g in gold if str(g) in zero_area}
     missing = [g for g in gold if str(g) not in ids]
     if missing:
         raise FalipError(f"ann_id {missing!r} not among the ids of anns")
@@ -240,6 +254,7 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
         "anns": anns,
         "gold_ids": gold,
         "dropped": tuple(dropped.values()),
+        "zero_area_gold": tuple(zero_area[str(g)] for g in gold if str(g) in zero_area),
         "extra": {k: v for k, v in obj.items() if k not in _LINE_KEYS},
     }
     return shared, obj["sentences"]
@@ -254,8 +269,8 @@ def iter_reclip_jsonl(
     ``image_root / coco_image_name(file_name)``. An annotation whose bbox is not 4 numbers or that
     :func:`check_boxes` rejects (e.g. zero area) is left out of the line's ``anns`` and named in
     each sample's ``dropped``; the line is kept with its other boxes. A malformed line (not JSON, a
-    missing or mistyped key, no usable box, a gold annotation whose box is unusable, an ``ann_id``
-    not among ``anns``) raises :class:`FalipError` ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields
+    missing or mistyped key, no usable box, a gold annotation whose box is unusable other than by
+    having zero area, an ``ann_id`` not among ``anns``) raises :class:`FalipError` ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields
     one :class:`Skipped` with id ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
     does so for that sentence only (id ``"...:<line>#<k>"``). A missing file always raises.
     """

@@ -244,7 +244,10 @@ class RecTask:
     ``image``, ``sentence``, ``pred`` (candidate index), ``pred_box`` (xyxy), ``iou`` (best IoU
     with a gold box), ``correct`` (``iou > iou_threshold``), ``scores`` (per candidate, after
     subtract), ``whole_image`` (the image had no detections: its one candidate is the whole
-    image) and ``dropped`` (candidate boxes left out because they lie wholly outside the image).
+    image), ``dropped`` (candidate boxes left out because they lie wholly outside the image) and,
+    where the line has any, ``zero_area_gold`` (how many of its gold boxes have zero area: such a
+    box is no candidate and matches no prediction, so the sentence counts as wrong unless another
+    gold box matches; the summary counts these sentences, ``zero_area_gold``).
 
     A candidate box that cannot be scored (zero area in the file, wholly outside the image) is
     left out of its line's candidates: one entry in ``skipped.jsonl`` (id ``<line>/anns[k]`` or
@@ -342,6 +345,7 @@ class RecTask:
                         "id": sample.id,
                         "sentence": sample.sentence,
                         "gold": sample.gold_boxes.tolist(),
+                        "zero_area_gold": len(getattr(sample, "zero_area_gold", ())),
                         "set": group["sets"].index(candidates),
                         "source": sample.source,
                     }
@@ -438,6 +442,8 @@ class RecTask:
                     "whole_image": bool(group["whole_image"]),
                     "dropped": [f"{group['image']}: {n}" for n in dropped[k]],
                 }
+                if q.get("zero_area_gold"):  # kept and counted wrong unless another gold box matches, as ReCLIP
+                    results[(u, q["id"])]["zero_area_gold"] = q["zero_area_gold"]
                 if unseen[k]:
                     results[(u, q["id"])]["unseen_candidates"] = unseen[k]["count"] - len(unseen[k]["visible"])
                     results[(u, q["id"])]["unseen_reason"] = unseen[k]["reason"]
@@ -450,6 +456,7 @@ class RecTask:
         items = [e for e in skipped if not _BOX_NOTE.search(str(e.get("id", "")))]
         summary = accuracy_summary(records, items, by="split")
         summary.extra["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
+        summary.extra["zero_area_gold"] = sum(1 for r in records if r.get("zero_area_gold"))
         summary.extra["images_without_detections"] = len(
             {(r["split"], r["image"]) for r in records if r.get("whole_image")}
         )
@@ -467,6 +474,11 @@ class RecTask:
         text = summary_table(summary, "split", f"REC ({self.settings.method})")
         if summary.get("dropped_boxes"):
             text += f"\ncandidate boxes dropped (zero area or outside the image): {summary['dropped_boxes']}"
+        if summary.get("zero_area_gold"):
+            text += (
+                f"\nsentences whose gold box has zero area (kept and counted wrong, as ReCLIP): "
+                f"{summary['zero_area_gold']}"
+            )
         if summary.get("images_without_detections"):
             text += (
                 f"\nimages with no detections (scored with the whole image as their one box): "
