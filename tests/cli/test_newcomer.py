@@ -366,3 +366,22 @@ def test_an_empty_class_folder_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ImageNetS(tmp_path)
     assert any("hold no image" in r.getMessage() and "dog" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------ issue 21
+def test_score_with_an_hf_folder_without_tokenizer_exits_2(tmp_path, capsys):
+    """Issue 21 item 1: it exited 0 with every text scoring the same."""
+    import shutil
+
+    from support.tiny_towers import save_hf_model
+
+    full = save_hf_model(tmp_path / "full", "clip")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        shutil.copy(full / name, bare / name)
+    image = _image(tmp_path / "photo.png", size=(64, 64))
+    argv = ["score", image, "--box", "0,0,30,30", "--text", "a red circle", "--text", "cat", "--model", f"hf:{bare}"]
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == ""
+    assert f"no tokenizer in {bare} (tokenizer.json or vocab.json + merges.txt)" in err

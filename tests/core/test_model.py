@@ -299,3 +299,21 @@ def test_regions_argument_and_encode_pil_errors_in_original_pixels(tiny_clip):
     torch.testing.assert_close(a, b)
     with pytest.raises(falip.FalipError, match="'original' frame; encode_image takes model-input regions"):
         fclip.encode_image(preprocess(image)[None], regions=[regions])
+
+
+def test_encode_pil_refuses_regions_of_another_image_size_as_the_scorer_does():
+    """Issue 21 item 3: a Regions for a 1000x1000 image with a 160x120 image gave features (and a box at
+    500-900 px, wholly outside the real image, was accepted); both entry points share one check."""
+    from PIL import Image
+
+    fclip, preprocess, tokenizer = falip.load("falip-tiny")
+    image = Image.new("RGB", (160, 120), (200, 30, 30))
+    regions = falip.Regions([[500, 500, 900, 900]], image_size=(1000, 1000))
+    message = r"regions\[0\] are for an image of 1000x1000, but image 0 is 160x120"
+    with pytest.raises(falip.FalipError, match=message):
+        fclip.encode_pil([image], regions=[regions])
+    with pytest.raises(falip.FalipError, match=message):
+        falip.RegionScorer(fclip, preprocess, tokenizer).score(image, regions, "a cat")
+    model_input = preprocess.map_regions(falip.Regions([[0, 0, 50, 50]], image_size=image.size))
+    with pytest.raises(falip.FalipError, match=r"regions\[0\] are for a model input of"):
+        fclip.encode_pil([image], regions=[model_input])

@@ -154,3 +154,73 @@ def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(falip.__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def _copy_without_tokenizer(folder, dest):
+    import shutil
+
+    dest.mkdir()
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        shutil.copy(folder / name, dest / name)
+    return dest
+
+
+@pytest.mark.parametrize(
+    "kind,files", [("clip", "tokenizer.json or vocab.json \\+ merges.txt"), ("siglip", "tokenizer.json or spiece.model")]
+)
+def test_hf_folder_without_tokenizer_is_refused_not_scored_alike(hf_dirs, tmp_path, kind, files):
+    """Issue 21 item 1: transformers built an empty 2-token CLIP tokenizer for such a folder, so every
+    text scored the same (exit 0); a folder needs the files its model family's tokenizer reads."""
+    bare = _copy_without_tokenizer(hf_dirs[kind], tmp_path / "bare")
+    with pytest.raises(FalipError, match=f"^no tokenizer in {bare} \\({files}\\)$"):
+        falip.load(f"hf:{bare}")
+
+
+def test_hf_tokenizer_files_each_family_reads(tmp_path):
+    from falip.models.hf import _check_tokenizer_folder
+
+    (tmp_path / "spiece.model").write_bytes(b"")  # SigLIP's sentencepiece model
+    _check_tokenizer_folder(str(tmp_path), "siglip")
+    with pytest.raises(FalipError, match="no tokenizer"):
+        _check_tokenizer_folder(str(tmp_path), "clip")
+    (tmp_path / "vocab.json").write_text("{}")
+    with pytest.raises(FalipError, match="no tokenizer"):  # CLIP's BPE needs its merges too
+        _check_tokenizer_folder(str(tmp_path), "clip")
+    (tmp_path / "merges.txt").write_text("")
+    _check_tokenizer_folder(str(tmp_path), "clip")
+
+
+def test_hf_tokenizer_with_ids_beyond_the_text_vocabulary_is_refused(hf_dirs, tmp_path):
+    """Issue 21 item 1: ids past the text embedding crashed with "internal error: IndexError"."""
+    import transformers
+
+    other = _copy_without_tokenizer(hf_dirs["clip"], tmp_path / "other")
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dirs["clip"], local_files_only=True)
+    tok.add_tokens(["zebra", "giraffe"])
+    tok.save_pretrained(other)
+    with pytest.raises(FalipError, match=r"its tokenizer has 18 tokens \(ids up to 17\) but the text model's vocab"):
+        falip.load(f"hf:{other}")
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hf_tokenizers_warn_only_about_texts_that_are_really_cut(hf_dirs, tmp_path, kind):
+    """Issue 21 item 5: the check took any non-zero id after the context for a token, but OpenAI's CLIP
+    tokenizer pads with <|endoftext|> and SigLIP's with id 1, so every text was "truncated"."""
+    import transformers
+
+    folder = hf_dirs[kind]
+    if kind == "siglip":  # pad with </s> (id 1), as google/siglip-* do
+        folder = _copy_without_tokenizer(folder, tmp_path / "pad1")
+        tok = transformers.AutoTokenizer.from_pretrained(hf_dirs[kind], local_files_only=True)
+        tok.pad_token = "</s>"
+        tok.save_pretrained(folder)
+    fclip, pre, tok = falip.load(f"hf:{folder}")
+    assert int(tok(["a"])[0, -1]) != 0  # the pad id is not 0
+    scorer = falip.RegionScorer(fclip, pre, tok)
+    context = tok.context_length
+    fits = " ".join(["cat"] * (context - tok.tokenizer.num_special_tokens_to_add()))  # exactly the context
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scorer.text_features(["a red square", fits])
+    with pytest.warns(UserWarning, match=r"^1 text\(s\) are longer than the model's"):
+        scorer.text_features([fits + " cat"])
