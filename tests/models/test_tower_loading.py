@@ -166,7 +166,8 @@ def _copy_without_tokenizer(folder, dest):
 
 
 @pytest.mark.parametrize(
-    "kind,files", [("clip", "tokenizer.json or vocab.json \\+ merges.txt"), ("siglip", "tokenizer.json or spiece.model")]
+    "kind,files",
+    [("clip", "tokenizer.json or vocab.json \\+ merges.txt"), ("siglip", "tokenizer.json or spiece.model")],
 )
 def test_hf_folder_without_tokenizer_is_refused_not_scored_alike(hf_dirs, tmp_path, kind, files):
     """Issue 21 item 1: transformers built an empty 2-token CLIP tokenizer for such a folder, so every
