@@ -271,7 +271,8 @@ def iter_reclip_jsonl(
     each sample's ``dropped``; the line is kept with its other boxes. A malformed line (not JSON, a
     missing or mistyped key, no usable box, a gold annotation whose box is unusable other than by
     having zero area, an ``ann_id`` not among ``anns``) raises :class:`FalipError`
-    ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields one :class:`Skipped` with id ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
+    ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields one :class:`Skipped` with id
+    ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
     does so for that sentence only (id ``"...:<line>#<k>"``). A missing file always raises.
     """
     check_errors(errors)
