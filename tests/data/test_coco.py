@@ -10,7 +10,8 @@ from PIL import Image
 
 from falip.core.errors import FalipError
 from falip.data import synthetic
-from falip.data.coco import CocoInstances, CocoPanoptic, CocoRegion, segmentation_mask
+from falip.data.coco import CocoInstances, CocoPanoptic, CocoRegion
+from falip.data.reclip import decode_segmentation
 from falip.data.records import Skipped
 
 
@@ -45,15 +46,15 @@ def test_rle_counts_both_encodings_match_a_hand_written_rle():
     mask[0, 0] = True  # a first run of zero zeros
     counts = _naive_rle(mask)
     assert counts[0] == 0
-    got = segmentation_mask({"size": [7, 5], "counts": counts}, 7, 5)
+    got = decode_segmentation({"size": [7, 5], "counts": counts}, 7, 5)
     np.testing.assert_array_equal(got, mask)
     from pycocotools import mask as mask_utils
 
     enc = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    got = segmentation_mask({"size": [7, 5], "counts": enc["counts"].decode("ascii")}, 7, 5)
+    got = decode_segmentation({"size": [7, 5], "counts": enc["counts"].decode("ascii")}, 7, 5)
     np.testing.assert_array_equal(got, mask)
-    with pytest.raises(FalipError, match="RLE is of size 5x7"):
-        segmentation_mask({"size": [7, 5], "counts": counts}, 5, 7)
+    with pytest.raises(FalipError, match="differs from the image"):
+        decode_segmentation({"size": [7, 5], "counts": counts}, 5, 7)
 
 
 def test_instances_boxes_masks_classes_and_counted_skips(tmp_path):
@@ -86,7 +87,7 @@ def test_instances_boxes_masks_classes_and_counted_skips(tmp_path):
     ds = CocoInstances(path, tmp_path / "imgs", region="mask")
     items = list(ds)
     bad = {i.id: i.reason for i in items if isinstance(i, Skipped)}
-    assert "wholly outside the image" in bad["inst.json:6"]
+    assert "polygon wholly outside the image" in bad["inst.json:6"]
     first = next(i for i in items if isinstance(i, CocoRegion))
     m = first.regions((40, 30)).masks[0]
     assert m[5, 5] and not m[20, 20] and m.shape == (30, 40)

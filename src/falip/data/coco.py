@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from ..core.errors import FalipError
 from ..core.regions import Regions, check_boxes
 from ._common import check_errors, reject, resolve
 from .images import decode_file
+from .reclip import decode_segmentation
 from .records import Skipped
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "Proposal",
     "read_coco_json",
     "read_coco_results",
-    "segmentation_mask",
 ]
 
 RegionKind = Literal["box", "mask"]
@@ -89,7 +88,7 @@ class CocoRegion:
         if self.panoptic_png is not None:
             return _segment_ids(str(self.panoptic_png)) == self.segment_id
         w, h = self.image_size
-        return segmentation_mask(self.segmentation, h, w)
+        return decode_segmentation(self.segmentation, h, w)
 
     def regions(self, image_size: tuple[int, int], use_mask: bool | None = None) -> Regions:
         """The region in the decoded image of size ``(W, H)``: its box, with its mask when ``use_mask``.
@@ -112,33 +111,6 @@ class CocoRegion:
             return Regions([self.box], mask[None], image_size=image_size)
         except FalipError as e:
             raise FalipError(f"{self.source}: {e}") from None
-
-
-def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """A COCO ``segmentation`` (polygons, or RLE with string or list counts) as bool ``[height, width]``.
-
-    Polygons are rasterised by pycocotools (clipped to the image); an RLE must be of that size.
-    """
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
-        if not polygons:
-            raise FalipError("its polygon has fewer than 3 points")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        size = [int(v) for v in segmentation["size"]]
-        if size != [height, width]:
-            raise FalipError(f"its RLE is of size {size[1]}x{size[0]} (w x h), the image {width}x{height}")
-        rle = mask_utils.frPyObjects(segmentation, height, width) if isinstance(segmentation["counts"], list) else (
-            {"size": size, "counts": segmentation["counts"].encode("ascii")}
-            if isinstance(segmentation["counts"], str) else segmentation
-        )  # fmt: skip
-    else:
-        raise FalipError("its segmentation is neither polygons nor an RLE {size, counts}")
-    with warnings.catch_warnings():  # pycocotools' __array__ predates numpy 2's copy keyword
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
 
 
 @lru_cache(maxsize=2)
@@ -331,7 +303,7 @@ class CocoInstances(CocoDataset):
             return reject(self.errors, item.id, item.source, "it has no segmentation (use --region box)")
         try:
             if not item.mask().any():
-                raise FalipError("its polygon lies wholly outside the image")
+                raise FalipError("its mask has no pixel in the image (a polygon wholly outside the image, or an empty one)")
         except FalipError as e:
             return reject(self.errors, item.id, item.source, e)
         return item
@@ -439,7 +411,7 @@ def read_coco_results(
                 raise FalipError(f"score must be a number, got {score!r}")
             seg = entry.get("segmentation")
             if seg is not None:
-                segmentation_mask(seg, size[1], size[0])  # checked now, decoded again when scored
+                decode_segmentation(seg, size[1], size[0])  # checked now, decoded again when scored
         except FalipError as e:
             skipped.append(reject(errors, item_id, source, e))
             continue

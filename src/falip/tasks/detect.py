@@ -177,9 +177,9 @@ class DetectTask:
                 else:
                     mask = None
                     if src.segmentation is not None:
-                        from ..data.coco import segmentation_mask
+                        from ..data.reclip import decode_segmentation
 
-                        mask = segmentation_mask(src.segmentation, image.size[1], image.size[0])[None]
+                        mask = decode_segmentation(src.segmentation, image.size[1], image.size[0])[None]
                     region = Regions([src.box], mask, image_size=image.size)
                 if geometry is not None:
                     region.to_input(geometry)  # a region outside the centre crop is a skip
