@@ -87,7 +87,7 @@ def test_instances_boxes_masks_classes_and_counted_skips(tmp_path):
     ds = CocoInstances(path, tmp_path / "imgs", region="mask")
     items = list(ds)
     bad = {i.id: i.reason for i in items if isinstance(i, Skipped)}
-    assert "polygon wholly outside the image" in bad["inst.json:6"]
+    assert "polygon wholly outside it" in bad["inst.json:6"]
     first = next(i for i in items if isinstance(i, CocoRegion))
     m = first.regions((40, 30)).masks[0]
     assert m[5, 5] and not m[20, 20] and m.shape == (30, 40)

@@ -303,7 +303,7 @@ class CocoInstances(CocoDataset):
             return reject(self.errors, item.id, item.source, "it has no segmentation (use --region box)")
         try:
             if not item.mask().any():
-                raise FalipError("its mask has no pixel in the image (a polygon wholly outside the image, or an empty one)")
+                raise FalipError("its mask has no pixel in the image (a polygon wholly outside it, or an empty one)")
         except FalipError as e:
             return reject(self.errors, item.id, item.source, e)
         return item
