@@ -24,6 +24,7 @@ __all__ = [
     "check_device",
     "check_model_name",
     "set_threads",
+    "add_activation_option",
     "load_model",
 ]
 
@@ -188,6 +189,17 @@ def describe_model(fclip: Any) -> str:
         f"alpha {fclip.alpha:g}, sigma {fclip.sigma:g}, blocks {blocks} of {fclip.depth} (numbered from 1), "
         f"form {fclip.form!r}, {gh}x{gw} patches, pooling {fclip.pooling}, {fclip.tower.library} "
         f"{type(fclip.model).__name__}"
+    )
+
+
+def add_activation_option(group: Any) -> None:
+    """``--activation gelu|quickgelu`` (open_clip models): which MLP activation the weights were trained with."""
+    group.add_argument(
+        "--activation",
+        choices=("gelu", "quickgelu"),
+        help="open_clip models: the MLP activation the weights were trained with (default: decided: an open_clip "
+        "tag's own, QuickGELU for an OpenAI TorchScript .pt, the config's for a state dict, with a warning "
+        "naming <model>-quickgelu); not for hf: models",
     )
 
 

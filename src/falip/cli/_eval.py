@@ -12,6 +12,7 @@ from typing import Any
 from falip.defaults import CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
 
 from ._common import (
+    add_activation_option,
     check_device,
     check_model_name,
     ensure_writable_dir,
@@ -78,6 +79,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="open_clip tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny only)",
     )
+    add_activation_option(g)
     g.add_argument("--alpha", type=float, help="FALIP alpha (default: the model's preset)")
     g.add_argument("--sigma", type=float, help="FALIP sigma in tokens (default: the model's preset)")
     g.add_argument(
@@ -259,7 +261,13 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
     device = str(device_for_rank()) if args.device == "auto" else args.device  # cuda:LOCAL_RANK under torchrun
     overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
     fclip, preprocess, tokenizer = load_model(
-        args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
+        args.model,
+        args.pretrained,
+        resize_mode=args.resize,
+        device=device,
+        precision=args.precision,
+        activation=args.activation,
+        **overrides,
     )
     scorer = RegionScorer(
         fclip, preprocess, tokenizer, template=template, batch_size=max(64, getattr(args, "batch", 64))
@@ -275,6 +283,8 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "resize": preprocess.mode,
         "precision": args.precision,
     }
+    if args.activation is not None:  # the user's choice (run.json has no key when falip decided)
+        model_info["activation"] = args.activation
     return scorer, model_info
 
 

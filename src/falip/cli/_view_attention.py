@@ -26,7 +26,13 @@ def run_attention(args: argparse.Namespace, points: Any, out: Path) -> int:
     device = str(device_for_rank()) if args.device == "auto" else args.device
     overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
     fclip, _, _ = load_model(
-        args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
+        args.model,
+        args.pretrained,
+        resize_mode=args.resize,
+        device=device,
+        precision=args.precision,
+        activation=args.activation,
+        **overrides,
     )
     va = cloud_view_attention(fclip, points, args.projection)
     fig = plot_view_attention(va, title=None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from ._common import int_at_least
+from ._common import add_activation_option, int_at_least
 
 __all__ = ["INSTALL_HINT", "configure_parser", "run"]
 
@@ -42,6 +42,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="open_clip tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny only)",
     )
+    add_activation_option(g)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"loading {args.model} ...", flush=True)
-    fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, device=device)
+    fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, device=device, activation=args.activation)
     app = AppModel(RegionScorer(fclip, preprocess, tokenizer), args.model, args.pretrained)
     print(f"falip app: {app.describe()}")
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import describe_model, ensure_writable_dir, int_at_least, load_model, set_threads
+from ._common import add_activation_option, describe_model, ensure_writable_dir, int_at_least, load_model, set_threads
 
 __all__ = ["DEMO_METHODS", "Panel", "configure_parser", "run", "draw_panels", "box_edges", "method_outlines"]
 
@@ -69,6 +69,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pretrained", default="auto", help="open_clip tag or checkpoint path; 'auto' = the shipped weights (default)"
     )
+    add_activation_option(p)
     p.add_argument(
         "--methods",
         default=",".join(DEMO_METHODS),
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         parse_method(m)
     set_threads(args.threads)
-    fclip, pre, tok = load_model(args.model, args.pretrained)
+    fclip, pre, tok = load_model(args.model, args.pretrained, activation=args.activation)
     scorer = RegionScorer(fclip, pre, tok)
     size = int(pre.input_size[0])
     print(

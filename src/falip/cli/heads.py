@@ -94,7 +94,13 @@ def run(args: argparse.Namespace) -> int:
     device = str(device_for_rank()) if args.device == "auto" else args.device
     overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
     fclip, preprocess, _ = load_model(
-        args.model, args.pretrained, resize_mode=args.resize, device=device, precision=args.precision, **overrides
+        args.model,
+        args.pretrained,
+        resize_mode=args.resize,
+        device=device,
+        precision=args.precision,
+        activation=args.activation,
+        **overrides,
     )
     spec = task_of(args)
     entries = resolve(spec.samples)(image_size=int(fclip.image_size[0]), **settings_of(args, spec))

@@ -199,6 +199,110 @@ def _check_download(model_name: str, tag: str, cache_dir: str | None) -> None:
         ) from None
 
 
+ACTIVATIONS = ("gelu", "quickgelu")
+_WARNED_ACTIVATION: set[tuple[str, str]] = set()  # (model, file) pairs already warned about
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``), as OpenAI's released CLIP files are.
+
+    Such a zip holds the model's code (``<name>/code/__torch__/...``) beside its tensors; a plain
+    ``torch.save`` state dict does not. open_clip told the two apart by trying ``torch.jit.load``
+    first (mlfoundations/open_clip@cc1b4f5 src/open_clip/openai.py:62-67); reading the zip's names
+    does the same without running the archive's code.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/__torch__/" in n or n.endswith("/constants.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _quickgelu_variant(model_name: str) -> bool:
+    """Whether ``model_name`` has QuickGELU-trained weights somewhere (a ``-quickgelu`` config or a tag)."""
+    open_clip = _open_clip()
+    if open_clip.get_model_config(f"{model_name}-quickgelu") is not None:
+        return True
+    return any(
+        (open_clip.get_pretrained_cfg(model_name, t) or {}).get("quick_gelu", False)
+        for t in open_clip.list_pretrained_tags_by_model(model_name)
+    )
+
+
+def _choose_activation(
+    model_name: str, pretrained: str | None, checkpoint: str | None, tag_quick: bool, activation: str | None
+) -> bool:
+    """``force_quick_gelu`` for open_clip's ``create_model``; warns once about a state dict of unknown activation.
+
+    ``activation`` (the user's choice) wins; without it: an open_clip tag's own setting, QuickGELU for
+    a TorchScript archive (OpenAI's release: open_clip built those with QuickGELU,
+    mlfoundations/open_clip@cc1b4f5 src/open_clip/openai.py:73 -> model.py:717-719 ``quick_gelu=True``),
+    and for a state dict the config's (GELU unless the name ends in ``-quickgelu``), with one
+    warning naming ``<model>-quickgelu`` when that model also comes QuickGELU-trained.
+    """
+    cfg_quick = bool((_open_clip().get_model_config(model_name) or {}).get("quick_gelu", False))
+    if activation is not None:
+        if activation not in ACTIVATIONS:
+            raise FalipError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "gelu" and cfg_quick:
+            raise FalipError(
+                f"activation 'gelu' contradicts the model name {model_name!r} (a QuickGELU config); "
+                f"use {model_name.removesuffix('-quickgelu')!r} for GELU"
+            )
+        return activation == "quickgelu" and not cfg_quick
+    from_file = checkpoint is not None and os.path.isfile(checkpoint) and pretrained != _AUTO
+    if not from_file:
+        return tag_quick
+    if is_torchscript_archive(checkpoint):  # type: ignore[arg-type]
+        return not cfg_quick
+    key = (model_name, os.path.abspath(checkpoint))  # type: ignore[arg-type]
+    if not cfg_quick and key not in _WARNED_ACTIVATION and _quickgelu_variant(model_name):
+        _WARNED_ACTIVATION.add(key)
+        warnings.warn(
+            f"{checkpoint} is loaded into {model_name}, built with GELU; if the file holds QuickGELU weights "
+            f"(OpenAI's, or any 'openai' tag) load it as {model_name}-quickgelu (or activation='quickgelu', "
+            "--activation quickgelu): the wrong activation changes every feature without an error. "
+            "activation='gelu' (--activation gelu) says the file is GELU-trained and silences this.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return False
+
+
+def model_activation(model: torch.nn.Module) -> str:
+    """``"quickgelu"``, ``"gelu"`` or ``"other"``: the MLP activation a loaded open_clip model runs."""
+    names = {type(m).__name__ for m in model.modules()}
+    return "quickgelu" if "QuickGELU" in names else "gelu" if "GELU" in names else "other"
+
+
+def _load_torchscript_weights(model: torch.nn.Module, path: str, model_name: str) -> None:
+    """Copy the weights of a TorchScript archive (OpenAI's CLIP release) into ``model`` (strict).
+
+    As open_clip did (mlfoundations/open_clip@cc1b4f5 src/open_clip/factory.py:170-173): the
+    archive's ``state_dict()`` without OpenAI's ``input_resolution``, ``context_length`` and
+    ``vocab_size`` entries. ``torch.jit.load`` runs the archive's code: load only files you trust.
+    """
+    head = f"{path} is a TorchScript archive whose weights do not fit {model_name}"
+    try:
+        archive = torch.jit.load(path, map_location="cpu")
+    except Exception as err:  # a damaged archive is about that file
+        raise FalipError(f"{path}: cannot be read as a TorchScript archive ({type(err).__name__})") from err
+    state = {
+        k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")
+    }
+    del archive
+    transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    state = {k: v for k, v in state.items() if k not in transient}  # a scripted module keeps non-persistent buffers
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise FalipError(f"{head} ({_mismatch_summary(str(err)) or str(err).splitlines()[0]})") from err
+
+
 def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> None:
     """Load the checkpoint file ``path`` into ``model`` with open_clip's loader (strict).
 
@@ -209,6 +313,9 @@ def load_checkpoint_file(model: torch.nn.Module, path: str, model_name: str) -> 
     head = f"{path} is not a checkpoint open_clip can load for {model_name}"
     if os.path.getsize(path) == 0:
         raise FalipError(f"{head}: the file is empty")
+    if is_torchscript_archive(path):
+        _load_torchscript_weights(model, path, model_name)
+        return
     try:
         open_clip.load_checkpoint(model, path, strict=True)
     except MemoryError:
@@ -240,6 +347,7 @@ def load(
     precision: str = "fp32",
     resize_mode: str | None = None,
     cache_dir: str | None = None,
+    activation: str | None = None,
     **falip_kwargs: Any,
 ) -> tuple[FovealCLIP, Preprocess, Callable]:
     """Load a CLIP-like model and wrap it as a :class:`FovealCLIP`.
@@ -259,6 +367,12 @@ def load(
             own: squash for open_clip models (the authors' recipe), the image processor's for
             ``hf:`` models (CLIP crops, SigLIP squashes). Interpolation and mean/std always follow
             the model's config (open_clip's preprocess config, the HF image processor).
+        activation: open_clip names only: ``"gelu"`` or ``"quickgelu"`` for the MLPs, or None (the
+            default) to decide: an open_clip tag's own (QuickGELU for ``openai``), QuickGELU for a
+            TorchScript archive (OpenAI's released ``.pt`` files, loaded as open_clip loaded them),
+            the config's for a state-dict file (GELU unless the name ends in ``-quickgelu``), with
+            one warning naming ``<model>-quickgelu`` when that model also comes QuickGELU-trained:
+            a file does not say which activation its weights were trained with.
         **falip_kwargs: FovealCLIP settings (alpha, sigma, layers, form, batch_size); the model's
             preset supplies those not given.
     Returns:
@@ -271,6 +385,11 @@ def load(
     if isinstance(model_name, str) and model_name.startswith(HF_PREFIX):
         from .hf import load_hf
 
+        if activation is not None:
+            raise FalipError(
+                f"activation={activation!r} is for open_clip names; {model_name} takes its activation from its "
+                "config.json"
+            )
         if pretrained not in (_AUTO, None):
             raise FalipError(
                 f"pretrained={pretrained!r} is for open_clip names; {model_name} takes its weights from the "
@@ -285,7 +404,7 @@ def load(
         )
     else:
         model, preprocess, tokenizer = _load_open_clip(
-            model_name, pretrained, device, precision, resize_mode, cache_dir
+            model_name, pretrained, device, precision, resize_mode, cache_dir, activation
         )
     settings = get_preset(model_name).settings()
     settings.update(falip_kwargs)
@@ -295,7 +414,13 @@ def load(
 
 
 def _load_open_clip(
-    model_name: Any, pretrained: str | None, device: Any, precision: str, resize_mode: str | None, cache_dir: str | None
+    model_name: Any,
+    pretrained: str | None,
+    device: Any,
+    precision: str,
+    resize_mode: str | None,
+    cache_dir: str | None,
+    activation: str | None = None,
 ) -> tuple[torch.nn.Module, Preprocess, Callable]:
     """An open_clip model (eval mode), its Preprocess and its tokenizer."""
     open_clip = _open_clip()
@@ -304,7 +429,8 @@ def _load_open_clip(
             f"unknown model {model_name!r}; see open_clip.list_models() (falip adds 'falip-tiny'), "
             "or load a Hugging Face model as 'hf:<hub id or folder>'"
         )
-    checkpoint, quick_gelu = _resolve_pretrained(model_name, pretrained)
+    checkpoint, tag_quick = _resolve_pretrained(model_name, pretrained)
+    quick_gelu = _choose_activation(model_name, pretrained, checkpoint, tag_quick, activation)
     ensure_registered(model_name)
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
     if checkpoint is not None and not from_file:
