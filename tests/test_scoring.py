@@ -102,7 +102,9 @@ def test_edit_methods_equal_manual_edits(setup):
         "box": [pre.to_tensor(vp.colored_box(pre.resize(img), b.tolist())) for b in mapped],
         "blur": [pre(vp.reverse_blur(img, b, 100.0, "ellipse")) for b in BOXES],
         "blur-box": [pre(vp.reclip_blur(img, b, 100.0, "box")) for b in BOXES],
-        "redcircle": [pre(vp.authors_red_circle(img, b, 100.0)) for b in BOXES],
+        "redcircle": [pre(vp.authors_circle(img, b)) for b in BOXES],
+        "redcircle-blur": [pre(vp.authors_red_circle(img, b, 100.0)) for b in BOXES],
+        "crop-reclip": [pre(vp.reclip_crop(img, b)) for b in BOXES],
         "gray": [pre(vp.grayscale_outside(img, b)) for b in BOXES],
         "crop": [pre(vp.crop(img, b)) for b in BOXES],
         "blur&circle": [
@@ -380,3 +382,32 @@ def test_features_of_one_term(setup):
     assert sc.features([img], [[]], "unleash:circle").shape == (0, 32)
     with pytest.raises(FalipError, match="one term"):
         sc.features([img], [BOXES], "falip+circle")
+
+
+@torch.no_grad()
+def test_enlarge_grows_every_atoms_box_falip_included(setup):
+    """PromptParams.enlarge = N scores exactly as the boxes grown by N per side and clipped, for FALIP, the
+    edits and the crops: the executors' ``enlarge_boxes`` (pumpkin805/FALIP @ 583df71 executor.py:139-144
+    for FALIP's box, 157-162 for the circle, 187-192 for the crop)."""
+    img = _image(2, w=300, h=210)  # over 200 px: the authors' circle is drawn (1 px)
+    boxes = [[20.5, 30.0, 120.0, 100.5], [250.0, 150.0, 299.0, 209.0]]
+    grown = [[max(x0 - 12, 0), max(y0 - 12, 0), min(x1 + 12, 300), min(y1 + 12, 210)] for x0, y0, x1, y1 in boxes]
+    plain, bigger = _scorer(setup), _scorer(setup, params=PromptParams(enlarge=12))
+    for method in ("falip", "redcircle", "redcircle-blur", "blur", "circle", "crop", "crop-reclip", "falip&circle"):
+        want = plain.score(img, grown, TEXTS, method=method)
+        assert torch.allclose(bigger.score(img, boxes, TEXTS, method=method), want, atol=1e-6), method
+        assert not torch.allclose(plain.score(img, boxes, TEXTS, method=method), want, atol=1e-4), method
+    with pytest.raises(FalipError, match="enlargement"):
+        PromptParams(enlarge=-1)
+
+
+def test_enlarge_grows_masks_by_whole_pixels():
+    """A mask region grows by floor(N) pixels in every direction (a square), checked against a loop."""
+    m = np.zeros((1, 20, 30), dtype=bool)
+    m[0, 5, 7] = m[0, 12, 20] = True
+    got = vp.enlarge_regions(Regions(masks=m), 2.7).masks[0]
+    want = np.zeros((20, 30), dtype=bool)
+    for r in range(20):
+        for c in range(30):
+            want[r, c] = any(abs(r - rr) <= 2 and abs(c - cc) <= 2 for rr, cc in ((5, 7), (12, 20)))
+    assert np.array_equal(got, want)

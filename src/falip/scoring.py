@@ -378,6 +378,8 @@ class RegionScorer:
                 r = Regions(r, image_size=img.size, box_format=box_format)
             else:
                 r.check_image(img.size, i)
+            if self.params.enlarge:  # the executors' enlarge_boxes: every atom sees the grown box
+                r = vp.enlarge_regions(r, self.params.enlarge)
             items.append(_Item(img, r, self.preprocess.map_regions(r), t))
         return items
 
@@ -431,8 +433,11 @@ class RegionScorer:
             return features_of(METHODS[term[0]])(self, items)
         if kinds == {"none"}:  # one feature per image [N, D]
             return self._encode((pp.to_tensor(self.resized(it)) for it in items), None)
-        if kinds == {"crop"}:
-            return self._encode((pp(vp.crop(it.image, it.boxes_orig[k])) for it in items for k in range(len(it))), None)
+        if kinds == {"crop"}:  # one atom (crops do not combine): its own cut of the original image
+            cut = METHODS[term[0]].edit or (lambda im, b, p: vp.crop(im, b))
+            return self._encode(
+                (pp(cut(it.image, tuple(it.boxes_orig[k]), self.params)) for it in items for k in range(len(it))), None
+            )
         has_falip = "falip" in kinds
         if "edit" not in kinds:  # plain FALIP: one pass over every image with all its regions
             return self._encode((pp.to_tensor(self.resized(it)) for it in items), (it.regions_input for it in items))

@@ -85,8 +85,12 @@ def test_readme_table2_command_with_all_four_datasets(four, tmp_path, capsys):
     assert code == 0, err
     table = (out / "table2.md").read_text()
     assert "| method | Stanford Dogs | CUB-200-2011 | ImageNet-S | Waterbirds |" in table
-    for row in ("| CLIP |", "| RedCircle |", "| FALIP |", "| Crop (extra) |", "| Blur (extra) |"):
+    for row in ("| CLIP |", "| RedCircle |", "| Blur |", "| FALIP |", "| RedCircle+Blur (extra) |",
+                "| Blur box (extra) |", "| Crop (extra) |"):  # fmt: skip
         assert row in table
+    # the paper's RedCircle is the ellipse alone (pumpkin805/FALIP @ 583df71 executor.py:165-168), its Blur
+    # the blur outside the ellipse; the executor's blurred circle (lines 170-178) and ReCLIP's box blur are extras
+    assert "blur = False" in table and "the paper's Blur: outside the circle" in table
     assert "Protocol followed:" in table and "Deliberate differences" in table and table in stdout + "\n"
     assert "Stanford Dogs: split all, n = 2 regions, region: the box of the first <object>" in table
     assert "ImageNet-S: split validation, n = 3 regions, region: the box of the class mask" in table
@@ -98,7 +102,8 @@ def test_readme_table2_command_with_all_four_datasets(four, tmp_path, capsys):
     assert wb["split"] == "test" and wb["classnames"] is None
     cub = json.loads((out / "cub" / "falip" / "run.json").read_text())["config"]
     assert cub["split"] == "all"
-    assert json.loads((out / "cub" / "redcircle" / "run.json").read_text())["config"]["method"] == "redcircle"
+    for method in ("redcircle", "redcircle-blur", "blur", "blur-box"):
+        assert json.loads((out / "cub" / method / "run.json").read_text())["config"]["method"] == method
 
 
 def test_table2_options_every_dog_and_the_mask_are_named_as_differences(four, tmp_path, capsys):
@@ -132,8 +137,13 @@ def test_table1_fills_gold_and_prop_columns_and_prints_the_protocol(tmp_path, ca
     table = (tmp_path / "t1" / "table1.md").read_text()
     assert "| method | refcoco_testa gold | refcoco_testa prop |" in table
     for row in ("| CPT (adapted to this CLIP) |", "| RedCircle |", "| FALIP |", "| ReCLIP (no relations) |",
-                "| RedCircle E |", "| FALIP E |", "| FALIP + P |", "| RedCircle E + P |"):  # fmt: skip
+                "| RedCircle E (box blur) |", "| RedCircle E (ellipse blur) |", "| FALIP E (box blur) |",
+                "| FALIP E (ellipse blur) |", "| FALIP + P |", "| RedCircle E (box blur) + P |",
+                "| RedCircle+Blur (extra: the executor's circle as released) |"):  # fmt: skip
         assert row in table
+    # ReCLIP's row crops as ReCLIP does (allenai/reclip @ 3ed4f47 executor.py:56-62: PIL image.crop)
+    reclip = json.loads((tmp_path / "t1" / "gold" / "crop-reclip-plus-blur-box" / "run.json").read_text())
+    assert reclip["config"]["method"] == "crop-reclip+blur-box"
     assert "| ReCLIP (no relations) + P |" not in table
     assert "ties: the first box in annotation order (np.argmax)" in table
     assert "Q = 3 captions drawn without replacement" in table and "seed 0" in table
@@ -143,7 +153,5 @@ def test_table1_fills_gold_and_prop_columns_and_prints_the_protocol(tmp_path, ca
         if row.startswith("| FALIP |"):
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert cells[1] == cells[2]
-    cfg = json.loads((tmp_path / "t1" / "prop" / "falip-plus-redcircle-plus-blur-box" / "run.json").read_text())[
-        "config"
-    ]
+    cfg = json.loads((tmp_path / "t1" / "prop" / "falip-plus-redcircle-plus-blur" / "run.json").read_text())["config"]
     assert cfg["detector_file"].endswith("dets.json") and cfg["ties"] == "first"

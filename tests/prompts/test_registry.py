@@ -51,7 +51,7 @@ UNLEASH_ERRORS = [
     (
         "unleash:crop",
         "a visual prompt is image edits and/or falip joined by '&' (blur, blur-box, box, circle, cpt, "
-        "falip, gray, redcircle); 'crop' is not one",
+        "falip, gray, redcircle, redcircle-blur); 'crop' is not one",
     ),  # fmt: skip
     ("unleash:none", "'none' is not one"),
     ("unleash:bluecircle", "'bluecircle' is no method"),
@@ -159,3 +159,23 @@ def test_apply_edits_original_scale_first_then_input_scale_in_written_order():
     finally:
         for s in specs:
             METHODS.pop(s.name)
+
+
+def test_redcircle_is_the_circle_alone_and_warns_once_that_it_changed():
+    """``redcircle`` was the executor's blurred circle; it is now the paper's RedCircle (the ellipse
+    alone, pumpkin805/FALIP @ 583df71 executor.py:165-168) and the blurred one is ``redcircle-blur``
+    (lines 170-178). Naming ``redcircle`` warns once per process; ``redcircle-blur`` never warns."""
+    import warnings
+
+    from falip.prompts import registry
+
+    registry._warned.discard("redcircle")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parse_method("falip+redcircle-blur")
+        assert caught == []
+        parse_method("redcircle+blur")
+        parse_prompt("redcircle")
+        parse_method("unleash:redcircle")
+    assert len(caught) == 1 and "'redcircle-blur'" in str(caught[0].message)
+    assert registry.METHODS["redcircle"].scale == registry.METHODS["redcircle-blur"].scale == "original"

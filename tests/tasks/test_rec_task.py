@@ -298,3 +298,35 @@ def test_a_zero_area_gold_box_is_kept_and_counted_wrong(scorer, split, tmp_path)
     assert "gold box has zero area (kept and counted wrong, as ReCLIP): " + str(len(mine)) in _task(
         scorer, path, images=split.parent / "images"
     ).table(summary)
+
+
+def test_enlarge_flag_grows_every_box_and_is_recorded(scorer, split, tmp_path, capsys):
+    """``falip rec --enlarge N``: the executors' enlarge_boxes (pumpkin805/FALIP @ 583df71 executor.py:139-144,
+    FALIP's box): each line's scores equal scoring the boxes grown by N per side, clipped; run.json says N."""
+    from falip.cli import main
+    from falip.prompts.registry import PromptParams
+
+    out = tmp_path / "big"
+    argv = ["rec", "--data", str(split), "--images", str(split.parent / "images"), "--out", str(out),
+            "--enlarge", "6", "--workers", "0", "--limit", "3"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["config"]["enlarge"] == 6.0
+    records, _ = read_results(out)
+    grown_scorer = scorer.with_options(params=PromptParams(enlarge=6))
+    by_id = {r["id"]: r for r in records}
+    samples = [s for s in read_reclip_jsonl(split, image_root=split.parent / "images") if s.id in by_id]
+    assert samples
+    changed = False
+    for s in samples:
+        with Image.open(s.image_path) as im:
+            image = im.convert("RGB")
+        w, h = image.size
+        grown = [[max(a - 6, 0), max(b - 6, 0), min(c + 6, w), min(d + 6, h)] for a, b, c, d in s.boxes.tolist()]
+        want = scorer.score(image, grown, [s.sentence.lower()], template=REC_TEMPLATE)[:, 0]
+        np.testing.assert_allclose(by_id[s.id]["scores"], want.numpy(), rtol=1e-5, atol=1e-4)
+        got = grown_scorer.score(image, s.boxes, [s.sentence.lower()], template=REC_TEMPLATE)[:, 0]
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
+        plain = scorer.score(image, s.boxes, [s.sentence.lower()], template=REC_TEMPLATE)[:, 0]
+        changed |= not torch.allclose(plain, want, atol=1e-3)
+    assert changed
+    assert main(argv[:-6] + ["--enlarge", "-1"]) == 2

@@ -65,6 +65,19 @@ def _layers(text: str) -> list[int]:
     return [v - 1 if v > 0 else v for v in values]
 
 
+def _pixels(text: str) -> float:
+    """A number of pixels >= 0 (``--enlarge``)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels >= 0, got {text!r}")
+    return value
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model``, ``--pretrained``, FALIP settings, ``--device``, ``--threads``."""
     g = p.add_argument_group("model")
@@ -101,6 +114,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="cpu, cuda, cuda:1, mps (default auto: cuda when available); checked before the model loads",
     )
     g.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="model precision")
+    g.add_argument(
+        "--enlarge",
+        type=_pixels,
+        default=0.0,
+        metavar="N",
+        help="grow every region's box by N pixels of the image on each side, clipped to the image, for every "
+        "method, FALIP's box included (the executors' enlarge_boxes, the paper's Table 14; default 0)",
+    )
     g.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads, >= 1 (default 1)")
     g.add_argument(
         "--max-image-pixels",
@@ -269,8 +290,16 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         activation=args.activation,
         **overrides,
     )
+    from falip.prompts.registry import PromptParams
+
+    enlarge = float(getattr(args, "enlarge", 0.0) or 0.0)
     scorer = RegionScorer(
-        fclip, preprocess, tokenizer, template=template, batch_size=max(64, getattr(args, "batch", 64))
+        fclip,
+        preprocess,
+        tokenizer,
+        params=PromptParams(enlarge=enlarge),
+        template=template,
+        batch_size=max(64, getattr(args, "batch", 64)),
     )
     model_info = {
         "model": args.model,
@@ -285,6 +314,8 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
     }
     if args.activation is not None:  # the user's choice (run.json has no key when falip decided)
         model_info["activation"] = args.activation
+    if enlarge:  # only when set, so runs started before the option resume
+        model_info["enlarge"] = enlarge
     return scorer, model_info
 
 

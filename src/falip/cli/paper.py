@@ -3,14 +3,16 @@
 table1 (REC, Table 1 of the paper): the ReCLIP split files found in ``--refcoco-dir`` as columns
 ("gold": the annotations' boxes; with ``--detector-file`` also "prop": the detector's proposals,
 in the same run), methods as rows (:data:`TABLE1_ROWS`): CPT, RedCircle as the authors draw it
-(``redcircle``: blur and a red ellipse in one image), FALIP, ReCLIP without its relation parser
-(crop + blur summed), the ensembles E (the authors' branch combinations, logits summed) and the
-"subtract" rows (P: Q captions per sentence).
+(``redcircle``: the red ellipse alone; their released branch with blur, ``redcircle-blur``, as an
+extra row), FALIP, ReCLIP without its relation parser (ReCLIP's crop + box blur summed), the
+ensembles E (logits summed, one row per blur: the box's and the ellipse's) and the "subtract" rows
+(P: Q captions per sentence).
 
 table2 (region classification, Table 2): ``--dogs`` (the entire Stanford Dogs, one region per
 image: the first dog of each annotation), ``--cub`` (the entire CUB-200-2011), ``--waterbirds``
 (its test split), ``--imagenet-s`` (validation; FALIP is given the mask's BOX unless
-``--region mask``); rows CLIP, RedCircle, FALIP, and the extras crop and blur.
+``--region mask``); rows CLIP, RedCircle (the ellipse alone), Blur (outside the ellipse), FALIP,
+and the extras RedCircle+Blur (the executor's, one image), Blur box (ReCLIP's) and crop.
 
 Every cell is a resumable run under ``--out``; the tables go to ``table1.md`` / ``table2.md`` and
 ``.json``, each followed by the protocol it followed and every deliberate difference from the
@@ -42,19 +44,32 @@ TABLE1_SPLITS = (
 TABLE1_ROWS = (
     ("CPT (adapted to this CLIP)", "cpt"),
     ("RedCircle", "redcircle"),
+    ("RedCircle+Blur (extra: the executor's circle as released)", "redcircle-blur"),
     ("FALIP", "falip"),
-    ("ReCLIP (no relations)", "crop+blur-box"),
-    ("RedCircle E", "redcircle+blur-box"),
-    ("FALIP E", "falip+redcircle+blur-box"),
+    ("ReCLIP (no relations)", "crop-reclip+blur-box"),
+    ("RedCircle E (box blur)", "redcircle+blur-box"),
+    ("RedCircle E (ellipse blur)", "redcircle+blur"),
+    ("FALIP E (box blur)", "falip+redcircle+blur-box"),
+    ("FALIP E (ellipse blur)", "falip+redcircle+blur"),
 )
-TABLE1_P_ROWS = ("CPT (adapted to this CLIP)", "RedCircle", "FALIP", "RedCircle E", "FALIP E")
+TABLE1_P_ROWS = (
+    "CPT (adapted to this CLIP)",
+    "RedCircle",
+    "FALIP",
+    "RedCircle E (box blur)",
+    "RedCircle E (ellipse blur)",
+    "FALIP E (box blur)",
+    "FALIP E (ellipse blur)",
+)
 """The rows also run with "subtract" (P)."""
 TABLE2_ROWS = (
     ("CLIP", "none"),
     ("RedCircle", "redcircle"),
+    ("Blur", "blur"),
     ("FALIP", "falip"),
+    ("RedCircle+Blur (extra)", "redcircle-blur"),
+    ("Blur box (extra)", "blur-box"),
     ("Crop (extra)", "crop"),
-    ("Blur (extra)", "blur-box"),
 )
 TABLE2_DATASETS = (  # (option, title, registered dataset, the split the paper evaluates or None)
     ("dogs", "Stanford Dogs", "dogs", "all"),
@@ -63,16 +78,28 @@ TABLE2_DATASETS = (  # (option, title, registered dataset, the split the paper e
     ("waterbirds", "Waterbirds", "waterbirds", "test"),
 )
 
+REDCIRCLE_NOTE = (
+    "RedCircle: the paper's, as the authors' executor draws it with blur = False: a red PIL ellipse outline "
+    "int(max(W, H) / 200) px wide on the original image, nothing else (on an image under 200 px the width "
+    "is 0 and nothing is drawn: the row is then plain CLIP). RedCircle+Blur: their `circle` branch as released "
+    "(blur = True): the original inside the ellipse (its mask's 1-px ring at 76/255), Gaussian blur radius "
+    "100 outside, the same red outline, in one image. falip's crisp 2-px circle at 224 (`circle`) is not used."
+)
+BLUR_NOTE = (
+    "blurs: 'ellipse blur' = the whole image Gaussian-blurred (radius 100), the original kept inside the "
+    "ellipse inscribed in the box (`blur`, the paper's Blur: outside the circle); 'box blur' = ReCLIP's "
+    "`blur`, the original pasted back in the PIL rectangle of the box, edges included (`blur-box`)."
+)
 TABLE1_NOTES = (
-    "RedCircle: the authors' `circle` branch: blur outside the ellipse and a red ellipse outline "
-    "int(max(W, H) / 200) px wide, in one image drawn with PIL on the original (FGVP's crisp 2 px "
-    "circle at 224 is the method `circle`, not used here).",
+    REDCIRCLE_NOTE,
+    BLUR_NOTE,
     "CPT (adapted to this CLIP): ReCLIP's `shade` on the original image with the text "
     '`caption.lower() + " is in red color."` scored by this CLIP; not the paper\'s VinVL-based CPT numbers.',
-    "ReCLIP (no relations): crop + blur summed, ReCLIP's isolated-proposal baseline; ReCLIP's relation "
-    "parser is not included (its parser model cannot be installed from the package registries).",
-    "E: logits summed over the authors' branches: RedCircle E = redcircle + blur, FALIP E = FALIP + "
-    "redcircle + blur (blur = ReCLIP's, the original kept in the PIL rectangle of the box).",
+    "ReCLIP (no relations): ReCLIP's crop (PIL image.crop of the clipped box, edges rounded half to even) + "
+    "box blur, summed: ReCLIP's isolated-proposal baseline; ReCLIP's relation parser is not included (its "
+    "parser model cannot be installed from the package registries).",
+    "E: logits summed over the branches, each row naming its blur: RedCircle E = RedCircle + blur, FALIP E = "
+    "FALIP + RedCircle + blur.",
 )
 TABLE1_DIFFERENCES = (
     "subtract draws each sentence's captions with a generator seeded by (seed, sentence id); FGVP "
@@ -254,8 +281,9 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         lines.append(f"{title}: split {split or 'validation'}, n = {n} regions, region: {region}")
     lines += [
         "text 'a photo of a {class}.'; prediction: argmax over the classes (ties: the lower class index)",
-        "RedCircle: the authors' drawing (blur outside the ellipse + red ellipse int(max(W, H) / 200) px, "
-        "on the original); CLIP: the whole image; rows marked (extra) are not in the paper's Table 2",
+        REDCIRCLE_NOTE,
+        BLUR_NOTE.replace("'ellipse blur'", "Blur").replace("'box blur'", "Blur box"),
+        "CLIP: the whole image; rows marked (extra) are not in the paper's Table 2",
         f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
     ]
     differences = []

@@ -19,11 +19,14 @@ image, as ReCLIP does.
 The authors' drawings (the code behind the paper's Table 1: ReCLIP's ``executor.py``
 ``tensorize_inputs`` and the FALIP authors' fork of it) are here too, drawn with PIL's
 ``ImageDraw`` exactly as that code draws them, so that the images are pixel-identical:
-:func:`reclip_blur` (ReCLIP's ``blur``), :func:`reclip_shade` (ReCLIP's ``shade``, CPT) and
-:func:`authors_red_circle` (the authors' ``circle``: blur and a red ellipse in one image). PIL's
+:func:`reclip_blur` (ReCLIP's ``blur``), :func:`reclip_shade` (ReCLIP's ``shade``, CPT),
+:func:`reclip_crop` (ReCLIP's ``crop``), :func:`authors_circle` (the authors' ``circle`` branch
+with ``blur = False``: the red ellipse alone, the paper's RedCircle) and :func:`authors_red_circle`
+(that branch as released, ``blur = True``: blur outside and the red ellipse in one image). PIL's
 rules apply to them, not the pixel-centre rule above: the box is first clipped to the image
-(``max(left, 0), max(top, 0), min(right, W), min(bottom, H)``, ReCLIP's ``enlarge_boxes = 0``),
-and ``rectangle``/``ellipse`` include their right and bottom edge.
+(``max(left, 0), max(top, 0), min(right, W), min(bottom, H)``, ReCLIP's ``enlarge_boxes = 0``;
+:func:`enlarge_box` for N > 0), ``rectangle``/``ellipse`` include their right and bottom edge,
+and ``crop`` rounds float edges half to even (Python's ``round``).
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
 from ..core.errors import FalipError
-from ..core.regions import check_boxes
+from ..core.regions import Regions, check_boxes
 
 __all__ = [
     "RED",
@@ -56,7 +59,11 @@ __all__ = [
     "reclip_blur",
     "reclip_shade",
     "authors_red_circle",
+    "authors_circle",
     "authors_circle_width",
+    "reclip_crop",
+    "enlarge_box",
+    "enlarge_regions",
 ]
 
 RED: tuple[int, int, int] = (255, 0, 0)
@@ -252,11 +259,55 @@ def blur_circle(
 
 
 # ------------------------------------------------------------------ the authors' drawings (PIL)
-def _clipped(size: tuple[int, int], box: Box) -> tuple[float, float, float, float]:
-    """``box`` clipped to the image as ReCLIP's executor clips it (``enlarge_boxes = 0``)."""
+def enlarge_box(box: Box, pixels: float, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """``box`` grown by ``pixels`` on each side, then clipped to the image of ``size`` (W, H).
+
+    The executors' ``enlarge_boxes`` (the paper's Table 14: the box enlarged by N pixels per side):
+    ``(max(x0 - N, 0), max(y0 - N, 0), min(x1 + N, W), min(y1 + N, H))``; pumpkin805/FALIP@583df71
+    executor.py:157-162 (``circle``), 139-144 (``box``: FALIP's attention box), 187-192 (``crop``),
+    allenai/reclip@3ed4f47 executor.py:56-61 (the same expression for every method). ``pixels = 0``
+    is the clipping alone.
+    """
+    if isinstance(pixels, bool) or not isinstance(pixels, (int, float)) or not np.isfinite(pixels) or pixels < 0:
+        raise FalipError(f"the box enlargement must be a number of pixels >= 0, got {pixels!r}")
     x0, y0, x1, y1 = _check_box(box)
     w, h = size
-    return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    n = float(pixels)
+    return max(x0 - n, 0.0), max(y0 - n, 0.0), min(x1 + n, float(w)), min(y1 + n, float(h))
+
+
+def _dilate(masks: np.ndarray, n: int) -> np.ndarray:
+    """Binary masks ``[K, H, W]`` grown by ``n`` pixels in every direction (a (2n+1)-square), within the image."""
+    out = masks.astype(bool)
+    for axis in (1, 2):
+        length = out.shape[axis]
+        counts = np.cumsum(out, axis=axis, dtype=np.int64)
+        zero = np.zeros_like(np.take(counts, [0], axis=axis))
+        counts = np.concatenate([zero, counts], axis=axis)  # counts[i] = pixels before index i
+        hi = np.minimum(np.arange(length) + n + 1, length)
+        lo = np.maximum(np.arange(length) - n, 0)
+        out = (np.take(counts, hi, axis=axis) - np.take(counts, lo, axis=axis)) > 0
+    return out
+
+
+def enlarge_regions(regions: Regions, pixels: float) -> Regions:
+    """``regions`` (original frame) with every box grown by ``pixels`` per side, clipped (:func:`enlarge_box`).
+
+    Masks (FALIP looks at them) grow by ``floor(pixels)`` pixels in every direction, so a mask's
+    bounding box grows as a box does. ``pixels = 0`` returns ``regions`` itself.
+    """
+    enlarge_box((0, 0, 1, 1), pixels, (1, 1))  # validates the pixels
+    if pixels == 0:
+        return regions
+    size = regions.image_size
+    boxes = np.array([enlarge_box(b, pixels, size) for b in regions.boxes], dtype=np.float64).reshape(-1, 4)
+    masks = None if regions.masks is None else _dilate(regions.masks, int(np.floor(pixels)))
+    return Regions(boxes, masks, image_size=size, frame=regions.frame)
+
+
+def _clipped(size: tuple[int, int], box: Box) -> tuple[float, float, float, float]:
+    """``box`` clipped to the image as ReCLIP's executor clips it (``enlarge_boxes = 0``)."""
+    return enlarge_box(box, 0, size)
 
 
 def pil_region_mask(size: tuple[int, int], box: Box, shape: Shape = "box") -> Image.Image:
@@ -303,26 +354,74 @@ def reclip_shade(image: Image.Image, box: Box, color: Sequence[int] = CPT_COLOR,
     return Image.alpha_composite(rgba, overlay).convert("RGB")
 
 
+def reclip_crop(image: Image.Image, box: Box) -> Image.Image:
+    """ReCLIP's ``crop``: ``image.crop`` of the box clipped to the image, PIL's rounding of float edges.
+
+    PIL rounds each edge with Python's ``round`` (half to even), so an edge at ``k + 0.5`` lands on
+    the even one of ``k``, ``k + 1``; falip's own :func:`crop` takes the pixels whose centres lie in
+    the box instead, which differs by one pixel there. As allenai/reclip@3ed4f47 executor.py:56-62
+    and pumpkin805/FALIP@583df71 executor.py:187-193 crop. A box whose clipped edges round to the same
+    column (or row) gives ReCLIP an empty image, which CLIP cannot read: here it keeps the one pixel
+    at the rounded edge (clipped to the image).
+    """
+    rgb = image.convert("RGB")
+    x0, y0, x1, y1 = _clipped(rgb.size, box)
+    left, top, right, bottom = (int(round(v)) for v in (x0, y0, x1, y1))
+    w, h = rgb.size
+    if right <= left:
+        left = min(left, w - 1)
+        right = left + 1
+    if bottom <= top:
+        top = min(top, h - 1)
+        bottom = top + 1
+    return rgb.crop((left, top, right, bottom))
+
+
 def authors_circle_width(size: tuple[int, int]) -> int:
     """The authors' red-ellipse outline width on an image of ``size`` (W, H): ``int(max(W, H) / 200)``.
 
-    3 px on a 640 x 480 COCO image; 0 (no outline: PIL draws none) below 200 px.
+    3 px on a 640 x 480 COCO image; 0 below 200 px, where PIL draws no outline at all.
     """
     return int(max(size) / 200)
+
+
+def _outline(image: Image.Image, box: Box, color: Sequence[int], width: int | None) -> Image.Image:
+    w = authors_circle_width(image.size) if width is None else int(width)
+    x0, y0, x1, y1 = _clipped(image.size, box)
+    ImageDraw.Draw(image).ellipse([(x0, y0), (x1, y1)], outline=tuple(int(c) for c in color[:3]), width=w)
+    return image
+
+
+def authors_circle(image: Image.Image, box: Box, color: Sequence[int] = RED, width: int | None = None) -> Image.Image:
+    """The paper's RedCircle as the FALIP authors draw it: a red PIL ellipse outline on the original, nothing else.
+
+    The ``if not blur:`` branch of their executor's ``circle`` (pumpkin805/FALIP@583df71
+    executor.py:165-168): ``ellipse`` of the clipped box, outline ``color``, ``width`` px (default
+    :func:`authors_circle_width`, ``int(max(W, H) / 200)``). On an image under 200 px on both sides
+    the width is 0 and PIL draws nothing: the image comes back unchanged.
+    """
+    return _outline(image.convert("RGB").copy(), box, color, width)
 
 
 def authors_red_circle(
     image: Image.Image, box: Box, std: float = 100.0, color: Sequence[int] = RED, width: int | None = None
 ) -> Image.Image:
-    """The FALIP authors' RedCircle: blur and circle in ONE image, drawn on the original.
+    """The FALIP authors' ``circle`` branch as released (``blur = True``): blur outside and a red ellipse in ONE image.
 
-    The original inside the PIL ellipse of ``box`` (:func:`reclip_blur` with ``shape="ellipse"``),
-    Gaussian blur (radius ``std``) outside, then a red PIL ellipse outline of ``width`` px
-    (default :func:`authors_circle_width`, ``int(max(W, H) / 200)``). Their executor's ``circle``
-    branch hard-codes the blur, so this is the method behind the paper's RedCircle rows.
+    pumpkin805/FALIP@583df71 executor.py:154 hard-codes ``blur = True``; lines 170-178 draw, on the
+    original: an ``L`` mask with the PIL ellipse of the clipped box filled 255 AND outlined
+    ``"red"`` (one pixel, which PIL turns into 76, the luma of red, in an ``L`` image: a ring where
+    the original shows through at 76/255), Gaussian blur (radius ``std``) pasted under that mask,
+    then a red ellipse outline of ``width`` px (default :func:`authors_circle_width`). Under 200 px
+    the width is 0: no red outline, and the 76/255 ring is all that marks the ellipse's edge.
     """
-    out = reclip_blur(image, box, std, "ellipse")
-    w = authors_circle_width(out.size) if width is None else int(width)
-    x0, y0, x1, y1 = _clipped(out.size, box)
-    ImageDraw.Draw(out).ellipse([(x0, y0), (x1, y1)], outline=tuple(int(c) for c in color[:3]), width=w)
-    return out
+    if std < 0:
+        raise FalipError(f"std must be >= 0, got {std}")
+    rgb = image.convert("RGB")
+    x0, y0, x1, y1 = _clipped(rgb.size, box)
+    mask = Image.new("L", rgb.size, 0)
+    ring = ImageColor.getcolor("red", "L")  # the executor outlines its L mask with the colour name "red"
+    ImageDraw.Draw(mask).ellipse([(x0, y0), (x1, y1)], fill=255, outline=ring)
+    out = rgb.filter(ImageFilter.GaussianBlur(std))
+    out.paste(rgb, mask=mask)
+    return _outline(out, box, color, width)

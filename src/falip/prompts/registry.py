@@ -15,23 +15,32 @@ Note that ``blur+circle`` is therefore the ensemble of two images' scores, not t
 
 Atoms (see :data:`METHODS`, or :func:`available_methods`):
 
-========== ==========================================================================
-falip      the image untouched; FALIP's foveal attention on the box (one batched pass)
-none       the whole image, no prompt: the same score for every box
-crop       the box alone, cut from the original image, then preprocessed
-circle     red ellipse inscribed in the box, drawn at model-input scale (FGVP's RedCircle)
-redcircle  the FALIP authors' RedCircle: blur outside the ellipse and a red ellipse outline
-           int(max(W, H) / 200) px wide, in ONE image drawn with PIL on the original
-box        red rectangle outline, drawn at model-input scale
-blur       reverse blur, original kept inside the inscribed ellipse (original image)
-blur-box   ReCLIP's blur: original pasted back in the PIL rectangle of the box (original image)
-gray       grayscale outside the box (original image)
-cpt        ReCLIP's CPT shading of the box (PIL rectangle, original image); text becomes
-           ``text.lower() + " is in red color."``
-========== ==========================================================================
+============== ======================================================================
+falip          the image untouched; FALIP's foveal attention on the box (one batched pass)
+none           the whole image, no prompt: the same score for every box
+crop           the box alone (the pixels whose centres lie in it), cut from the original
+crop-reclip    ReCLIP's crop: PIL ``image.crop`` of the clipped box (edges rounded half to even)
+circle         red ellipse inscribed in the box, 2 px drawn inward at model-input scale with
+               falip's pixel-centre rule (falip's own drawing; FGVP draws with cv2.ellipse)
+redcircle      the paper's RedCircle, as the authors draw it: a red PIL ellipse outline
+               int(max(W, H) / 200) px wide on the original, nothing else (none under 200 px)
+redcircle-blur the authors' ``circle`` branch as released (blur = True): blur outside the
+               ellipse and the red outline above, in ONE image ("RedCircle+Blur", Sec. 4.4)
+box            red rectangle outline, drawn at model-input scale
+blur           reverse blur, original kept inside the inscribed ellipse (original image)
+blur-box       ReCLIP's blur: original pasted back in the PIL rectangle of the box (original image)
+gray           grayscale outside the box (original image)
+cpt            ReCLIP's CPT shading of the box (PIL rectangle, original image); text becomes
+               ``text.lower() + " is in red color."``
+============== ======================================================================
 
-The authors' drawings (``redcircle``, ``blur-box``, ``cpt``) are pixel-identical to the images their
-code makes (:mod:`falip.prompts.edits`, "The authors' drawings").
+The authors' drawings (``redcircle``, ``redcircle-blur``, ``crop-reclip``, ``blur-box``, ``cpt``)
+are pixel-identical to the images their code makes (:mod:`falip.prompts.edits`, "The authors'
+drawings"). ``redcircle`` meant the blurred circle (now ``redcircle-blur``) before it became the
+circle alone: naming it warns once.
+
+:attr:`PromptParams.enlarge` grows every region's box by N pixels per side, clipped to the image,
+before any atom sees it (FALIP's box too): the executors' ``enlarge_boxes`` (Table 14).
 
 ``none`` and ``crop`` cannot be combined with other atoms by ``&``. Within a term the edits made
 on the original image run first (in the order written), then the resize to the model input, then
@@ -54,6 +63,7 @@ term as ``("unleash", "blur", "circle")`` (``("unleash@2", "circle")`` with an e
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,6 +92,21 @@ __all__ = [
 
 UNLEASH = "unleash"  # the term prefix of unleashed prompts: unleash:<prompt> or unleash@K:<prompt>
 
+CHANGED_MEANING: dict[str, str] = {
+    "redcircle": "'redcircle' is now the paper's RedCircle, the red ellipse alone (the authors' executor with "
+    "blur = False); until this release it was their branch as released, blur outside the ellipse and the "
+    "ellipse in one image, which is now 'redcircle-blur' (a run folder of 'redcircle' started before holds "
+    "that one: don't resume it)",
+}
+"""Atom names whose meaning changed: naming one warns once per process (:func:`parse_method`)."""
+_warned: set[str] = set()
+
+
+def _warn_changed(atom: str) -> None:
+    if atom in CHANGED_MEANING and atom not in _warned:
+        _warned.add(atom)
+        warnings.warn(CHANGED_MEANING[atom], UserWarning, stacklevel=4)
+
 
 @dataclass(frozen=True)
 class PromptParams:
@@ -93,6 +118,9 @@ class PromptParams:
     paper's 4, or every block of a shallower tower. ``circle_scale``: the red circle's box
     enlarged by this factor about its centre (> 0; 1: the box; Table 14). ``swap_prompt``: the
     visual prompt (edit atoms joined by ``&``) of the ``qk-prompt``/``v-prompt`` ablations.
+    ``enlarge``: every region's box grown by this many original-image pixels on each side, then
+    clipped to the image, for every atom (FALIP's box and the crop too; a mask region's box; 0:
+    the boxes as given): the executors' ``enlarge_boxes``, the paper's Table 14.
     """
 
     circle_color: tuple[int, int, int] = vp.RED
@@ -106,9 +134,11 @@ class PromptParams:
     unleash_k: int | None = None
     circle_scale: float = 1.0
     swap_prompt: str = "circle"
+    enlarge: float = 0.0
 
     def __post_init__(self) -> None:
         vp.scale_box((0, 0, 1, 1), self.circle_scale, (1, 1))  # validates the factor
+        vp.enlarge_box((0, 0, 1, 1), self.enlarge, (1, 1))  # validates the pixels
 
 
 EditFn = Callable[[Image.Image, tuple[float, float, float, float], PromptParams], Image.Image]
@@ -162,7 +192,18 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 for _spec in (
     MethodSpec("falip", "falip", "image untouched; FALIP foveal attention on the box"),
     MethodSpec("none", "none", "whole image, no prompt (same score for every box)"),
-    MethodSpec("crop", "crop", "the box alone from the original image, then preprocessing"),
+    MethodSpec(
+        "crop",
+        "crop",
+        "the box alone from the original image (pixel centres in the box), then preprocessing",
+        lambda im, b, p: vp.crop(im, b),
+    ),
+    MethodSpec(
+        "crop-reclip",
+        "crop",
+        "ReCLIP's crop: PIL image.crop of the box clipped to the image (edges rounded half to even)",
+        lambda im, b, p: vp.reclip_crop(im, b),
+    ),
     MethodSpec(
         "circle",
         "edit",
@@ -175,7 +216,14 @@ for _spec in (
     MethodSpec(
         "redcircle",
         "edit",
-        "the authors' RedCircle: blur outside the ellipse + red ellipse int(max(W,H)/200) px, on the original",
+        "the paper's RedCircle as the authors draw it: red PIL ellipse int(max(W,H)/200) px on the original",
+        lambda im, b, p: vp.authors_circle(im, b, p.circle_color),
+        "original",
+    ),
+    MethodSpec(
+        "redcircle-blur",
+        "edit",
+        "the authors' circle branch as released: blur outside the ellipse + the red ellipse, on the original",
         lambda im, b, p: vp.authors_red_circle(im, b, p.blur_std, p.circle_color),
         "original",
     ),
@@ -292,6 +340,7 @@ def parse_method(method: str) -> list[tuple[str, ...]]:
             continue
         atoms = tuple(raw_term.split("&"))
         for a in atoms:
+            _warn_changed(a)
             if _is_unleash_text(a):
                 raise FalipError(
                     f"{a!r} in {method!r}: 'unleash:' must start its term, and '&' after it joins the atoms of "
@@ -350,6 +399,7 @@ def parse_prompt(prompt: str, where: str | None = None) -> tuple[str, ...]:
     atoms = tuple(prompt.replace(" ", "").split("&"))
     allowed = _prompt_atoms()
     for a in atoms:
+        _warn_changed(a)
         if a not in allowed:
             raise FalipError(
                 f"{where}: a visual prompt is image edits and/or falip joined by '&' ({', '.join(allowed)}); "
