@@ -30,7 +30,7 @@ import numpy as np
 from .defaults import RESIZE_MODES
 from .errors import FalipError
 
-__all__ = ["BOX_FORMATS", "FRAMES", "RESIZE_MODES", "Regions", "Resize", "check_boxes", "format_box"]
+__all__ = ["BOX_FORMATS", "FRAMES", "RESIZE_MODES", "Regions", "Resize", "box_iou", "check_boxes", "format_box"]
 
 FRAMES = ("original", "input")
 BOX_FORMATS = ("xyxy", "xywh")
@@ -359,3 +359,16 @@ class Regions:
         out = Regions.__new__(Regions)
         out._boxes, out.masks, out.image_size, out.frame = boxes, masks, (in_w, in_h), "input"
         return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU ``[N, M]`` of xyxy boxes ``a`` ``[N, 4]`` and ``b`` ``[M, 4]``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
