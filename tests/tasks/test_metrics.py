@@ -54,6 +54,15 @@ def test_wilson_interval():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_wilson_interval_holds_the_proportion():
+    """0 of 11 and 6 of 6 used to give 2.8e-17 and 0.9999999999999999: `falip sweep`'s plot then failed
+    with "'yerr' must not contain negative values" on a value scoring 0% or 100%."""
+    for n in range(1, 120):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+
+
 def test_wilson_interval_is_where_the_score_test_stops_rejecting():
     """The interval's ends solve |p_hat - p| = z sqrt(p (1 - p) / n) (the score test's boundary)."""
     for k, n in itertools.product((1, 7, 13), (20, 50)):
