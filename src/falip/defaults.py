@@ -49,5 +49,5 @@ PROJECTIONS = ("v1", "v2")
 POINTCLOUD_METHODS = ("falip", "none")
 """How each point-cloud view is encoded: FALIP on the cloud's foreground, or plain CLIP."""
 
-SWEEP_PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale")
+SWEEP_PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale", "enlarge")
 """What ``falip sweep`` and :func:`falip.analysis.sweeps.run_sweep` vary."""

@@ -148,3 +148,44 @@ def test_run_sweep_checks_the_method(shipped, tmp_path):
     for axes, method, match in cases:
         with pytest.raises(FalipError, match=match):
             run_sweep(never, shipped, {}, axes, tmp_path / "x", method=method)
+
+
+def test_enlarge_is_a_sweep_parameter_for_every_method(shipped, rec_file, tmp_path):
+    """``falip sweep enlarge``: the executors' enlarge_boxes (pumpkin805/FALIP @ 583df71 executor.py:139-144,
+    FALIP's box; 157-162, the circle) per point; each point's run.json records its pixels, and a point
+    scores as the boxes grown by hand."""
+    assert parse_values("enlarge", "0,10,2.5", 4) == [("0", 0.0), ("10", 10.0), ("2.5", 2.5)]
+    with pytest.raises(FalipError, match=">= 0"):
+        parse_values("enlarge", "-1", 4)
+    point = sweep_points({"enlarge": parse_values("enlarge", "20", 4)})[0]
+    assert point.settings() == {"enlarge": 20.0} and point_scorer(shipped, point).params.enlarge == 20.0
+    assert shipped.params.enlarge == 0.0 and point_model_info({"model": "m"}, point) == {"model": "m", "enlarge": 20.0}
+
+    def make_task(scorer, model_info, method):
+        return RecTask(
+            scorer,
+            RecSettings(data=(str(rec_file),), images=str(rec_file.parent / "images"), method=method),
+            model_info,
+        )
+
+    table = run_sweep(make_task, shipped, {"model": "falip-tiny"}, {"enlarge": "0,30"}, tmp_path / "s",
+                      method="falip+redcircle", progress=False)  # fmt: skip
+    assert [r["enlarge"] for r in table["rows"]] == ["0", "30"]
+    runs = [json.loads((tmp_path / "s" / r["run"] / "run.json").read_text())["config"] for r in table["rows"]]
+    assert runs[0]["enlarge"] == 0.0 and runs[1]["enlarge"] == 30.0 and runs[1]["method"] == "falip+redcircle"
+    from falip.runner import read_results
+
+    records, _ = read_results(tmp_path / "s" / "enlarge=30")
+    first = records[0]
+    from falip.data.reclip import read_reclip_jsonl
+    from falip.tasks.rec import REC_TEMPLATE
+
+    sample = next(s for s in read_reclip_jsonl(rec_file, image_root=rec_file.parent / "images") if s.id == first["id"])
+    from PIL import Image
+
+    with Image.open(sample.image_path) as im:
+        image = im.convert("RGB")
+    w, h = image.size
+    grown = [[max(a - 30, 0), max(b - 30, 0), min(c + 30, w), min(d + 30, h)] for a, b, c, d in sample.boxes.tolist()]
+    want = shipped.score(image, grown, [sample.sentence.lower()], "falip+redcircle", template=REC_TEMPLATE)[:, 0]
+    assert first["scores"] == pytest.approx(want.tolist(), rel=1e-5, abs=1e-4)

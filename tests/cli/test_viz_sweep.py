@@ -140,6 +140,7 @@ SWEEPS = [
     ("rec", ["blocks", "--values", "1-2,last1,all"], ["blocks"], 3),
     ("classify", ["form"], ["form"], 6),
     ("rec", ["circle-scale", "--values", "1,2"], ["circle-scale"], 2),
+    ("rec", ["enlarge", "--values", "0,10,20"], ["enlarge"], 3),
     ("classify", ["--grid", "alpha=0.2,10,blocks=last1,last2"], ["alpha", "blocks"], 4),
 ]
 

@@ -23,7 +23,11 @@ Parameters (values as strings, as on the command line):
     plain ``falip`` term of the method (:func:`point_method`).
 ``circle-scale``
     The red circle's box enlarged by this factor (> 0; 1 is RedCircle as drawn), wherever the
-    method draws the ``circle`` atom (Table 14).
+    method draws the ``circle`` atom.
+``enlarge``
+    Pixels (>= 0) every region's box grows by on each side, clipped to the image, for every atom
+    of the method, FALIP's box included: the executors' ``enlarge_boxes`` (the paper's Table 14,
+    :attr:`falip.prompts.registry.PromptParams.enlarge`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ DEFAULT_VALUES = {
     "blocks": "last*,all",
     "form": ",".join(FORM_VALUES),
     "circle-scale": "1,1.25,1.5,2,3",
+    "enlarge": "0,10,20,40",
 }
 
 
@@ -137,8 +142,8 @@ def parse_values(param: str, values: str | Sequence[str], depth: int) -> list[tu
     out: list[tuple[str, Any]] = []
     for text in items:
         text = str(text)
-        if param in ("alpha", "sigma", "circle-scale"):
-            value = _number(param, text, 0.0, strict=param != "alpha")
+        if param in ("alpha", "sigma", "circle-scale", "enlarge"):
+            value = _number(param, text, 0.0, strict=param not in ("alpha", "enlarge"))
             out.append((f"{value:g}", value))
         elif param == "blocks":
             if text.strip().lower() == "last*":
@@ -204,7 +209,8 @@ class SweepPoint:
         return ",".join(f"{p}={label}" for p, label in self.labels)
 
     def settings(self) -> dict:
-        """What this point sets: FALIP options (alpha, sigma, layers, form), ``variant``, ``circle_scale``."""
+        """What this point sets: FALIP options (alpha, sigma, layers, form), ``variant``, ``circle_scale``,
+        ``enlarge``."""
         out: dict[str, Any] = {}
         for param, value in self.values:
             if param == "blocks":
@@ -245,7 +251,7 @@ def _check_method(method: str, params: Sequence[str], values: Sequence[Any]) -> 
 
 
 def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
-    """``scorer`` with the point's settings: FALIP options, the circle's scale, the swaps' prompt.
+    """``scorer`` with the point's settings: FALIP options, circle scale, box enlargement, the swaps' prompt.
 
     A copy sharing the scorer's text caches (:meth:`falip.RegionScorer.with_options`).
     """
@@ -253,9 +259,12 @@ def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
     options = dict(scorer.falip_options)
     options.update({k: s[k] for k in ("alpha", "sigma", "layers", "form") if k in s})
     params = None
-    if "variant" in s or "circle_scale" in s:
+    if "variant" in s or "circle_scale" in s or "enlarge" in s:
         params = replace(
-            scorer.params, circle_scale=s.get("circle_scale", scorer.params.circle_scale), swap_prompt=prompt
+            scorer.params,
+            circle_scale=s.get("circle_scale", scorer.params.circle_scale),
+            enlarge=s.get("enlarge", scorer.params.enlarge),
+            swap_prompt=prompt,
         )
     return scorer.with_options(falip_options=options, params=params)
 
@@ -429,7 +438,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         fig = Figure(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
         ax = fig.subplots()
         x = np.arange(len(rows))
-        ordered = p in ("alpha", "sigma", "circle-scale")
+        ordered = p in ("alpha", "sigma", "circle-scale", "enlarge")
         ax.errorbar(x, acc, yerr=err, fmt="o-" if ordered else "o", capsize=3, color="#0072B2", lw=1.5)
         best = int(np.argmax(acc))
         ax.plot([x[best]], [acc[best]], marker="*", ms=14, color="#E69F00", ls="none", label=f"best: {labels[best]}")

@@ -24,7 +24,9 @@ _EPILOG = """values:
   form             cls,all,diag (mask forms a/b/c), feature-mask (Fig. 7a), qk-prompt (Fig. 7b: q, k
                    from the prompted image, v from the original), v-prompt (Fig. 7c: q, k from the
                    original with FALIP's bias, v from the prompted image)
-  circle-scale     factors enlarging the red circle's box (1 = RedCircle)
+  circle-scale     factors enlarging the `circle` atom's box about its centre (1 = as drawn)
+  enlarge          pixels every box grows by on each side, clipped, for every method (FALIP's box
+                   too): the paper's Table 14, e.g. --values 0,10,20
 grid:
   --grid alpha=0.1,1,10,blocks=last1,last2   (or one --grid per parameter)"""
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grid and (args.param or args.values):
         raise FalipError("give either PARAM with --values, or --grid, not both")
     if not args.grid and not args.param:
-        raise FalipError("name the parameter to sweep (alpha, sigma, blocks, form, circle-scale) or give --grid")
+        raise FalipError(f"name the parameter to sweep ({', '.join(SWEEP_PARAMS)}) or give --grid")
     settings_of(args, args.task)  # every option applies to the task, the required ones given
     axes = parse_grid(args.grid) if args.grid else {args.param: args.values or DEFAULT_VALUES[args.param]}
     out = ensure_writable_dir(args.out, "--out")
