@@ -216,3 +216,63 @@ def test_shipped_model_maps_and_figure():
     alone = text_head_maps(fclip, preprocess, image, "a red square", tokenizer, None, layer=0)
     assert alone.falip is None and alone.layer == 0
     assert len(plot_text_head_maps(alone).axes) >= 2
+
+
+def test_prompted_and_unleashed_maps_fig6_middle():
+    """Fig. 6, middle column: the original image, RedCircle and the unleashed RedCircle (Sec. 4.4,
+    Eq. 6). Checked against core.unleash's own path (attention_terms, the block's whole attention
+    term, not split per token): in an unleashed block the unleashed per-token maps plus the [CLS]
+    terms plus the out-projection bias add up to M_u(2 MSA'_l - MSA_l) . t, with M_u the readout at
+    the unleashed [CLS]'s std (float64 sums of float32 terms, 1e-4); the score is the unleashed
+    features . t; a block outside the unleashed ones gets the prompted maps rescaled by sigma'/sigma_u."""
+    from falip.core.unleash import attention_terms, unleash_cls, unleash_features
+
+    fclip, preprocess, tokenizer = falip.load("falip-tiny")
+    image = Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8))
+    region = Regions([[10.0, 5.0, 40.0, 40.0]], image_size=image.size)
+    maps = text_head_maps(fclip, preprocess, image, "a red circle", tokenizer, region, prompt="circle", unleash=True)
+    assert [p[0] for p in maps.panels()] == ["clip", "falip", "prompted", "unleashed"]
+    assert maps.unleashed_blocks == (0, 1, 2, 3)  # the last 4 of falip-tiny's 4
+    assert np.abs(maps.prompted - maps.clip).max() > 1e-4 and np.abs(maps.unleashed - maps.prompted).max() > 1e-4
+
+    tower = fclip.tower
+    ro = tower.readout()
+    x = preprocess(image)[None]
+    from falip.analysis.maps import prompted_image
+
+    xp = preprocess.to_tensor(prompted_image(preprocess, image, region, "circle"))[None]
+    t = fclip.encode_text(tokenizer(["a red circle"]))[0].detach().double()
+    t = t / t.norm()
+    original, prompted = attention_terms(tower, x, k=4), attention_terms(tower, xp, k=4)
+    cls_u = unleash_cls(prompted, original)[0].double()
+    sigma_u = torch.sqrt(cls_u.var(unbiased=False) + ro.eps)
+
+    def m_u(c):
+        c = c.double() - c.double().mean()
+        return (c * ro.weight.double() / sigma_u) @ ro.projection.double()
+
+    layer = maps.layer  # 3, the last block
+    whole = m_u(2 * prompted.msa[layer, 0] - original.msa[layer, 0]) @ t
+    bias = tower.parts(layer).out_bias
+    per_token = maps.unleashed.sum() + maps.cls_unleashed.sum() + float(m_u(bias.detach()) @ t)
+    assert abs(per_token - float(whole)) < 1e-4 and abs(float(whole)) > 1e-3
+    feats_u = unleash_features(tower, x, xp)[0].double()
+    assert maps.score_unleashed == pytest.approx(float(feats_u @ t), abs=1e-5)
+    # k=1: block 3 of 4 unleashed only; block 1 gets the prompted maps through M_u
+    one = text_head_maps(
+        fclip, preprocess, image, "a red circle", tokenizer, region, layer=0, prompt="circle", unleash=True, k=1
+    )
+    sigma_p = float(torch.sqrt(prompted.cls[0].double().var(unbiased=False) + ro.eps))
+    sigma_u1 = float(
+        torch.sqrt(
+            unleash_cls(attention_terms(tower, xp, k=1), attention_terms(tower, x, k=1))[0].double().var(unbiased=False)
+            + ro.eps
+        )
+    )
+    np.testing.assert_allclose(one.unleashed, one.prompted * sigma_p / sigma_u1, rtol=1e-6, atol=1e-9)
+    assert "unleashed" in one.to_json() and one.to_json()["unleashed"]["blocks"] == [4]
+    assert len(plot_text_head_maps(maps, head="mean").axes) >= 5
+    with pytest.raises(FalipError, match="needs a visual prompt"):
+        text_head_maps(fclip, preprocess, image, "x", tokenizer, region, unleash=True)
+    with pytest.raises(FalipError, match="drawn on a region"):
+        text_head_maps(fclip, preprocess, image, "x", tokenizer, None, prompt="circle")

@@ -71,3 +71,38 @@ def test_views_attention_writes_the_maps_of_clip_and_falip(tmp_path, capsys):
     assert np.asarray(data["falip"]).shape == (6, 8, 8)
     code = main(["views", str(cloud), "--out", str(out), "--json", str(js)])
     assert code == 2 and "--json is for --attention" in capsys.readouterr().err
+
+
+def test_viz_text_map_prompt_and_unleash_fig6_middle(image, tmp_path, capsys):
+    """Fig. 6, middle column (the original image, RedCircle, the unleashed RedCircle): ``--prompt``
+    used to be ignored silently under --text-map; now it adds the prompted image's maps and
+    ``--unleash`` the unleashed prompt's."""
+    out, js = tmp_path / "m.png", tmp_path / "m.json"
+    argv = ["viz", str(image), "--text-map", "--text", "a red circle", "--box", "10,5,40,30", "--out", str(out)]
+    assert main([*argv, "--prompt", "circle", "--unleash", "--json", str(js), "--upsample", "bilinear"]) == 0
+    printed = capsys.readouterr().out
+    assert "RedCircle: patches sum" in printed and "unleashed RedCircle: patches sum" in printed
+    assert "unleashed over blocks 1, 2, 3, 4 (numbered from 1)" in printed
+    data = json.loads(js.read_text())
+    assert data["prompt"] == "circle" and np.asarray(data["prompted"]["maps"]).shape == (3, 8, 8)
+    assert data["unleashed"]["blocks"] == [1, 2, 3, 4]
+    assert not np.allclose(data["prompted"]["maps"], data["clip"]["maps"])
+    assert not np.allclose(data["unleashed"]["maps"], data["prompted"]["maps"])
+    assert main([*argv, "--prompt", "circle", "--json", str(js)]) == 0
+    assert "prompted" in json.loads(js.read_text()) and "unleashed" not in json.loads(js.read_text())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text-map", "--text", "a", "--unleash"], "--unleash needs the prompt"),
+        (["--box", "1,1,9,9", "--unleash"], "--unleash applies to --text-map"),
+        (["--box", "1,1,9,9", "--prompt", "circle", "--no-prompt"], "--prompt circle and --no-prompt contradict"),
+        (["--text-map", "--text", "a", "--prompt", "circle"], "--prompt circle is drawn on a region"),
+        (["--text-map", "--text", "a", "--box", "1,1,9,9", "--prompt", "sparkles"], "sparkles"),
+    ],
+)
+def test_viz_flags_that_do_not_apply_are_errors(image, tmp_path, capsys, extra, message):
+    code = main(["viz", str(image), *extra, "--out", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

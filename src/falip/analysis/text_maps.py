@@ -29,6 +29,16 @@ that patch. Over every patch, head, block and the other terms, the values add up
 ``features . t`` (the cosine score times ``||features||``). The [CLS] token's own term (its
 attention on itself) is not a patch; it is reported apart (``cls``).
 
+Fig. 6, middle column: the same maps for the image with a visual prompt (RedCircle) and for the
+"unleashed" prompt (Sec. 4.4, Eq. 6; :mod:`falip.core.unleash`). Unleashing adds, in the last k
+blocks, ``sum_h (G'_h - G_h)`` once more to the prompted image's [CLS]; per token that is
+``G'_{h,t} - G_{h,t}`` (token t of the prompted image minus the same token of the original), so
+head h of an unleashed block gives patch t ``2 G'_{h,t} - G_{h,t}`` and of any other block
+``G'_{h,t}``, through the readout with the unleashed [CLS]'s std frozen (``M_u``). As ``M`` is
+linear apart from ``1 / sigma``, ``M_u(c) = M_sigma(c) * sigma / sigma_u``: the maps are the
+prompted and original ones rescaled, and they add up (with the other terms) to the unleashed
+features dotted with the text.
+
 Only [CLS]-pooled towers whose head is a LayerNorm and a linear projection (open_clip ViTs, HF
 CLIP, timm ViTs with a linear head). Attention-pooled towers (SigLIP's "MAP") are refused: the
 probe's per-head terms are also ``a_{h,t} W_out,h v_{h,t}`` over the final tokens, but the probe's
@@ -228,6 +238,27 @@ class TextHeadMaps:
     settings: dict
     geometry: Any
     patch_size: tuple[int, int]
+    prompt: str | None = None
+    prompted_image: Image.Image | None = None
+    prompted: np.ndarray | None = None
+    cls_prompted: np.ndarray | None = None
+    score_prompted: float | None = None
+    unleashed: np.ndarray | None = None
+    cls_unleashed: np.ndarray | None = None
+    score_unleashed: float | None = None
+    unleashed_blocks: tuple[int, ...] = ()
+
+    def panels(self) -> list[tuple[str, str, np.ndarray, float]]:
+        """``(key, title, maps [heads, gh, gw], score)`` of each computed panel, in Fig. 6's order."""
+        name = {"circle": "RedCircle"}.get(self.prompt or "", self.prompt or "")
+        out = [("clip", "CLIP", self.clip, self.score_clip)]
+        if self.falip is not None:
+            out.append(("falip", "FALIP (region)", self.falip, self.score_falip))
+        if self.prompted is not None:
+            out.append(("prompted", name, self.prompted, self.score_prompted))
+        if self.unleashed is not None:
+            out.append(("unleashed", f"unleashed {name}", self.unleashed, self.score_unleashed))
+        return out  # type: ignore[return-value]
 
     def to_json(self) -> dict:
         """JSON-ready numbers; blocks numbered from 1, heads from 0."""
@@ -245,6 +276,20 @@ class TextHeadMaps:
             data["box"] = [float(v) for v in self.region.boxes[0]] if self.region is not None else None
             data["roa"] = self.roa.astype(int).tolist() if self.roa is not None else None
             data["falip"] = {"maps": self.falip.tolist(), "cls": self.cls_falip.tolist(), "score": self.score_falip}
+        if self.prompted is not None:
+            data["prompt"] = self.prompt
+            data["prompted"] = {
+                "maps": self.prompted.tolist(),
+                "cls": self.cls_prompted.tolist(),  # type: ignore[union-attr]
+                "score": self.score_prompted,
+            }
+        if self.unleashed is not None:
+            data["unleashed"] = {
+                "maps": self.unleashed.tolist(),
+                "cls": self.cls_unleashed.tolist(),  # type: ignore[union-attr]
+                "score": self.score_unleashed,
+                "blocks": [b + 1 for b in self.unleashed_blocks],
+            }
         return data
 
 
@@ -259,16 +304,26 @@ def text_head_maps(
     *,
     layer: int = -1,
     template: str = "{}",
+    prompt: str | None = None,
+    unleash: bool = False,
+    k: int | None = None,
 ) -> TextHeadMaps:
     """The text maps of every head of block ``layer`` (0-based; negative from the end) for one image.
 
     ``fclip``, ``preprocess``, ``tokenizer``: as :func:`falip.load` returns them (FALIP's settings
     are ``fclip``'s); ``region``: one region of ``image`` (original frame) for the FALIP maps, or None.
+    ``prompt``: a visual prompt's edits (e.g. ``"circle"``, drawn on ``region`` as the scorer draws
+    it) for the prompted image's maps (no FALIP bias); ``unleash``: also the unleashed prompt's
+    maps over the last ``k`` blocks (None: the paper's 4; module docstring).
     """
     image = to_rgb(image)
     tower = as_tower(fclip)
-    _contrib_tower(tower)
+    _, ro = _contrib_tower(tower)
     layer = resolve_layer(layer, tower.depth)
+    if prompt is None and unleash:
+        raise FalipError("unleashing needs a visual prompt (e.g. prompt='circle')")
+    if prompt is not None and region is None:
+        raise FalipError(f"the visual prompt {prompt!r} is drawn on a region: give one")
     if region is not None:
         if region.frame != "original" or region.image_size != image.size or len(region) != 1:
             raise FalipError(
@@ -292,6 +347,42 @@ def text_head_maps(
         region_in = preprocess.map_regions(region)
         roa = regions_to_roa(region_in, tower.grid_size, tower.patch_size)[0].numpy()
         falip, cls_falip, score_falip = run([region_in])
+    extra: dict[str, Any] = {}
+    if prompt is not None:
+        from ..core.unleash import attention_terms, check_k, project, unleash_cls
+        from .maps import _paste_back, prompted_image
+
+        edited = prompted_image(preprocess, image, region, prompt)  # type: ignore[arg-type]
+        xp = preprocess.to_tensor(edited)[None].to(device=fclip.device, dtype=fclip.dtype)
+        c = token_contributions(tower, xp, None, **kw)
+        maps_p, cls_p = (v[0] for v in c.text_maps(t, layer))
+        extra.update(
+            prompt=prompt,
+            prompted_image=_paste_back(edited, image, preprocess.geometry),
+            prompted=maps_p,
+            cls_prompted=cls_p,
+            score_prompted=float(c.features[0].double() @ t.to(c.features.device)),
+        )
+        if unleash:
+            k = check_k(k, tower.depth)
+            original, terms = attention_terms(tower, x, k=k), attention_terms(tower, xp, k=k)
+            cls_u = unleash_cls(terms, original)
+
+            def std(cls: torch.Tensor) -> float:
+                return float(torch.sqrt(cls.double().var(dim=-1, unbiased=False) + ro.eps)[0])
+
+            s_o, s_p, s_u = std(original.cls), std(terms.cls), std(cls_u)
+            if layer in terms.blocks:  # 2 G'_{h,t} - G_{h,t} through M_u
+                maps_u, cls_un = (2 * s_p * maps_p - s_o * clip) / s_u, (2 * s_p * cls_p - s_o * cls_clip) / s_u
+            else:
+                maps_u, cls_un = s_p * maps_p / s_u, s_p * cls_p / s_u
+            feats_u = project(tower, cls_u)[0].double()
+            extra.update(
+                unleashed=maps_u,
+                cls_unleashed=cls_un,
+                score_unleashed=float(feats_u @ t.to(feats_u.device)),
+                unleashed_blocks=terms.blocks,
+            )
     return TextHeadMaps(
         text=text,
         layer=layer,
@@ -307,10 +398,13 @@ def text_head_maps(
         settings=settings,
         geometry=preprocess.geometry,
         patch_size=tuple(tower.patch_size),  # type: ignore[arg-type]
+        **extra,
     )
 
 
-def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str | None = None, dpi: int = 110) -> Any:
+def plot_text_head_maps(
+    maps: TextHeadMaps, head: int | str = "sum", title: str | None = None, dpi: int = 110, upsample: str = "nearest"
+) -> Any:
     """A matplotlib ``Figure`` (no pyplot state): the image, then head ``head``'s map (or the ``"sum"``
     or ``"mean"`` over the block's heads) over it for CLIP and, with a region, FALIP; one symmetric colour scale
     (red: votes for the text, blue: against). Save it with ``fig.savefig(path)``."""
@@ -331,9 +425,7 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
             return stack.sum(0) if head == "sum" else stack.mean(0)
         return stack[int(head)]
 
-    panels = [("CLIP", pick(maps.clip), maps.score_clip)]
-    if maps.falip is not None:
-        panels.append(("FALIP (region)", pick(maps.falip), maps.score_falip))
+    panels = [(name, pick(stack), score, key) for key, name, stack, score in maps.panels()]
     vmax = max(float(np.abs(p[1]).max()) for p in panels) or 1.0
     norm = TwoSlopeNorm(0.0, -vmax, vmax)
     w, h = maps.image.size
@@ -353,9 +445,13 @@ def plot_text_head_maps(maps: TextHeadMaps, head: int | str = "sum", title: str 
     axes[0].imshow(np.asarray(maps.image), extent=(0, w, h, 0))
     axes[0].set_title("image" + (" and region" if maps.region is not None else ""), fontsize=9)
     outline(axes[0])
-    for ax, (name, grid, score) in zip(axes[1:], panels):
-        up = upsample_map(grid, maps.image.size, maps.geometry, maps.patch_size)
-        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0))
+    shown_gray = gray
+    if maps.prompted_image is not None:
+        shown_gray = np.asarray(maps.prompted_image.convert("L"), dtype=np.float64) / 255.0
+    for ax, (name, grid, score, key) in zip(axes[1:], panels):
+        up = upsample_map(grid, maps.image.size, maps.geometry, maps.patch_size, upsample)
+        background = shown_gray if key in ("prompted", "unleashed") else gray
+        ax.imshow(background, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0))
         ax.imshow(np.ma.masked_invalid(up), cmap="RdBu_r", norm=norm, alpha=0.7, extent=(0, w, h, 0))
         ax.set_title(f"{name}\npatches sum {grid.sum():+.3f}\nfeatures . text {score:+.3f}", fontsize=9)
         outline(ax)

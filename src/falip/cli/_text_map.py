@@ -29,6 +29,10 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
         raise FalipError("--text-map needs exactly one --text (the text whose votes are drawn)")
     if args.head == "rollout":
         raise FalipError("--text-map draws one head (a 0-based index) or 'mean' over the heads, not 'rollout'")
+    if args.prompt is not None:
+        from falip.prompts.registry import parse_method
+
+        parse_method(args.prompt)
     scorer, _ = make_scorer(args, template=args.template)
     fclip = scorer.fclip
     if isinstance(args.head, int) and args.head >= fclip.tower.parts(0).heads:
@@ -42,25 +46,33 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
         region,
         layer=args.layer,
         template=args.template,
+        prompt=None if args.no_prompt else args.prompt,
+        unleash=args.unleash,
     )
-    fig = plot_text_head_maps(maps, head=args.head, title=args.title, dpi=args.dpi)
+    fig = plot_text_head_maps(maps, head=args.head, title=args.title, dpi=args.dpi, upsample=args.upsample)
     try:
         fig.savefig(out, dpi=args.dpi)
     except OSError as err:
         raise FalipError(f"--out {out}: cannot write it ({err.strerror or type(err).__name__})") from None
     pick = (lambda m: m.mean(0)) if args.head == "mean" else (lambda m: m[args.head])
     print(f"block {maps.layer + 1} (numbered from 1), head {args.head}: votes for {args.text[0]!r}")
-    for name, stack, score in (("CLIP", maps.clip, maps.score_clip), ("FALIP", maps.falip, maps.score_falip)):
-        if stack is not None:
-            grid = pick(stack)
-            inside = f", {grid[maps.roa].sum():+.4f} in the region" if maps.roa is not None else ""
-            print(f"{name:>6}: patches sum {grid.sum():+.4f}{inside}; features . text {score:+.4f}")
+    width = max(len(name) for _, name, _, _ in maps.panels())
+    for _, name, stack, score in maps.panels():
+        grid = pick(stack)
+        inside = f", {grid[maps.roa].sum():+.4f} in the region" if maps.roa is not None else ""
+        print(f"{name:>{width}}: patches sum {grid.sum():+.4f}{inside}; features . text {score:+.4f}")
+    if maps.unleashed_blocks:
+        print(f"unleashed over blocks {', '.join(str(b + 1) for b in maps.unleashed_blocks)} (numbered from 1)")
     if args.json:
         path = Path(args.json)
         if path.suffix.lower() == ".npz":
             arrays = {"clip": maps.clip, "cls_clip": maps.cls_clip, "block": np.array(maps.layer + 1)}
             if maps.falip is not None:
                 arrays.update(falip=maps.falip, cls_falip=maps.cls_falip, roa=maps.roa)
+            if maps.prompted is not None:
+                arrays.update(prompted=maps.prompted, cls_prompted=maps.cls_prompted)
+            if maps.unleashed is not None:
+                arrays.update(unleashed=maps.unleashed, cls_unleashed=maps.cls_unleashed)
             np.savez(path, **arrays)
         else:
             import json

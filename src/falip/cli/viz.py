@@ -66,18 +66,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--head", type=_head, default="mean", help="a head index (0-based), 'mean' (default) or 'rollout'")
     p.add_argument(
-        "--prompt", default="circle", help="the visual prompt's edits, e.g. circle, blur, blur&circle (default circle)"
+        "--prompt",
+        help="the visual prompt's edits, e.g. circle, blur, blur&circle (default: circle for attention maps, "
+        "none for --text-map)",
     )
     p.add_argument("--no-prompt", action="store_true", help="vanilla and FALIP panels only")
     p.add_argument(
         "--text-map",
         action="store_true",
         help="instead of attention: the text-conditioned head map of Fig. 6 (which patches make --head of "
-        "--layer vote for the one --text; Gandelsman et al. 2024), CLIP and, with a region, FALIP",
+        "--layer vote for the one --text; Gandelsman et al. 2024), CLIP and, with a region, FALIP; with "
+        "--prompt also the prompted image (Fig. 6, middle: --prompt circle)",
     )
     p.add_argument(
-        "--upsample", choices=("nearest", "bilinear"), default="nearest", help="map to image (default nearest)"
+        "--unleash",
+        action="store_true",
+        help="with --text-map --prompt: also the unleashed prompt's maps (Eq. 6, the last 4 blocks; Fig. 6, middle)",
     )
+    p.add_argument("--upsample", choices=("nearest", "bilinear"), default=None, help="map to image (default nearest)")
     p.add_argument("--title", help="the figure's title (default: what is shown and FALIP's settings)")
     p.add_argument("--dpi", type=int_between(30, 600), default=120, help="resolution of the PNG, 30..600 (default 120)")
     p.add_argument("--json", help="also write the maps' numbers (rows, in-region shares, scores) to this JSON file")
@@ -118,6 +124,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.box is None and args.mask is None and not args.text_map:
         raise FalipError("give the region: --box X0,Y0,X1,Y1 and/or --mask FILE")
+    # never ignore a flag: one that does not apply to the chosen mode is an error naming it
+    if args.prompt is not None and args.no_prompt:
+        raise FalipError(f"--prompt {args.prompt} and --no-prompt contradict each other; give one")
+    if args.unleash and not args.text_map:
+        raise FalipError("--unleash applies to --text-map (with --prompt), not to attention maps")
+    if args.unleash and args.prompt is None:
+        raise FalipError("--unleash needs the prompt to unleash: add --prompt circle (or another edit)")
+    if args.text_map and args.prompt is not None and args.box is None and args.mask is None:
+        raise FalipError(f"--prompt {args.prompt} is drawn on a region: give --box X0,Y0,X1,Y1 and/or --mask FILE")
+    args.upsample = args.upsample or "nearest"
     out = Path(args.out)
     if out.is_dir():
         raise FalipError(f"--out {out} is a folder; give the picture's file name, e.g. {out / 'viz.png'}")
@@ -145,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.analysis.maps import attention_maps, plot_attention_maps
     from falip.prompts.registry import parse_method
 
-    prompt = None if args.no_prompt else args.prompt
+    prompt = None if args.no_prompt else args.prompt or "circle"
     if prompt is not None:
         parse_method(prompt)
     scorer, _ = make_scorer(args, template=args.template)
