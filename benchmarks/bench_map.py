@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from falip.core.config import FalipConfig
+
 REC_TEMPLATE = "a photo of {}"
 CLS_TEMPLATE = "a photo of a {}."
 EDITS = ("none", "crop", "blur", "circle")
@@ -410,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep = []
         for s in _settings(pooling, depth, alphas, last):
             opts = {"alpha": s["alpha"], "sigma": args.sigma, "layers": tuple(s["layers"]), "form": s["form"]}
-            sc = scorer.with_options(falip_options=opts)
+            sc = scorer.with_options(config=FalipConfig(**opts))
             rec = cached(_key(run_id, "rec_val", s), _rec_eval, sc, data["rec_val"], "falip", args.seed)
             cls = cached(_key(run_id, "cls_val", s), _cls_eval, sc, data["cls_val"], "falip", args.seed)
             sweep.append({**s, "rec_val": rec["all"], "cls_val": cls})
@@ -427,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test: dict[str, Any] = {}
         for tag, s in picks.items():
             opts = {"alpha": s["alpha"], "sigma": args.sigma, "layers": tuple(s["layers"]), "form": s["form"]}
-            sc = scorer.with_options(falip_options=opts)
+            sc = scorer.with_options(config=FalipConfig(**opts))
             test[tag] = {
                 "setting": {k: s[k] for k in ("alpha", "layers", "form", "label")},
                 "rec": cached(_key(run_id, "rec_test", s), _rec_eval, sc, data["rec_test"], "falip", args.seed),
@@ -457,8 +459,8 @@ def _cross_check(fclip: Any, scorer: Any, examples: list, best: dict[str, Any], 
     out = {}
     for layers in ((), tuple(best["layers"])):
         opts = {"alpha": best["alpha"], "sigma": sigma, "layers": layers, "form": "all"}
-        a = _features(scorer.with_options(falip_options=opts), [e.scene for e in examples], "falip")
-        b = _features(naive_scorer.with_options(falip_options=opts), [e.scene for e in examples], "falip")
+        a = _features(scorer.with_options(config=FalipConfig(**opts)), [e.scene for e in examples], "falip")
+        b = _features(naive_scorer.with_options(config=FalipConfig(**opts)), [e.scene for e in examples], "falip")
         out[f"layers={list(layers)}"] = float((a.float() - b.float()).abs().max())
     return out
 

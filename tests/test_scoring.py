@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import open_clip
 import pytest
@@ -221,20 +223,37 @@ def test_shared_texts_and_box_formats(setup):
     assert [o.shape for o in out] == [(3, 3), (2, 3)]
 
 
-def test_falip_options_override(setup):
+def test_config_override(setup):
     img = _image(6)
+    fclip = setup[0]
     base = _scorer(setup).score(img, BOXES, TEXTS, method="falip")
-    zero = _scorer(setup, falip_options={"alpha": 0.0}).score(img, BOXES, TEXTS, method="falip")
+    zero = _scorer(setup, config=fclip.config.override(alpha=0.0)).score(img, BOXES, TEXTS, method="falip")
     whole = _scorer(setup).score(img, BOXES, TEXTS, method="none")
     assert torch.allclose(zero, whole, atol=1e-5)
     assert not torch.allclose(base, zero, atol=1e-3)
+
+
+def test_falip_options_still_work_and_warn_once(setup, monkeypatch):
+    from falip.core import deprecation
+
+    monkeypatch.setattr(deprecation, "_SAID", set())
+    fclip = setup[0]
+    with pytest.warns(FutureWarning, match=r"falip_options=\.\.\.\) is deprecated; use RegionScorer\(config="):
+        old = _scorer(setup, falip_options={"alpha": 0.0, "form": "all"})
+    assert old.config == fclip.config.override(alpha=0.0, form="all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _scorer(setup, falip_options={"alpha": 0.0})  # once per process
+    img = _image(6)
+    new = _scorer(setup, config=old.config)
+    assert torch.equal(old.score(img, BOXES, TEXTS, method="falip"), new.score(img, BOXES, TEXTS, method="falip"))
 
 
 def test_with_options_shares_text_cache(setup):
     sc = _scorer(setup)
     img = _image(7)
     sc.score(img, BOXES, TEXTS)
-    other = sc.with_options(falip_options={"alpha": 0.0})
+    other = sc.with_options(config=sc.config.override(alpha=0.0))
     assert other.text_cache_size == 3
     assert torch.allclose(other.score(img, BOXES, TEXTS), sc.score(img, BOXES, TEXTS, method="none"), atol=1e-5)
     other.score(img, BOXES, ["a new text"])

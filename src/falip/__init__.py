@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "foveal_profile": "falip.core.mask",
     "regions_to_roa": "falip.core.mask",
     "full_mask": "falip.core.mask",
+    "FalipConfig": "falip.core.config",
     "FovealCLIP": "falip.core.model",
     "ForwardPlan": "falip.core.plan",
     "Preprocess": "falip.core.preprocess",

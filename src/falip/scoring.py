@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .core.config import FalipConfig
+from .core.deprecation import warn_renamed
 from .core.errors import FalipError
 from .core.images import to_rgb
 from .core.regions import Regions
@@ -111,8 +113,12 @@ class RegionScorer:
         params: the image-edit parameters.
         template: format string applied to each text, e.g. ``"a photo of {}."``; ``"{}"`` = verbatim.
         batch_size: images per call through the image tower.
-        falip_options: per-call overrides for ``fclip.encode_image`` (``alpha``, ``sigma``,
-            ``layers``, ``form``), e.g. for a sweep; None uses the FovealCLIP's own settings.
+        config: FALIP's settings for this scorer (:class:`~falip.core.config.FalipConfig`, e.g. a
+            sweep's point; resolved against the model's tower, so ``layers=None`` is the tower's
+            default); None: the FovealCLIP's own (``fclip.config``).
+        falip_options: deprecated (warns once): a mapping of settings over ``fclip.config``.
+
+    ``scorer.config`` is the scorer's FalipConfig (every FALIP call of this scorer uses it).
     """
 
     def __init__(
@@ -124,6 +130,8 @@ class RegionScorer:
         template: str = "{}",
         batch_size: int = 128,
         falip_options: Mapping[str, Any] | None = None,
+        *,
+        config: FalipConfig | None = None,
     ) -> None:
         check_template(template)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -134,22 +142,39 @@ class RegionScorer:
         self.params = params or PromptParams()
         self.template = template
         self.batch_size = int(batch_size)
-        self.falip_options = dict(falip_options or {})
+        if falip_options is not None:
+            warn_renamed("RegionScorer(falip_options=...)", "RegionScorer(config=falip.FalipConfig(...))")
+        own = getattr(fclip, "config", None)
+        config = FalipConfig.of(config if config is not None else own, **dict(falip_options or {}))
+        tower = getattr(fclip, "tower", None)
+        self.config = config if tower is None else config.resolve(tower)  # layers=None: the tower's default
         self._text_cache: dict[str, torch.Tensor] = {}
         self._matrix_cache: dict[tuple, torch.Tensor] = {}
         self.device = fclip.device
         self.dtype = fclip.dtype
+
+    @property
+    def falip_options(self) -> dict[str, Any]:
+        """Deprecated (warns once): ``scorer.config``'s settings as a dict."""
+        warn_renamed("RegionScorer.falip_options", "RegionScorer.config")
+        return self.config.kwargs()
 
     def with_options(
         self,
         falip_options: Mapping[str, Any] | None = None,
         params: PromptParams | None = None,
         template: str | None = None,
+        *,
+        config: FalipConfig | None = None,
     ) -> RegionScorer:
-        """A scorer on the same model with other FALIP options / edit params / template.
+        """A scorer on the same model with another FALIP ``config`` / edit params / template
+        (``falip_options``, deprecated: a mapping of settings over the model's own).
 
         It shares this scorer's text-feature cache (same text tower), e.g. for an alpha sweep.
         """
+        if falip_options is not None:
+            warn_renamed("RegionScorer.with_options(falip_options=...)", "with_options(config=falip.FalipConfig(...))")
+            config = FalipConfig.of(getattr(self.fclip, "config", None), **dict(falip_options))
         other = RegionScorer(
             self.fclip,
             self.preprocess,
@@ -157,7 +182,7 @@ class RegionScorer:
             params=self.params if params is None else params,
             template=self.template if template is None else template,
             batch_size=self.batch_size,
-            falip_options=self.falip_options if falip_options is None else falip_options,
+            config=self.config if config is None else config,
         )
         other._text_cache = self._text_cache
         other._matrix_cache = self._matrix_cache
@@ -409,7 +434,7 @@ class RegionScorer:
             if region_iter is None:
                 out.append(self.fclip.encode_image(x))
             else:
-                out.append(self.fclip.encode_image(x, regions=list(batch_regions), **self.falip_options))
+                out.append(self.fclip.encode_image(x, regions=list(batch_regions), **self.config.kwargs()))
             batch.clear()
             batch_regions.clear()
 
@@ -448,12 +473,9 @@ class RegionScorer:
         return self._encode(edited, None)
 
     def falip_settings(self) -> dict[str, Any]:
-        """FALIP's ``alpha, sigma, layers, form`` for this scorer: the model's, with ``falip_options`` over them."""
-        f = self.fclip
-        opts = {"alpha": f.alpha, "sigma": f.sigma, "layers": None, "form": None}
-        opts.update({k: v for k, v in self.falip_options.items() if v is not None})
-        plan = f.plan(opts["layers"], opts["form"])
-        return {"alpha": opts["alpha"], "sigma": opts["sigma"], "layers": plan.layers, "form": plan.form}
+        """FALIP's ``alpha, sigma, layers, form`` for this scorer: ``config`` resolved against the model
+        (``layers`` sorted 0-based indices)."""
+        return self.config.resolve(self.fclip.tower).kwargs()
 
     def _unleash_features(self, items: list[_Item], term: tuple[str, ...]) -> torch.Tensor:
         """Unleashed features ``[sum K_i, D]`` (Eq. 6) of every region under an ``unleash[@K]:<prompt>`` term.

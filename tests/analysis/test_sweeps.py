@@ -88,7 +88,7 @@ def shipped():
 def test_point_scorer(shipped):
     points = sweep_points({"alpha": parse_values("alpha", "3", 4), "form": parse_values("form", "all,feature-mask", 4)})
     plain = point_scorer(shipped, points[0])
-    assert type(plain) is RegionScorer and plain.falip_options == {"alpha": 3.0, "form": "all"}
+    assert type(plain) is RegionScorer and plain.config == shipped.config.override(alpha=3.0, form="all")
     ablation = point_scorer(shipped, points[1], prompt="blur")
     assert point_method("falip+circle", points[1]) == "feature-mask+circle"
     assert point_method("falip&circle", points[1]) == "falip&circle" and point_method("falip", points[0]) == "falip"

@@ -189,7 +189,7 @@ def test_regions_scores_are_region_scorer_scores(app, page, tmp_path, shots):
     methods = ["falip", "crop", "circle", "gray", "falip+circle"]
     fclip, preprocess, tokenizer = falip.load("falip-tiny")
     scorer = falip.RegionScorer(
-        fclip, preprocess, tokenizer, template="a photo of {}", falip_options={"alpha": 6.0, "layers": [2, 3]}
+        fclip, preprocess, tokenizer, template="a photo of {}", config=fclip.config.override(alpha=6.0, layers=[2, 3])
     )
     boxes = np.array([[40, 30, 200, 150], [150, 160, 380, 370]], dtype=np.float64)
     reference = Image.open(path).convert("RGB")

@@ -145,7 +145,7 @@ def test_scores_are_region_scorer_scores_and_their_softmax(app):
     result = C.score_regions(app, image, regions, texts, methods, "a photo of {}", alpha=4.0, blocks=(2, 3))
     fclip, preprocess, tokenizer = falip.load("falip-tiny")
     scorer = falip.RegionScorer(
-        fclip, preprocess, tokenizer, template="a photo of {}", falip_options={"alpha": 4.0, "layers": [2, 3]}
+        fclip, preprocess, tokenizer, template="a photo of {}", config=fclip.config.override(alpha=4.0, layers=[2, 3])
     )
     for m in methods:
         expected = scorer.score(image, boxes, texts, method=m).numpy()
@@ -165,9 +165,10 @@ def test_scores_are_region_scorer_scores_and_their_softmax(app):
 
 
 def test_default_falip_settings_are_the_models_preset(app):
-    assert C.falip_options(app, None, None) == {"alpha": app.fclip.alpha, "layers": list(app.fclip.layers)}
+    assert C.falip_config(app, None, None) == app.fclip.config
+    assert C.falip_config(app, 3.0, [1]) == app.fclip.config.override(alpha=3.0, layers=(1,))
     with pytest.raises(FalipError, match="alpha must be a number >= 0"):
-        C.falip_options(app, -1.0, None)
+        C.falip_config(app, -1.0, None)
 
 
 def test_a_bad_template_is_a_message(app):

@@ -138,7 +138,7 @@ def test_unleashing_a_prompt_that_changes_nothing_is_the_whole_image(setup):
         whole = sc.features([img], [IMAGE_BOXES], "none")
         for method in ("unleash:same", "unleash@1:same"):
             torch.testing.assert_close(sc.features([img], [IMAGE_BOXES], method), whole, atol=1e-5, rtol=0)
-        zero = sc.with_options(falip_options={"alpha": 0.0})
+        zero = sc.with_options(config=sc.config.override(alpha=0.0))
         torch.testing.assert_close(zero.features([img], [IMAGE_BOXES], "unleash:falip"), whole, atol=1e-5, rtol=0)
         assert (sc.features([img], [IMAGE_BOXES], "unleash:falip") - whole).abs().max() > 1e-2
     finally:

@@ -62,7 +62,7 @@ def test_falip_far_above_whole_image(shipped, items):
 
 
 def test_zero_bias_falls_back_to_whole_image(shipped, items):
-    zero = shipped.with_options(falip_options={"alpha": 0.0})
+    zero = shipped.with_options(config=shipped.config.override(alpha=0.0))
     zero_acc, zero_preds = accuracy(zero, items, "falip")
     whole_acc, whole_preds = accuracy(shipped, items, "none")
     assert zero_acc == whole_acc

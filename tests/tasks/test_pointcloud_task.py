@@ -94,6 +94,22 @@ def test_falip_with_zero_alpha_is_plain_clip_per_view(tiny, modelnet):
     assert (biased - plain).abs().max() > 1e-3  # the foreground bias really acts
 
 
+def test_falip_config_is_a_sweeps_point_and_falip_options_still_work(tiny, modelnet, monkeypatch):
+    from falip.core import deprecation
+
+    monkeypatch.setattr(deprecation, "_SAID", set())
+    fclip, tok = tiny
+    clouds = [it.load_points() for it in list(open_pointcloud_dataset("modelnet40", str(modelnet))[0])[:2]]
+    settings = PointCloudSettings("m", "-")
+    zero = PointCloudTask(fclip, tok, settings, [], CLASSES, falip_config=fclip.config.override(alpha=0.0))
+    plain = PointCloudTask(fclip, tok, PointCloudSettings("m", "-", method="none"), [], CLASSES)
+    torch.testing.assert_close(zero.view_features(clouds), plain.view_features(clouds))
+    assert PointCloudTask(fclip, tok, settings, [], CLASSES).falip_config == fclip.config
+    with pytest.warns(FutureWarning, match="PointCloudTask\\(falip_options=...\\) is deprecated"):
+        old = PointCloudTask(fclip, tok, settings, [], CLASSES, falip_options={"alpha": 0.0})
+    assert old.falip_config == zero.falip_config
+
+
 def test_batched_equals_per_cloud(tiny, modelnet):
     fclip, tok = tiny
     task = PointCloudTask(fclip, tok, PointCloudSettings("m", "-"), [], CLASSES)

@@ -334,12 +334,8 @@ def attention_maps(
     model = fclip.tower
     layer = _resolve_layer(layer, model)
     head = _check_head(head, _heads(model, layer))
-    settings = {
-        "alpha": fclip.alpha if alpha is None else float(alpha),
-        "sigma": fclip.sigma if sigma is None else float(sigma),
-        "layers": list(fclip.layers if layers is None else model.resolve_biased(layers)),
-        "form": fclip.form if form is None else form,
-    }
+    config = fclip.config.override(alpha=alpha, sigma=sigma, layers=layers, form=form).resolve(model)
+    settings = config.as_dict()
     prefix = model.num_prefix_tokens
     region_in = preprocess.map_regions(region)
     roa = regions_to_roa(region_in, fclip.grid_size, fclip.patch_size)[0].numpy()
@@ -363,7 +359,7 @@ def attention_maps(
 
         if tokenizer is None:
             raise FalipError("scores need the model's tokenizer (tokenizer=...)")
-        scorer = RegionScorer(fclip, preprocess, tokenizer, params=params, template=template, falip_options=settings)
+        scorer = RegionScorer(fclip, preprocess, tokenizer, params=params, template=template, config=config)
         for name in rows:
             method = "none" if name == "vanilla" else name
             s = scorer.score(image, region, list(texts), method=method)[0]

@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.config import FIELDS
 from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..core.tower import BLOCKS_NOTE
@@ -256,8 +257,7 @@ def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
     A copy sharing the scorer's text caches (:meth:`falip.RegionScorer.with_options`).
     """
     s = point.settings()
-    options = dict(scorer.falip_options)
-    options.update({k: s[k] for k in ("alpha", "sigma", "layers", "form") if k in s})
+    config = replace(scorer.config, **{k: s[k] for k in FIELDS if k in s})
     params = None
     if "variant" in s or "circle_scale" in s or "enlarge" in s:
         params = replace(
@@ -266,7 +266,7 @@ def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
             enlarge=s.get("enlarge", scorer.params.enlarge),
             swap_prompt=prompt,
         )
-    return scorer.with_options(falip_options=options, params=params)
+    return scorer.with_options(params=params, config=config)
 
 
 def point_method(method: str, point: SweepPoint) -> str:

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.defaults import ALPHA, FORM, SIGMA
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 from ..core.mask import regions_to_roa
@@ -156,10 +157,10 @@ def token_contributions(
     regions: Sequence[Regions] | None = None,
     *,
     split_layers: Iterable[int] | None = None,
-    alpha: float = 0.2,
-    sigma: float = 100.0,
+    alpha: float = ALPHA,
+    sigma: float = SIGMA,
     biased_layers: Iterable[int] | None = None,
-    form: str = "cls",
+    form: str = FORM,
 ) -> TokenContributions:
     """Per-token, per-head terms of the features (module docstring) for the blocks in ``split_layers``.
 
@@ -333,8 +334,10 @@ def text_head_maps(
     x = preprocess(image)[None].to(device=fclip.device, dtype=fclip.dtype)
     tokens = tokenizer([template.format(text)]).to(fclip.device)
     t = torch.nn.functional.normalize(fclip.encode_text(tokens).double()[0], dim=0)
-    settings = {"alpha": fclip.alpha, "sigma": fclip.sigma, "layers": list(fclip.layers), "form": fclip.form}
-    kw = dict(split_layers=[layer], alpha=fclip.alpha, sigma=fclip.sigma, biased_layers=fclip.layers, form=fclip.form)
+    config = fclip.config
+    settings = config.as_dict()
+    c = config
+    kw = dict(split_layers=[layer], alpha=c.alpha, sigma=c.sigma, biased_layers=c.layers, form=c.form)
 
     def run(regions: list[Regions] | None) -> tuple[np.ndarray, np.ndarray, float]:
         c = token_contributions(tower, x, regions, **kw)

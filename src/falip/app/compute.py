@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..core.config import FalipConfig
 from ..core.errors import FalipError
 
 __all__ = [
@@ -409,14 +410,15 @@ class RegionScores:
     methods: list[str]
     regions: Any  # falip.Regions, original frame
     template: str
-    settings: dict
+    settings: FalipConfig  # FALIP's settings of the request
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     probs: dict[str, np.ndarray] = field(default_factory=dict)
     winners: dict[str, list[int]] = field(default_factory=dict)
 
 
-def falip_options(app: AppModel, alpha: float | None, blocks: Sequence[int] | None) -> dict:
-    """The FALIP settings of a request: alpha and 0-based blocks (None: the model's preset)."""
+def falip_config(app: AppModel, alpha: float | None, blocks: Sequence[int] | None) -> FalipConfig:
+    """The FALIP settings of a request: the model's, with alpha and 0-based blocks over them (None: the
+    model's preset)."""
     if alpha is None or (isinstance(alpha, float) and math.isnan(alpha)):
         alpha = app.fclip.alpha
     alpha = float(alpha)
@@ -425,7 +427,7 @@ def falip_options(app: AppModel, alpha: float | None, blocks: Sequence[int] | No
     layers = tuple(app.fclip.layers) if blocks is None else tuple(int(b) for b in blocks)
     if not layers:
         raise FalipError("blocks: name at least one block (or set alpha to 0 to turn FALIP off)")
-    return {"alpha": alpha, "layers": list(layers)}
+    return app.fclip.config.override(alpha=alpha, layers=layers)
 
 
 def score_regions(
@@ -448,9 +450,9 @@ def score_regions(
     from ..scoring import check_template
 
     check_template(template)
-    options = falip_options(app, alpha, blocks)
-    scorer = app.scorer.with_options(falip_options=options, template=template)
-    out = RegionScores(list(texts), list(methods), regions, template, options)
+    config = falip_config(app, alpha, blocks)
+    scorer = app.scorer.with_options(template=template, config=config)
+    out = RegionScores(list(texts), list(methods), regions, template, config)
     for i, m in enumerate(methods):
         if progress is not None:
             progress(i / len(methods), f"scoring with {m} ({i + 1}/{len(methods)})")
@@ -594,7 +596,7 @@ def attention_view(
         if not 1 <= int(block) <= depth:
             raise FalipError(f"block {block}: this model has blocks 1..{depth}")
         layer = int(block) - 1
-    options = falip_options(app, alpha, blocks)
+    config = falip_config(app, alpha, blocks)
     region = regions.select([index])
     maps = attention_maps(
         app.fclip,
@@ -607,8 +609,8 @@ def attention_view(
         texts=list(texts) if texts else None,
         tokenizer=app.tokenizer,
         template=template,
-        alpha=options["alpha"],
-        layers=options["layers"],
+        alpha=config.alpha,
+        layers=config.layers,
     )
     with tempfile.TemporaryDirectory(prefix="falip-app-") as tmp:
         path = plot_attention_maps(maps, Path(tmp) / "maps.png", dpi=100)

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .defaults import FORMS
+from .config import validate_alpha_sigma, validate_form
+from .defaults import FORM, FORMS
 from .errors import FalipError
 from .regions import Regions
 
@@ -53,37 +54,6 @@ def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(pair) != 2:
         raise FalipError(f"{name} must be an int or a pair (height, width), got {value!r}")
     return pair  # type: ignore[return-value]
-
-
-def _as_float(value: object, name: str) -> float:
-    """A Python float from a number, a numpy scalar or a one-element array/tensor."""
-    if hasattr(value, "item") and not isinstance(value, bool):
-        try:
-            value = value.item()  # type: ignore[union-attr]
-        except (ValueError, RuntimeError):
-            raise FalipError(f"{name} must be one number, got an array of shape {tuple(value.shape)}") from None  # type: ignore[union-attr]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FalipError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def validate_alpha_sigma(alpha: object, sigma: object) -> tuple[float, float]:
-    """``(alpha, sigma)`` as floats; FalipError unless ``alpha >= 0`` and ``sigma > 0`` are finite.
-
-    Accepts Python, numpy and one-element torch numbers.
-    """
-    a, s = _as_float(alpha, "alpha"), _as_float(sigma, "sigma")
-    if not math.isfinite(a) or a < 0:
-        raise FalipError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if not math.isfinite(s) or s <= 0:
-        raise FalipError(f"sigma must be a finite number > 0 (in tokens), got {sigma!r}")
-    return a, s
-
-
-def validate_form(form: str) -> str:
-    if form not in FORMS:
-        raise FalipError(f"form must be one of {FORMS}, got {form!r}")
-    return form
 
 
 def boxes_to_roa(boxes: torch.Tensor, grid_size: int | Sequence[int], patch_size: int | Sequence[int]) -> torch.Tensor:
@@ -203,7 +173,7 @@ def attention_bias(bias_per_token: torch.Tensor, form: str, query_rows: slice | 
     return diag[:, :, rows.start : rows.stop : rows.step]
 
 
-def full_mask(profile: torch.Tensor, form: str = "cls", num_prefix_tokens: int = 1) -> torch.Tensor:
+def full_mask(profile: torch.Tensor, form: str = FORM, num_prefix_tokens: int = 1) -> torch.Tensor:
     """Patch-token profile ``[K, N]`` -> the paper's full ``M`` ``[K, L, L]``, ``L = prefix + N`` (for
     inspection and the reference forward)."""
     bias = token_bias(profile, num_prefix_tokens)

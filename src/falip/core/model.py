@@ -17,7 +17,8 @@ too, each then per region.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import block_forward, block_forward_shared_patches, pool_attention
-from .defaults import ALPHA, FORM, SIGMA
+from .config import FIELDS, FalipConfig, _as_int
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
 from .regions import Regions
-from .tower import Tower, _as_int, as_tower
+from .tower import Tower, as_tower
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,49 +41,86 @@ __all__ = ["FovealCLIP"]
 _CLS = slice(0, 1)
 
 
+_DEFAULT: Any = object()  # "not given": the config's setting (None is a value: layers=None, the tower's default)
+
+
 class FovealCLIP(nn.Module):
     """A CLIP-like model whose image tower can look at regions (FALIP).
 
     Args:
-        model: a :class:`~falip.core.tower.Tower`, or a library's model that a tower adapter wraps
-            (an open_clip ``CLIP``/``CustomTextCLIP`` with a ViT pooling [CLS], ...; see
-            :mod:`falip.towers`); an error names the model's type when none fits.
-        alpha: peak of the foveal bias (>= 0); 0 gives exactly (bitwise) the library's features.
-        sigma: Gaussian width in tokens (> 0).
-        layers: 0-based indices of the blocks that get the bias (negative counts from the end);
-            None = the last 4 (all blocks if the tower has fewer). On an attention-pooled tower
-            None (or ``()``) = no block: the bias is in the pooling probe only.
-        form: ``"cls"`` (paper's method a), ``"all"`` (b) or ``"diag"`` (c). An attention-pooled
-            tower has no [CLS] row: its biased blocks take ``"all"`` or ``"diag"``.
+        model: a :class:`~falip.core.tower.Tower` (``falip.wrap(model)`` makes one of a library's
+            model; ``falip.FovealCLIP(model)`` and ``falip.FovealCLIP.from_model`` wrap it for you).
+        alpha, sigma, layers, form: FALIP's settings (:class:`~falip.core.config.FalipConfig`), over
+            ``config``'s; the defaults are :mod:`falip.core.defaults`'s. ``layers``: 0-based indices
+            of the biased blocks (negative counts from the end); None = the last 4 (all blocks if
+            the tower has fewer); on an attention-pooled tower None (or ``()``) = no block: the bias
+            is in the pooling probe only. ``form``: ``"cls"`` (paper's method a), ``"all"`` (b) or
+            ``"diag"`` (c); an attention-pooled tower's biased blocks take ``"all"`` or ``"diag"``.
         batch_size: regions per chunk through the per-region blocks (bounds memory).
+        config: a :class:`FalipConfig` (or a mapping of its fields) to start from.
 
-    Numbers may be Python, numpy or one-element torch values; ``layers`` any sequence or array
-    of integers. The wrapped library model is the only registered submodule (``state_dict()`` is
-    the model's, prefixed ``model.``); ``fclip.tower`` is its :class:`Tower`.
+    ``fclip.config`` is the settings resolved against the tower (``layers`` sorted 0-based indices);
+    ``fclip.alpha``, ``.sigma``, ``.layers``, ``.form`` read it (setting one replaces the config).
+    The wrapped library model is the only registered submodule (``state_dict()`` is the model's,
+    prefixed ``model.``); ``fclip.tower`` is its :class:`Tower`.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        alpha: float = ALPHA,
-        sigma: float = SIGMA,
-        layers: Sequence[int] | None = None,
-        form: str = FORM,
+        model: Tower,
+        alpha: float = _DEFAULT,  # type: ignore[assignment]
+        sigma: float = _DEFAULT,  # type: ignore[assignment]
+        layers: Sequence[int] | None = _DEFAULT,  # type: ignore[assignment]
+        form: str = _DEFAULT,  # type: ignore[assignment]
         batch_size: int = 64,
+        *,
+        config: FalipConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         tower = as_tower(model)
         self.model = tower.model
         self.__dict__["_tower"] = tower  # not a submodule: the model is registered once, as model.
-        self.alpha, self.sigma = validate_alpha_sigma(alpha, sigma)
-        self.layers = tower.resolve_biased(layers)
-        self.form = validate_form(form)
-        self.plan()  # validates layers with form (a map tower's blocks take no "cls" form)
+        given = {k: v for k, v in zip(FIELDS, (alpha, sigma, layers, form)) if v is not _DEFAULT}
+        self.config = dataclasses.replace(FalipConfig.of(config), **given).resolve(tower)
         batch_size = _as_int(batch_size, "batch_size")
         if batch_size < 1:
             raise FalipError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.preprocess = None  # set by falip.load: a falip.Preprocess for this model
+
+    # ----------------------------------------------------------------------------- settings
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self.config = dataclasses.replace(self.config, alpha=value)
+
+    @property
+    def sigma(self) -> float:
+        return self.config.sigma
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self.config = dataclasses.replace(self.config, sigma=value)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The biased blocks, 0-based, sorted."""
+        return self.config.layers  # type: ignore[return-value]  # resolved: never None
+
+    @layers.setter
+    def layers(self, value: Sequence[int] | None) -> None:
+        self.config = dataclasses.replace(self.config, layers=value).resolve(self._tower)
+
+    @property
+    def form(self) -> str:
+        return self.config.form
+
+    @form.setter
+    def form(self, value: str) -> None:
+        self.config = dataclasses.replace(self.config, form=value).resolve(self._tower)
 
     def train(self, mode: bool = True) -> FovealCLIP:
         super().train(mode)

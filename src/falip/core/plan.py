@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import validate_form
 from .errors import FalipError
-from .mask import validate_form
 
 __all__ = ["ForwardPlan", "Step"]
 

@@ -24,14 +24,14 @@ Block indices in Python are 0-based; everything a person reads numbers them 1-ba
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .config import layer_indices
 from .defaults import BLOCKS_NOTE, LAST_BLOCKS
 from .errors import FalipError
 
@@ -44,6 +44,7 @@ __all__ = [
     "as_tower",
     "block_label",
     "blocks_note",
+    "layer_indices",
     "resolve_layer",
     "resolve_layers",
     "set_tower_resolver",
@@ -173,17 +174,6 @@ def blocks_note() -> str:
     return BLOCKS_NOTE
 
 
-def _as_int(value: Any, name: str) -> int:
-    if hasattr(value, "item") and not isinstance(value, bool):
-        try:
-            value = value.item()
-        except (ValueError, RuntimeError):
-            raise FalipError(f"{name} must be one integer, got an array of shape {tuple(value.shape)}") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise FalipError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
 def resolve_layers(
     layers: Any, depth: int, default_last: int = LAST_BLOCKS, allow_empty: bool = False, name: str = "layers"
 ) -> tuple[int, ...]:
@@ -196,15 +186,8 @@ def resolve_layers(
     """
     if layers is None:
         return tuple(range(max(0, depth - default_last), depth))
-    if hasattr(layers, "tolist"):  # numpy array or torch tensor
-        layers = layers.tolist()
-    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
-        layers = [layers]
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, set, frozenset)):
-        raise FalipError(f"{name} must be block indices (a list of ints), got {layers!r}")
     resolved = set()
-    for layer in layers:
-        layer = _as_int(layer, name)
+    for layer in layer_indices(layers, name):
         if not -depth <= layer < depth:
             counted = f"; counted from 1 it is block {layer + 1} of blocks 1..{depth}" if layer >= 0 else ""
             raise FalipError(

@@ -373,8 +373,8 @@ def load(
             the config's for a state-dict file (GELU unless the name ends in ``-quickgelu``), with
             one warning naming ``<model>-quickgelu`` when that model also comes QuickGELU-trained:
             a file does not say which activation its weights were trained with.
-        **falip_kwargs: FovealCLIP settings (alpha, sigma, layers, form, batch_size); the model's
-            preset supplies those not given.
+        **falip_kwargs: FovealCLIP settings (alpha, sigma, layers, form, batch_size, or a whole
+            ``config``); the model's preset (:data:`falip.PRESETS`) supplies those not given.
     Returns:
         ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``; ``tokenizer``
         maps a list of texts to token ids ``[T, context]``.
@@ -406,9 +406,10 @@ def load(
         model, preprocess, tokenizer = _load_open_clip(
             model_name, pretrained, device, precision, resize_mode, cache_dir, activation
         )
-    settings = get_preset(model_name).settings()
-    settings.update(falip_kwargs)
-    fclip = FovealCLIP(tower_for(model), **settings)
+    config = falip_kwargs.pop("config", None)  # a whole FalipConfig instead of the preset's
+    if config is None:
+        config = get_preset(model_name).config
+    fclip = FovealCLIP(tower_for(model), config=config, **falip_kwargs)
     fclip.preprocess = preprocess
     return fclip, preprocess, tokenizer
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.config import FalipConfig
+from ..core.deprecation import warn_renamed
 from ..core.errors import FalipError
 from ..core.regions import Regions
 from ..defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE
@@ -249,9 +251,13 @@ class PointCloudTask:
         model_info: dict | None = None,
         falip_options: dict | None = None,
         view_chunk: int | None | str = "auto",
+        *,
+        falip_config: FalipConfig | None = None,
     ) -> None:
         """``view_chunk``: views per image-tower call (None: every view of a batch in one call;
-        "auto": :func:`default_view_chunk` for the model's device). Features do not depend on it."""
+        "auto": :func:`default_view_chunk` for the model's device). Features do not depend on it.
+        ``falip_config``: FALIP's settings (a sweep's point; None: ``fclip.config``); ``falip_options``
+        (deprecated, warns once): a mapping of settings over ``fclip.config``."""
         from .projection import PROJECTIONS
 
         if settings.method not in POINTCLOUD_METHODS:
@@ -268,7 +274,10 @@ class PointCloudTask:
         self.fclip, self.tokenizer, self.settings = fclip, tokenizer, settings
         self.items, self.classes = items, [str(c) for c in classes]
         self.model_info = dict(model_info or {})
-        self.falip_options = dict(falip_options or {})  # per-call FALIP settings (a sweep's point)
+        if falip_options is not None:
+            warn_renamed("PointCloudTask(falip_options=...)", "PointCloudTask(falip_config=falip.FalipConfig(...))")
+        own = falip_config if falip_config is not None else fclip.config
+        self.falip_config = FalipConfig.of(own, **dict(falip_options or {})).resolve(fclip.tower)
         self.n_views = n_views
         if view_chunk == "auto":
             view_chunk = default_view_chunk(fclip.device, n_views)
@@ -369,7 +378,7 @@ class PointCloudTask:
         if covered.any():
             regions = [Regions(masks=m[None], frame="input") for m in masks[covered]]
             on = torch.from_numpy(covered).to(device)
-            feats[on] = self.fclip.encode_image(flat[on], regions=regions, **self.falip_options)
+            feats[on] = self.fclip.encode_image(flat[on], regions=regions, **self.falip_config.kwargs())
         if (~covered).any():  # a view the cloud does not cover: nothing to look at, plain features
             empty = torch.from_numpy(~covered).to(device)
             feats[empty] = self.fclip.encode_image(flat[empty])
@@ -457,7 +466,7 @@ def make_task(scorer: Any, model_info: dict, method: str, settings: dict[str, An
         items,
         classes,
         model_info,
-        falip_options=getattr(scorer, "falip_options", None),
+        falip_config=getattr(scorer, "config", None),
     )
 
 
