@@ -155,3 +155,41 @@ def test_table1_fills_gold_and_prop_columns_and_prints_the_protocol(tmp_path, ca
             assert cells[1] == cells[2]
     cfg = json.loads((tmp_path / "t1" / "prop" / "falip-plus-redcircle-plus-blur" / "run.json").read_text())["config"]
     assert cfg["detector_file"].endswith("dets.json") and cfg["ties"] == "first"
+
+
+def test_table4_lays_out_r_b_u_and_prints_the_protocol(tmp_path, capsys):
+    """`falip paper table4`: Table 4's rows R, R+U, R+B, R+B+U ("R": RedCircle, "B": Blur, "U": Unleash) in
+    one command; R is the authors' circle alone (pumpkin805/FALIP @ 583df71 executor.py:165-168), R+B their
+    branch as released (lines 154, 170-178); U is Eq. 6. Each cell equals `falip rec --method` on its own."""
+    from PIL import Image as PILImage
+
+    root = tmp_path / "refcoco"
+    root.mkdir()
+    synthetic.write_reclip_rec(synthetic.rec_examples(seed=41, n_scenes=3), root, split="refcoco_testb")
+    for path in (root / "images").iterdir():  # over 200 px, so the authors' outline is drawn (1 px)
+        with PILImage.open(path) as im:
+            im.resize((256, 256), PILImage.NEAREST).save(path)
+    lines = [json.loads(x) for x in (root / "refcoco_testb.jsonl").read_text().splitlines()]
+    for line in lines:
+        for a in line["anns"]:
+            a["bbox"] = [v * 4 for v in a["bbox"]]
+    (root / "refcoco_testb.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "t4"
+    argv = ["paper", "table4", "--refcoco-dir", str(root), "--coco-images", str(root / "images"), "--out", str(out),
+            "--workers", "0"]  # fmt: skip
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    table = (out / "table4.md").read_text()
+    assert "| method | R | B | U | refcoco_testb |" in table and table in stdout + "\n"
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip().strip("|").split("|")[1:]] for r in
+            table.splitlines() if r.startswith("| ") and "---" not in r}  # fmt: skip
+    assert rows["redcircle"][:3] == ["x", "", ""] and rows["unleash:redcircle"][:3] == ["x", "", "x"]
+    assert rows["redcircle-blur"][:3] == ["x", "x", ""] and rows["unleash:redcircle-blur"][:3] == ["x", "x", "x"]
+    assert "Protocol followed:" in table and "in the last 4 blocks" in table and "blur = False" in table
+    summary = json.loads((out / "table4.json").read_text())["unleash:redcircle"]
+    single = tmp_path / "single"
+    code, _, err = _run(["rec", "--data", str(root / "refcoco_testb.jsonl"), "--images", str(root / "images"),
+                         "--method", "unleash:redcircle", "--out", str(single), "--workers", "0"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((single / "summary.json").read_text())["accuracy"] == summary["accuracy"]
+    assert rows["unleash:redcircle"][3] == f"{summary['accuracy']:.1f}"

@@ -1,4 +1,4 @@
-"""``falip paper table1|table2``: the paper's tables, run as the authors ran them, from the data on disk.
+"""``falip paper table1|table2|table4``: the paper's tables, run as the authors ran them, from the data on disk.
 
 table1 (REC, Table 1 of the paper): the ReCLIP split files found in ``--refcoco-dir`` as columns
 ("gold": the annotations' boxes; with ``--detector-file`` also "prop": the detector's proposals,
@@ -13,6 +13,9 @@ image: the first dog of each annotation), ``--cub`` (the entire CUB-200-2011), `
 (its test split), ``--imagenet-s`` (validation; FALIP is given the mask's BOX unless
 ``--region mask``); rows CLIP, RedCircle (the ellipse alone), Blur (outside the ellipse), FALIP,
 and the extras RedCircle+Blur (the executor's, one image), Blur box (ReCLIP's) and crop.
+
+table4 (REC, Table 4): RedCircle (R) and RedCircle+Blur (R + B), each plain and unleashed (U,
+Eq. 6), on the gold boxes of the same split files (:data:`TABLE4_ROWS`).
 
 Every cell is a resumable run under ``--out``; the tables go to ``table1.md`` / ``table2.md`` and
 ``.json``, each followed by the protocol it followed and every deliberate difference from the
@@ -29,7 +32,7 @@ from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, make_scorer, run_task
 from .compare import markdown_table, method_dir
 
-__all__ = ["configure_parser", "run", "TABLE1_SPLITS", "TABLE1_ROWS", "TABLE1_P_ROWS", "TABLE2_ROWS"]
+__all__ = ["configure_parser", "run", "TABLE1_SPLITS", "TABLE1_ROWS", "TABLE1_P_ROWS", "TABLE2_ROWS", "TABLE4_ROWS"]
 
 TABLE1_SPLITS = (
     "refcoco_val",
@@ -113,8 +116,8 @@ TABLE1_DIFFERENCES = (
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``paper`` options to ``p``."""
-    p.add_argument("table", choices=("table1", "table2"), help="which table")
-    g = p.add_argument_group("table1 (REC)")
+    p.add_argument("table", choices=("table1", "table2", "table4"), help="which table")
+    g = p.add_argument_group("table1, table4 (REC)")
     g.add_argument("--refcoco-dir", help="folder with the ReCLIP split files (refcoco_testa.jsonl, ...)")
     g.add_argument("--coco-images", help="COCO train2014 image folder")
     g.add_argument("--detector-file", help="detector proposals: fills the 'prop' columns as well as the 'gold' ones")
@@ -157,16 +160,24 @@ def _protocol(lines: list[str], differences: tuple[str, ...] | list[str]) -> str
     return text
 
 
-def _table1(args: argparse.Namespace, out: Path) -> str:
+def _rec_splits(args: argparse.Namespace) -> list[Path]:
+    """The ReCLIP split files of :data:`TABLE1_SPLITS` found in ``--refcoco-dir`` (tables 1 and 4)."""
     from falip.core.errors import FalipError
-    from falip.tasks import make_task
 
     if not args.refcoco_dir:
-        raise FalipError("table1 needs --refcoco-dir (the folder of refcoco_testa.jsonl, ...)")
+        raise FalipError(f"{args.table} needs --refcoco-dir (the folder of refcoco_testa.jsonl, ...)")
     folder = Path(args.refcoco_dir)
     splits = [folder / f"{name}.jsonl" for name in TABLE1_SPLITS if (folder / f"{name}.jsonl").is_file()]
     if not splits:
         raise FalipError(f"--refcoco-dir {folder} holds none of {', '.join(n + '.jsonl' for n in TABLE1_SPLITS)}")
+    return splits
+
+
+def _table1(args: argparse.Namespace, out: Path) -> str:
+    from falip.core.errors import FalipError
+    from falip.tasks import make_task
+
+    splits = _rec_splits(args)
     if args.detector_file and not Path(args.detector_file).is_file():
         raise FalipError(f"--detector-file {args.detector_file}: no such file")
     settings_of = {"gold": None, **({"prop": args.detector_file} if args.detector_file else {})}
@@ -302,12 +313,85 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
     return text
 
 
+TABLE4_ROWS = (  # (R, B, U, method): Table 4's combinations of RedCircle, Blur and Unleash
+    (True, False, False, "redcircle"),
+    (True, False, True, "unleash:redcircle"),
+    (True, True, False, "redcircle-blur"),
+    (True, True, True, "unleash:redcircle-blur"),
+)
+
+
+def _table4(args: argparse.Namespace, out: Path) -> str:
+    """Table 4 (REC): RedCircle (R), with Blur (B), each plain and unleashed (U, Eq. 6), gold boxes."""
+    from falip.core.unleash import check_k
+    from falip.tasks import make_task
+
+    splits = _rec_splits(args)
+    if args.detector_file:
+        from falip.core.errors import FalipError
+
+        raise FalipError("table4 runs on the annotations' boxes (gold), as the paper's Table 4; drop --detector-file")
+    scorer, model_info = make_scorer(args)
+    k = check_k(scorer.params.unleash_k, scorer.fclip.depth)
+    rows: dict[str, dict[str, str]] = {}
+    summaries: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    for r, b, u, method in TABLE4_ROWS:
+        task = make_task(
+            "rec",
+            scorer,
+            method=method,
+            model_info=model_info,
+            data=[str(x) for x in splits],
+            images=args.coco_images,
+            seed=args.seed,
+            ties=args.ties,
+        )
+        print(f"\n== {method}")
+        summary = run_task(task, args, out / "gold" / method_dir(method))
+        summaries[method] = summary
+        by = summary.get("by_split", {})
+        row = rows.setdefault(method, {"R": "x" if r else "", "B": "x" if b else "", "U": "x" if u else ""})
+        for x in splits:
+            row[x.stem] = f"{by[x.name]['accuracy']:.1f}" if x.name in by else "-"
+            counts.setdefault(x.name, by.get(x.name, {}).get("n", 0))
+    n_text = ", ".join(f"{name} (n = {n} sentences)" for name, n in counts.items())
+    lines = [
+        f"splits: {n_text}; every sentence is one query, text 'a photo of {{expression lowercased}}'; gold boxes "
+        "(each line's annotation boxes); correct when IoU(predicted box, a gold box) > 0.5",
+        "prediction: argmax of the logits over the boxes; ties: "
+        + (
+            "the first box in annotation order (np.argmax)"
+            if args.ties == "first"
+            else f"seeded draw (seed {args.seed})"
+        ),
+        "R = RedCircle (`redcircle`: the red ellipse alone, the authors' executor with blur = False); R + B = "
+        "RedCircle+Blur (`redcircle-blur`: their circle branch as released, blur outside the ellipse and the "
+        "ellipse in one image)",
+        f"U = unleashed (Eq. 6, `unleash:<prompt>`): the original and the prompted image both go through the ViT; "
+        f"in the last {k} blocks the prompt's extra attention sum_h (G'_h - G_h) over the heads is added once more "
+        "to the prompted image's [CLS] before ln_post and the projection (every head, no selection)",
+        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}"
+        + (f"; every box enlarged by {model_info['enlarge']:g} px per side" if model_info.get("enlarge") else ""),
+        REDCIRCLE_NOTE,
+    ]
+    differences = [
+        "the authors released no code for Table 4 (their executor has no unleash branch): U follows Sec. 4.4 "
+        "as written, with every head of the last blocks.",
+    ]
+    title = "REC accuracy % (IoU > 0.5), Table 4 (R: RedCircle, B: Blur, U: Unleash), model " + args.model + "\n\n"
+    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
+    (out / "table4.md").write_text(text, encoding="utf-8")
+    (out / "table4.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the table; returns the exit code."""
     from ._common import ensure_writable_dir
 
     out = ensure_writable_dir(args.out, "--out")
-    text = _table1(args, out) if args.table == "table1" else _table2(args, out)
+    text = {"table1": _table1, "table2": _table2, "table4": _table4}[args.table](args, out)
     print("\n" + text)
     print(f"wrote {out / (args.table + '.md')} and {out / (args.table + '.json')}")
     return 0
