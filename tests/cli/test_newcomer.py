@@ -76,10 +76,18 @@ def test_rec_crop_mode_a_candidate_outside_the_crop_cannot_win_and_the_run_goes_
     (tmp_path / "refcoco_val.jsonl").write_text(json.dumps(line) + "\n")
     out = tmp_path / "out"
     argv = ["rec", "--data", tmp_path / "refcoco_val.jsonl", "--resize", "crop", "--out", out, "--workers", "0"]
-    code, _, err = _run(argv, capsys)
+    code, stdout, err = _run(argv, capsys)
     assert code == 0, err
     (record,) = _lines(out / "results.jsonl")
     assert record["pred"] == 1 and record["unseen_candidates"] == 1 and "centre crop" in record["unseen_reason"]
+    # issue 21 item 4: scores and pred index the same list (null where unseen), and the box is counted
+    assert len(record["scores"]) == 2 and record["scores"][0] is None
+    assert record["scores"][record["pred"]] == max(v for v in record["scores"] if v is not None)
+    assert record["unseen"] == [f"{tmp_path / 'COCO_train2014_000000000001.jpg'}: {record['unseen_reason']}"]
+    assert record["unseen_reason"].startswith("candidate 0 (0, 10, 40, 60) of a 400x100 image lies wholly outside")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dropped_boxes"] == 1 and summary["unseen_boxes"] == 1
+    assert "candidate boxes dropped (zero area or outside the image): 1 (1 outside the centre crop" in stdout
 
 
 def test_dataset_csv_is_read_as_csv_whatever_the_suffix(tmp_path, capsys):

@@ -330,3 +330,21 @@ def test_enlarge_flag_grows_every_box_and_is_recorded(scorer, split, tmp_path, c
         changed |= not torch.allclose(plain, want, atol=1e-3)
     assert changed
     assert main(argv[:-6] + ["--enlarge", "-1"]) == 2
+
+
+def test_dropped_boxes_counts_boxes_not_messages(scorer, split, tmp_path):
+    """Issue 21 item 14: two different boxes outside the image with the same message (same coordinates,
+    another line or another ann of the same line) were counted once: the summary deduplicated the
+    records' messages. Sentences of one line share its boxes; each box counts once."""
+    lines = split.read_text().splitlines()
+    first, second = json.loads(lines[0]), json.loads(lines[0])
+    first["anns"] += [{"id": 901, "bbox": [500, 500, 10, 10]}, {"id": 902, "bbox": [500, 500, 10, 10]}]
+    second["anns"].append({"id": 903, "bbox": [600, 600, 10, 10]})
+    second["anns"].append({"id": 904, "bbox": [500, 500, 10, 10]})  # another candidate list, the same message
+    path = tmp_path / "same_message.jsonl"
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    summary = run(_task(scorer, path, images=split.parent / "images"), tmp_path / "out", progress=False)
+    records, _ = read_results(tmp_path / "out")
+    assert len({m for r in records for m in r["dropped"]}) == 2  # two messages ...
+    assert summary["dropped_boxes"] == 4  # ... for four boxes
+    assert summary["unseen_boxes"] == 0

@@ -243,8 +243,10 @@ class RecTask:
     share their candidates have them encoded once. One record per sentence: ``id``, ``split``,
     ``image``, ``sentence``, ``pred`` (candidate index), ``pred_box`` (xyxy), ``iou`` (best IoU
     with a gold box), ``correct`` (``iou > iou_threshold``), ``scores`` (per candidate, after
-    subtract), ``whole_image`` (the image had no detections: its one candidate is the whole
-    image), ``dropped`` (candidate boxes left out because they lie wholly outside the image) and,
+    subtract; ``scores[pred]`` is the winner's), ``whole_image`` (the image had no detections: its
+    one candidate is the whole image), ``candidate_set`` (which of the image's distinct candidate
+    lists the sentence was scored over), ``dropped`` (candidate boxes left out because they lie
+    wholly outside the image) and,
     where the line has any, ``zero_area_gold`` (how many of its gold boxes have zero area: such a
     box is no candidate and matches no prediction, so the sentence counts as wrong unless another
     gold box matches; the summary counts these sentences, ``zero_area_gold``).
@@ -252,7 +254,13 @@ class RecTask:
     A candidate box that cannot be scored (zero area in the file, wholly outside the image) is
     left out of its line's candidates: one entry in ``skipped.jsonl`` (id ``<line>/anns[k]`` or
     ``<detector file>:<image_id>/detections[j]``) or in the record's ``dropped``; the summary
-    counts them (``dropped_boxes``), apart from the skipped sentences (``skipped``).
+    counts them (``dropped_boxes``, each box once), apart from the skipped sentences (``skipped``).
+
+    With resize mode ``crop`` a candidate wholly outside the centre crop is not seen by the model: it
+    stays in the candidate list (``pred`` indexes the same list whether the run crops or squashes)
+    with ``null`` in ``scores``, so it cannot win; the record names each one in ``unseen`` (with
+    ``unseen_candidates``, their count, and ``unseen_reason``, the first), and the summary counts
+    them in ``dropped_boxes`` and on their own as ``unseen_boxes``.
     """
 
     name = "rec"
@@ -389,11 +397,14 @@ class RecTask:
                 candidates = Regions(keep, image_size=image.size)
             except FalipError as err:
                 raise FalipError(f"{group['source']}: {err}") from None
-            visible, reason = _visible(candidates, geometry)
+            visible, reasons = _visible(candidates, geometry)
             if not visible:
-                raise FalipError(f"every candidate region is unseen by the model: {reason}")
+                raise FalipError(f"every candidate region is unseen by the model: {reasons[0]}")
             if len(visible) < len(candidates):  # candidates outside the centre crop (resize 'crop') cannot win
-                unseen.append({"visible": visible, "count": len(candidates), "reason": reason})
+                notes_unseen = [f"{group['image']}: {r}" for r in reasons]
+                unseen.append(
+                    {"visible": visible, "count": len(candidates), "reason": reasons[0], "notes": notes_unseen}
+                )
                 candidates = candidates.select(visible)
             else:
                 unseen.append({})
@@ -427,6 +438,11 @@ class RecTask:
                 pick = pick_region(col, q["id"], s.seed, s.ties)
                 box = regions[k].boxes[pick]
                 pred = unseen[k]["visible"][pick] if unseen[k] else pick  # index among all kept candidates
+                scored: list[float | None] = [float(v) for v in col]
+                if unseen[k]:  # one entry per kept candidate, null where the model does not see it
+                    scored = [None] * unseen[k]["count"]
+                    for i, v in zip(unseen[k]["visible"], col):
+                        scored[i] = float(v)
                 gold = np.asarray(q["gold"], dtype=np.float64).reshape(-1, 4)
                 iou = float(box_iou(box[None], gold).max()) if len(gold) else 0.0
                 results[(u, q["id"])] = {
@@ -438,8 +454,9 @@ class RecTask:
                     "pred_box": [float(v) for v in box],
                     "iou": iou,
                     "correct": iou > s.iou_threshold,
-                    "scores": [float(v) for v in col],
+                    "scores": scored,
                     "whole_image": bool(group["whole_image"]),
+                    "candidate_set": k,
                     "dropped": [f"{group['image']}: {n}" for n in dropped[k]],
                 }
                 if q.get("zero_area_gold"):  # kept and counted wrong unless another gold box matches, as ReCLIP
@@ -447,6 +464,7 @@ class RecTask:
                 if unseen[k]:
                     results[(u, q["id"])]["unseen_candidates"] = unseen[k]["count"] - len(unseen[k]["visible"])
                     results[(u, q["id"])]["unseen_reason"] = unseen[k]["reason"]
+                    results[(u, q["id"])]["unseen"] = unseen[k]["notes"]
         for u, (group, _, _, _, _) in enumerate(loaded):
             out[u] = [results[(u, q["id"])] for q in group["queries"]]
         return out
@@ -455,7 +473,9 @@ class RecTask:
         notes = [e for e in skipped if _BOX_NOTE.search(str(e.get("id", "")))]
         items = [e for e in skipped if not _BOX_NOTE.search(str(e.get("id", "")))]
         summary = accuracy_summary(records, items, by="split")
-        summary.extra["dropped_boxes"] = len(notes) + len({d for r in records for d in r.get("dropped", [])})
+        dropped, unseen = _count_dropped(records)
+        summary.extra["dropped_boxes"] = len(notes) + dropped + unseen
+        summary.extra["unseen_boxes"] = unseen
         summary.extra["zero_area_gold"] = sum(1 for r in records if r.get("zero_area_gold"))
         summary.extra["images_without_detections"] = len(
             {(r["split"], r["image"]) for r in records if r.get("whole_image")}
@@ -474,6 +494,8 @@ class RecTask:
         text = summary_table(summary, "split", f"REC ({self.settings.method})")
         if summary.get("dropped_boxes"):
             text += f"\ncandidate boxes dropped (zero area or outside the image): {summary['dropped_boxes']}"
+            if summary.get("unseen_boxes"):
+                text += f" ({summary['unseen_boxes']} outside the centre crop of resize mode 'crop': null scores)"
         if summary.get("zero_area_gold"):
             text += (
                 f"\nsentences whose gold box has zero area (kept and counted wrong, as ReCLIP): "
@@ -563,21 +585,39 @@ def split_names(paths: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _visible(regions: Regions, geometry: Any) -> tuple[list[int], str]:
+def _visible(regions: Regions, geometry: Any) -> tuple[list[int], list[str]]:
     """Indices of the regions the model sees through ``geometry`` (all but those outside the centre
-    crop of resize mode ``crop``), and why the first unseen one is not seen."""
+    crop of resize mode ``crop``), and why each unseen one is not seen."""
     if geometry is None:
-        return list(range(len(regions))), ""
+        return list(range(len(regions))), []
     try:
         regions.to_input(geometry)
-        return list(range(len(regions))), ""
+        return list(range(len(regions))), []
     except FalipError:
         pass
-    seen, reason = [], ""
+    seen, reasons = [], []
     for k in range(len(regions)):
         try:
             regions.select([k]).to_input(geometry)
             seen.append(k)
         except FalipError as err:
-            reason = reason or str(err).replace("box 0 ", f"candidate {k} ", 1)
-    return seen, reason
+            reasons.append(str(err).replace("box 0 ", f"candidate {k} ", 1))
+    return seen, reasons
+
+
+def _count_dropped(records: Sequence[dict]) -> tuple[int, int]:
+    """``(dropped, unseen)``: candidate boxes named in the records' ``dropped`` (outside the image) and
+    unseen by the model (outside the centre crop), each box once: the sentences scored over the same
+    candidate list of an image share its boxes. Records written before ``candidate_set`` existed
+    are counted by distinct message."""
+    per_set: dict[tuple, tuple[int, int]] = {}
+    messages: set[str] = set()
+    for r in records:
+        if "candidate_set" in r:
+            per_set[(r["split"], r["image"], r["candidate_set"])] = (
+                len(r.get("dropped", [])),
+                int(r.get("unseen_candidates", 0)),
+            )
+        else:
+            messages.update(r.get("dropped", []))
+    return len(messages) + sum(d for d, _ in per_set.values()), sum(u for _, u in per_set.values())
