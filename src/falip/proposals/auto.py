@@ -15,7 +15,8 @@ fill measures) until one segment is left. Every segment, first and merged, is a 
 in the original image's pixels, and its mask (the union of its first segments) at the original
 size. Proposals are ordered by the step at which they appear, counted back from the last merge of
 each scale (the whole image first), interleaved across scales; duplicates (box IoU above 0.95) and
-regions under ``min_fraction`` of the image are left out and counted.
+regions under ``min_fraction`` or over ``max_fraction`` of the image (the last merges: the
+background, the whole image) are left out and counted.
 
 It is deterministic: the same image gives the same proposals (ties between pairs go to the pair
 of lower segment ids).
@@ -30,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import FalipError
-from . import Proposals, filter_proposals
+from .base import Proposals, filter_proposals
 
 __all__ = ["AutoProposals", "open_auto", "selective_search"]
 
@@ -143,6 +144,7 @@ class AutoProposals:
         min_size: int = 20,
         max_side: int = 256,
         min_fraction: float = 0.002,
+        max_fraction: float = 0.8,
         duplicate_iou: float = 0.95,
         masks: bool = True,
     ) -> None:
@@ -151,7 +153,8 @@ class AutoProposals:
         if max_side < 16:
             raise FalipError(f"auto proposals: max_side must be >= 16 px, got {max_side}")
         self.scales, self.sigma, self.min_size = tuple(float(s) for s in scales), sigma, min_size
-        self.max_side, self.min_fraction, self.duplicate_iou, self.masks = max_side, min_fraction, duplicate_iou, masks
+        self.max_side, self.min_fraction, self.max_fraction = max_side, min_fraction, max_fraction
+        self.duplicate_iou, self.masks = duplicate_iou, masks
 
     def propose(self, image: Image.Image, path: Path | None = None) -> Proposals:
         w, h = image.size
@@ -189,6 +192,10 @@ class AutoProposals:
         scores = -np.arange(len(entries), dtype=np.float64)  # the order above, as a score
         props = Proposals(boxes=boxes, image_size=(w, h), masks=masks, scores=scores, source="auto")
         props = filter_proposals(props, min_area=self.min_fraction * w * h)
+        big = props.areas() > self.max_fraction * w * h
+        if big.any():
+            dropped = {**props.dropped, "over max area": int(big.sum())}
+            props = Proposals(**{**props.select(np.flatnonzero(~big)).__dict__, "dropped": dropped})
         if self.duplicate_iou < 1:
             from ..core.regions import box_iou
 
@@ -223,7 +230,8 @@ def open_auto(argument: str = "", **options: Any) -> AutoProposals:
         raise FalipError(
             "auto proposals need scikit-image (Felzenszwalb's segmentation): pip install 'falip[proposals]'"
         ) from None
-    kwargs = {k: v for k, v in options.items() if k in ("sigma", "min_size", "max_side", "min_fraction", "masks")}
+    known = ("sigma", "min_size", "max_side", "min_fraction", "max_fraction", "masks")
+    kwargs = {k: v for k, v in options.items() if k in known}
     if argument:
         try:
             kwargs["scales"] = tuple(float(v) for v in argument.split(","))

@@ -21,7 +21,7 @@ from PIL import Image
 from ..core.errors import FalipError
 from ..core.regions import check_boxes
 from ..data.reclip import decode_segmentation, image_key, read_detections
-from . import Proposals
+from .base import Proposals
 
 __all__ = ["FileProposals", "image_id_of", "open_file"]
 

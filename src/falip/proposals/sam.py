@@ -23,7 +23,7 @@ from PIL import Image
 from ..core.errors import FalipError
 from ..data.classification import load_mask
 from ..data.reclip import decode_segmentation
-from . import Proposals
+from .base import Proposals
 
 __all__ = ["SamProposals", "open_sam"]
 

@@ -1,0 +1,69 @@
+"""The proposal options every command that starts from the image shares (``ground``, ``label``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_proposal_options", "proposal_filter", "dropped_text"]
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def add_proposal_options(p: argparse.ArgumentParser) -> None:
+    """``--proposals``, ``--min-area``, ``--nms``, ``--top``."""
+    from falip.proposals import SOURCES  # torch-free
+
+    g = p.add_argument_group("proposals (where the regions come from)")
+    names = ", ".join(("auto" if n == "auto" else f"{n}:...") for n in SOURCES)
+    g.add_argument(
+        "--proposals",
+        default="auto",
+        metavar="SRC",
+        help="auto (weight-free, default), hf:<model>, a COCO results / detector JSON (matched by the image id "
+        "in each file name, or taken whole for one image), a segment-anything amg.py folder or JSON, or "
+        f"NAME:ARG of a registered source ({names})",
+    )
+    g.add_argument("--min-area", type=_non_negative, default=0.0, help="drop proposals under this many pixels")
+    g.add_argument(
+        "--nms", type=_fraction, default=None, metavar="IOU", help="drop a proposal overlapping a better one above IOU"
+    )
+    g.add_argument("--top", type=_positive_int, default=None, metavar="N", help="keep the N best by the source's score")
+
+
+def proposal_filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The filter keywords of :func:`falip.proposals.filter_proposals` from the options."""
+    return {"min_area": args.min_area, "nms": args.nms, "top": args.top}
+
+
+def dropped_text(dropped: dict[str, int]) -> str:
+    """``"12 under min area, 3 duplicate"`` (or ``"none"``)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())) or "none"
