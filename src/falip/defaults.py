@@ -20,6 +20,7 @@ __all__ = [
     "POINTCLOUD_TEMPLATE",
     "PRECISIONS",
     "PROJECTIONS",
+    "PROMPTS_HELP",
     "REC_TEMPLATE",
     "RESIZE_MODES",
     "SIGMA",
@@ -51,3 +52,11 @@ POINTCLOUD_METHODS = ("falip", "none")
 
 SWEEP_PARAMS = ("alpha", "sigma", "blocks", "form", "circle-scale", "enlarge")
 """What ``falip sweep`` and :func:`falip.analysis.sweeps.run_sweep` vary."""
+
+PROMPTS_HELP = (
+    "a prompts file: JSON {class: [sentence, ...]} (each class's sentences averaged), or PointCLIP V2's "
+    "test-searched prompts (a best_param.py with best_prompt_weight['<dataset>_<backbone>_test_prompts'] = "
+    "[one sentence per class, in class order], used verbatim, no template; V2 searched them on the test "
+    "split: optimistic). Several lists in the file: the one of the dataset and model (e.g. modelnet40_vit_b16)"
+)
+"""The help of ``--prompts`` (one text for the command line and the task registry)."""

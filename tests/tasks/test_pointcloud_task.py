@@ -294,3 +294,58 @@ def test_prompt_lists_are_averaged_in_feature_space(tiny, modelnet):
         f = torch.nn.functional.normalize(fclip.encode_text(tok(["a box.", "a flat box", "a ball."])).float(), dim=-1)
     want = torch.nn.functional.normalize(torch.stack([f[:2].mean(0), f[2]]), dim=-1)
     assert torch.allclose(task.text_features(), want, atol=1e-6)
+
+
+V2_PROMPTS = (  # PointCLIP V2's best_param.py layout; our own sentences (none of V2's text)
+    "\nbest_prompt_weight = {}\n"
+    "best_prompt_weight['modelnet40_rn50_test_prompts'] = ['rn50 sentence for a box.', 'rn50 sentence for a ball.']\n"
+    "best_prompt_weight['modelnet40_vit_b16_test_prompts'] = ['A flat grey box seen in depth.', "
+    "'A round grey ball in depth.']\n"
+    "best_prompt_weight['modelnet40_vit_b16_test_weights'] = [0.75, 0.75, 0.75, 0.25, 0.75, 1.0, 0.25, 1.0, "
+    "0.75, 0.25]\n"
+)
+
+
+def test_v2_test_searched_prompts_one_sentence_per_class(tiny, modelnet, tmp_path, capsys):
+    """PointCLIP V2 (yangyangyang127/PointCLIP_V2@0b5aee8 zeroshot_cls/trainers/best_param.py:3-16,
+    zeroshot.py:18-20) uses ONE test-searched sentence per class, verbatim, from
+    ``best_prompt_weight['<dataset>_<backbone>_test_prompts']`` (position i = class i), not averaged
+    lists; the list of the run's dataset and backbone is taken. The file is parsed, never run."""
+    from falip.tasks.pointcloud import read_prompts, v2_backbone
+
+    path = tmp_path / "best_param.py"
+    path.write_text(V2_PROMPTS + "raise SystemExit('never executed')\n")
+    assert v2_backbone("ViT-B-16-quickgelu") == "vit_b16" and v2_backbone("RN101") == "rn101"
+    assert v2_backbone("falip-tiny") is None
+    got = read_prompts(str(path), CLASSES, "modelnet40", "ViT-B-16")
+    assert got == (("box", ("A flat grey box seen in depth.",)), ("ball", ("A round grey ball in depth.",)))
+    with pytest.raises(falip.FalipError, match=r"holds 2 lists \(modelnet40_rn50, modelnet40_vit_b16\)"):
+        read_prompts(str(path), CLASSES, "modelnet40", "falip-tiny")
+    one = tmp_path / "one.py"
+    one.write_text(
+        "best_prompt_weight = {}\nbest_prompt_weight['scanobjectnn_vit_b32_test_prompts'] = ['a', 'b', 'c']\n"
+    )
+    with pytest.raises(falip.FalipError, match="has 3 sentences for 2 classes"):
+        read_prompts(str(one), CLASSES)
+    one.write_text("best_prompt_weight = {}\nbest_prompt_weight['x_rn50_test_prompts'] = ['A box.', 'A ball.']\n")
+    fclip, tok = tiny
+    items, classes, _ = open_pointcloud_dataset("modelnet40", str(modelnet))
+    settings = PointCloudSettings("modelnet40", str(modelnet), prompts=read_prompts(str(one), classes))
+    task = PointCloudTask(fclip, tok, settings, items, classes)
+    with torch.no_grad():  # one sentence each, as written: no template, no averaging
+        want = torch.nn.functional.normalize(fclip.encode_text(tok(["A box.", "A ball."])).float(), dim=-1)
+    assert torch.allclose(task.text_features(), want, atol=1e-6)
+    # the command line: the file as --prompts (one list: taken whatever the model)
+    base = ["pointcloud", "--dataset", "modelnet40", "--root", str(modelnet), "--workers", "0", "--projection", "v2"]
+    assert main([*base, "--prompts", str(one), "--out", str(tmp_path / "v2p")]) == 0
+    run_json = json.loads((tmp_path / "v2p" / "run.json").read_text())
+    assert run_json["config"]["prompts"] == {"box": ["A box."], "ball": ["A ball."]}
+
+
+def test_prompts_help_describes_v2_files():
+    """The --prompts help used to call V2's prompts "lists" to average; V2 has one sentence per class."""
+    from falip.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    text = next(a.help for a in sub.choices["pointcloud"]._actions if a.dest == "prompts")
+    assert "one sentence per class" in text and "_test_prompts" in text and "averaged" in text

@@ -13,7 +13,7 @@ import argparse
 import math
 from pathlib import Path
 
-from falip.defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE, PROJECTIONS
+from falip.defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE, PROJECTIONS, PROMPTS_HELP
 
 from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, make_scorer, run_task
@@ -63,7 +63,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="also PointCLIP's own post-search: the grid {0.25,0.5,0.75,1}^V on the reported split, "
         "labelled as optimistic",
     )
-    m.add_argument("--prompts", help="JSON {class: [sentence, ...]}: per-class sentences averaged (e.g. V2's lists)")
+    m.add_argument("--prompts", metavar="FILE", help=PROMPTS_HELP)
     add_run_options(p)
     add_model_options(p)
 
@@ -74,7 +74,7 @@ def _task(args: argparse.Namespace, fclip, tokenizer, model_info: dict, split: s
     items, classes, options = open_pointcloud_dataset(
         args.dataset, args.root, split=split, variant=args.variant, n_points=args.points, seed=args.seed
     )
-    prompts = read_prompts(args.prompts, classes) if args.prompts else None
+    prompts = read_prompts(args.prompts, classes, args.dataset, args.model) if args.prompts else None
     settings = PointCloudSettings(
         dataset=args.dataset,
         source=str(Path(args.root)),

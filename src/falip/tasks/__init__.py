@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from ..core.errors import FalipError
 from ..data.registry import Setting, get_dataset, resolve
-from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, REC_TEMPLATE
+from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, PROMPTS_HELP, REC_TEMPLATE
 
 __all__ = [
     "Metric",
@@ -288,7 +288,7 @@ register_task(TaskSpec(
         Setting("root", help="dataset folder"),
         Setting("projection", default="v1", choices=("v1", "v2"), help="PointCLIP V1 (6 views) or V2 (10 views)"),
         Setting("template", default=POINTCLOUD_TEMPLATE, help=f"text template (point clouds: {POINTCLOUD_TEMPLATE!r})"),
-        Setting("prompts", "file", help="JSON {class: [sentence, ...]}: per-class sentences averaged"),
+        Setting("prompts", "file", help=PROMPTS_HELP),
         Setting("view_weights", "floats", help="one weight per view, comma-separated (default equal)"),
     ),
     required=("dataset", "root"),

@@ -15,6 +15,7 @@ not cover (empty foreground) is encoded without bias.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "POST_SEARCH_GRID",
     "POST_SEARCH_LABEL",
     "read_prompts",
+    "v2_backbone",
 ]
 
 VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
@@ -77,9 +79,10 @@ class PointCloudSettings:
     ``view_weights``: one weight per view (None: equal); ``weights_from`` records where they came
     from ("equal", "given", or "searched on <split> ..."). ``projected_points``: the first N points
     of each cloud are projected (PointCLIP: 1024 of ModelNet40's 2048); None: every point loaded
-    (a folder of point files, already subsampled to ``--points``). ``prompts``: per class, several
-    sentences whose normalised text features are averaged (PointCLIP V2's prompt lists, brought
-    by the user); None: ``template`` with the class name.
+    (a folder of point files, already subsampled to ``--points``). ``prompts``: per class, the
+    sentences whose normalised text features are averaged (a JSON file), or the one test-searched
+    sentence of PointCLIP V2's ``best_param.py`` (:func:`read_prompts`), brought by the user;
+    None: ``template`` with the class name.
     """
 
     dataset: str
@@ -201,20 +204,91 @@ def post_search_view_weights(
     return tuple(float(x) for x in best), 100.0 * best_hits / n  # type: ignore[union-attr]
 
 
-def read_prompts(path: str, classes: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """A prompts file (JSON ``{class: [sentence, ...]}``, e.g. PointCLIP V2's prompt lists) for ``classes``.
+_V2_KEY = re.compile(r"^(?P<key>.+)_test_prompts$")
 
-    Keys are matched as written, then with underscores as spaces. FalipError naming the file for a
-    missing class, an empty list or a non-string sentence.
+
+def v2_backbone(model: str | None) -> str | None:
+    """PointCLIP V2's backbone name (``cfg.MODEL.BACKBONE.NAME2``: rn50, rn101, vit_b16, vit_b32) of an
+    open_clip model name, or None (``ViT-B-16-quickgelu`` -> ``vit_b16``)."""
+    m = re.match(r"^(ViT-B-(16|32)|RN50|RN101)(-quickgelu)?$", str(model or ""))
+    if m is None:
+        return None
+    return {"RN50": "rn50", "RN101": "rn101"}.get(m.group(1), f"vit_b{m.group(2)}")
+
+
+def _v2_prompt_lists(p: Any, text: str) -> dict[str, list[str]]:
+    """``{'<dataset>_<backbone>': [sentence, ...]}`` of a V2 ``best_param.py`` (read with ``ast``, never run)."""
+    import ast
+
+    try:
+        tree = ast.parse(text, filename=str(p))
+    except SyntaxError as e:
+        raise FalipError(f"prompts file {p}:{e.lineno}: not Python that falip can read ({e.msg})") from None
+    out: dict[str, list[str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        target = node.targets[0]
+        if not isinstance(target, ast.Subscript) or not isinstance(target.slice, ast.Constant):
+            continue
+        m = _V2_KEY.match(str(target.slice.value))
+        if m is None:
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            value = None
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+            raise FalipError(f"prompts file {p}:{node.lineno}: {m.group(0)} must be a list of sentences")
+        out[m.group("key")] = [t.strip() for t in value]
+    return out
+
+
+def read_prompts(
+    path: str, classes: Sequence[str], dataset: str | None = None, model: str | None = None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A prompts file for ``classes``: ``(class, sentences)`` per class (``falip.defaults.PROMPTS_HELP``).
+
+    JSON ``{class: [sentence, ...]}``: keys matched as written, then with underscores as spaces;
+    the task averages each class's normalised text features. PointCLIP V2's ``best_param.py``
+    (yangyangyang127/PointCLIP_V2@0b5aee8 zeroshot_cls/trainers/best_param.py:3-16, read by
+    trainers/zeroshot.py:18-20, which tokenizes each sentence as it is and encodes one per class):
+    ``best_prompt_weight['<dataset>_<backbone>_test_prompts'] = [...]``, sentence i for class i;
+    the file is parsed, never executed. With several lists, the one of ``dataset`` and ``model``'s
+    backbone (:func:`v2_backbone`) is taken. FalipError naming the file for a missing class, a list
+    of the wrong length, an empty list or a non-string sentence.
     """
     import json
     from pathlib import Path
 
     p = Path(path)
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise FalipError(f"prompts file {p}: cannot read it ({e.strerror or e})") from None
+    if "_test_prompts" in text and not text.lstrip().startswith("{"):
+        lists = _v2_prompt_lists(p, text)
+        if not lists:
+            raise FalipError(f"prompts file {p}: no best_prompt_weight['<dataset>_<backbone>_test_prompts'] list")
+        want = f"{dataset}_{v2_backbone(model)}" if dataset and v2_backbone(model) else None
+        if want in lists:
+            key = want
+        elif len(lists) == 1:
+            key = next(iter(lists))
+        else:
+            raise FalipError(
+                f"prompts file {p} holds {len(lists)} lists ({', '.join(lists)}) and none is "
+                f"{want or 'the dataset and model of this run'}; keep only the one you mean"
+            )
+        sentences = lists[key]
+        if len(sentences) != len(classes):
+            raise FalipError(
+                f"prompts file {p}: {key}_test_prompts has {len(sentences)} sentences for {len(classes)} classes "
+                "(one per class, in class order)"
+            )
+        return tuple((c, (t,)) for c, t in zip(classes, sentences))
+    try:
+        obj = json.loads(text)
     except ValueError as e:
         raise FalipError(f"prompts file {p}: not JSON ({e})") from None
     if not isinstance(obj, dict):
@@ -457,7 +531,11 @@ def make_task(scorer: Any, model_info: dict, method: str, settings: dict[str, An
         weights_from="equal" if weights is None else "given",
         options=tuple(sorted(options.items())),
         projected_points=projected_points_of(settings["dataset"]),
-        prompts=read_prompts(settings["prompts"], classes) if settings.get("prompts") else None,
+        prompts=(
+            read_prompts(settings["prompts"], classes, settings["dataset"], model_info.get("model"))
+            if settings.get("prompts")
+            else None
+        ),
     )
     return PointCloudTask(
         scorer.fclip,
