@@ -348,3 +348,32 @@ def test_dropped_boxes_counts_boxes_not_messages(scorer, split, tmp_path):
     assert len({m for r in records for m in r["dropped"]}) == 2  # two messages ...
     assert summary["dropped_boxes"] == 4  # ... for four boxes
     assert summary["unseen_boxes"] == 0
+
+
+def test_subtract_bank_keeps_the_sentences_of_skipped_lines(scorer, split, tmp_path):
+    """FGVP (ylingfeng/FGVP @ 80b067b fgvp-reclip/main.py:186-194) builds caption_bank from every sentence
+    of every line of the file before it reads any image; a line falip leaves out as malformed (here: an
+    ann_id not among its anns; a blank sentence) still gives its sentences to the bank, in file order."""
+    from falip.tasks.rec import sample_negatives
+
+    lines = split.read_text().splitlines()
+    bad = json.loads(lines[1])
+    bad["ann_id"] = "no-such-ann"
+    bad["sentences"] = [{"raw": "The ODD One Out"}, {"raw": "a second skipped one"}]
+    blank = json.loads(lines[2])
+    blank["sentences"] = [*blank["sentences"], {"raw": "   "}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([lines[0], json.dumps(bad), json.dumps(blank), *lines[3:]]) + "\n")
+    task = _task(scorer, path, images=split.parent / "images", subtract_q=1000, seed=3)
+    run(task, tmp_path / "p", progress=False)
+    bank = []
+    for raw in [lines[0], json.dumps(bad), json.dumps(blank), *lines[3:]]:
+        bank += [s["raw"].lower() for s in json.loads(raw)["sentences"]]
+    assert "the odd one out" in bank and "   " in bank
+    records, skipped = read_results(tmp_path / "p")
+    assert any(s["id"] == "mixed.jsonl:2" for s in skipped)
+    first = records[0]["id"]
+    assert sorted(task._negatives[first]) == sorted(bank)  # Q over the bank's size: the whole bank, as FGVP's
+    q_draw = _task(scorer, path, images=split.parent / "images", subtract_q=5, seed=3)
+    list(q_draw.units())
+    assert q_draw._negatives[first] == sample_negatives(bank, 5, first, 3)

@@ -231,8 +231,10 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
             else f"seeded draw (seed {args.seed})"
         ),
         f"P (subtract): for each sentence, Q = {args.subtract_q} captions drawn without replacement from the "
-        f"split's list of all sentences (duplicates kept), seeded per sentence id with seed {args.seed}; each "
-        "box's logit minus its mean logit over them (the captions stay 'a photo of ...', also for CPT)",
+        "split's list of all sentences (duplicates kept; every sentence of every line of the file, also of lines "
+        "left out as malformed, as FGVP's main.py builds its caption bank from the whole file before it reads "
+        f"any image), seeded per sentence id with seed {args.seed}; each box's logit minus its mean logit over "
+        "them (the captions stay 'a photo of ...', also for CPT)",
         f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
         *TABLE1_NOTES,
     ]

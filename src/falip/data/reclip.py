@@ -42,7 +42,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,15 @@ def _read_line(obj: dict, root: Path) -> tuple[dict, list]:
     return shared, obj["sentences"]
 
 
+def _raw_sentences(obj: object) -> tuple[str, ...]:
+    """The string ``raw`` of every sentence of a line that could not be read, where there are any."""
+    sentences = obj.get("sentences") if isinstance(obj, dict) else None
+    if not isinstance(sentences, list):
+        return ()
+    raws = (s.get("raw") if isinstance(s, dict) else None for s in sentences)
+    return tuple(r for r in raws if isinstance(r, str))
+
+
 def iter_reclip_jsonl(
     path: str | os.PathLike, image_root: str | os.PathLike | None = None, errors: str = "raise"
 ) -> Iterator[RecSample | Skipped]:
@@ -273,7 +282,9 @@ def iter_reclip_jsonl(
     having zero area, an ``ann_id`` not among ``anns``) raises :class:`FalipError`
     ``"<file>:<line>: <reason>"`` (``errors="raise"``) or yields one :class:`Skipped` with id
     ``"<jsonl name>:<line>"`` (``errors="skip"``); a malformed sentence
-    does so for that sentence only (id ``"...:<line>#<k>"``). A missing file always raises.
+    does so for that sentence only (id ``"...:<line>#<k>"``). A skipped line or sentence carries the
+    ``raw`` strings still readable in it (:attr:`Skipped.texts`), for "subtract"'s caption bank, which
+    FGVP builds from every sentence of the file. A missing file always raises.
     """
     check_errors(errors)
     path = Path(path)
@@ -285,12 +296,16 @@ def iter_reclip_jsonl(
                 raise obj
             shared, sentences = _read_line(obj, root)
         except FalipError as e:
-            yield reject(errors, line_id, where, e)
+            skipped = reject(errors, line_id, where, e)
+            yield replace(skipped, texts=_raw_sentences(obj))
             continue
         for k, sent in enumerate(sentences):
             raw = sent.get("raw") if isinstance(sent, dict) else None
             if not isinstance(raw, str) or not raw.strip():
-                yield reject(errors, f"{line_id}#{k}", where, f"sentences[{k}] must be an object with a string 'raw'")
+                skipped = reject(
+                    errors, f"{line_id}#{k}", where, f"sentences[{k}] must be an object with a string 'raw'"
+                )
+                yield replace(skipped, texts=(raw,) if isinstance(raw, str) else ())
                 continue
             yield RecSample(id=f"{line_id}#{k}", sentence=raw, sentence_index=k, source=where, **shared)
 
