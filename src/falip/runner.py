@@ -20,7 +20,8 @@ one process, empty otherwise):
   has ``"items": 3``. Each is also logged as one warning line (logger ``falip.runner``).
 - ``summary.json`` (rank 0): ``task.summarize(records, skipped)`` plus ``"n"`` (records) and
   ``"skipped"`` (items, the unit ``n`` counts: the sum of the entries' ``items``) where the task
-  did not set them. The runner prints nothing; the command
+  did not set them. A task with ``write_outputs(out_dir, records, summary)`` then writes its own
+  files from all the run's records (``falip detect``'s ``detections.json``). The runner prints nothing; the command
   line prints ``task.table(summary)`` once (:func:`is_main_process`).
 - ``timing.json`` (rank 0): this invocation's ``wait_s`` (main loop blocked on data), ``compute_s``
   (in ``task.run``), ``write_s``, ``total_s``, ``units``, ``wait_fraction``; under torchrun summed
@@ -774,6 +775,9 @@ def _finish(
     summary.setdefault("n", len(records))
     summary.setdefault("skipped", _count(skipped))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_outputs = getattr(task, "write_outputs", None)
+    if write_outputs is not None:  # a task's own files beside these (detect: detections.json), from all records
+        write_outputs(out_dir, records, summary)
     timing = {k: sum(t[k] for t in timings) for k in ("units", "wait_s", "compute_s", "write_s", "total_s")}
     timing["wait_fraction"] = timing["wait_s"] / timing["total_s"] if timing["total_s"] > 0 else 0.0
     if distributed:

@@ -76,6 +76,8 @@ def test_detect_task_records_and_summary_follow_the_scores(coco, scorer, tmp_pat
     assert summary["AP"] == pytest.approx(ap["AP"])
     assert summary["accuracy"] == pytest.approx(100.0 * np.mean([r["correct"] for r in records]))
     assert summary["vocabulary"] == ds.classes
+    # the harness wrote what COCOeval read, in COCO results format
+    assert json.loads((tmp_path / "run" / "detections.json").read_text()) == json.loads(json.dumps(dets))
 
 
 def test_proposals_file_matched_by_image_id_with_counted_skips(coco, tmp_path):
