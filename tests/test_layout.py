@@ -64,11 +64,12 @@ def test_only_cli_parses_arguments(path):
 
 
 # lower areas may not import higher ones. The layers, top down (ARCHITECTURE.md): cli; app; analysis and
-# tasks; train; runner; scoring; prompts; models; towers; data (beside them, read by tasks); defaults; core.
+# tasks; train; runner; scoring; prompts; models; towers; data (beside them, read by tasks); numbering (block
+# and head numbers for people, torch-free); defaults; core.
 AREAS = (
     "cli", "app", "analysis", "tasks", "train", "runner.py", "scoring.py", "proposals", "prompts", "models", "towers",
     "data",
-    "defaults.py", "core",
+    "numbering.py", "defaults.py", "core",
 )  # fmt: skip
 _ALLOWED = {
     "cli": set(AREAS),
@@ -94,8 +95,12 @@ _ALLOWED = {
     "models": {"towers", "defaults.py", "core"},
     "towers": {"defaults.py", "core"},
     "data": {"core"},
+    "numbering.py": {"defaults.py", "core"},
     "defaults.py": {"core"},
 }
+for _area_rule in _ALLOWED.values():  # block and head numbers for people: every area above data may use them
+    if "defaults.py" in _area_rule:
+        _area_rule.add("numbering.py")
 FORBIDDEN = {
     area: tuple(f"falip.{a.removesuffix('.py')}" for a in AREAS if a != area and a not in allowed)
     for area, allowed in _ALLOWED.items()
@@ -135,9 +140,10 @@ def test_tower_registry_imports_no_library():
 
 
 def test_light_imports():
-    """``import falip`` and the data readers import neither torch nor open_clip."""
+    """``import falip``, the data readers and the numbering of blocks and heads import neither torch nor open_clip."""
     code = (
-        "import sys, falip, falip.data.reclip, falip.data.classification, falip.data.synthetic, falip.models.presets; "
+        "import sys, falip, falip.data.reclip, falip.data.classification, falip.data.synthetic, falip.models.presets, "
+        "falip.numbering; "
         "heavy = [m for m in ('torch', 'open_clip') if m in sys.modules]; assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

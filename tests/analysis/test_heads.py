@@ -131,8 +131,9 @@ def test_ranking_and_heatmap(tmp_path):
     data = s.to_json()
     assert data["delta"] == delta.tolist() and data["blocks"] == 3 and data["heads"] == 2
     # what a person reads numbers blocks from 1, and says so
-    assert [(r["block"], r["head"]) for r in data["ranking"]][:2] == [(3, 1), (2, 0)]
-    assert "numbered from 1" in data["numbering"]
+    # JSON counts blocks and heads from 1 (as people read them); head_index keeps the 0-based index
+    assert [(r["block"], r["head"], r["head_index"]) for r in data["ranking"]][:2] == [(3, 2, 1), (2, 1, 0)]
+    assert "blocks are numbered from 1" in data["numbering"] and "heads are numbered from 1" in data["numbering"]
     png = s.save_heatmap(tmp_path / "h.png")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 150
@@ -183,9 +184,12 @@ def test_heads_cli_rec_end_to_end(rec_data, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"{n_gold} regions of 4 images" in out and out.count("\n") >= 7
-    assert "blocks numbered from 1" in out
+    assert "blocks are numbered from 1" in out and "heads are numbered from 1" in out
     data = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert data["prompt"] == "blur&circle" and data["regions"] == n_gold and (data["blocks"], data["heads"]) == (4, 3)
+    top = next(line.split() for line in out.splitlines() if line.split()[:1] == ["1"])  # rank 1: block, head
+    assert (int(top[1]), int(top[2])) == (data["ranking"][0]["block"], data["ranking"][0]["head"])
+    assert 1 <= data["ranking"][0]["head"] == data["ranking"][0]["head_index"] + 1 <= 3
     deltas = [r["delta"] for r in data["ranking"]]
     assert len(deltas) == 12 and deltas == sorted(deltas, reverse=True) and deltas[0] > 0
     with Image.open(tmp_path / "out" / "heads.png") as im:
@@ -333,7 +337,7 @@ def test_heads_cli_point_clouds_end_to_end(point_folder, tmp_path, capsys):
             "--out", str(out), "--top", "5"]  # fmt: skip
     assert main(argv) == 0  # the prompt defaults to falip on point clouds
     text = capsys.readouterr().out
-    assert "prompt 'falip' on falip-tiny: 24 regions of 4 images" in text and "blocks numbered from 1" in text
+    assert "prompt 'falip' on falip-tiny: 24 regions of 4 images" in text and "heads are numbered from 1" in text
     data = json.loads((out / "heads.json").read_text())
     assert (data["prompt"], data["images"], data["regions"], data["empty_views"]) == ("falip", 4, 24, 0)
     assert data["biased_blocks"] == [2, 3, 4] and data["delta"][0] == [0.0, 0.0, 0.0]  # blocks from 1

@@ -269,6 +269,6 @@ def test_the_model_line_numbers_blocks_from_1():
 
     fclip, _, _ = falip.load("falip-tiny")
     line = describe_model(fclip)
-    assert "blocks 2, 3, 4 of 4 (numbered from 1)" in line and "layers=" not in line
+    assert "blocks 2-4 of 4 (numbered from 1)" in line and "layers=" not in line  # falip.numbering.format_blocks
     assert "layers=[1, 2, 3]" in repr(fclip)
     assert "blocks none (the pooling probe only)" in describe_model(falip.load("falip-tiny-map", layers=())[0])

@@ -26,7 +26,7 @@ def test_viz_text_map_writes_the_picture_and_every_heads_map(image, tmp_path, ca
     code = main([*argv, "--box", "10,5,40,30", "--out", str(out), "--json", str(js)])
     printed = capsys.readouterr().out
     assert code == 0 and out.read_bytes()[:8] == PNG
-    assert "block 3 (numbered from 1), head 1" in printed and "FALIP" in printed
+    assert "block 3, head 1 (numbered from 1)" in printed and "FALIP" in printed
     data = json.loads(js.read_text())
     assert data["block"] == 3 and data["head_shown"] == 1 and data["text"] == "a dog"
     heads, gh, gw = np.asarray(data["clip"]["maps"]).shape
@@ -45,7 +45,8 @@ def test_viz_text_map_writes_the_picture_and_every_heads_map(image, tmp_path, ca
     [
         ([], "exactly one --text"),
         (["--text", "a", "--text", "b"], "exactly one --text"),
-        (["--text", "a", "--head", "7"], "heads 0..2"),
+        (["--text", "a", "--head", "7"], "heads 1..3"),
+        (["--text", "a", "--head", "0"], "heads are numbered from 1"),
         (["--text", "a", "--head", "rollout"], "not 'rollout'"),
         (["--text", "a", "--layer", "9"], "out of range"),
     ],

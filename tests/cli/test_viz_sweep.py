@@ -103,12 +103,36 @@ def test_viz_negative_box_mask_rollout_and_head(scene_file, tmp_path, capsys):
     assert out.read_bytes()[:8] == PNG
 
 
+def test_viz_head_is_numbered_from_1(scene_file, tmp_path, capsys):
+    """--head 2 is the second head: the JSON says head 2, and the map is the Python API's head index 1."""
+    import falip
+    from falip.analysis.maps import attention_maps
+    from falip.core.regions import Regions
+
+    image, box, _, _ = scene_file
+    js = tmp_path / "h.json"
+    argv = ["viz", str(image), "--box", ",".join(str(v) for v in box), "--no-prompt", "--head", "2", "--layer", "3",
+            "--out", str(tmp_path / "h.png"), "--json", str(js)]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    data = json.loads(js.read_text())
+    assert data["head"] == 2 and data["block"] == 3 and "heads are numbered from 1" in data["numbering"]
+    fclip, preprocess, _ = falip.load("falip-tiny")
+    pil = Image.open(image)
+    region = Regions([box], image_size=pil.size)
+    for head in (1, 0):
+        maps = attention_maps(fclip, preprocess, pil, region, layer=2, head=head, prompt=None)
+        same = np.allclose(maps.maps["falip"].row, data["maps"]["falip"]["cls_row"], atol=1e-6)
+        assert same == (head == 1)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
         ([], "give the region"),
         (["--box", "0,0,10,10", "--layer", "9"], "out of range"),
-        (["--box", "0,0,10,10", "--head", "7"], "head must be"),
+        (["--box", "0,0,10,10", "--head", "4"], "--head 4: the model has heads 1..3"),  # heads from 1
+        (["--box", "0,0,10,10", "--head", "0"], "heads are numbered from 1"),
         (["--box", "0,0,10,10", "--prompt", "falip"], "image edits"),
         (["--box", "500,500,600,600"], "outside"),
     ],

@@ -49,8 +49,9 @@ from ..core.errors import FalipError
 from ..core.images import to_rgb
 from ..core.reference import reference_forward
 from ..core.regions import Regions
-from ..core.tower import BLOCKS_NOTE, Tower, as_cls_tower
+from ..core.tower import Tower, as_cls_tower
 from ..defaults import ALPHA, FORM, SIGMA
+from ..numbering import NUMBERING_NOTE
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 
 __all__ = [
@@ -258,13 +259,21 @@ class HeadSensitivity:
 
     def to_json(self) -> dict[str, Any]:
         """Everything as JSON-ready data (``delta``, ``norm``: lists of rows, one per block, the first
-        block first); blocks numbered from 1 (``biased_blocks``, the ranking's ``block``), heads from 0."""
+        block first, each one value per head, head 1 first); blocks and heads numbered from 1
+        (``biased_blocks``, the ranking's ``block`` and ``head``); the ranking's ``head_index`` is the
+        0-based index (what ``head`` held up to falip 0.2)."""
         ranking = [
-            {"block": r["layer"] + 1, "head": r["head"], "delta": r["delta"], "relative": r["relative"]}
+            {
+                "block": r["layer"] + 1,
+                "head": r["head"] + 1,
+                "head_index": r["head"],
+                "delta": r["delta"],
+                "relative": r["relative"],
+            }
             for r in self.ranking()
         ]
         return {
-            "numbering": BLOCKS_NOTE + "; heads from 0",
+            "numbering": f"{NUMBERING_NOTE}; head_index: the 0-based index ('head' was 0-based up to falip 0.2)",
             "prompt": self.prompt,
             "model": self.model,
             "images": self.images,
@@ -309,10 +318,10 @@ class HeadSensitivity:
                         fontsize=7 if depth * heads > 64 else 9,
                         color="black" if top > 0 and v > 0.6 * top else "white",
                     )
-        ax.set_xticks(range(heads))
+        ax.set_xticks(range(heads), [str(h + 1) for h in range(heads)])
         ax.set_yticks(range(depth))
         ax.set_yticklabels([f"{i + 1}*" if i in self.biased_layers else str(i + 1) for i in range(depth)])
-        ax.set_xlabel("head (from 0)")
+        ax.set_xlabel("head (numbered from 1)")
         ax.set_ylabel("block (numbered from 1)" + ("; * = FALIP's bias" if self.biased_layers else ""))
         where = f"{self.model}, " if self.model else ""
         ax.set_title(

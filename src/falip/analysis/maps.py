@@ -49,6 +49,7 @@ from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
 from ..core.tower import Tower, as_tower, resolve_layer
 from ..defaults import ALPHA, FORM, SIGMA
+from ..numbering import format_blocks, head_number
 from ..prompts.registry import METHODS, PromptParams, apply_edits, parse_method
 
 __all__ = [
@@ -383,19 +384,6 @@ def attention_maps(
     return AttentionMaps(maps, image, region, roa, layer, head, settings, query)
 
 
-def _blocks_text(layers: Sequence[int]) -> str:
-    """0-based blocks -> the paper's 1-based ranges: [1, 2, 3] -> "2-4"."""
-    out, run = [], []
-    for i in sorted(layers):
-        if run and i != run[-1] + 1:
-            out.append(run)
-            run = []
-        run.append(i)
-    if run:
-        out.append(run)
-    return ",".join(f"{r[0] + 1}" if len(r) == 1 else f"{r[0] + 1}-{r[-1] + 1}" for r in out)
-
-
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
@@ -477,11 +465,13 @@ def plot_attention_maps(
             lines += [f'"{_short(t, 22)}": {s:.2f}' for t, s in list(p.scores.items())[:4]]
         ax.set_title("\n".join(lines), fontsize=9)
     s = maps.settings
-    what = {"rollout": "attention rollout", "mean": "mean over heads"}.get(str(maps.head), f"head {maps.head}")
+    what = {"rollout": "attention rollout", "mean": "mean over heads"}.get(
+        str(maps.head), f"head {head_number(maps.head)}"
+    )
     where = f"at block {maps.layer + 1}" if maps.query == "[CLS]" else "after the last block"
-    blocks = f"blocks {_blocks_text(s['layers'])}" if s["layers"] else "the pooling probe only"
+    blocks = f"blocks {format_blocks(s['layers'])}" if s["layers"] else "the pooling probe only"
     default = (
-        f"{maps.query} attention to the patches {where} ({what}; blocks numbered from 1)\n"
+        f"{maps.query} attention to the patches {where} ({what}; blocks and heads numbered from 1)\n"
         f"FALIP: alpha {s['alpha']:g}, sigma {s['sigma']:g}, {blocks}, form {s['form']}"
     )
     fig.suptitle(title or default, fontsize=10, y=1 - 0.08 / fig_h, va="top")

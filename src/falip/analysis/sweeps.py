@@ -41,11 +41,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .. import numbering
 from ..core.config import FIELDS
 from ..core.errors import FalipError
 from ..core.mask import FORMS
-from ..core.tower import BLOCKS_NOTE
 from ..defaults import SWEEP_PARAMS
+from ..numbering import BLOCKS_NOTE
 from ..prompts.registry import METHODS, parse_method
 from ..tasks.metrics import Summary
 from .ablations import VARIANTS
@@ -87,37 +88,11 @@ def _check_param(param: str) -> str:
 
 
 def parse_blocks(label: str, depth: int) -> tuple[int, ...]:
-    """A blocks value (1-based, module docstring) -> 0-based block indices, sorted.
+    """A blocks value (numbered from 1; :mod:`falip.numbering`) -> 0-based block indices, sorted.
 
-    ``"9-12"`` -> ``(8, 9, 10, 11)``; ``"last2"`` -> the last two; ``"all"`` -> every block.
+    ``"9-12"`` -> ``(8, 9, 10, 11)``; ``"last2"`` -> the last two; ``"1-2+11-12"`` a union; ``"all"``.
     """
-    text = label.strip().lower()
-    if text == "all":
-        return tuple(range(depth))
-    out: set[int] = set()
-    for part in text.split("+"):
-        part = part.strip()
-        last = part.startswith("last")
-        try:
-            if last:
-                a = b = int(part[4:])
-            else:
-                lo, _, hi = part.partition("-")
-                a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise FalipError(
-                f"blocks {label!r} is not a block range; write 1-based blocks as the paper does: 1-4, 9-12, 7, "
-                "1-2+11-12, all, last2 or last*"
-            ) from None
-        if last:
-            if not 1 <= a <= depth:
-                raise FalipError(f"blocks {label!r}: last{a} needs 1 <= k <= {depth} (the tower has {depth} blocks)")
-            out.update(range(depth - a, depth))
-        elif not 1 <= a <= b <= depth:
-            raise FalipError(f"blocks {label!r} is out of range for a tower of {depth} blocks (1..{depth}, 1-based)")
-        else:
-            out.update(range(a - 1, b))
-    return tuple(sorted(out))
+    return numbering.parse_blocks(label, depth)
 
 
 def _number(param: str, text: str, minimum: float, strict: bool) -> float:

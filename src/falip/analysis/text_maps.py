@@ -63,6 +63,7 @@ from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions
 from ..core.tower import Readout, Tower, as_cls_tower, as_tower, resolve_layer
+from ..numbering import NUMBERING_NOTE
 from .heads import _check_splittable
 
 __all__ = [
@@ -262,9 +263,9 @@ class TextHeadMaps:
         return out  # type: ignore[return-value]
 
     def to_json(self) -> dict:
-        """JSON-ready numbers; blocks numbered from 1, heads from 0."""
+        """JSON-ready numbers; blocks and heads numbered from 1 (``maps[0]`` is head 1)."""
         data: dict[str, Any] = {
-            "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper; heads from 0",
+            "numbering": NUMBERING_NOTE + "; maps lists one map per head, head 1 first",
             "text": self.text,
             "block": self.layer + 1,
             "grid": list(self.clip.shape[1:]),
@@ -459,8 +460,8 @@ def plot_text_head_maps(
         ax.set_title(f"{name}\npatches sum {grid.sum():+.3f}\nfeatures . text {score:+.3f}", fontsize=9)
         outline(ax)
     fig.colorbar(ScalarMappable(norm=norm, cmap="RdBu_r"), ax=list(axes[1:]), fraction=0.04, pad=0.02)
-    who = f"the {head} over heads" if head in ("sum", "mean") else f"head {int(head)}"
+    who = f"the {head} over heads" if head in ("sum", "mean") else f"head {int(head) + 1}"
     fig.suptitle(
-        title or f'block {maps.layer + 1} (numbered from 1), {who}: per-patch votes for "{maps.text}"', fontsize=10
+        title or f'block {maps.layer + 1}, {who} (numbered from 1): per-patch votes for "{maps.text}"', fontsize=10
     )
     return fig

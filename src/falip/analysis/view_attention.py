@@ -26,6 +26,7 @@ from ..core.errors import FalipError
 from ..core.mask import regions_to_roa
 from ..core.regions import Regions
 from ..core.tower import as_cls_tower, as_tower, resolve_layer
+from ..numbering import NUMBERING_NOTE, format_blocks, head_number
 from .maps import cls_attention, in_region_mass
 
 __all__ = ["ViewAttention", "view_attention", "cloud_view_attention", "plot_view_attention"]
@@ -52,11 +53,11 @@ class ViewAttention:
     settings: dict
 
     def to_json(self) -> dict:
-        """JSON-ready numbers (blocks numbered from 1)."""
+        """JSON-ready numbers (blocks and heads numbered from 1)."""
         return {
-            "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper; heads from 0",
+            "numbering": NUMBERING_NOTE,
             "block": self.layer + 1,
-            "head": self.head,
+            "head": head_number(self.head),
             "settings": self.settings,
             "views": list(self.views),
             "grid": list(self.roa.shape[1:]),
@@ -177,11 +178,11 @@ def plot_view_attention(va: ViewAttention, title: str | None = None, dpi: int = 
     axes[2, 0].set_ylabel("FALIP", fontsize=9)
     fig.colorbar(ScalarMappable(norm=norm, cmap="inferno"), ax=list(axes[1:, :].ravel()), fraction=0.03, pad=0.01)
     st = va.settings
-    what = "mean over heads" if va.head == "mean" else f"head {va.head}"
+    what = "mean over heads" if va.head == "mean" else f"head {head_number(va.head)}"
     fig.suptitle(
         title
         or f"[CLS] attention at block {va.layer + 1} (numbered from 1; {what}); FALIP: alpha {st['alpha']:g}, "
-        f"sigma {st['sigma']:g}, blocks {','.join(str(i + 1) for i in st['layers'])}, form {st['form']}",
+        f"sigma {st['sigma']:g}, blocks {format_blocks(st['layers'])}, form {st['form']}",
         fontsize=9,
     )
     return fig

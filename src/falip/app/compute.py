@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .. import numbering
 from ..core.config import FalipConfig
 from ..core.errors import FalipError
 
@@ -296,35 +297,15 @@ def parse_methods(checked: Sequence[str] | None, extra: str | None) -> list[str]
 
 
 def parse_blocks(text: str | None, num_blocks: int) -> tuple[int, ...] | None:
-    """Blocks written from 1 (``"2-4"``, ``"2,3,4"``, ``"all"``) -> 0-based indices; blank: None (the preset)."""
-    text = (text or "").strip().lower()
-    if not text:
-        return None
-    if text == "all":
-        return tuple(range(num_blocks))
-    out: set[int] = set()
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
-        if m is None:
-            raise FalipError(f"blocks {text!r}: write block numbers from 1, e.g. 2-4 or 2,3,4 (or 'all')")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo > hi:
-            raise FalipError(f"blocks {part!r}: the range runs backwards; write {hi}-{lo}")
-        if lo < 1 or hi > num_blocks:
-            raise FalipError(f"blocks {part!r}: this model has blocks 1..{num_blocks}")
-        out.update(range(lo - 1, hi))
-    return tuple(sorted(out))
+    """Blocks written from 1 (:mod:`falip.numbering`: ``"2-4"``, ``"1-2,11-12"``, ``"last 4"``, ``"all"``)
+    -> 0-based indices; blank: None (the preset)."""
+    text = (text or "").strip()
+    return numbering.parse_blocks(text, num_blocks) if text else None
 
 
 def blocks_text(layers: Sequence[int]) -> str:
-    """0-based blocks -> the page's 1-based ranges: ``(1, 2, 3)`` -> ``"2-4"``."""
-    runs: list[list[int]] = []
-    for i in sorted(int(v) for v in layers):
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return ",".join(f"{r[0] + 1}" if len(r) == 1 else f"{r[0] + 1}-{r[-1] + 1}" for r in runs)
+    """0-based blocks -> the page's ranges, from 1: ``(1, 2, 3)`` -> ``"2-4"``."""
+    return numbering.format_blocks(layers, empty="")
 
 
 def parse_classes(text: str | None, limits: Limits = Limits()) -> list[str]:
@@ -582,7 +563,7 @@ def attention_view(
 ) -> AttentionView:
     """[CLS] attention of vanilla CLIP, FALIP and ``prompt`` for region ``index`` (0-based), as ``falip viz``.
 
-    ``block``: 1-based block of the map (None: the last).
+    ``block``: 1-based block of the map (None: the last); ``head``: a 0-based head index, "mean" or "rollout".
     """
     from ..analysis.maps import attention_maps, plot_attention_maps
 

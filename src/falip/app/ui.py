@@ -21,6 +21,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402
 
 from ..core.errors import FalipError  # noqa: E402
+from ..numbering import parse_head  # noqa: E402
 from . import compute as C  # noqa: E402
 
 __all__ = ["DEFAULT_TEMPLATE", "build_app", "serve"]
@@ -182,9 +183,9 @@ def build_app(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> gr.Blocks:
                             elem_id="attention-block",
                         )  # fmt: skip
                         head_box = gr.Dropdown(
-                            choices=["mean", "rollout"] + [str(h) for h in range(_heads(app))],
+                            choices=["mean", "rollout"] + [str(h + 1) for h in range(_heads(app))],
                             value="mean",
-                            label="head (0-based) or mean / rollout",
+                            label=f"head (1..{_heads(app)}) or mean / rollout",
                             elem_id="attention-head",
                         )
                     attn_btn = gr.Button("show attention maps", elem_id="attention-run")
@@ -332,7 +333,7 @@ def build_app(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> gr.Blocks:
             if region is None:
                 raise FalipError("choose a region number (from 1)")
             progress(0.1, desc="computing attention maps")
-            head_value: int | str = int(head) if str(head).isdigit() else str(head)
+            head_value = parse_head(head, _heads(app) or None, words=("mean", "rollout"))  # the page counts from 1
             view = C.attention_view(
                 app, image, regions, int(region) - 1, prompt=None if prompt == "(none)" else prompt,
                 block=None if block is None else int(block), head=head_value, alpha=alpha, blocks=blocks,

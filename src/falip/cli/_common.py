@@ -182,8 +182,9 @@ def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
 
 def describe_model(fclip: Any) -> str:
     """A FovealCLIP's settings as a person reads them (blocks numbered from 1, as the paper does)."""
-    layers = list(fclip.layers)
-    blocks = ", ".join(str(i + 1) for i in layers) if layers else "none (the pooling probe only)"
+    from falip.numbering import format_blocks
+
+    blocks = format_blocks(fclip.layers, empty="none (the pooling probe only)")
     gh, gw = fclip.grid_size
     return (
         f"alpha {fclip.alpha:g}, sigma {fclip.sigma:g}, blocks {blocks} of {fclip.depth} (numbered from 1), "
@@ -219,6 +220,7 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
       silent random-weight model (unless ``allow_random``).
     * A checkpoint file that open_clip cannot read, or that does not fit ``model``, is one
       :class:`falip.FalipError` naming the file (raised by ``falip.load`` itself).
+    * ``layers`` may be a :class:`falip.numbering.NumberSet` only the depth resolves (``--layers all``).
     """
     import falip
     from falip.core.errors import FalipError
@@ -234,4 +236,8 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
             )
         if not path.is_file():
             raise FalipError(f"the shipped weights of {model} are missing: {path} (reinstall falip)")
-    return falip.load(model, pretrained=pretrained, **load_kwargs)
+    by_depth = load_kwargs.pop("layers") if hasattr(load_kwargs.get("layers"), "resolve") else None
+    fclip, preprocess, tokenizer = falip.load(model, pretrained=pretrained, **load_kwargs)
+    if by_depth is not None:
+        fclip.layers = by_depth.resolve(fclip.depth)  # resolved and checked against the form by FovealCLIP
+    return fclip, preprocess, tokenizer

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from falip.defaults import CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
+from falip.defaults import BLOCKS_NOTE, CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
 
 from ._common import (
     add_activation_option,
@@ -54,15 +54,18 @@ def _dataset_help(kind: str | None = None) -> str:
     return "; ".join(f"{n}: {s.description}" for n, s in DATASETS.items() if kind is None or s.kind == kind)
 
 
-def _layers(text: str) -> list[int]:
-    """Blocks numbered from 1 as in the paper (``9,10,11,12``; negative counts from the end) -> 0-based."""
+def _layers(text: str) -> Any:
+    """Blocks numbered from 1 as in the paper (:mod:`falip.numbering`: ``9-12``, ``9,10,11,12``, ``last 4``,
+    ``-1`` the last) -> 0-based indices (negative from the end); ``all``: the parsed set, resolved once the
+    model's depth is known (:func:`make_scorer`)."""
+    from falip.core.errors import FalipError
+    from falip.numbering import parse_set
+
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated block numbers (from 1), got {text!r}") from None
-    if 0 in values:
-        raise argparse.ArgumentTypeError(f"blocks are numbered from 1 (-1 is the last), got 0 in {text!r}")
-    return [v - 1 if v > 0 else v for v in values]
+        blocks = parse_set(text, "blocks")
+        return blocks if blocks.needs_depth else blocks.indices()
+    except FalipError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _pixels(text: str) -> float:
@@ -98,8 +101,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--layers",
         type=_layers,
-        help="comma-separated blocks to bias, numbered from 1 as in the paper (9,10,11,12; -1: the last) "
-        "(default: preset)",
+        help="blocks to bias, numbered from 1 as in the paper: 9-12, 9,10,11,12, 1-2,11-12, last 4, all "
+        "(-1: the last) (default: preset)",
     )
     g.add_argument("--form", choices=FORMS, help="mask form (default: preset)")
     g.add_argument(
@@ -307,7 +310,7 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "alpha": fclip.alpha,
         "sigma": fclip.sigma,
         "blocks": [i + 1 for i in fclip.layers],
-        "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper",
+        "numbering": BLOCKS_NOTE,
         "form": fclip.form,
         "resize": preprocess.mode,
         "precision": args.precision,

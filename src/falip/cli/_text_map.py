@@ -22,13 +22,14 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
 
     from falip.analysis.text_maps import plot_text_head_maps, text_head_maps
     from falip.core.errors import FalipError
+    from falip.numbering import format_blocks, head_number
 
     from ._eval import make_scorer
 
     if not args.text or len(args.text) != 1:
         raise FalipError("--text-map needs exactly one --text (the text whose votes are drawn)")
     if args.head == "rollout":
-        raise FalipError("--text-map draws one head (a 0-based index) or 'mean' over the heads, not 'rollout'")
+        raise FalipError("--text-map draws one head (numbered from 1) or 'mean' over the heads, not 'rollout'")
     if args.prompt is not None:
         from falip.prompts.registry import parse_method
 
@@ -36,7 +37,9 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
     scorer, _ = make_scorer(args, template=args.template)
     fclip = scorer.fclip
     if isinstance(args.head, int) and args.head >= fclip.tower.parts(0).heads:
-        raise FalipError(f"--head {args.head}: the model has heads 0..{fclip.tower.parts(0).heads - 1}")
+        raise FalipError(
+            f"--head {args.head + 1}: the model has heads 1..{fclip.tower.parts(0).heads} (numbered from 1)"
+        )
     maps = text_head_maps(
         fclip,
         scorer.preprocess,
@@ -55,14 +58,14 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
     except OSError as err:
         raise FalipError(f"--out {out}: cannot write it ({err.strerror or type(err).__name__})") from None
     pick = (lambda m: m.mean(0)) if args.head == "mean" else (lambda m: m[args.head])
-    print(f"block {maps.layer + 1} (numbered from 1), head {args.head}: votes for {args.text[0]!r}")
+    print(f"block {maps.layer + 1}, head {head_number(args.head)} (numbered from 1): votes for {args.text[0]!r}")
     width = max(len(name) for _, name, _, _ in maps.panels())
     for _, name, stack, score in maps.panels():
         grid = pick(stack)
         inside = f", {grid[maps.roa].sum():+.4f} in the region" if maps.roa is not None else ""
         print(f"{name:>{width}}: patches sum {grid.sum():+.4f}{inside}; features . text {score:+.4f}")
     if maps.unleashed_blocks:
-        print(f"unleashed over blocks {', '.join(str(b + 1) for b in maps.unleashed_blocks)} (numbered from 1)")
+        print(f"unleashed over blocks {format_blocks(maps.unleashed_blocks)} (numbered from 1)")
     if args.json:
         path = Path(args.json)
         if path.suffix.lower() == ".npz":
@@ -77,7 +80,7 @@ def run_text_map(args: argparse.Namespace, image: Any, region: Any, out: Any) ->
         else:
             import json
 
-            data = {"image": str(args.image), "head_shown": args.head, **maps.to_json()}
+            data = {"image": str(args.image), "head_shown": head_number(args.head), **maps.to_json()}
             path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}" + (f" and {args.json}" if args.json else ""))
     return 0

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.analysis.heads import head_sensitivity, load_samples
     from falip.core.errors import FalipError
     from falip.data.registry import resolve
+    from falip.numbering import NUMBERING_NOTE
     from falip.runner import device_for_rank
 
     from ._eval import settings_of, task_of
@@ -126,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {result.empty_views} views without a region left out" if result.empty_views else "")
     )
     print("mean ||G'_h - G_h|| (prompted minus original image; relative: over the original head's mean norm)")
-    print("(blocks numbered from 1, as in the paper; heads from 0)")
+    print(f"({NUMBERING_NOTE})")
     print(f"{'rank':>4}  {'block':>5}  {'head':>4}  {'delta':>9}  {'relative':>8}")
     for rank, row in enumerate(result.ranking()[: args.top], 1):
-        print(f"{rank:>4}  {row['layer'] + 1:>5}  {row['head']:>4}  {row['delta']:>9.4f}  {row['relative']:>8.3f}")
+        print(f"{rank:>4}  {row['layer'] + 1:>5}  {row['head'] + 1:>4}  {row['delta']:>9.4f}  {row['relative']:>8.3f}")
     print(f"wrote {json_path} and {png_path}")
     return 0

@@ -22,26 +22,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def _head(text: str) -> int | str:
-    if text in ("mean", "rollout"):
-        return text
+    """A head numbered from 1 (:mod:`falip.numbering`), 'mean' or 'rollout' -> the 0-based index or the word."""
+    from falip.core.errors import FalipError
+    from falip.numbering import parse_head
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a head index (0-based), 'mean' or 'rollout', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a head index is >= 0, got {value}")
-    return value
+        return parse_head(text, words=("mean", "rollout"))
+    except FalipError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _block(text: str) -> int:
     """A block numbered from 1 (negative counts from the end: -1 is the last) -> the 0-based index."""
+    from falip.core.errors import FalipError
+    from falip.numbering import parse_block
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a block number (from 1; -1 for the last), got {text!r}") from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("blocks are numbered from 1 (-1 is the last); got 0")
-    return value - 1 if value > 0 else value
+        return parse_block(text)
+    except FalipError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -64,7 +63,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=-1,
         help="block, numbered from 1 as in the paper; negative counts from the end (default -1: the last)",
     )
-    p.add_argument("--head", type=_head, default="mean", help="a head index (0-based), 'mean' (default) or 'rollout'")
+    p.add_argument(
+        "--head",
+        type=_head,
+        default="mean",
+        help="a head, numbered from 1 (head 1 is the first), 'mean' (default) or 'rollout'",
+    )
     p.add_argument(
         "--prompt",
         help="the visual prompt's edits, e.g. circle, blur, blur&circle (default: circle for attention maps, "
@@ -159,12 +163,22 @@ def run(args: argparse.Namespace) -> int:
     region = Regions(boxes, masks, image_size=image.size, box_format=args.box_format)
 
     from falip.analysis.maps import attention_maps, plot_attention_maps
+    from falip.numbering import NUMBERING_NOTE, head_number
     from falip.prompts.registry import parse_method
 
     prompt = None if args.no_prompt else args.prompt or "circle"
     if prompt is not None:
         parse_method(prompt)
     scorer, _ = make_scorer(args, template=args.template)
+    if isinstance(args.head, int):  # the person's head number, checked against the model's (from 1)
+        tower = scorer.fclip.tower
+        heads = (
+            tower.pool_parts().heads
+            if tower.pooling == "map"
+            else tower.parts(tower.resolve_layers([args.layer])[0]).heads
+        )
+        if args.head >= heads:
+            raise FalipError(f"--head {args.head + 1}: the model has heads 1..{heads} (numbered from 1)")
     maps = attention_maps(
         scorer.fclip,
         scorer.preprocess,
@@ -189,9 +203,9 @@ def run(args: argparse.Namespace) -> int:
         data = {
             "image": str(args.image),
             "box": [float(v) for v in region.boxes[0]],
-            "numbering": "blocks are numbered from 1 (block 1 is the first), as in the paper; heads from 0",
+            "numbering": NUMBERING_NOTE,
             "block": maps.layer + 1,
-            "head": maps.head,
+            "head": head_number(maps.head),
             "settings": maps.settings,
             "grid": list(maps.roa.shape),
             "roa": maps.roa.astype(int).tolist(),
