@@ -83,7 +83,7 @@ def test_viz_text_map_prompt_and_unleash_fig6_middle(image, tmp_path, capsys):
     assert main([*argv, "--prompt", "circle", "--unleash", "--json", str(js), "--upsample", "bilinear"]) == 0
     printed = capsys.readouterr().out
     assert "RedCircle: patches sum" in printed and "unleashed RedCircle: patches sum" in printed
-    assert "unleashed over blocks 1, 2, 3, 4 (numbered from 1)" in printed
+    assert "unleashed over blocks 1-4 (numbered from 1)" in printed  # falip.numbering.format_blocks
     data = json.loads(js.read_text())
     assert data["prompt"] == "circle" and np.asarray(data["prompted"]["maps"]).shape == (3, 8, 8)
     assert data["unleashed"]["blocks"] == [1, 2, 3, 4]
