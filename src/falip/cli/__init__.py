@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("falip.cli.demo", "run REC and region classification on synthetic scenes with the shipped model"),
     "score": ("falip.cli.score", "score boxes of your own image against texts (FALIP or a baseline)"),
     "ground": ("falip.cli.ground", "find what a text names in your image among proposed regions (no boxes needed)"),
+    "label": ("falip.cli.label", "name every proposed region of your images among your classes (labels.json, COCO)"),
     "rec": ("falip.cli.rec", "referring expression comprehension on ReCLIP-format splits (RefCOCO/+/g)"),
     "classify": ("falip.cli.classify", "region classification: CUB, Stanford Dogs, Waterbirds, ImageNet-S, your files"),
     "compare": ("falip.cli.compare", "several methods side by side on the same data, any task (REC, regions, 3D)"),

@@ -51,6 +51,7 @@ __all__ = [
     "CocoPanoptic",
     "CocoRegion",
     "Proposal",
+    "mask_to_coco_rle",
     "read_coco_json",
     "read_coco_results",
 ]
@@ -425,3 +426,11 @@ def read_coco_results(
             "(image ids of another split?)"
         )
     return out, skipped
+
+
+def mask_to_coco_rle(mask: np.ndarray) -> dict:
+    """A bool mask ``[H, W]`` as COCO's compressed RLE, JSON-able: ``{"size": [H, W], "counts": str}``."""
+    from pycocotools import mask as mask_utils
+
+    enc = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("ascii")}

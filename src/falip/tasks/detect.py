@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..core.errors import FalipError
 from ..core.regions import Regions
+from ..data.coco import mask_to_coco_rle
 from ..defaults import CLS_TEMPLATE
 from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
@@ -81,13 +82,6 @@ def coco_ap(ground_truth: dict, detections: list[dict], kind: str, image_ids: Se
         ev.accumulate()
         ev.summarize()
     return {k: (None if v < 0 else 100.0 * float(v)) for k, v in zip(AP_KEYS, ev.stats[:6])}
-
-
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    enc = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("ascii")}
 
 
 class DetectTask:
@@ -192,7 +186,7 @@ class DetectTask:
             if is_gt:
                 entry["label"] = src.label_index
             if region.masks is not None:
-                entry["segmentation"] = _rle(region.masks[0])
+                entry["segmentation"] = mask_to_coco_rle(region.masks[0])
                 masks.append(region.masks[0])
             boxes.append(region.boxes[0])
             entries.append(entry)

@@ -50,10 +50,9 @@ class Grounding:
             "proposal_score": self.proposal_score,
         }
         if self.mask is not None:
-            from pycocotools import mask as mask_utils
+            from ..data.coco import mask_to_coco_rle
 
-            enc = mask_utils.encode(np.asfortranarray(self.mask.astype(np.uint8)))
-            out["mask"] = {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("ascii")}
+            out["mask"] = mask_to_coco_rle(self.mask)
         return out
 
 
