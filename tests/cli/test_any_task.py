@@ -165,3 +165,29 @@ def test_a_toy_of_each_registry_through_compare_and_sweep(toys, rec_file, cls_fi
     assert summary["n"] == n == len(records)
     with pytest.raises(falip.FalipError, match="takes no top_k"):
         make_task("verify", scorer, dataset="jsonl", root=str(cls_file), top_k=3)
+
+
+def test_the_task_commands_take_a_registered_dataset_and_its_settings(toys, cls_file, modelnet, tmp_path, capsys):
+    """`falip classify` and `falip pointcloud` are the registry's tasks: a new dataset and its own
+    option work there as in compare (classify used to refuse --first, pointcloud the dataset name)."""
+    from falip.data.registry import DATASETS, DatasetSpec, get_dataset, register_dataset
+
+    argv = ["classify", "--dataset", "first-regions", "--root", str(cls_file), "--first", "3", "--method", "crop"]
+    code, _, err = _run([*argv, "--workers", "0", "--out", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    assert _summary(tmp_path / "c")["n"] == 3
+    mn40 = get_dataset("modelnet40")
+    register_dataset(
+        DatasetSpec("my-clouds", "pointcloud", mn40.reader, "a copy of modelnet40", settings=mn40.settings)
+    )
+    try:
+        base = ["pointcloud", "--root", str(modelnet), "--workers", "0", "--method", "none"]
+        code, _, err = _run([*base, "--dataset", "my-clouds", "--out", str(tmp_path / "p1")], capsys)
+        assert code == 0, err
+        code, _, err = _run([*base, "--dataset", "modelnet40", "--out", str(tmp_path / "p2")], capsys)
+        assert code == 0, err
+        ours = (tmp_path / "p1" / "results.jsonl").read_text().splitlines()
+        theirs = (tmp_path / "p2" / "results.jsonl").read_text().splitlines()
+        assert [json.loads(r)["pred"] for r in ours] == [json.loads(r)["pred"] for r in theirs] and len(ours) == 4
+    finally:
+        DATASETS.pop("my-clouds")

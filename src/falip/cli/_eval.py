@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from falip.defaults import BLOCKS_NOTE, CLS_TEMPLATE, FORMS, PRECISIONS, REC_TEMPLATE, RESIZE_MODES, TIES
+from falip.defaults import BLOCKS_NOTE, FORMS, PRECISIONS, RESIZE_MODES
 
 from ._common import (
     add_activation_option,
@@ -26,14 +26,11 @@ from ._common import (
 __all__ = [
     "add_model_options",
     "add_run_options",
-    "add_rec_options",
-    "add_classify_options",
     "make_scorer",
-    "rec_task",
-    "classify_task",
     "run_task",
-    "read_templates",
+    "run_one",
     "check_inputs",
+    "add_setting",
     "add_task_options",
     "task_of",
     "settings_of",
@@ -146,80 +143,7 @@ def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> No
     g.add_argument("--batch", type=int_at_least(1), default=16, help="images per model call (default 16)")
 
 
-def add_rec_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
-    """REC options; ``standalone=False`` (``compare``): nothing required, no ``--template``."""
-    g = p.add_argument_group("REC data")
-    g.add_argument(
-        "--data", action="append", required=standalone, help="a ReCLIP-format split .jsonl (repeat for several)"
-    )
-    if standalone:
-        g.add_argument(
-            "--dataset", choices=_dataset_names("rec"), help="the split files' REC format: " + _dataset_help("rec")
-        )
-    g.add_argument("--images", help="image folder (e.g. COCO train2014/; default: each split file's folder)")
-    g.add_argument("--detector-file", help="detector proposals (the 'prop' setting; default: gold boxes)")
-    if standalone:
-        add_template_options(g, repr(REC_TEMPLATE))
-    g.add_argument(
-        "--subtract-q", type=int_at_least(0), default=0, help="'subtract' with Q negative captions (default 0: off)"
-    )
-    g.add_argument(
-        "--seed", type=int_at_least(0), default=0, help="seed of the negative captions and of random tie-breaks (>= 0)"
-    )
-    g.add_argument(
-        "--ties",
-        choices=TIES,
-        default=TIES[0],
-        help="exact ties between boxes: the first box in annotation order (np.argmax, the authors' rule; "
-        "default) or a draw seeded by --seed",
-    )
-
-
-def add_classify_options(p: argparse.ArgumentParser, standalone: bool = True) -> None:
-    """Classification options; ``standalone=False`` (``compare``): nothing required."""
-    g = p.add_argument_group("classification data")
-    g.add_argument("--dataset", required=standalone, choices=_dataset_names("regions"), help=_dataset_help("regions"))
-    g.add_argument("--root", required=standalone, help="dataset folder (for jsonl/csv: the file)")
-    g.add_argument("--split", help="split (default test)")
-    g.add_argument("--cub-root", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)")
-    g.add_argument("--region", choices=("mask", "box"), help="ImageNet-S: the mask (default) or its box")
-    g.add_argument("--classnames", help="a file of class names (ImageNet-S; one per line)")
-    g.add_argument(
-        "--objects",
-        choices=("all", "first"),
-        help="Stanford Dogs: every annotated dog (default) or the first of each image (one region per image)",
-    )
-    add_template_options(g, "'a photo of a {}.' (classify), 'a photo of {}' (rec)" if not standalone else None)
-    g.add_argument("--top-k", type=int_at_least(1), help="the second accuracy reported (default top-5)")
-
-
-def add_template_options(g: Any, default_text: str | None = None) -> None:
-    """``--template`` / ``--templates FILE`` (mutually exclusive)."""
-    t = g.add_mutually_exclusive_group()
-    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_TEMPLATE)})")
-    t.add_argument("--templates", help="a file of templates, one per line, averaged in feature space")
-
-
-def read_templates(args: argparse.Namespace, default: str = CLS_TEMPLATE) -> tuple[str, ...]:
-    """The templates of ``--template`` / ``--templates FILE`` (else ``default``, the paper's)."""
-    from falip.core.errors import FalipError
-
-    if getattr(args, "templates", None):
-        path = Path(args.templates)
-        need_file(path, "--templates")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise FalipError(f"--templates {path}: not UTF-8 text (one template a line)") from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if not lines:
-            raise FalipError(f"--templates {path} holds no template")
-        return tuple(lines)
-    return (args.template or default,)
-
-
-_FILES = ("detector_file", "templates", "classnames")  # options that name a file, if given
-_FOLDERS = ("images", "cub_root", "refcoco_dir", "coco_images", "dogs", "cub", "imagenet_s", "waterbirds")
+_FOLDERS = ("refcoco_dir", "coco_images", "dogs", "cub", "imagenet_s", "waterbirds")  # paper's own folders
 
 
 def _flag(dest: str) -> str:
@@ -234,10 +158,13 @@ def check_inputs(args: argparse.Namespace) -> None:
     """
     from falip.core.errors import FalipError
 
-    for path in getattr(args, "data", None) or ():
-        need_file(path, "--data")
-    for dest in _FILES:
-        need_file(getattr(args, dest, None), _flag(dest))
+    for name, (s, _) in _all_settings().items():  # the settings that name files or folders, if given
+        value = getattr(args, name, None)
+        if s.type == "files":
+            for path in value or ():
+                need_file(path, s.option)
+        elif s.type in ("file", "folder") and isinstance(value, (str, Path)):
+            (need_file if s.type == "file" else need_folder)(value, s.option)
     for dest in _FOLDERS:
         need_folder(getattr(args, dest, None), _flag(dest))
     dataset, root = getattr(args, "dataset", None), getattr(args, "root", None)
@@ -245,8 +172,10 @@ def check_inputs(args: argparse.Namespace) -> None:
         from falip.data.registry import get_dataset
 
         (need_file if get_dataset(dataset).root == "file" else need_folder)(root, "--root")
-    for path in getattr(args, "prompts", None), getattr(args, "classnames", None):
-        need_file(path, "--prompts" if path is getattr(args, "prompts", None) else "--classnames")
+    if isinstance(getattr(args, "template", None), str):
+        from falip.scoring import check_template
+
+        check_template(args.template)
     method = getattr(args, "method", None)
     if isinstance(method, str):
         from falip.prompts.registry import parse_method
@@ -322,20 +251,6 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
     return scorer, model_info
 
 
-def rec_task(
-    args: argparse.Namespace, scorer: Any, model_info: dict, method: str, subtract_q: int | None = None
-) -> Any:
-    """``falip rec``'s task (the registry's ``rec``) from its options."""
-    return build_task(
-        args, "rec", scorer, model_info, method, **({} if subtract_q is None else {"subtract_q": subtract_q})
-    )
-
-
-def classify_task(args: argparse.Namespace, scorer: Any, model_info: dict, method: str) -> Any:
-    """``falip classify``'s task (the registry's ``classify``) from its options."""
-    return build_task(args, "classify", scorer, model_info, method)
-
-
 # ------------------------------------------------------------------------ any registered task
 def _setting_type(s: Any) -> Any:
     if s.type == "int":
@@ -344,6 +259,8 @@ def _setting_type(s: Any) -> Any:
         return float
     if s.type == "floats":
         return _floats
+    if s.type == "weights":
+        return _weights
     return str
 
 
@@ -357,48 +274,106 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _all_settings() -> dict[str, tuple[Any, list[str]]]:
-    """Every setting of every registered task and dataset: name -> (the first declaration, who takes it)."""
+def _weights(text: str) -> tuple[float, ...] | str:
+    """Weights (finite, >= 0, one above 0), or a name the task checks (e.g. a view-weight preset)."""
+    import math
+
+    try:
+        values = _floats(text)
+    except argparse.ArgumentTypeError:
+        if "," in text or not text.strip():
+            raise
+        return text.strip()
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite non-negative numbers, one per view, got {text!r}")
+    if not any(values):
+        raise argparse.ArgumentTypeError(f"must weigh at least one view above 0, got {text!r}")
+    return values
+
+
+def _same_option(a: Any, b: Any) -> bool:
+    """Two declarations of one setting make the same option (a template is a text option)."""
+    kind = {"template": "str"}
+    return kind.get(a.type, a.type) == kind.get(b.type, b.type) and a.option == b.option
+
+
+def _all_settings(task: str | None = None) -> dict[str, tuple[Any, list[str]]]:
+    """Every setting of every registered task and dataset (``task``: of that task and the datasets of
+    its kind): name -> (the first declaration, who takes it)."""
     from falip.data.registry import DATASETS
     from falip.tasks import TASKS
 
     out: dict[str, tuple[Any, list[str]]] = {}
-    owners = [(f"--task {t}", spec.settings) for t, spec in TASKS.items()]
-    owners += [(f"--dataset {d}", spec.settings) for d, spec in DATASETS.items()]
+    tasks = {task: TASKS[task]} if task is not None else TASKS
+    kinds = {spec.dataset_kind for spec in tasks.values()}
+    owners = [(f"--task {t}", spec.settings) for t, spec in tasks.items()]
+    owners += [(f"--dataset {d}", spec.settings) for d, spec in DATASETS.items() if task is None or spec.kind in kinds]
     for owner, settings in owners:
         for s in settings:
+            if s.hidden:
+                continue
             first, users = out.setdefault(s.name, (s, []))
-            if first.type != s.type or first.option != s.option:
+            if not _same_option(first, s):
                 raise ValueError(f"setting {s.name!r} is declared twice with different types or flags ({owner})")
             users.append(owner)
     return out
 
 
-def add_task_options(p: argparse.ArgumentParser, run_options: bool = True) -> None:
+def add_setting(g: Any, s: Any, *, help: str | None = None, **argparse_options: Any) -> Any:
+    """The argparse option of one :class:`~falip.data.registry.Setting` (its flag, type, choices, help).
+
+    ``argparse_options`` override (e.g. a command's own ``default``); the default shown in the help
+    is the setting's unless ``help`` is given.
+    """
+    options: dict[str, Any] = {"action": "append"} if s.type == "files" else {"type": _setting_type(s)}
+    options.update(dest=s.name, metavar=None if s.choices else s.name.upper(), choices=s.choices)
+    options.update(argparse_options)
+    return g.add_argument(s.option, help=s.help if help is None else help, **options)
+
+
+def add_task_options(p: argparse.ArgumentParser, run_options: bool = True, task: str | None = None) -> None:
     """``--task`` (any registered task), ``--dataset``, and every task's and dataset's settings.
 
     The choices and help come from the registries (:mod:`falip.tasks`, :mod:`falip.data.registry`);
-    options default to None here and get the task's own default when the command runs.
+    options default to None here and get the task's own default when the command runs. ``task``:
+    the options of that one task (``falip rec``, ``classify``, ``pointcloud``: no ``--task``; its
+    required settings are required, its own settings show their defaults, and ``--dataset`` takes
+    the datasets of its kind).
     """
-    from falip.tasks import TASKS
+    from falip.tasks import TASKS, get_task
 
-    tasks = "; ".join(f"{n}: {s.description or s.title}" for n, s in TASKS.items())
-    p.add_argument("--task", required=True, choices=tuple(TASKS), help=tasks)
-    g = p.add_argument_group("task and dataset settings (each applies to the tasks or datasets named)")
-    for name, (s, users) in _all_settings().items():
+    if task is None:
+        tasks = "; ".join(f"{n}: {s.description or s.title}" for n, s in TASKS.items())
+        p.add_argument("--task", required=True, choices=tuple(TASKS), help=tasks)
+        g = p.add_argument_group("task and dataset settings (each applies to the tasks or datasets named)")
+        spec = None
+    else:
+        spec = get_task(task)
+        p.set_defaults(task=task)
+        g = p.add_argument_group(f"{spec.title} settings (a dataset's apply to that dataset)")
+    templates = None
+    for name, (s, users) in _all_settings(task).items():
         if name == "dataset":
-            g.add_argument("--dataset", choices=_dataset_names(), help=_dataset_help())
+            kind = None if spec is None else spec.dataset_kind
+            g.add_argument(
+                "--dataset", choices=_dataset_names(kind), required=spec is not None and name in spec.required,
+                help=_dataset_help(kind),
+            )  # fmt: skip
             continue
-        default = f"; default {s.default}" if s.default is not None and len(users) == 1 else ""
-        extra: dict[str, Any] = {"action": "append"} if s.type == "files" else {"type": _setting_type(s)}
-        g.add_argument(
-            s.option,
-            dest=name,
-            metavar=None if s.choices else name.upper(),
-            choices=s.choices,
-            help=f"{s.help}{default} [{', '.join(users)}]",
-            **extra,
-        )
+        own = spec is not None and f"--task {task}" in users
+        shown = s.default is not None and len(users) == 1 and "default" not in s.help
+        default = f"; default {s.default}" if shown else ""
+        extra: dict[str, Any] = {}
+        if own:
+            extra["required"] = name in spec.required
+            if s.type != "template" and s.default is not None:
+                extra["default"] = s.default
+        where = "" if own else f" [{', '.join(users)}]"
+        into = g
+        if name in ("template", "templates"):  # --template or --templates FILE, not both
+            templates = templates or g.add_mutually_exclusive_group()
+            into = templates
+        add_setting(into, s, help=f"{s.help}{default}{where}", **extra)
 
 
 def task_of(args: argparse.Namespace) -> Any:
@@ -448,6 +423,13 @@ def build_task(args: argparse.Namespace, task: Any, scorer: Any, model_info: dic
     if settings.get("templates"):
         need_file(settings["templates"], "--templates")
     return make_task(task, scorer, method=method, model_info=model_info, **settings)
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """``falip rec``, ``classify`` (any one registered task): run ``--method`` into ``--out``, print the table."""
+    scorer, model = make_scorer(args)
+    run_task(build_task(args, args.task, scorer, model, args.method), args, args.out)
+    return 0
 
 
 def run_task(task: Any, args: argparse.Namespace, out: str | Path) -> dict:

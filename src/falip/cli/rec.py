@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._eval import add_model_options, add_rec_options, add_run_options, make_scorer, rec_task, run_task
+from ._eval import add_model_options, add_run_options, add_task_options, run_one
 
 __all__ = ["configure_parser", "run"]
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    """Add the ``rec`` options to ``p``."""
-    add_rec_options(p)
+    """Add the ``rec`` options to ``p``: the registry's task ``rec`` (``falip compare --task rec``'s)."""
+    add_task_options(p, task="rec")
     p.add_argument("--method", default="falip", help="scoring method, e.g. falip, circle, falip+blur+circle")
     add_run_options(p)
     add_model_options(p)
@@ -24,7 +24,4 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run REC and print the table; returns the exit code."""
-    scorer, model = make_scorer(args)
-    task = rec_task(args, scorer, model, args.method)
-    run_task(task, args, args.out)
-    return 0
+    return run_one(args)

@@ -31,6 +31,7 @@ Adding a dataset: write its reader (one file in ``data/``), then one line here (
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from ..core.errors import FalipError
 __all__ = [
     "KINDS",
     "Setting",
+    "setting",
+    "settings_of",
     "DatasetSpec",
     "DATASETS",
     "register_dataset",
@@ -54,7 +57,9 @@ __all__ = [
 
 KINDS = ("regions", "pointcloud", "rec")
 
-SettingType = Literal["str", "int", "float", "file", "folder", "files", "floats"]
+SettingType = Literal["str", "int", "float", "file", "folder", "files", "floats", "weights", "template"]
+
+_META = "falip"  # the key of a setting in a dataclass field's metadata
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,11 @@ class Setting:
 
     ``name`` is the Python keyword (``cub_root``); the command line's flag is ``--`` + ``flag``
     (default: the name with ``-`` for ``_``). ``type``: ``str``, ``int``, ``float``, ``file``,
-    ``folder`` (a path that must exist as such), ``files`` (several files, the flag repeated) or
-    ``floats`` (comma-separated numbers). ``minimum`` bounds an ``int``.
+    ``folder`` (a path that must exist as such), ``files`` (several files, the flag repeated),
+    ``floats`` (comma-separated numbers), ``weights`` (comma-separated numbers >= 0, or a preset
+    name the task knows) or ``template`` (a text template; its field also takes ``templates``, a
+    file of them). ``minimum`` bounds an ``int``. ``normalize``: a path is kept as ``str(Path(v))``.
+    ``hidden``: a setting Python callers give but the command line does not offer.
     """
 
     name: str
@@ -74,11 +82,76 @@ class Setting:
     choices: tuple[str, ...] | None = None
     minimum: int | None = None
     flag: str | None = None
+    normalize: bool = False
+    hidden: bool = False
 
     @property
     def option(self) -> str:
         """The command-line flag, e.g. ``--cub-root``."""
         return "--" + (self.flag or self.name.replace("_", "-"))
+
+
+TEMPLATES = Setting("templates", "file", help="a file of templates, one per line, averaged in feature space")
+"""The file companion of every ``template`` setting (``--template`` or ``--templates FILE``)."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    type: SettingType | None = None,
+    choices: tuple[str, ...] | None = None,
+    minimum: int | None = None,
+    flag: str | None = None,
+    name: str | None = None,
+    normalize: bool = False,
+    hidden: bool = False,
+) -> Any:
+    """A dataclass field that is also a setting: its default, and its :class:`Setting` in the metadata.
+
+    The one place a task's (or a reader's) setting is declared: the registry, the command line's
+    option, ``run.json`` and the resume check all read it (:func:`settings_of`). ``name``: the
+    setting's keyword where it differs from the field's (the field keeps its ``run.json`` key);
+    ``type`` defaults to the default's (``int``, ``float``, else ``str``). No default: required.
+    A ``template`` field whose default is a tuple of templates has the first as the setting's default.
+    """
+    if type is None:
+        type = "int" if isinstance(default, int) and not isinstance(default, bool) else "str"
+        type = "float" if isinstance(default, float) else type
+    given = None if default is dataclasses.MISSING else default
+    if type == "template" and isinstance(given, tuple):  # a field of templates: the setting is the one
+        given = given[0]
+    spec = Setting(name or "", type, given, help, choices, minimum, flag, normalize, hidden)
+    return dataclasses.field(default=default, metadata={_META: spec})
+
+
+def setting_fields(cls: type) -> list[tuple[dataclasses.Field, Setting]]:
+    """The fields of dataclass ``cls`` declared with :func:`setting`, each with its :class:`Setting` (named)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get(_META)
+        if spec is not None:
+            out.append((f, spec if spec.name else dataclasses.replace(spec, name=f.name)))
+    return out
+
+
+def settings_of(cls: type) -> tuple[Setting, ...]:
+    """The settings a dataclass declares (:func:`setting`), in field order; a ``template`` brings ``templates``."""
+    out: list[Setting] = []
+    for _, spec in setting_fields(cls):
+        out.append(spec)
+        if spec.type == "template":
+            out.append(TEMPLATES)
+    return tuple(out)
+
+
+def required_of(cls: type) -> tuple[str, ...]:
+    """The settings of dataclass ``cls`` that have no default (must be given)."""
+    return tuple(
+        spec.name
+        for f, spec in setting_fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
 
 
 @dataclass(frozen=True)
@@ -87,8 +160,11 @@ class DatasetSpec:
 
     ``reader``: ``"module:function"`` (or the function), the ``open``/``read`` of its kind.
     ``root``: what the ``root`` argument is, ``"folder"`` or ``"file"`` (REC formats read the
-    split files given). ``settings``: the keyword arguments the reader takes beyond ``root``;
-    ``splits``: the split names it knows (empty: any / none); ``yields``: one line on its items.
+    split files given). ``settings``: the keyword arguments the reader takes beyond ``root``
+    (Settings, or a dataclass declaring them with :func:`setting`); ``splits``: the split names it
+    knows (empty: any / none); ``yields``: one line on its items. ``projected_points`` (point
+    clouds): the first N points of each cloud are projected (PointCLIP: 1024 of the h5 releases'
+    2048); None: every point the reader loads (a reader that samples its own, e.g. ``folder``).
     """
 
     name: str
@@ -99,6 +175,11 @@ class DatasetSpec:
     settings: tuple[Setting, ...] = ()
     splits: tuple[str, ...] = ()
     yields: str = ""
+    projected_points: int | None = 1024
+
+    def __post_init__(self) -> None:
+        if isinstance(self.settings, type):  # a dataclass of setting() fields
+            object.__setattr__(self, "settings", settings_of(self.settings))
 
     def load_reader(self) -> Callable[..., Any]:
         """The reader function (imported on first use)."""
@@ -340,7 +421,7 @@ for _spec in (
                     flag="points"),
             Setting("seed", "int", 0, "seed of the sampling (>= 0)", minimum=0),
         ),
-        yields=_CLOUD_ITEM,
+        yields=_CLOUD_ITEM, projected_points=None,
     ),
     DatasetSpec(
         "reclip", "rec", "falip.data.reclip:iter_reclip_jsonl", "ReCLIP's jsonl (RefCOCO/+/g splits)",

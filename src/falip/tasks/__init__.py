@@ -12,11 +12,20 @@ row, the methods it takes, and lazily (``"module:function"``) how its harness ta
 ``falip compare``, ``sweep``, ``heads`` and ``paper`` and :func:`evaluate` take any registered
 task, so a new one is one new file plus one line here::
 
+    @dataclass(frozen=True)
+    class CountSettings:
+        dataset: str = setting(help="the region dataset")
+        root: str = setting(help="dataset folder")
+        top_k: int = setting(5, help="counts reported", minimum=1)
+
     register_task(TaskSpec("count", "counting", "falip_count.task:make_task", dataset_kind="regions",
-                           settings=(Setting("top_k", "int", 5),)))
+                           settings=CountSettings))
 
 where ``make_task(scorer, model_info, method, settings) -> task`` returns a task for
-:func:`falip.runner.run` (``name``, ``config``, ``units``, ``load``, ``run``, ``summarize``, ``table``).
+:func:`falip.runner.run` (``name``, ``config``, ``units``, ``load``, ``run``, ``summarize``, ``table``);
+:func:`build_settings` turns ``settings`` into the dataclass. Each setting is declared once, as a
+field (:func:`setting`: default, help, type, choices, flag): the registry's :class:`Setting` list,
+every command's options, ``run.json`` (the dataclass's fields) and the resume check come from it.
 Importing this package loads no torch.
 """
 
@@ -25,15 +34,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..core.errors import FalipError
-from ..data.registry import Setting, get_dataset, resolve
-from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, PROMPTS_HELP, REC_TEMPLATE
+from ..data.registry import Setting, get_dataset, required_of, resolve, setting, setting_fields, settings_of
+from .settings import ClassifySettings, DetectSettings, PointCloudSettings, RecSettings
 
 __all__ = [
     "Metric",
     "Setting",
+    "setting",
+    "settings_of",
+    "build_settings",
     "TaskSpec",
     "TASKS",
     "register_task",
@@ -63,10 +75,12 @@ class TaskSpec:
     ``build``: ``make_task(scorer, model_info, method, settings) -> task`` (or ``"module:function"``);
     ``settings`` is a dict holding every setting of the task and of its dataset, defaults filled
     (:func:`task_settings`). ``dataset_kind``: the kind of dataset it reads (``dataset`` then
-    names one, ``default_dataset`` when not given); ``settings``: its own settings (``dataset`` and
-    ``root`` are added for it when it reads a dataset by root); ``required``: settings that must
-    be given. ``metrics``: the first is the one sweeps plot. ``columns``: ``summary -> {column:
-    cell}`` for a comparison row (default: the metrics). ``methods``: the methods it takes (None:
+    names one, ``default_dataset`` when not given); ``settings``: its own settings, a dataclass of
+    :func:`setting` fields (kept as ``settings_type``; ``settings`` then lists its Settings) or a
+    tuple of :class:`Setting`; ``required``: settings that must be given (default: the
+    dataclass's fields without a default). ``metrics``: the first is the one sweeps plot.
+    ``columns``: ``summary -> {column: cell}`` for a comparison row (default: the metrics).
+    ``methods``: the methods it takes (None:
     any of :mod:`falip.prompts.registry`). ``samples``: ``(image_size=S, **settings) -> entries`` of
     images and regions for ``falip heads`` (:func:`falip.analysis.heads.load_samples`; ``S``: the
     model's input side, for samples made as model-input tensors); None: it has none.
@@ -85,6 +99,13 @@ class TaskSpec:
     methods: tuple[str, ...] | None = None
     default_methods: str = "none,crop,circle,blur,falip,falip+blur+circle"
     samples: str | Callable[..., Any] | None = None
+    settings_type: type | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.settings, type):  # the task's settings dataclass: the one declaration
+            object.__setattr__(self, "settings_type", self.settings)
+            object.__setattr__(self, "required", self.required or required_of(self.settings))
+            object.__setattr__(self, "settings", settings_of(self.settings))
 
     def all_settings(self, dataset: str | None = None) -> tuple[Setting, ...]:
         """The task's settings, then those of ``dataset`` (a registered name; None: the task's own only)."""
@@ -151,6 +172,32 @@ def task_settings(task: str | TaskSpec, **given: Any) -> dict[str, Any]:
     if missing:
         raise FalipError(f"task {spec.name} needs {' and '.join(missing)}")
     return out
+
+
+T = TypeVar("T")
+
+
+def build_settings(cls: type[T], values: Mapping[str, Any], **fixed: Any) -> T:
+    """The settings dataclass ``cls`` from ``values`` (:func:`task_settings`); ``fixed``: its other fields.
+
+    Each :func:`setting` field takes the value of its setting: paths as ``str`` (``normalize``:
+    ``str(Path(v))``), ``files`` as a tuple, a ``template`` field the templates of ``template`` /
+    ``templates`` (:func:`read_templates`; one, or a tuple of several, or always a tuple where
+    the field's default is one). A field in ``fixed`` takes that value instead.
+    """
+    kwargs = dict(fixed)
+    for f, s in setting_fields(cls):
+        if f.name in kwargs:
+            continue
+        value = values.get(s.name, s.default)
+        if s.type == "template":
+            templates = read_templates(values, s.default)
+            value = templates if isinstance(f.default, tuple) or len(templates) > 1 else templates[0]
+        elif value is not None and s.type in ("files", "file", "folder") or (s.normalize and value is not None):
+            path = (lambda v: str(Path(v))) if s.normalize else str
+            value = tuple(path(v) for v in value) if s.type == "files" else path(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
 def make_task(
@@ -242,58 +289,28 @@ def _classify_columns(summary: Mapping[str, Any]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ the tasks
-_TEMPLATES = Setting("templates", "file", help="a file of templates, one per line, averaged in feature space")
 _ACCURACY = Metric("accuracy", "top-1")
 
 register_task(TaskSpec(
     "rec", "REC", "falip.tasks.rec:make_task",
     "referring expression comprehension: the box an expression names (ReCLIP-format splits)",
-    dataset_kind="rec", default_dataset="reclip",
-    settings=(
-        Setting("data", "files", help="a REC split file (repeat for several)"),
-        Setting("dataset", help="the REC format of the split files (default reclip)"),
-        Setting("images", "folder", help="image folder (e.g. COCO train2014/; default: each split file's folder)"),
-        Setting("detector_file", "file", help="detector proposals (the 'prop' setting; default: gold boxes)"),
-        Setting("template", default=REC_TEMPLATE, help=f"text template (REC default {REC_TEMPLATE!r})"),
-        _TEMPLATES,
-        Setting("subtract_q", "int", 0, "'subtract' with Q negative captions (default 0: off)", minimum=0),
-        Setting("seed", "int", 0, "seed of the negative captions and random tie-breaks (>= 0)", minimum=0),
-        Setting("ties", default="first", choices=("first", "random"),
-                help="exact ties between boxes: the first box (np.argmax, the authors' rule) or a seeded draw"),
-    ),
-    required=("data",), metrics=(Metric("accuracy", "all"),), columns=_rec_columns,
-    samples="falip.analysis.heads:rec_samples",
+    dataset_kind="rec", default_dataset="reclip", settings=RecSettings,
+    metrics=(Metric("accuracy", "all"),), columns=_rec_columns, samples="falip.analysis.heads:rec_samples",
 ))  # fmt: skip
 register_task(TaskSpec(
     "classify", "region classification", "falip.tasks.region_cls:make_task",
     "name the object in each region among a list of classes",
-    dataset_kind="regions",
-    settings=(
-        Setting("dataset", help="the region dataset"),
-        Setting("root", help="dataset folder (jsonl/csv: the file)"),
-        Setting("template", default=CLS_TEMPLATE, help=f"text template (default {CLS_TEMPLATE!r})"),
-        _TEMPLATES,
-        Setting("top_k", "int", 5, "the second accuracy reported (default top-5)", minimum=1),
-    ),
-    required=("dataset", "root"),
+    dataset_kind="regions", settings=ClassifySettings,
     metrics=(_ACCURACY, Metric("group_mean_accuracy", "group mean"), Metric("worst_group_accuracy", "worst group")),
     columns=_classify_columns, samples="falip.analysis.heads:classification_samples",
 ))  # fmt: skip
 register_task(TaskSpec(
     "pointcloud", "point clouds", "falip.tasks.pointcloud:make_task",
     "zero-shot 3D classification of point clouds from depth views (PointCLIP), FALIP on each view's object",
-    dataset_kind="pointcloud",
-    settings=(
-        Setting("dataset", help="the point-cloud dataset"),
-        Setting("root", help="dataset folder"),
-        Setting("projection", default="v1", choices=("v1", "v2"), help="PointCLIP V1 (6 views) or V2 (10 views)"),
-        Setting("template", default=POINTCLOUD_TEMPLATE, help=f"text template (point clouds: {POINTCLOUD_TEMPLATE!r})"),
-        Setting("prompts", "file", help=PROMPTS_HELP),
-        Setting("view_weights", "floats", help="one weight per view, comma-separated (default equal)"),
-    ),
-    required=("dataset", "root"),
+    dataset_kind="pointcloud", settings=PointCloudSettings,
     metrics=(_ACCURACY, Metric("mean_per_class_accuracy", "mean per class")),
-    methods=("none", "falip"), default_methods="none,falip", samples="falip.analysis.heads:pointcloud_samples",
+    methods=("none", "falip"), default_methods="none,falip",
+    samples="falip.analysis.heads:pointcloud_samples",
 ))  # fmt: skip
 
 
@@ -310,17 +327,7 @@ register_task(TaskSpec(
     "detect", "COCO detection", "falip.tasks.detect:make_task",
     "detection by region recognition: name every region (ground-truth boxes/masks or proposals), COCO AP",
     dataset_kind="regions", default_dataset="coco",
-    settings=(
-        Setting("dataset", help="a COCO instances dataset (default coco)"),
-        Setting("root", help="the COCO instances JSON (its annotations are the ground truth)"),
-        Setting("proposals", "file", help="a COCO results file of class-agnostic boxes (+ RLE masks); "
-                "default: the annotation file's own regions"),
-        Setting("template", default=CLS_TEMPLATE, help=f"text template (default {CLS_TEMPLATE!r})"),
-        _TEMPLATES,
-        Setting("detections_per_region", "int", 5, "detections per region: its best classes (default 5)",
-                minimum=1),
-    ),
-    required=("root",),
+    settings=DetectSettings,
     metrics=(Metric("AP", "AP"), Metric("AP50", "AP50"), Metric("AP75", "AP75")),
     columns=_detect_columns,
 ))  # fmt: skip

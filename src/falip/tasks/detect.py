@@ -22,7 +22,6 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,11 @@ from PIL import Image
 from ..core.errors import FalipError
 from ..core.regions import Regions
 from ..data.coco import mask_to_coco_rle
-from ..defaults import CLS_TEMPLATE
 from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import format_table
+from .settings import DetectSettings
 
 __all__ = ["AP_KEYS", "DetectSettings", "DetectTask", "coco_ap", "make_task"]
 
@@ -45,19 +44,6 @@ log = logging.getLogger(__name__)
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The first six numbers of ``COCOeval.stats``, in its order (percent in summaries)."""
-
-
-@dataclass(frozen=True)
-class DetectSettings:
-    """What defines a detection run (``run.json``): the data, the regions' source, the method, templates."""
-
-    source: str
-    images: str
-    region: str = "box"
-    proposals: str | None = None
-    method: str = "falip"
-    templates: tuple[str, ...] = (CLS_TEMPLATE,)
-    detections_per_region: int = 5
 
 
 def coco_ap(ground_truth: dict, detections: list[dict], kind: str, image_ids: Sequence[Any]) -> dict[str, float]:
@@ -288,16 +274,9 @@ def _cell(v: float | None) -> str:
 def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> DetectTask:
     """The registry's detection task (:mod:`falip.tasks`); ``settings`` from :func:`~falip.tasks.task_settings`."""
     from ..data.registry import open_dataset as open_registered
-    from . import read_templates
+    from . import build_settings
 
     dataset, _, options = open_registered(settings["dataset"], str(settings["root"]), "regions", **settings)
-    config = DetectSettings(
-        source=str(Path(settings["root"])),
-        images=str(options.get("images", "")),
-        region=str(options.get("region", "box")),
-        proposals=None if settings.get("proposals") is None else str(settings["proposals"]),
-        method=method,
-        templates=read_templates(settings, CLS_TEMPLATE),
-        detections_per_region=int(settings["detections_per_region"]),
-    )
+    images, region = str(options.get("images", "")), str(options.get("region", "box"))
+    config = build_settings(DetectSettings, settings, method=method, images=images, region=region)
     return DetectTask(scorer, config, dataset, model_info)

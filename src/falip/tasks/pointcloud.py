@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,9 @@ from ..core.errors import FalipError
 from ..core.regions import Regions
 from ..defaults import POINTCLOUD_METHODS, POINTCLOUD_TEMPLATE
 from ..runner import Skip, Unit
+from ..scoring import check_template
 from .metrics import MEAN_PER_CLASS, Summary, accuracy_summary, summary_table
+from .settings import PointCloudSettings
 
 __all__ = [
     "POINTCLOUD_TEMPLATE",
@@ -70,31 +71,6 @@ VIEW_WEIGHT_PRESETS: dict[str, tuple[float, ...]] = {
 POST_SEARCH_GRID = (0.25, 0.5, 0.75, 1.0)
 """PointCLIP's search grid (trainers/search_weights.py: ``(i + 1) * RANGE / TIME``, TIME 4, RANGE 1)."""
 POST_SEARCH_LABEL = "post-searched on the reported split (PointCLIP's protocol, optimistic)"
-
-
-@dataclass(frozen=True)
-class PointCloudSettings:
-    """What defines a point-cloud run (written to ``run.json``).
-
-    ``view_weights``: one weight per view (None: equal); ``weights_from`` records where they came
-    from ("equal", "given", or "searched on <split> ..."). ``projected_points``: the first N points
-    of each cloud are projected (PointCLIP: 1024 of ModelNet40's 2048); None: every point loaded
-    (a folder of point files, already subsampled to ``--points``). ``prompts``: per class, the
-    sentences whose normalised text features are averaged (a JSON file), or the one test-searched
-    sentence of PointCLIP V2's ``best_param.py`` (:func:`read_prompts`), brought by the user;
-    None: ``template`` with the class name.
-    """
-
-    dataset: str
-    source: str
-    method: str = "falip"
-    projection: str = "v1"
-    template: str = POINTCLOUD_TEMPLATE
-    view_weights: tuple[float, ...] | None = None
-    weights_from: str = "equal"
-    options: tuple[tuple[str, Any], ...] = ()
-    projected_points: int | None = 1024
-    prompts: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
 
 def default_view_chunk(device: torch.device | str, n_views: int) -> int | None:
@@ -141,8 +117,11 @@ def project_views(
 
 def projected_points_of(dataset: str) -> int | None:
     """The points of a cloud of ``dataset`` that are projected: PointCLIP's first 1024 of its h5 releases;
-    a folder's clouds (already sampled to ``--points``): every point loaded (None)."""
-    return None if dataset == "folder" else 1024
+    a dataset whose reader samples its own points (a folder's, ``--points``): every point loaded (None).
+    The dataset's :attr:`~falip.data.registry.DatasetSpec.projected_points`."""
+    from ..data.registry import get_dataset
+
+    return get_dataset(dataset, "pointcloud").projected_points
 
 
 def _argmax_stable(scores: np.ndarray) -> np.ndarray:
@@ -340,6 +319,7 @@ class PointCloudTask:
             raise FalipError(f"projection must be one of {sorted(PROJECTIONS)}, got {settings.projection!r}")
         if not classes:
             raise FalipError("the class list is empty")
+        check_template(settings.template)
         n_views = PROJECTIONS[settings.projection][1]
         if settings.view_weights is not None and len(settings.view_weights) != n_views:
             raise FalipError(
@@ -515,20 +495,28 @@ def open_pointcloud_dataset(
 
 
 def make_task(scorer: Any, model_info: dict, method: str, settings: dict[str, Any]) -> PointCloudTask:
-    """The point-cloud task of the registry (:mod:`falip.tasks`): the scorer's model, tokenizer and FALIP options."""
+    """The point-cloud task of the registry (:mod:`falip.tasks`): the scorer's model, tokenizer and FALIP options.
+
+    ``view_weights``: numbers, or the name of a PointCLIP V2 preset (:data:`VIEW_WEIGHT_PRESETS`).
+    """
     from ..data.registry import open_dataset
+    from . import build_settings
 
     items, classes, options = open_dataset(settings["dataset"], str(settings["root"]), "pointcloud", **settings)
-    weights = settings.get("view_weights")
-    weights = None if weights is None else tuple(float(w) for w in weights)
-    config = PointCloudSettings(
-        dataset=settings["dataset"],
-        source=str(settings["root"]),
+    weights, source = settings.get("view_weights"), "equal"
+    if isinstance(weights, str):
+        if weights not in VIEW_WEIGHT_PRESETS:
+            raise FalipError(f"view weights {weights}: no such preset; one of {', '.join(VIEW_WEIGHT_PRESETS)}")
+        source = f"preset {weights} (PointCLIP V2's best_param.py, searched by its authors on the test split)"
+        weights = VIEW_WEIGHT_PRESETS[weights]
+    elif weights is not None:
+        weights, source = tuple(float(w) for w in weights), "given"
+    config = build_settings(
+        PointCloudSettings,
+        settings,
         method=method,
-        projection=settings["projection"],
-        template=settings["template"],
         view_weights=weights,
-        weights_from="equal" if weights is None else "given",
+        weights_from=source,
         options=tuple(sorted(options.items())),
         projected_points=projected_points_of(settings["dataset"]),
         prompts=(

@@ -23,6 +23,7 @@ from ..prompts.registry import METHODS, parse_method, term_atoms
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import Summary, accuracy_summary, box_iou, summary_table
+from .settings import RecSettings
 
 __all__ = [
     "REC_TEMPLATE",
@@ -209,30 +210,6 @@ def rec_correct(items: Sequence[RecItem], preds: np.ndarray, iou_threshold: floa
 
 
 # ----------------------------------------------------------------------------- the harness task
-@dataclass(frozen=True)
-class RecSettings:
-    """What defines a REC run (written to ``run.json``; a resumed run must match it).
-
-    ``data``: ReCLIP-format split files; ``images``: the image root (default: each file's folder);
-    ``detector_file``: proposals ("prop" setting) instead of the annotations' boxes ("gold");
-    ``subtract_q``: Q negative captions per sentence for "subtract" (0: off), drawn from the
-    split's list of all sentences, seeded per sentence id with ``seed`` (:func:`sample_negatives`);
-    ``ties``: ``"first"`` box (the authors' ``np.argmax``) or a ``"random"`` draw seeded by ``seed``;
-    ``format``: the REC format of the split files (:func:`falip.data.registry.rec_reader`).
-    """
-
-    data: tuple[str, ...]
-    images: str | None = None
-    detector_file: str | None = None
-    method: str = "falip"
-    template: str | tuple[str, ...] = REC_TEMPLATE
-    subtract_q: int = 0
-    seed: int = 0
-    iou_threshold: float = 0.5
-    ties: str = "first"
-    format: str = "reclip"
-
-
 _BOX_NOTE = re.compile(r"/(anns|detections)\[\d+\]$")  # skipped.jsonl ids of dropped boxes (not items)
 
 
@@ -513,24 +490,9 @@ class RecTask:
 
 def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> RecTask:
     """The REC task of the registry (:mod:`falip.tasks`): ``settings`` as :func:`falip.tasks.task_settings` gives."""
-    from . import read_templates
+    from . import build_settings
 
-    templates = read_templates(settings, REC_TEMPLATE)
-    return RecTask(
-        scorer,
-        RecSettings(
-            data=tuple(str(Path(d)) for d in settings["data"]),
-            images=None if settings["images"] is None else str(settings["images"]),
-            detector_file=None if settings["detector_file"] is None else str(settings["detector_file"]),
-            method=method,
-            template=templates[0] if len(templates) == 1 else templates,
-            subtract_q=settings["subtract_q"],
-            seed=settings["seed"],
-            ties=settings["ties"],
-            format=settings["dataset"],
-        ),
-        model_info,
-    )
+    return RecTask(scorer, build_settings(RecSettings, settings, method=method), model_info)
 
 
 def evaluate_rec(

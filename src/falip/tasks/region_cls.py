@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..prompts.registry import parse_method
 from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import GROUP_MEAN, MEAN_PER_CLASS, WORST_GROUP, Summary, accuracy_summary, summary_table
+from .settings import ClassifySettings
 
 __all__ = [
     "CLS_TEMPLATE",
@@ -56,22 +56,6 @@ def classify_regions(
 
 
 # ----------------------------------------------------------------------------- the harness task
-@dataclass(frozen=True)
-class ClassifySettings:
-    """What defines a region-classification run (written to ``run.json``).
-
-    ``templates``: one prompt, or several averaged in feature space (CLIP's prompt ensembling).
-    ``top_k``: the second accuracy reported (top-5 by default).
-    """
-
-    dataset: str
-    source: str
-    method: str = "falip"
-    templates: tuple[str, ...] = (CLS_TEMPLATE,)
-    top_k: int = 5
-    options: tuple[tuple[str, Any], ...] = ()
-
-
 class ClassifyTask:
     """Region classification for :func:`falip.runner.run`.
 
@@ -274,17 +258,10 @@ def open_dataset(
 def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> ClassifyTask:
     """The registry's classification task (:mod:`falip.tasks`); ``settings`` from :func:`~falip.tasks.task_settings`."""
     from ..data.registry import open_dataset as open_registered
-    from . import read_templates
+    from . import build_settings
 
     items, classes, options = open_registered(settings["dataset"], str(settings["root"]), "regions", **settings)
-    config = ClassifySettings(
-        dataset=settings["dataset"],
-        source=str(Path(settings["root"])),
-        method=method,
-        templates=read_templates(settings, CLS_TEMPLATE),
-        top_k=settings["top_k"],
-        options=tuple(sorted(options.items())),
-    )
+    config = build_settings(ClassifySettings, settings, method=method, options=tuple(sorted(options.items())))
     return ClassifyTask(scorer, config, items, classes, model_info)
 
 
