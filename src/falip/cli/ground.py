@@ -31,13 +31,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Ground each text in the image and print the result (table or JSON). Returns the exit code."""
-    from falip.analysis.overlay import draw_regions
     from falip.core.errors import FalipError
     from falip.data.images import load_image
     from falip.prompts.registry import parse_method
     from falip.proposals import filter_proposals, open_proposals
     from falip.proposals.base import visible_proposals
     from falip.tasks.ground import check_texts, ground
+    from falip.tasks.overlay import draw_regions
 
     check_texts(args.text)
     parse_method(args.method)

@@ -223,10 +223,10 @@ class LabelTask:
 
     def write_outputs(self, out_dir: Path, records: list[dict], summary: dict) -> None:
         """``labels.json``, ``labels_coco.json`` and ``overlays/`` (module docstring)."""
-        from ..analysis.overlay import draw_regions
         from ..data.images import load_image
         from ..data.reclip import decode_segmentation
         from ..proposals.files import image_id_of
+        from .overlay import draw_regions
 
         out_dir = Path(out_dir)
         labels = [

@@ -1,4 +1,4 @@
-"""Regions drawn on their image for people: boxes, tinted masks and labels (``falip ground`` / ``label``)."""
+"""Regions drawn on their image for people: boxes, tinted masks and labels (the outputs of `ground` and `label`)."""
 
 from __future__ import annotations
 
