@@ -430,3 +430,66 @@ def test_enlarge_grows_masks_by_whole_pixels():
         for c in range(30):
             want[r, c] = any(abs(r - rr) <= 2 and abs(c - cc) <= 2 for rr, cc in ((5, 7), (12, 20)))
     assert np.array_equal(got, want)
+
+
+def _naive_authors_logit(image: np.ndarray, text: np.ndarray, scale: float) -> float:
+    """One logit as the authors' fp16 CUDA path computes it, with numpy float16 (each op in fp32, the
+    result stored as fp16), the dot product accumulated in float32 one term at a time."""
+    h, f32 = np.float16, np.float32
+    img = image.astype(h)
+    img = (img.astype(f32) / h(np.sqrt((img.astype(f32) ** 2).sum()))).astype(h)
+    txt = text.astype(h)
+    txt = (txt.astype(f32) / h(np.sqrt((txt.astype(f32) ** 2).sum()))).astype(h)
+    scaled = (f32(scale) * img.astype(f32)).astype(h)
+    acc = f32(0)
+    for a, b in zip(scaled.astype(f32), txt.astype(f32)):
+        acc = f32(acc + a * b)
+    return float(h(acc))
+
+
+def test_authors_fp16_logits_merge_near_ties_that_fp32_separates():
+    """The authors' numerics (pumpkin805/FALIP@8c5fda9 executor.py:312 ``clip.load`` on CUDA keeps fp16
+    weights, clip/clip.py:140-141; executor.py:331-346 normalises fp16 features and takes
+    ``logit_scale * image_features @ text_features.t()`` in fp16): at logit scale 100 the step is 1/32
+    near 30, so cosines 0.30000 and 0.30004 give one logit and np.argmax takes the first box; float32
+    logits (falip's default) tell them apart and pick the second."""
+    from falip.scoring import _authors_scores, _cosine_scores
+    from falip.tasks.rec import pick_region
+
+    d = 64
+    text = torch.zeros(1, d)
+    text[0, 0] = 1.0
+    image = torch.zeros(3, d)
+    for k, c in enumerate((0.30000, 0.30004, 0.2)):
+        image[k, 0], image[k, 1 + k] = c, (1 - c * c) ** 0.5
+    image = image * torch.tensor([[3.0], [5.0], [0.7]])  # unnormalised, as encode_image returns them
+    scale = torch.tensor(100.0)
+    fp32 = _cosine_scores(torch.nn.functional.normalize(image, dim=-1), text, scale)[:, 0]
+    fp16 = _authors_scores(image, text, scale)[:, 0]
+    assert fp32[1] > fp32[0] and pick_region(fp32) == 1
+    assert fp16[0] == fp16[1] and pick_region(fp16) == 0  # merged: the first box
+    naive = [_naive_authors_logit(image[k].numpy(), text[0].numpy(), 100.0) for k in range(3)]
+    assert fp16.tolist() == naive  # exact: every value is an fp16 number
+    assert torch.equal(fp16, fp16.half().float())
+    # random features: the emulation agrees with the naive loop to one fp16 step (the order of the fp32 sum)
+    g = torch.Generator().manual_seed(0)
+    image, text = torch.randn(5, d, generator=g), torch.randn(4, d, generator=g)
+    got = _authors_scores(image, text, scale)
+    for k in range(5):
+        for t in range(4):
+            want = _naive_authors_logit(image[k].numpy(), text[t].numpy(), 100.0)
+            assert abs(float(got[k, t]) - want) <= 2.0**-6 * max(1.0, abs(want) / 16)
+
+
+def test_region_scorer_offers_the_authors_numerics(setup):
+    fclip, pre, tok = setup
+    image = _image()
+    plain = RegionScorer(fclip, pre, tok)
+    authors = RegionScorer(fclip, pre, tok, logits="fp16")
+    assert plain.logits == "fp32" and authors.with_options(template="{}").logits == "fp16"
+    s32 = plain.score(image, BOXES, TEXTS, method="falip+crop")
+    s16 = authors.score(image, BOXES, TEXTS, method="falip+crop")
+    assert torch.equal(s16, s16.half().float()) and not torch.equal(s32, s32.half().float())
+    assert (s16 - s32).abs().max() < 0.1 * max(1.0, float(s32.abs().max()) / 16)
+    with pytest.raises(FalipError, match="logits must be one of"):
+        RegionScorer(fclip, pre, tok, logits="bf16")

@@ -40,7 +40,7 @@ from .prompts.registry import (
     unleash_k,
 )
 
-__all__ = ["RegionScorer", "as_texts", "check_template"]
+__all__ = ["LOGITS", "RegionScorer", "as_texts", "check_template"]
 
 RegionsLike = Any  # a falip.Regions (original frame), or boxes [K, 4] as Tensor / ndarray / nested lists
 
@@ -84,6 +84,35 @@ def _cosine_scores(image_feats: torch.Tensor, text_feats: torch.Tensor, scale: t
     return (scale * (image_feats[:, None, :] * text_feats[None, :, :]).sum(-1)).cpu()
 
 
+LOGITS = ("fp32", "fp16")
+"""How the final logits are computed: ``"fp32"`` (falip's default) or ``"fp16"`` (the authors' numerics)."""
+
+
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    """Round to float16 and back: a value as a CUDA fp16 tensor stores it (ops compute in fp32, store fp16)."""
+    return x.half().float()
+
+
+def _authors_scores(image_feats: torch.Tensor, text_feats: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The authors' logits ``[K, T]``, emulated on any device: ``clip.load`` on CUDA keeps fp16 weights.
+
+    pumpkin805/FALIP@8c5fda9 executor.py:312 loads with ``clip.load`` (clip/clip.py:140-141 casts to
+    fp32 on the CPU only; clip/model.py:406-427 makes every weight fp16 but ``logit_scale``); then
+    executor.py:331-346: ``f / f.norm(...)`` on fp16 features, ``logit_scale * image_features @
+    text_features.t()`` with an fp32 0-dim scale, so the product stays fp16. Here: the features
+    rounded to fp16, their norm and the division rounded to fp16, the scaled image features
+    rounded to fp16, dot products accumulated in fp32 and rounded to fp16 (as cuBLAS does by
+    default). At logit scale 100 fp16 keeps steps of 1/64 above 16: scores closer than that
+    tie, and a tie goes to the first box.
+    """
+    img = _fp16(image_feats.float())
+    img = _fp16(img / _fp16(img.norm(dim=-1, keepdim=True)))
+    txt = _fp16(text_feats.float())
+    txt = _fp16(txt / _fp16(txt.norm(dim=-1, keepdim=True)))
+    scaled = _fp16(scale.float() * img)
+    return _fp16((scaled[:, None, :] * txt[None, :, :]).sum(-1)).cpu()
+
+
 @dataclass
 class _Item:
     """One image prepared for scoring: its regions in original and in model-input pixels."""
@@ -117,6 +146,10 @@ class RegionScorer:
             sweep's point; resolved against the model's tower, so ``layers=None`` is the tower's
             default); None: the FovealCLIP's own (``fclip.config``).
         falip_options: deprecated (warns once): a mapping of settings over ``fclip.config``.
+        logits: ``"fp32"`` (default: cosines and logits in float32 whatever the model's precision)
+            or ``"fp16"``: the authors' numerics (``clip.load`` on CUDA: fp16 features and fp16
+            logits, :func:`_authors_scores`), where near-ties at logit scale 100 merge and go to
+            the first box; each term's logits and their ensemble sum are rounded to fp16.
 
     ``scorer.config`` is the scorer's FalipConfig (every FALIP call of this scorer uses it).
     """
@@ -132,8 +165,12 @@ class RegionScorer:
         falip_options: Mapping[str, Any] | None = None,
         *,
         config: FalipConfig | None = None,
+        logits: str = "fp32",
     ) -> None:
         check_template(template)
+        if logits not in LOGITS:
+            raise FalipError(f"logits must be one of {LOGITS}, got {logits!r}")
+        self.logits = logits
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FalipError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.fclip = fclip
@@ -183,6 +220,7 @@ class RegionScorer:
             template=self.template if template is None else template,
             batch_size=self.batch_size,
             config=self.config if config is None else config,
+            logits=self.logits,
         )
         other._text_cache = self._text_cache
         other._matrix_cache = self._matrix_cache
@@ -337,9 +375,11 @@ class RegionScorer:
             return [torch.zeros(0, len(it.texts)) for it in items]
         totals: list[torch.Tensor | None] = [None] * len(items)
         scale = self.fclip.logit_scale.exp().float().to(self.device)
+        cosine_scores = _authors_scores if self.logits == "fp16" else _cosine_scores
         for term in terms:
             whole_image = not is_unleash(term) and {METHODS[a].kind for a in term} == {"none"}
-            feats = F.normalize(self._term_features(items, term).float(), dim=-1)
+            feats = self._term_features(items, term)
+            feats = feats if self.logits == "fp16" else F.normalize(feats.float(), dim=-1)
             offset = 0
             for i, it in enumerate(items):
                 tail = int(template_only[i]) if template_only else 0
@@ -351,11 +391,13 @@ class RegionScorer:
                 else:
                     txt = self.text_matrix(it.texts, term, templates)
                 if whole_image:  # one feature per image: score it once, so every box ties exactly
-                    s = _cosine_scores(feats[i : i + 1], txt, scale).expand(len(it), -1)
+                    s = cosine_scores(feats[i : i + 1], txt, scale).expand(len(it), -1)
                 else:
-                    s = _cosine_scores(feats[offset : offset + len(it)], txt, scale)
+                    s = cosine_scores(feats[offset : offset + len(it)], txt, scale)
                     offset += len(it)
                 totals[i] = s if totals[i] is None else totals[i] + s
+                if self.logits == "fp16" and len(terms) > 1:  # the authors' ensemble sums fp16 logits
+                    totals[i] = _fp16(totals[i])  # type: ignore[arg-type]
         return [t.contiguous() for t in totals]  # type: ignore[union-attr]
 
     @torch.no_grad()

@@ -186,6 +186,7 @@ def test_table4_lays_out_r_b_u_and_prints_the_protocol(tmp_path, capsys):
     assert rows["redcircle"][:3] == ["x", "", ""] and rows["unleash:redcircle"][:3] == ["x", "", "x"]
     assert rows["redcircle-blur"][:3] == ["x", "x", ""] and rows["unleash:redcircle-blur"][:3] == ["x", "x", "x"]
     assert "Protocol followed:" in table and "in the last 4 blocks" in table and "blur = False" in table
+    assert "numerics: logits in float32 (model run in fp32)" in table  # which numerics ran (issue 20 item 7)
     summary = json.loads((out / "table4.json").read_text())["unleash:redcircle"]
     single = tmp_path / "single"
     code, _, err = _run(["rec", "--data", str(root / "refcoco_testb.jsonl"), "--images", str(root / "images"),
@@ -193,3 +194,29 @@ def test_table4_lays_out_r_b_u_and_prints_the_protocol(tmp_path, capsys):
     assert code == 0, err
     assert json.loads((single / "summary.json").read_text())["accuracy"] == summary["accuracy"]
     assert rows["unleash:redcircle"][3] == f"{summary['accuracy']:.1f}"
+
+
+def test_the_tables_say_which_numerics_ran(tmp_path, capsys):
+    """Issue 20 item 7: the authors ran fp16 logits (pumpkin805/FALIP@8c5fda9 executor.py:312, 345-346);
+    ``--logits fp16`` runs them, and the tables' protocol says which ran."""
+    import argparse
+
+    from falip.cli.paper import numerics_line
+
+    assert numerics_line(argparse.Namespace(logits="fp16", precision="fp32")).startswith(
+        "numerics: the authors' (--logits fp16)"
+    )
+    root = tmp_path / "refcoco"
+    root.mkdir()
+    synthetic.write_reclip_rec(synthetic.rec_examples(seed=42, n_scenes=2), root, split="refcoco_val")
+    out = tmp_path / "t4"
+    argv = ["paper", "table4", "--refcoco-dir", str(root), "--coco-images", str(root / "images"), "--out", str(out),
+            "--workers", "0", "--logits", "fp16"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "numerics: the authors' (--logits fp16)" in (out / "table4.md").read_text()
+    run_json = json.loads((out / "gold" / "redcircle" / "run.json").read_text())
+    assert run_json["config"]["logits"] == "fp16"
+    records = [json.loads(x) for x in (out / "gold" / "redcircle" / "results.jsonl").read_text().splitlines()]
+    scores = np.array([s for r in records for s in r["scores"]], dtype=np.float64)
+    assert len(scores) and np.array_equal(scores, scores.astype(np.float16).astype(np.float64))

@@ -115,6 +115,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="model precision")
     g.add_argument(
+        "--logits",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="how scores are computed: fp32 (default: cosines and logits in float32 whatever --precision) or "
+        "fp16, the authors' numerics (clip.load on CUDA: fp16 features and logits, so near-ties at logit scale "
+        "100 merge and go to the first box; emulated on any device)",
+    )
+    g.add_argument(
         "--enlarge",
         type=_pixels,
         default=0.0,
@@ -232,6 +240,7 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         params=PromptParams(enlarge=enlarge),
         template=template,
         batch_size=max(64, getattr(args, "batch", 64)),
+        logits=getattr(args, "logits", "fp32"),
     )
     model_info = {
         "model": args.model,
@@ -244,6 +253,8 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         "resize": preprocess.mode,
         "precision": args.precision,
     }
+    if getattr(args, "logits", "fp32") != "fp32":  # run.json keeps today's keys for the default
+        model_info["logits"] = args.logits
     if args.activation is not None:  # the user's choice (run.json has no key when falip decided)
         model_info["activation"] = args.activation
     if enlarge:  # only when set, so runs started before the option resume

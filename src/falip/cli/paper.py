@@ -110,7 +110,8 @@ TABLE1_DIFFERENCES = (
     "FALIP's box-to-token mapping takes the patch cells a box covers with positive area; the authors' "
     "also take the cell before a left/top edge that lies exactly on a patch boundary.",
     "a candidate box of zero area or wholly outside its image is left out of the candidates (counted "
-    "in the summary); the authors' code has no such case.",
+    "in the summary); the authors' code has no such case. A sentence whose gold box has zero area stays "
+    "in n and counts as wrong, as in ReCLIP (summary key zero_area_gold).",
 )
 
 
@@ -151,6 +152,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     add_run_options(p)
     add_model_options(p)
+
+
+def numerics_line(args: argparse.Namespace) -> str:
+    """The protocol line saying which numerics ran (``--logits``; issue 20 item 7)."""
+    if getattr(args, "logits", "fp32") == "fp16":
+        return (
+            f"numerics: the authors' (--logits fp16): features, their normalisation and the logits rounded to fp16 "
+            f"as clip.load on CUDA computes them, so scores closer than fp16's step tie and go to the first box "
+            f"(model run in {args.precision})"
+        )
+    return (
+        f"numerics: logits in float32 (model run in {args.precision}); the authors' clip.load on CUDA ran fp16 "
+        "features and fp16 logits, where near-ties merge and go to the first box (--logits fp16 runs that)"
+    )
 
 
 def _protocol(lines: list[str], differences: tuple[str, ...] | list[str]) -> str:
@@ -236,6 +251,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
         f"any image), seeded per sentence id with seed {args.seed}; each box's logit minus its mean logit over "
         "them (the captions stay 'a photo of ...', also for CPT)",
         f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
+        numerics_line(args),
         *TABLE1_NOTES,
     ]
     title = "REC accuracy % (IoU > 0.5), model " + args.model + "\n\n"
@@ -298,6 +314,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         BLUR_NOTE.replace("'ellipse blur'", "Blur").replace("'box blur'", "Blur box"),
         "CLIP: the whole image; rows marked (extra) are not in the paper's Table 2",
         f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
+        numerics_line(args),
     ]
     differences = []
     if args.dogs and args.dogs_objects == "all":
@@ -375,6 +392,7 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
         "to the prompted image's [CLS] before ln_post and the projection (every head, no selection)",
         f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}"
         + (f"; every box enlarged by {model_info['enlarge']:g} px per side" if model_info.get("enlarge") else ""),
+        numerics_line(args),
         REDCIRCLE_NOTE,
     ]
     differences = [
