@@ -96,13 +96,13 @@ def shots(tmp_path_factory) -> Path:
     return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
 
 
-def _status(page, which: str, pattern: str) -> str:
-    """Wait until the tab's status line matches ``pattern``; its text."""
+def _status(page, which: str, pattern: str, timeout_ms: float | None = None) -> str:
+    """Wait until the tab's status line matches ``pattern`` (at most ``timeout_ms``, else the page's); its text."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     locator = page.locator(f"#{which}-status")
     try:
-        locator.filter(has_text=re.compile(pattern)).wait_for()
+        locator.filter(has_text=re.compile(pattern)).wait_for(timeout=timeout_ms)
     except PlaywrightTimeout:
         pytest.fail(f"the {which} status never matched {pattern!r}; it reads {locator.inner_text()!r}")
     return locator.inner_text()
@@ -266,3 +266,127 @@ def test_pointcloud_top_class(app, page, tmp_path, shots):
         assert page.locator(f'#falip-pointcloud td[data-method="{method}"][data-rank="1"]').inner_text() == best
     page.locator("#pointcloud-views img").wait_for()
     page.screenshot(path=str(shots / "app_pointcloud.png"), full_page=True)
+
+
+def _three_level_mask(tmp_path, size=(384, 384)) -> Path:
+    labels = np.zeros((size[1], size[0]), dtype=np.uint8)
+    labels[20:120, 30:200] = 60
+    labels[150:300, 40:160] = 120
+    labels[200:370, 220:380] = 250
+    path = tmp_path / "mask3.png"
+    Image.fromarray(labels).save(path)
+    return path
+
+
+def _clear_upload(page, elem_id: str) -> None:
+    """The x of an upload field (Gradio's "Clear" button)."""
+    page.locator(f"#{elem_id} button[aria-label='Clear']").click()
+
+
+def test_a_removed_or_refused_mask_is_no_longer_used(page, tmp_path):
+    """Issue 21 item 2: the regions follow the page; a mask cleared with its x, or refused, is gone."""
+    page.reload()
+    page.wait_for_selector("#regions-run")
+    image = tmp_path / "scene.png"
+    from falip.app.compute import example_scene
+
+    example_scene(1)[0].save(image)
+    _upload(page, "regions-image-file", image)
+    _status(page, "regions", r"loaded scene\.png")
+    mask = _three_level_mask(tmp_path)
+    _upload(page, "regions-mask-file", mask)
+    _status(page, "regions", r"mask mask3\.png: 3 region\(s\)")
+    page.click("#regions-run")
+    _status(page, "regions", "scored 3 regions x 2 texts")
+    _clear_upload(page, "regions-mask-file")
+    _status(page, "regions", "mask removed")
+    assert page.locator("#regions-boxes textarea").input_value() == ""
+    page.click("#regions-run")
+    _status(page, "regions", "Error: no box given")  # not the 3 regions of the mask that left the page
+    page.locator("#regions-boxes textarea").fill("10, 10, 100, 100")
+    _upload(page, "regions-mask-file", mask)
+    _status(page, "regions", r"mask mask3\.png: 3 region\(s\)")
+    page.click("#regions-run")
+    _status(page, "regions", "scored 3 regions x 2 texts")
+    _clear_upload(page, "regions-mask-file")  # a field holding a file takes no upload: its x first
+    _status(page, "regions", "mask removed: the boxes are the regions")
+    small = tmp_path / "small.png"
+    Image.open(mask).crop((0, 0, 200, 100)).save(small)
+    _upload(page, "regions-mask-file", small)
+    _status(page, "regions", r"Error: mask small\.png is 200x100 but the image is 384x384")
+    page.locator("#regions-mask-file input[type=file]").wait_for(state="attached")  # the refused file left
+    page.click("#regions-run")
+    _status(page, "regions", "scored 1 regions x 2 texts")  # the box, not the mask before it
+
+
+def test_out_of_range_numbers_are_status_messages_without_a_traceback(page, capfd):
+    """Issue 21 item 9: alpha -1 and region 0 answer in the status line; the server log has no traceback."""
+    page.reload()
+    page.wait_for_selector("#regions-run")
+    capfd.readouterr()
+    page.locator("#regions-alpha input").fill("-1")
+    page.click("#regions-run")
+    _status(page, "regions", r"Error: alpha must be a number >= 0, got -1")
+    page.locator("#regions-alpha input").fill("4")
+    _open_attention_view(page)
+    region = page.locator("#attention-region input")
+    region.fill("0")
+    region.press("Tab")
+    page.click("#attention-run")
+    _status(page, "regions", r"Error: region 0 does not exist: there are 2 \(1\.\.2\)")
+    region.fill("2")
+    region.press("Tab")
+    page.click("#attention-run")
+    _status(page, "regions", r"region 2: \[CLS\] attention inside it")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err
+
+
+@pytest.fixture
+def gate():
+    """A scoring method that waits until the test opens the gate (the server runs in this process)."""
+    import threading
+
+    import torch
+
+    from falip.prompts.registry import METHODS, MethodSpec, register_method
+
+    opened, entered = threading.Event(), threading.Semaphore(0)
+
+    def features(scorer, items):
+        entered.release()
+        opened.wait(3 * TIMEOUT_MS / 1000)  # longer than any wait of the test: a held job stays held
+        return torch.ones(sum(len(item) for item in items), int(scorer.fclip.output_dim))
+
+    register_method(MethodSpec("app-test-gate", "features", "waits for the test", features=features))
+    yield opened, entered
+    opened.set()
+    del METHODS["app-test-gate"]
+
+
+def test_two_tabs_run_side_by_side_and_a_third_is_told_it_waits(page, server, gate):
+    """Issue 21 item 18: a small job in a second tab is not held behind a long one; over the limit, the queue shows."""
+    opened, entered = gate
+    tabs = [page] + [page.context.browser.new_page() for _ in range(2)]
+    try:
+        for tab in tabs:
+            tab.goto(server)
+            tab.wait_for_selector("#regions-run")
+        page.locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("app-test-gate")
+        page.click("#regions-run")
+        assert entered.acquire(timeout=60), "the long job never started"
+        tabs[1].click("#regions-run")  # a small job: done while the long one still waits
+        _status(tabs[1], "regions", "scored 2 regions x 2 texts with falip, crop, circle", TIMEOUT_MS / 2)
+        assert "scored" not in page.locator("#regions-status").inner_text()
+        tabs[1].locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("app-test-gate")
+        tabs[1].click("#regions-run")
+        assert entered.acquire(timeout=60), "the second long job never started"
+        tabs[2].click("#regions-run")  # two jobs run (Limits.jobs): the third waits, and says so
+        _status(tabs[2], "regions", r"queue: 1/1")
+        opened.set()
+        for tab in tabs:
+            _status(tab, "regions", "scored 2 regions x 2 texts")
+    finally:
+        opened.set()
+        for tab in tabs[1:]:
+            tab.close()

@@ -88,7 +88,29 @@ def test_methods_are_validated_by_the_registry():
         C.parse_methods(["falip"], "sparkle")
     with pytest.raises(FalipError, match="no method chosen"):
         C.parse_methods([], " ")
-    assert set(C.METHOD_CHOICES) <= set(__import__("falip.prompts.registry").prompts.registry.METHODS)
+
+
+def test_choices_come_from_the_registries_and_defaults():
+    from falip import defaults
+    from falip.prompts.registry import METHODS, MethodSpec, register_method
+    from falip.tasks.projection import PROJECTIONS
+
+    assert C.method_choices() == list(METHODS)
+    assert C.prompt_choices() == [n for n, s in METHODS.items() if s.kind == "edit"] + [C.NO_PROMPT]
+    assert C.template_choices()[0] == defaults.REC_TEMPLATE and defaults.CLS_TEMPLATE in C.template_choices()
+    assert C.template_choices("pointcloud") == [defaults.POINTCLOUD_TEMPLATE]
+    assert [name for _, name in C.projection_choices()] == list(PROJECTIONS) == list(defaults.PROJECTIONS)
+    register_method(MethodSpec("app-test-edit", "edit", "a test edit", lambda im, b, p: im, "original"))
+    try:  # a method registered later (a plugin's) is offered too
+        assert "app-test-edit" in C.method_choices() and "app-test-edit" in C.prompt_choices()
+        assert C.parse_prompt_choice("app-test-edit&circle") == "app-test-edit&circle"
+    finally:
+        del METHODS["app-test-edit"]
+    assert C.parse_prompt_choice(C.NO_PROMPT) is None
+    with pytest.raises(FalipError, match="visual prompt 'sparkle'"):
+        C.parse_prompt_choice("sparkle")
+    with pytest.warns(DeprecationWarning, match="method_choices"):
+        assert C.METHOD_CHOICES == tuple(METHODS)
 
 
 def test_two_clicks_make_a_box_in_either_order():

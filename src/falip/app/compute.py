@@ -35,8 +35,13 @@ __all__ = [
     "AppModel",
     "Limits",
     "MODELNET40_CLASSES",
-    "METHOD_CHOICES",
     "ENSEMBLE_EXAMPLES",
+    "NO_PROMPT",
+    "method_choices",
+    "prompt_choices",
+    "template_choices",
+    "projection_choices",
+    "head_choices",
     "RegionScores",
     "PointCloudView",
     "AttentionView",
@@ -52,6 +57,10 @@ __all__ = [
     "parse_blocks",
     "blocks_text",
     "parse_classes",
+    "parse_region",
+    "parse_block_number",
+    "parse_head_choice",
+    "parse_prompt_choice",
     "preview_image",
     "score_regions",
     "scores_html",
@@ -63,8 +72,6 @@ __all__ = [
 
 Progress = Callable[[float, str], None]
 
-METHOD_CHOICES: tuple[str, ...] = ("falip", "none", "crop", "circle", "box", "blur", "blur-box", "gray", "cpt")
-"""Single methods offered as check boxes (the registry's atoms, in a reading order)."""
 ENSEMBLE_EXAMPLES = "falip+circle, blur&circle"
 """The placeholder of the "more methods" field: ensembles (``+``) and combined edits (``&``)."""
 
@@ -81,9 +88,51 @@ _COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
+NO_PROMPT = "(none)"
+"""The attention view's prompt choice for no visual prompt panel."""
+
+
+def method_choices() -> list[str]:
+    """The methods offered as check boxes: every atom of the method registry (plugins' too), in its order."""
+    from ..prompts.registry import METHODS
+
+    return list(METHODS)
+
+
+def prompt_choices() -> list[str]:
+    """The attention view's visual prompts: the registry's edit atoms, then :data:`NO_PROMPT`."""
+    from ..prompts.registry import METHODS
+
+    return [name for name, spec in METHODS.items() if spec.kind == "edit"] + [NO_PROMPT]
+
+
+def template_choices(task: str = "regions") -> list[str]:
+    """Templates offered (any other with one ``{}`` may be typed), the default first: FALIP's REC prompt
+    and CLIP's classification prompt for regions; PointCLIP's for point clouds."""
+    from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, REC_TEMPLATE
+
+    if task == "pointcloud":
+        return [POINTCLOUD_TEMPLATE]
+    return [REC_TEMPLATE, CLS_TEMPLATE, "{}"]
+
+
+def projection_choices() -> list[tuple[str, str]]:
+    """``(label, name)`` of each registered point-cloud projection, e.g. ``("v1: PointCLIP V1, 6 views", "v1")``."""
+    from ..tasks.projection import PROJECTIONS
+
+    return [(f"{name}: PointCLIP {name.upper()}, {p.n_views} views", name) for name, p in PROJECTIONS.items()]
+
+
+def head_choices(app: AppModel) -> list[str]:
+    """The attention view's heads: ``mean``, ``rollout`` and each head numbered from 1 (none for a tower
+    whose output is not the [CLS] token: its per-head [CLS] maps mean nothing)."""
+    return ["mean", "rollout"] + [str(h + 1) for h in range(app.num_heads)]
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What the app accepts: upload size (bytes), image pixels, boxes, texts, classes, points."""
+    """What the app accepts: upload size (bytes), image pixels, boxes, texts, classes, points; and how
+    many model jobs (scores, attention maps, point clouds) run side by side (others wait in a queue)."""
 
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -91,6 +140,12 @@ class Limits:
     max_texts: int = 32
     max_classes: int = 1000
     max_points: int = 1024  # a point file's seeded subset (PointCLIP's 1024)
+    jobs: int = 2
+    queue_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1 or self.queue_size < 1:
+            raise FalipError(f"jobs and queue_size must be >= 1, got {self.jobs} and {self.queue_size}")
 
     @property
     def max_upload_text(self) -> str:
@@ -127,17 +182,37 @@ class AppModel:
     def num_blocks(self) -> int:
         return int(self.fclip.num_blocks)
 
+    @property
+    def num_heads(self) -> int:
+        """Heads of the last block; 0 when the tower's output is not its [CLS] token."""
+        tower = self.fclip.tower
+        if tower.pooling != "cls":
+            return 0
+        return int(tower.parts(tower.depth - 1).heads)
+
+    def weights(self) -> str:
+        """Where the weights came from, in words."""
+        if str(self.name).startswith("hf:"):
+            return "Hugging Face weights"
+        if self.pretrained == "auto":
+            from ..models.presets import get_preset
+
+            shipped = get_preset(self.name).weights_path
+            return "shipped weights" if shipped is not None and shipped.is_file() else "random weights"
+        return "random weights" if self.pretrained is None else f"pretrained {self.pretrained}"
+
     def describe(self) -> str:
         f = self.fclip
-        tag = "shipped weights" if self.pretrained == "auto" else f"pretrained {self.pretrained}"
         return (
-            f"{self.name} ({tag}): {self.num_blocks} blocks, input {f.image_size[1]}x{f.image_size[0]}, "
+            f"{self.name} ({self.weights()}): {self.num_blocks} blocks, input {f.image_size[1]}x{f.image_size[0]}, "
             f"FALIP preset alpha {f.alpha:g}, blocks {blocks_text(f.layers)}"
         )
 
     @classmethod
-    def load(cls, name: str = "falip-tiny", pretrained: str = "auto", **load_kwargs: Any) -> AppModel:
-        """``falip.load(name, pretrained)`` wrapped in a scorer (``"auto"``: the shipped weights)."""
+    def load(cls, name: str = "falip-tiny", pretrained: str | None = "auto", **load_kwargs: Any) -> AppModel:
+        """The one way the app's model is loaded (``falip app`` and the tests): ``falip.load(name,
+        pretrained, **load_kwargs)`` (``"auto"``: the shipped weights; ``hf:`` names bring their own)
+        wrapped in a :class:`falip.RegionScorer`."""
         import falip
 
         fclip, preprocess, tokenizer = falip.load(name, pretrained=pretrained, **load_kwargs)
@@ -306,6 +381,52 @@ def parse_blocks(text: str | None, num_blocks: int) -> tuple[int, ...] | None:
 def blocks_text(layers: Sequence[int]) -> str:
     """0-based blocks -> the page's ranges, from 1: ``(1, 2, 3)`` -> ``"2-4"``."""
     return numbering.format_blocks(layers, empty="")
+
+
+def _whole_number(value: Any, what: str) -> int | None:
+    """A number field's value as an int (None when empty); FalipError for a fraction or a non-number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FalipError(f"{what} {value!r}: write a whole number") from None
+    if not math.isfinite(number) or number != int(number):
+        raise FalipError(f"{what} {value!r}: write a whole number")
+    return int(number)
+
+
+def parse_region(value: Any) -> int:
+    """The attention view's region field: a region number from 1 (its range is checked by :func:`attention_view`)."""
+    number = _whole_number(value, "region")
+    if number is None:
+        raise FalipError("choose a region number (from 1)")
+    return number
+
+
+def parse_block_number(value: Any, depth: int) -> int | None:
+    """The attention view's block field, a block number from 1 (:mod:`falip.numbering`; ``-1``: the
+    last) -> its 0-based index in a ``depth``-block tower; None when empty (the last block)."""
+    number = _whole_number(value, "block")
+    return None if number is None else numbering.parse_block(str(number), depth)
+
+
+def parse_head_choice(value: Any, heads: int) -> int | str:
+    """The attention view's head: ``"mean"``, ``"rollout"``, or a head numbered from 1 (:mod:`falip.numbering`)
+    -> its 0-based index."""
+    text = "mean" if value is None else str(value)
+    return numbering.parse_head(text, heads, words=("mean", "rollout"))
+
+
+def parse_prompt_choice(value: str | None) -> str | None:
+    """The attention view's prompt: an edit (or edits joined by ``&``), None for :data:`NO_PROMPT`."""
+    from ..prompts.registry import parse_prompt
+
+    text = (value or "").strip().replace(" ", "")
+    if not text or text == NO_PROMPT:
+        return None
+    parse_prompt(text, where=f"visual prompt {text!r}")  # FalipError naming the edits
+    return text
 
 
 def parse_classes(text: str | None, limits: Limits = Limits()) -> list[str]:
@@ -714,6 +835,15 @@ def pointcloud_view(
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHOD_CHOICES":  # a fixed tuple until the choices came from the registry
+        import warnings
+
+        warnings.warn("falip.app.compute.METHOD_CHOICES is now method_choices()", DeprecationWarning, stacklevel=2)
+        return tuple(method_choices())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------ example

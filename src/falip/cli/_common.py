@@ -23,6 +23,7 @@ __all__ = [
     "need_folder",
     "check_device",
     "check_model_name",
+    "check_model_args",
     "set_threads",
     "add_activation_option",
     "load_model",
@@ -223,6 +224,18 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
     * ``layers`` may be a :class:`falip.numbering.NumberSet` only the depth resolves (``--layers all``).
     """
     import falip
+
+    check_model_args(model, pretrained, allow_random=allow_random)
+    by_depth = load_kwargs.pop("layers") if hasattr(load_kwargs.get("layers"), "resolve") else None
+    fclip, preprocess, tokenizer = falip.load(model, pretrained=pretrained, **load_kwargs)
+    if by_depth is not None:
+        fclip.layers = by_depth.resolve(fclip.depth)  # resolved and checked against the form by FovealCLIP
+    return fclip, preprocess, tokenizer
+
+
+def check_model_args(model: str, pretrained: str, *, allow_random: bool = False) -> None:
+    """The checks of :func:`load_model` before anything loads: a known ``--model``, and for
+    ``--pretrained auto`` shipped weights that exist (unless ``allow_random``)."""
     from falip.core.errors import FalipError
     from falip.models.presets import get_preset
 
@@ -236,8 +249,3 @@ def load_model(model: str, pretrained: str, *, allow_random: bool = False, **loa
             )
         if not path.is_file():
             raise FalipError(f"the shipped weights of {model} are missing: {path} (reinstall falip)")
-    by_depth = load_kwargs.pop("layers") if hasattr(load_kwargs.get("layers"), "resolve") else None
-    fclip, preprocess, tokenizer = falip.load(model, pretrained=pretrained, **load_kwargs)
-    if by_depth is not None:
-        fclip.layers = by_depth.resolve(fclip.depth)  # resolved and checked against the form by FovealCLIP
-    return fclip, preprocess, tokenizer

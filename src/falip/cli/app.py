@@ -36,11 +36,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--max-upload-mb", type=int_at_least(1), default=25, help="largest file accepted, in MB (default 25)"
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="falip-tiny", help="open_clip model name (default: the shipped falip-tiny)")
+    g.add_argument(
+        "--model",
+        default="falip-tiny",
+        help="open_clip model name (its ViTs and timm towers, e.g. ViT-B-16-SigLIP), or hf:<hub id or folder> "
+        "for a Hugging Face CLIP/SigLIP (default: the shipped falip-tiny)",
+    )
     g.add_argument(
         "--pretrained",
         default="auto",
-        help="open_clip tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny only)",
+        help="open_clip names: a tag (e.g. openai) or checkpoint file; 'auto' = shipped weights (falip-tiny), "
+        "or an hf: model's own",
     )
     add_activation_option(g)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -56,27 +62,30 @@ def gradio_available() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model once and serve the page until interrupted; returns the exit code."""
+    """Load the model once and serve the page until interrupted; returns the exit code.
+
+    Everything that can be refused (Gradio missing, the port, the model's name and weights, the
+    device) is checked before the model loads; "serving on" is printed once the server listens.
+    """
     from falip.core.errors import FalipError
 
     if not gradio_available():
         raise FalipError(INSTALL_HINT)
+    from falip.app.port import check_port, free_port
+
+    check_port(args.host, args.port)
     if args.port == 0:
-        import socket
-
-        with socket.socket() as s:
-            s.bind((args.host, 0))
-            args.port = s.getsockname()[1]
-
+        args.port = free_port(args.host)
     try:  # before the model loads: a broken Gradio install is told at once
         from falip.app.ui import serve
     except ImportError as err:
         raise FalipError(f"{INSTALL_HINT} ({err})") from None
     from falip.app.compute import AppModel, Limits
-    from falip.scoring import RegionScorer
 
-    from ._common import load_model, set_threads
+    from ._common import check_device, check_model_args, set_threads
 
+    check_model_args(args.model, args.pretrained)
+    check_device(args.device)
     set_threads(args.threads)
     device = args.device
     if device == "auto":
@@ -84,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"loading {args.model} ...", flush=True)
-    fclip, preprocess, tokenizer = load_model(args.model, args.pretrained, device=device, activation=args.activation)
-    app = AppModel(RegionScorer(fclip, preprocess, tokenizer), args.model, args.pretrained)
-    print(f"falip app: {app.describe()}")
+    app = AppModel.load(args.model, args.pretrained, device=device, activation=args.activation)
+    print(f"falip app: {app.describe()}", flush=True)
+    limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    blocks, _ = serve(app, args.host, args.port, limits, block=False, quiet=True)
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    serve(app, args.host, args.port, Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024), block=True)
+    blocks.block_thread()
     return 0
