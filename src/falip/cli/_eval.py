@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from falip.defaults import BLOCKS_NOTE, FORMS, PRECISIONS, RESIZE_MODES
+from falip.defaults import BLOCKS_NOTE, CLS_TEMPLATE, FORMS, PRECISIONS, RESIZE_MODES
 
 from ._common import (
     add_activation_option,
@@ -29,6 +29,8 @@ __all__ = [
     "make_scorer",
     "run_task",
     "run_one",
+    "add_template_options",
+    "read_templates",
     "check_inputs",
     "add_setting",
     "add_task_options",
@@ -149,6 +151,27 @@ def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> No
         "--workers", type=int_at_least(0), default=2, help="image-decoding worker processes (default 2; 0: inline)"
     )
     g.add_argument("--batch", type=int_at_least(1), default=16, help="images per model call (default 16)")
+
+
+def add_template_options(g: Any, default_text: str | None = None) -> None:
+    """``--template`` / ``--templates FILE`` (mutually exclusive), for a command without a registered task."""
+    from falip.data.registry import TEMPLATES
+
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--template", help=f"one text template (default {default_text or repr(CLS_TEMPLATE)})")
+    add_setting(t, TEMPLATES)
+
+
+def read_templates(args: argparse.Namespace, default: str = CLS_TEMPLATE) -> tuple[str, ...]:
+    """The templates of ``--template`` / ``--templates FILE`` (else ``default``, the paper's)."""
+    from falip.core.errors import FalipError
+    from falip.tasks import read_templates as read
+
+    need_file(getattr(args, "templates", None), "--templates")
+    try:
+        return read({"template": args.template, "templates": getattr(args, "templates", None)}, default)
+    except FalipError as err:
+        raise FalipError(str(err).replace("templates file ", "--templates ", 1)) from None
 
 
 _FOLDERS = ("refcoco_dir", "coco_images", "dogs", "cub", "imagenet_s", "waterbirds")  # paper's own folders

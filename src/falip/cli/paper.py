@@ -25,11 +25,12 @@ authors' code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from ._common import int_at_least
-from ._eval import add_model_options, add_run_options, make_scorer, run_task
+from ._eval import add_model_options, add_run_options, add_setting, make_scorer, run_task
 from .compare import markdown_table, method_dir
 
 __all__ = ["configure_parser", "run", "TABLE1_SPLITS", "TABLE1_ROWS", "TABLE1_P_ROWS", "TABLE2_ROWS", "TABLE4_ROWS"]
@@ -74,11 +75,11 @@ TABLE2_ROWS = (
     ("Blur box (extra)", "blur-box"),
     ("Crop (extra)", "crop"),
 )
-TABLE2_DATASETS = (  # (option, title, registered dataset, the split the paper evaluates or None)
-    ("dogs", "Stanford Dogs", "dogs", "all"),
-    ("cub", "CUB-200-2011", "cub", "all"),
-    ("imagenet_s", "ImageNet-S", "imagenet-s", None),  # the validation set, its only split
-    ("waterbirds", "Waterbirds", "waterbirds", "test"),
+TABLE2_DATASETS = (  # (registered dataset, the split the paper evaluates or None); flag --<name>, title the registry's
+    ("dogs", "all"),
+    ("cub", "all"),
+    ("imagenet-s", None),  # the validation set, its only split
+    ("waterbirds", "test"),
 )
 
 REDCIRCLE_NOTE = (
@@ -116,40 +117,31 @@ TABLE1_DIFFERENCES = (
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    """Add the ``paper`` options to ``p``."""
+    """Add the ``paper`` options to ``p``: the REC settings and the datasets' flags come from the registries."""
+    from falip.data.registry import get_dataset
+    from falip.tasks import get_task
+
     p.add_argument("table", choices=("table1", "table2", "table4"), help="which table")
     g = p.add_argument_group("table1, table4 (REC)")
     g.add_argument("--refcoco-dir", help="folder with the ReCLIP split files (refcoco_testa.jsonl, ...)")
     g.add_argument("--coco-images", help="COCO train2014 image folder")
     g.add_argument("--detector-file", help="detector proposals: fills the 'prop' columns as well as the 'gold' ones")
-    g.add_argument(
-        "--subtract-q", type=int_at_least(1), default=500, help="Q negative captions per sentence of the P rows (500)"
-    )
-    g.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the negative captions (and random ties)")
-    g.add_argument(
-        "--ties",
-        choices=("first", "random"),
-        default="first",
-        help="exact ties: the first box (np.argmax, the authors' rule; default) or a seeded draw",
-    )
+    rec = {s.name: s for s in get_task("rec").settings}
+    add_setting(g, rec["subtract_q"], type=int_at_least(1), default=500, help="Q negative captions per sentence of "
+                "the P rows (500)")  # fmt: skip
+    add_setting(g, rec["seed"], default=rec["seed"].default, help="seed of the negative captions (and random ties)")
+    add_setting(g, rec["ties"], default=rec["ties"].default, help=rec["ties"].help + " (default first)")
     h = p.add_argument_group("table2 (region classification)")
-    h.add_argument("--dogs", help="Stanford Dogs folder (evaluated whole: lists/file_list.mat)")
-    h.add_argument("--cub", help="CUB-200-2011 folder (evaluated whole; also Waterbirds' boxes)")
-    h.add_argument("--imagenet-s", dest="imagenet_s", help="ImageNet-S folder (validation)")
-    h.add_argument("--classnames", help="ImageNet-S class names file (used for ImageNet-S only)")
-    h.add_argument("--waterbirds", help="Waterbirds folder (test split; needs --cub for the boxes)")
-    h.add_argument(
-        "--region",
-        choices=("box", "mask"),
-        default="box",
-        help="ImageNet-S: FALIP is given the mask's box (default, as the paper) or the mask itself",
-    )
-    h.add_argument(
-        "--dogs-objects",
-        choices=("first", "all"),
-        default="first",
-        help="Stanford Dogs: the first dog of each image (default: the paper counts images) or every dog",
-    )
+    for name, _ in TABLE2_DATASETS:
+        spec = get_dataset(name)
+        h.add_argument("--" + name, dest=name.replace("-", "_"), metavar="FOLDER", help=spec.description)
+    own = {s.name: s for name, _ in TABLE2_DATASETS for s in get_dataset(name).settings}
+    add_setting(h, own["classnames"], help="ImageNet-S class names file (used for ImageNet-S only)")
+    add_setting(h, own["region"], default="box", help="ImageNet-S: FALIP is given the mask's box (default, as the "
+                "paper) or the mask itself")  # fmt: skip
+    dogs = dataclasses.replace(own["objects"], name="dogs_objects", flag="dogs-objects")
+    add_setting(h, dogs, default="first", help="Stanford Dogs: the first dog of each image (default: the paper "
+                "counts images) or every dog")  # fmt: skip
     add_run_options(p)
     add_model_options(p)
 
@@ -263,9 +255,11 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
 
 def _table2(args: argparse.Namespace, out: Path) -> str:
     from falip.core.errors import FalipError
+    from falip.data.registry import get_dataset
     from falip.tasks import make_task
 
-    given = [(key, title, name, split) for key, title, name, split in TABLE2_DATASETS if getattr(args, key)]
+    table = [(name.replace("-", "_"), get_dataset(name).display_name, name, split) for name, split in TABLE2_DATASETS]
+    given = [(key, title, name, split) for key, title, name, split in table if getattr(args, key)]
     if not given:
         raise FalipError("table2 needs at least one of --dogs, --cub, --imagenet-s, --waterbirds")
     if args.waterbirds and not args.cub:

@@ -165,6 +165,7 @@ class DatasetSpec:
     knows (empty: any / none); ``yields``: one line on its items. ``projected_points`` (point
     clouds): the first N points of each cloud are projected (PointCLIP: 1024 of the h5 releases'
     2048); None: every point the reader loads (a reader that samples its own, e.g. ``folder``).
+    ``title``: its name in tables (``falip paper``), default ``name``.
     """
 
     name: str
@@ -176,6 +177,12 @@ class DatasetSpec:
     splits: tuple[str, ...] = ()
     yields: str = ""
     projected_points: int | None = 1024
+    title: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """How tables name it (``title``, else ``name``), e.g. ``CUB-200-2011``."""
+        return self.title or self.name
 
     def __post_init__(self) -> None:
         if isinstance(self.settings, type):  # a dataclass of setting() fields
@@ -349,7 +356,7 @@ _CLOUD_ITEM = "one labelled point cloud per item"
 for _spec in (
     DatasetSpec(
         "cub", "regions", _open_cub, "CUB-200-2011: the bird's box of each image (CUB_200_2011/)",
-        settings=(_SPLIT,), splits=("train", "test", "all"), yields=_REGIONS_ITEM,
+        settings=(_SPLIT,), splits=("train", "test", "all"), title="CUB-200-2011", yields=_REGIONS_ITEM,
     ),
     DatasetSpec(
         "dogs", "regions", _open_dogs, "Stanford Dogs: the dogs of each annotation (its folder)",
@@ -358,7 +365,7 @@ for _spec in (
             Setting("objects", default="all", choices=("all", "first"),
                     help="Stanford Dogs: every annotated dog (default) or the first of each image"),
         ),
-        splits=("train", "test", "all"), yields=_REGIONS_ITEM,
+        splits=("train", "test", "all"), title="Stanford Dogs", yields=_REGIONS_ITEM,
     ),
     DatasetSpec(
         "waterbirds", "regions", _open_waterbirds, "Waterbirds: CUB birds on land/water backgrounds, 4 groups",
@@ -367,7 +374,8 @@ for _spec in (
             Setting("cub_root", "folder", help="Waterbirds: the CUB-200-2011 folder (for the bird boxes)"),
             _CLASSNAMES,
         ),
-        splits=("train", "val", "test"), yields=_REGIONS_ITEM + "; with a group (landbird/waterbird x land/water)",
+        splits=("train", "val", "test"), title="Waterbirds",
+        yields=_REGIONS_ITEM + "; with a group (landbird/waterbird x land/water)",
     ),
     DatasetSpec(
         "imagenet-s", "regions", _open_imagenet_s, "ImageNet-S: the class mask of each validation image",
@@ -375,7 +383,7 @@ for _spec in (
             Setting("region", default="mask", choices=("mask", "box"), help="ImageNet-S: the mask or its box"),
             _CLASSNAMES,
         ),
-        yields=_REGIONS_ITEM,
+        title="ImageNet-S", yields=_REGIONS_ITEM,
     ),
     DatasetSpec("jsonl", "regions", _open_file("jsonl"), "your regions: a JSON-lines file (image, label, box/mask)",
                 root="file", yields=_REGIONS_ITEM),
