@@ -112,3 +112,20 @@ def test_detect_with_proposals_counts_images_without_any(coco, scorer, tmp_path)
     assert sorted(s["id"] for s in skipped) == ["image:2", "image:4"]
     assert all(s["reason"] == "no proposals for this image" for s in skipped)
     assert summary["images"] == 2 and summary["region"] == "proposals"
+
+
+def test_falip_detect_command_with_weight_free_proposals(coco, tmp_path, capsys):
+    from falip.cli import main
+
+    path, images, _ = coco
+    out = tmp_path / "run"
+    code = main(["detect", "--root", str(path), "--images", str(images), "--proposals", "auto", "--workers", "0",
+                 "--out", str(out)])  # fmt: skip
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    dets = json.loads((out / "detections.json").read_text())
+    assert summary["region"] == "proposals" and summary["images"] == 4 and len(dets) == 5 * summary["n"]
+    assert summary["AP50"] is not None and "AP50" in text
+    # with masks from the source, mask AP is reported too
+    assert "segm" in summary and all("segmentation" in d for d in dets)

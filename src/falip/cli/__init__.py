@@ -30,6 +30,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("falip.cli.demo", "run REC and region classification on synthetic scenes with the shipped model"),
     "score": ("falip.cli.score", "score boxes of your own image against texts (FALIP or a baseline)"),
+    "detect": ("falip.cli.detect", "COCO detection by region recognition: every region named, pycocotools AP"),
     "ground": ("falip.cli.ground", "find what a text names in your image among proposed regions (no boxes needed)"),
     "label": ("falip.cli.label", "name every proposed region of your images among your classes (labels.json, COCO)"),
     "rec": ("falip.cli.rec", "referring expression comprehension on ReCLIP-format splits (RefCOCO/+/g)"),

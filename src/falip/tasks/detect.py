@@ -95,10 +95,16 @@ class DetectTask:
         self.model_info = dict(model_info or {})
         self._proposals: dict[Any, list[Any]] | None = None
         self._proposal_skips: list[Any] = []
+        self._source: Any = None
         if settings.proposals is not None:
-            from ..data.coco import read_coco_results
+            if _is_coco_results(settings.proposals):  # matched by the annotation file's own image ids
+                from ..data.coco import read_coco_results
 
-            self._proposals, self._proposal_skips = read_coco_results(settings.proposals, dataset.image_sizes())
+                self._proposals, self._proposal_skips = read_coco_results(settings.proposals, dataset.image_sizes())
+            else:  # any proposal source (auto, a segment-anything folder, hf:...), matched by file name
+                from ..proposals import open_proposals
+
+                self._source = open_proposals(settings.proposals)
 
     def config(self) -> dict:
         s = self.settings
@@ -118,6 +124,11 @@ class DetectTask:
     def units(self) -> Iterator[Unit | Skip]:
         from ..data.records import Skipped
 
+        if self._source is not None:
+            for image_id in self.dataset.image_sizes():
+                payload = {"image_id": image_id, "image": str(self.dataset.image_path(image_id)), "source": True}
+                yield Unit(f"image:{image_id}", payload, payload["image"])
+            return
         if self._proposals is None:
             groups: dict[Any, list[Any]] = {}
             for item in self.dataset:
@@ -147,6 +158,19 @@ class DetectTask:
         image = load_image(p["image"])
         geometry = getattr(getattr(self.scorer, "preprocess", None), "geometry", None)
         entries, boxes, masks, skips = [], [], [], []
+        if p.get("source"):
+            from ..proposals.base import visible_proposals
+
+            props = visible_proposals(self._source.propose(image, Path(p["image"])), geometry)
+            if len(props) == 0:
+                raise FalipError(f"no proposals for this image from {self.settings.proposals}")
+            for k in range(len(props)):
+                x0, y0, x1, y1 = (float(v) for v in props.boxes[k])
+                entry: dict[str, Any] = {"id": f"{p['image_id']}/{k + 1}", "box": [x0, y0, x1 - x0, y1 - y0]}
+                if props.masks is not None:
+                    entry["segmentation"] = mask_to_coco_rle(props.masks[k])
+                entries.append(entry)
+            return p, image, props.regions(), entries, skips
         sources = p.get("items") or p["proposals"]
         for k, src in enumerate(sources):
             is_gt = "items" in p
@@ -168,7 +192,7 @@ class DetectTask:
                 skips.append(Skip(item_id, src.source, reason))
                 continue
             x0, y0, x1, y1 = (float(v) for v in region.boxes[0])
-            entry: dict[str, Any] = {"id": item_id, "box": [x0, y0, x1 - x0, y1 - y0]}
+            entry = {"id": item_id, "box": [x0, y0, x1 - x0, y1 - y0]}
             if is_gt:
                 entry["label"] = src.label_index
             if region.masks is not None:
@@ -269,6 +293,18 @@ class DetectTask:
 
 def _cell(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+def _is_coco_results(spec: str) -> bool:
+    """Whether ``spec`` is a COCO results file (a JSON list of entries with image_id and bbox)."""
+    path = Path(spec)
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return True  # read_coco_results names the file and what is wrong
+    return isinstance(data, list) and all(isinstance(d, dict) and "image_id" in d and "bbox" in d for d in data)
 
 
 def make_task(scorer: RegionScorer, model_info: dict, method: str, settings: dict[str, Any]) -> DetectTask:

@@ -120,9 +120,11 @@ class DetectSettings:
     images: str = ""
     region: str = "box"
     proposals: str | None = setting(
-        None, type="file",
-        help="a COCO results file of class-agnostic boxes (+ RLE masks); default: the annotation file's own regions",
-    )  # fmt: skip
+        None,
+        help="the regions: a COCO results file of class-agnostic boxes (+ RLE masks, matched by image_id) or any "
+        "proposal source of falip ground (auto, a segment-anything folder, hf:<model>); default: the annotation "
+        "file's own regions",
+    )
     method: str = "falip"
     templates: tuple[str, ...] = setting(
         (CLS_TEMPLATE,), name="template", type="template", help=f"text template (default {CLS_TEMPLATE!r})"
