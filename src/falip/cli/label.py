@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._eval import add_model_options, add_run_options, make_scorer, run_task
+from ._eval import add_model_options, add_run_options, add_template_options, make_scorer, read_templates, run_task
 from ._proposals import add_proposal_options
 
 __all__ = ["configure_parser", "run"]
@@ -21,11 +21,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", required=True, help="class names, comma-separated (a,b,c), or a file with one a line")
     p.add_argument("--method", default="falip", help="scoring method: falip (default) or a baseline (crop, blur, ...)")
     p.add_argument("--top-k", type=int, default=5, help="classes kept per region in the records (default 5)")
-    from falip.defaults import CLS_TEMPLATE
-
-    t = p.add_argument_group("text").add_mutually_exclusive_group()
-    t.add_argument("--template", help=f"one text template (default {CLS_TEMPLATE!r})")
-    t.add_argument("--templates", help="a file of templates, one per line, averaged in feature space")
+    add_template_options(p.add_argument_group("text"))
     add_proposal_options(p)
     add_run_options(p)
     add_model_options(p)
@@ -34,10 +30,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Label the proposals of every image and print the per-class counts; returns the exit code."""
     from falip.core.errors import FalipError
-    from falip.defaults import CLS_TEMPLATE
     from falip.prompts.registry import parse_method
     from falip.proposals import open_proposals
-    from falip.tasks import read_templates
     from falip.tasks.label import LabelSettings, LabelTask, find_images, read_classes
 
     classes = read_classes(args.classes)
@@ -52,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     settings = LabelSettings(
         images=tuple(str(p) for p in images), classes=tuple(classes), proposals=args.proposals,
         min_area=args.min_area, nms=args.nms, top=args.top, method=args.method,
-        templates=read_templates(vars(args), CLS_TEMPLATE), top_k=args.top_k,
+        templates=read_templates(args), top_k=args.top_k,
     )  # fmt: skip
     run_task(LabelTask(scorer, settings, source, model_info), args, args.out)
     return 0
