@@ -94,3 +94,5 @@ def test_classes_from_a_file_name_the_line(tmp_path):
         read_classes(str(f))
     f.write_text("cat\ndog\n")
     assert read_classes(str(f)) == ["cat", "dog"]
+    many = [f"class number {k}" for k in range(40)]  # longer than a file name may be
+    assert read_classes(",".join(many)) == many

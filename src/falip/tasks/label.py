@@ -61,7 +61,11 @@ def read_classes(value: str | Sequence[str]) -> list[str]:
     """Class names from ``"a,b,c"``, a file (one per line) or a list; FalipError for empty or repeated names."""
     if isinstance(value, str):
         path = Path(value)
-        if path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError:  # a long list of names is no file name (ENAMETOOLONG)
+            is_file = False
+        if is_file:
             try:
                 names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
             except UnicodeDecodeError:
