@@ -50,8 +50,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cls-scenes", type=int, default=350, help="classification test scenes per dataset")
     p.add_argument("--val-scenes", type=int, default=200, help="validation scenes for the sweep")
     p.add_argument("--relational-fraction", type=float, default=0.5)
-    p.add_argument("--methods", default="none,crop,blur,circle,falip,falip+blur+circle", help="methods compared")
-    p.add_argument("--subtract", default="falip,crop,blur,circle", help="methods also run with subtract (P)")
+    p.add_argument(
+        "--methods", default="none,crop,blur,input-circle,falip,falip+blur+input-circle", help="methods compared"
+    )
+    p.add_argument("--subtract", default="falip,crop,blur,input-circle", help="methods also run with subtract (P)")
     p.add_argument("--alphas", default="0.1,0.2,0.5,1,2,5,10,20", help="sweep: alpha values")
     p.add_argument("--last-blocks", default="1,2,3,4,all", help="sweep: bias the last n blocks ('all' = every block)")
     p.add_argument("--no-sweep", action="store_true")
@@ -382,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-LABELS = {"falip": "FALIP", "none": "whole image", "crop": "crop", "blur": "reverse blur", "circle": "red circle"}
+LABELS = {
+    "falip": "FALIP", "none": "whole image", "crop": "crop", "blur": "reverse blur", "circle": "red circle",
+    "input-circle": "red circle", "redcircle": "RedCircle (authors')", "redcircle-blur": "RedCircle+Blur (authors')",
+}  # fmt: skip
 
 
 def _blocks(layers) -> list[int]:

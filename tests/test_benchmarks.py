@@ -40,7 +40,7 @@ def test_bench_synthetic_smoke(tmp_path, capsys):
     )
     assert rc == 0
     res = json.loads(out.read_text())
-    for m in ("falip", "none", "crop", "blur", "circle", "falip+blur+circle", "falip (P)"):
+    for m in ("falip", "none", "crop", "blur", "input-circle", "falip+blur+input-circle", "falip (P)"):
         r = res["rec"][m]["all"]
         assert r["n"] >= 12 and 0 <= r["ci95"][0] <= r["acc"] <= r["ci95"][1] <= 1
     for name in ("all objects", "CUB-style", "ImageNet-S-style", "Waterbirds-style"):

@@ -206,7 +206,7 @@ def test_attention_maps_with_scores_and_plot(shipped, tmp_path):
     box = example.scene.objects[query.target].box
     maps = attention_maps(fclip, pre, image, box, texts=[query.expression], tokenizer=tok, head="rollout")
     scorer = RegionScorer(fclip, pre, tok)
-    for name, method in (("vanilla", "none"), ("falip", "falip"), ("circle", "circle")):
+    for name, method in (("vanilla", "none"), ("falip", "falip"), ("input-circle", "input-circle")):
         expected = float(scorer.score(image, [box], query.expression, method=method)[0, 0])
         assert maps.maps[name].scores[query.expression] == pytest.approx(expected, abs=1e-4)
     path = plot_attention_maps(maps, tmp_path / "maps.png")

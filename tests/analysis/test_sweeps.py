@@ -73,7 +73,7 @@ def test_points_names_and_settings():
     form = sweep_points({"form": parse_values("form", "diag,qk-prompt", 4)})
     assert form[0].settings() == {"form": "diag"} and form[1].settings() == {"variant": "qk-prompt"}
     assert point_model_info({"model": "m", "form": "cls"}, form[1]) == {
-        "model": "m", "form": "cls", "variant": "qk-prompt", "prompt": "circle"
+        "model": "m", "form": "cls", "variant": "qk-prompt", "prompt": "input-circle"
     }  # fmt: skip
     scale = sweep_points({"circle-scale": parse_values("circle-scale", "2", 4)})[0]
     assert scale.settings() == {"circle_scale": 2.0}
@@ -92,7 +92,7 @@ def test_point_scorer(shipped):
     ablation = point_scorer(shipped, points[1], prompt="blur")
     assert point_method("falip+circle", points[1]) == "feature-mask+circle"
     assert point_method("falip&circle", points[1]) == "falip&circle" and point_method("falip", points[0]) == "falip"
-    assert ablation.params.swap_prompt == "blur" and shipped.params.swap_prompt == "circle"
+    assert ablation.params.swap_prompt == "blur" and shipped.params.swap_prompt == "input-circle"
     assert ablation.falip_settings()["alpha"] == 3.0 and ablation._text_cache is shipped._text_cache
 
 

@@ -41,7 +41,7 @@ def test_demo_writes_table_and_png(tmp_path, capsys):
     assert f"showing 2 of {n_queries} queries (one per scene)" in out
     with Image.open(png) as im:
         assert im.size[0] > 600 and im.size[1] > 400
-    for m in ("falip", "crop", "blur", "circle"):  # every method's outline is drawn
+    for m in ("falip", "crop", "blur", "input-circle"):  # every method's outline is drawn
         assert _has_colour(png, demo._STYLES[m][0]), m
 
 

@@ -88,8 +88,8 @@ def test_paper_table1_from_the_files_present(rec_dir, tmp_path, capsys):
     assert code == 0
     table = (tmp_path / "t1" / "table1.md").read_text()
     assert "| method | refcoco_testa | refcoco+_testb |" in table
-    rows = ("| CPT (adapted to this CLIP) |", "| RedCircle |", "| FALIP |", "| FALIP E |", "| FALIP + P |",
-            "| RedCircle E + P |")  # fmt: skip
+    rows = ("| CPT (adapted to this CLIP) |", "| RedCircle |", "| FALIP |", "| FALIP E (box blur) |", "| FALIP + P |",
+            "| RedCircle E (ellipse blur) + P |")  # fmt: skip
     for row in rows:
         assert row in table
     code, _, err = _run(["paper", "table1", "--refcoco-dir", str(tmp_path), "--out", str(tmp_path / "t")], capsys)
@@ -166,7 +166,7 @@ def test_paper_table2_from_the_datasets_given(tmp_path, capsys):
     assert code == 0, err
     table = (tmp_path / "t2" / "table2.md").read_text()
     assert "| method | CUB-200-2011 |" in table
-    for row in ("| CLIP |", "| RedCircle |", "| Blur (extra) |", "| Crop (extra) |", "| FALIP |"):
+    for row in ("| CLIP |", "| RedCircle |", "| Blur |", "| Blur box (extra) |", "| Crop (extra) |", "| FALIP |"):
         assert row in table
     code, _, err = _run(["paper", "table2", "--out", str(tmp_path / "t3")], capsys)
     assert code == 2 and "needs at least one of" in err

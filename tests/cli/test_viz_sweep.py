@@ -69,7 +69,7 @@ def test_viz_writes_the_png_with_scores(scene_file, tmp_path, capsys):
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 5000
     assert "FALIP" in printed and "RedCircle" in printed and "% of [CLS] attention in the region" in printed
     data = json.loads((tmp_path / "viz.json").read_text())
-    assert set(data["maps"]) == {"vanilla", "falip", "circle"}
+    assert set(data["maps"]) == {"vanilla", "falip", "input-circle"}  # the default prompt, by its name
     for m in data["maps"].values():
         assert sum(m["cls_row"]) == pytest.approx(1.0, abs=1e-5) and text in m["scores"]
     assert data["maps"]["falip"]["in_region"] > data["maps"]["vanilla"]["in_region"]

@@ -50,8 +50,8 @@ UNLEASH_ERRORS = [
     ("falip+unleash:", "'unleash:' in 'falip+unleash:' names no prompt to unleash"),
     (
         "unleash:crop",
-        "a visual prompt is image edits and/or falip joined by '&' (blur, blur-box, box, circle, cpt, "
-        "falip, gray, redcircle, redcircle-blur); 'crop' is not one",
+        "a visual prompt is image edits and/or falip joined by '&' (blur, blur-box, box, cpt, falip, gray, "
+        "input-circle, redcircle, redcircle-blur); 'crop' is not one",
     ),  # fmt: skip
     ("unleash:none", "'none' is not one"),
     ("unleash:bluecircle", "'bluecircle' is no method"),
@@ -179,3 +179,30 @@ def test_redcircle_is_the_circle_alone_and_warns_once_that_it_changed():
         parse_method("unleash:redcircle")
     assert len(caught) == 1 and "'redcircle-blur'" in str(caught[0].message)
     assert registry.METHODS["redcircle"].scale == registry.METHODS["redcircle-blur"].scale == "original"
+
+
+def test_circle_is_now_input_circle_and_warns_once():
+    """falip's crisp circle is not FGVP's drawing (ylingfeng/FGVP @ 80b067b fgvp-reclip/
+    fine_grained_visual_prompt.py:178-180: ``cv2.ellipse`` with ``thickness``, centred on the path, on the
+    image resized by ``resize_transform_clip``, then resized again), so it is named for what it is,
+    ``input-circle``; the former name still draws the same image and warns once per process."""
+    import warnings
+
+    from PIL import Image
+
+    from falip.prompts import registry
+
+    assert "input-circle" in available_methods() and "circle" not in available_methods()
+    im = Image.new("RGB", (32, 24), (0, 90, 0))
+    params = registry.PromptParams()
+    a = registry.METHODS["circle"].edit(im, (2, 3, 30, 20), params)
+    b = registry.METHODS["input-circle"].edit(im, (2, 3, 30, 20), params)
+    assert a.tobytes() == b.tobytes() and a.tobytes() != im.tobytes()
+    registry._warned.discard("circle")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert parse_method("falip+blur&input-circle") == [("falip",), ("blur", "input-circle")]
+        assert caught == []
+        assert parse_method("blur&circle") == [("blur", "circle")]
+        parse_method("unleash:circle")
+    assert len(caught) == 1 and "'input-circle'" in str(caught[0].message) and "FGVP" in str(caught[0].message)

@@ -305,7 +305,7 @@ def attention_maps(
     *,
     layer: int = -1,
     head: Head = "mean",
-    prompt: str | None = "circle",
+    prompt: str | None = "input-circle",
     params: PromptParams | None = None,
     texts: Sequence[str] | None = None,
     tokenizer: Any = None,
@@ -353,7 +353,7 @@ def attention_maps(
         xp = preprocess.to_tensor(edited)[None].to(device=fclip.device, dtype=fclip.dtype)
         rows[prompt] = cls_attention(model, xp, None, **kw)[0]
         shown[prompt] = _paste_back(edited, image, preprocess.geometry)
-        names[prompt] = {"circle": "RedCircle"}.get(prompt, prompt)
+        names[prompt] = {"circle": "RedCircle", "input-circle": "RedCircle"}.get(prompt, prompt)
     scores: dict[str, dict[str, float]] = {k: {} for k in rows}
     if texts:
         from ..scoring import RegionScorer

@@ -23,7 +23,7 @@ Parameters (values as strings, as on the command line):
     plain ``falip`` term of the method (:func:`point_method`).
 ``circle-scale``
     The red circle's box enlarged by this factor (> 0; 1 is RedCircle as drawn), wherever the
-    method draws the ``circle`` atom.
+    method draws the ``input-circle`` atom (formerly ``circle``).
 ``enlarge``
     Pixels (>= 0) every region's box grows by on each side, clipped to the image, for every atom
     of the method, FALIP's box included: the executors' ``enlarge_boxes`` (the paper's Table 14,
@@ -212,11 +212,13 @@ def _check_method(method: str, params: Sequence[str], values: Sequence[Any]) -> 
     terms = parse_method(method)
     atoms = {a for t in terms for a in t}
     if "circle-scale" in params and any(a not in METHODS for a in atoms):
-        raise FalipError(f"circle-scale applies to plain terms (circle, falip+circle, blur&circle), not {method!r}")
+        raise FalipError(
+            f"circle-scale applies to plain terms (input-circle, falip+input-circle, blur&input-circle), not {method!r}"
+        )
     for param in params:
-        if param == "circle-scale" and "circle" not in atoms:
+        if param == "circle-scale" and not atoms & {"circle", "input-circle"}:
             raise FalipError(
-                f"sweeping circle-scale needs a method that draws the red circle, e.g. circle; got {method!r}"
+                f"sweeping circle-scale needs a method that draws the red circle, e.g. input-circle; got {method!r}"
             )
         if param in ("alpha", "sigma", "blocks", "form") and "falip" not in atoms:
             raise FalipError(f"sweeping {param} needs a method with FALIP, e.g. falip; got {method!r}")
@@ -226,7 +228,7 @@ def _check_method(method: str, params: Sequence[str], values: Sequence[Any]) -> 
         )
 
 
-def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "circle") -> Any:
+def point_scorer(scorer: Any, point: SweepPoint, prompt: str = "input-circle") -> Any:
     """``scorer`` with the point's settings: FALIP options, circle scale, box enlargement, the swaps' prompt.
 
     A copy sharing the scorer's text caches (:meth:`falip.RegionScorer.with_options`).
@@ -252,7 +254,7 @@ def point_method(method: str, point: SweepPoint) -> str:
     return "+".join(variant if t.replace(" ", "") == "falip" else t for t in method.split("+"))
 
 
-def point_model_info(model_info: Mapping[str, Any], point: SweepPoint, prompt: str = "circle") -> dict:
+def point_model_info(model_info: Mapping[str, Any], point: SweepPoint, prompt: str = "input-circle") -> dict:
     """The run's model description (in ``run.json``): the base one with the point's settings."""
     s = point.settings()
     out = {**model_info, **s}
@@ -296,7 +298,7 @@ def run_sweep(
     out_dir: str | Path,
     *,
     method: str | None = None,
-    prompt: str = "circle",
+    prompt: str = "input-circle",
     resume: bool = False,
     title: str | None = None,
     on_point: Callable[[SweepPoint, Path], None] | None = None,
@@ -310,7 +312,7 @@ def run_sweep(
         scorer: a :class:`falip.RegionScorer` (each point gets a copy with its settings).
         model_info: the model description for ``run.json`` (each point adds its settings).
         axes: ``{param: values}`` for one parameter or two (a grid); values as in :func:`parse_values`.
-        method: the scoring method (default ``circle`` when sweeping ``circle-scale`` alone, else ``falip``).
+        method: the scoring method (default ``input-circle`` when sweeping ``circle-scale`` alone, else ``falip``).
         prompt: the visual prompt of the ``qk-prompt``/``v-prompt`` ablations.
         resume: continue the runs already in ``out_dir`` (otherwise a folder holding one is an error).
         on_point: called with each point and its folder before it runs (e.g. to print progress).
@@ -326,7 +328,7 @@ def run_sweep(
     parsed = {_check_param(p): parse_values(p, v, depth) for p, v in axes.items()}
     params = list(parsed)
     if method is None:
-        method = "circle" if params == ["circle-scale"] else "falip"
+        method = "input-circle" if params == ["circle-scale"] else "falip"
     _check_method(method, params, [v for vals in parsed.values() for _, v in vals])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ __all__ = [
 
 Progress = Callable[[float, str], None]
 
-ENSEMBLE_EXAMPLES = "falip+circle, blur&circle"
+ENSEMBLE_EXAMPLES = "falip+redcircle, blur&input-circle"
 """The placeholder of the "more methods" field: ensembles (``+``) and combined edits (``&``)."""
 
 # ModelNet40's 40 category names (the default class list of the point cloud tab)
@@ -674,7 +674,7 @@ def attention_view(
     image: Image.Image,
     regions: Any,
     index: int,
-    prompt: str | None = "circle",
+    prompt: str | None = "input-circle",
     block: int | None = None,
     head: int | str = "mean",
     alpha: float | None = None,

@@ -34,7 +34,7 @@ from .port import port_problem  # noqa: E402
 __all__ = ["DEFAULT_METHODS", "DEFAULT_TEMPLATE", "build_app", "serve"]
 
 DEFAULT_TEMPLATE = REC_TEMPLATE
-DEFAULT_METHODS = ("falip", "crop", "circle")
+DEFAULT_METHODS = ("falip", "crop", "input-circle")
 """The methods ticked when the page opens."""
 DEFAULT_LIMITS = C.Limits()
 Components = dict[str, Any]
@@ -217,10 +217,10 @@ def _attention_panel(app: C.AppModel) -> Components:
             c["region"] = gr.Number(value=1, precision=0, label="region (from 1)", elem_id="attention-region")
             c["prompt"] = gr.Dropdown(
                 choices=C.prompt_choices(),
-                value="circle",
+                value="input-circle",
                 allow_custom_value=True,
                 elem_id="attention-prompt",
-                label="visual prompt (edits joined by &, e.g. blur&circle)",
+                label="visual prompt (edits joined by &, e.g. blur&input-circle)",
             )
             c["block"] = gr.Number(value=depth, precision=0, label=f"block (1..{depth})", elem_id="attention-block")
             heads = C.head_choices(app)

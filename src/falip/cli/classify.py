@@ -17,7 +17,7 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``classify`` options to ``p``: the registry's task ``classify`` (``falip compare --task classify``'s)."""
     add_task_options(p, task="classify")
-    p.add_argument("--method", default="falip", help="scoring method, e.g. falip, none, crop, circle, blur")
+    p.add_argument("--method", default="falip", help="scoring method, e.g. falip, none, crop, redcircle, blur")
     add_run_options(p)
     add_model_options(p)
 

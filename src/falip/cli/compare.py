@@ -15,7 +15,9 @@ from ._eval import add_model_options, add_run_options, add_task_options, build_t
 
 __all__ = ["configure_parser", "run", "method_dir", "markdown_table", "compare_methods"]
 
-DEFAULT_METHODS = "none,crop,circle,blur,falip,falip+blur+circle"  # the image tasks'; each task declares its own
+DEFAULT_METHODS = (
+    "none,crop,input-circle,blur,falip,falip+blur+input-circle"  # the image tasks'; each task declares its own
+)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -22,8 +22,14 @@ from ._common import add_activation_option, describe_model, ensure_writable_dir,
 
 __all__ = ["DEMO_METHODS", "Panel", "configure_parser", "run", "draw_panels", "box_edges", "method_outlines"]
 
-DEMO_METHODS: tuple[str, ...] = ("falip", "none", "crop", "blur", "circle")
-_LABELS = {"falip": "FALIP", "none": "whole image", "crop": "crop", "blur": "reverse blur", "circle": "red circle"}
+DEMO_METHODS: tuple[str, ...] = ("falip", "none", "crop", "blur", "input-circle")
+_LABELS = {
+    "falip": "FALIP",
+    "none": "whole image",
+    "crop": "crop",
+    "blur": "reverse blur",
+    "input-circle": "red circle",
+}
 # Okabe-Ito (colour-blind safe) colours, picked away from the scenes' object hues (red, yellow,
 # green, cyan, blue, purple) and from the white gold box; each method also has its own dash
 # pattern, so a method stays identifiable where colours are hard to tell apart.
@@ -32,7 +38,7 @@ _STYLES: dict[str, tuple[str, Any]] = {
     "none": ("#000000", (0, (1, 1))),  # black, dotted
     "crop": ("#CC79A7", (0, (4, 1.5))),  # reddish purple, dashed
     "blur": ("#8C510A", (0, (4, 1.5, 1, 1.5))),  # brown, dash-dot
-    "circle": ("#56B4E9", (0, (7, 2))),  # sky blue, long dashes
+    "input-circle": ("#56B4E9", (0, (7, 2))),  # sky blue, long dashes
 }
 _EXTRA_STYLES: tuple[tuple[str, Any], ...] = (
     ("#D55E00", (0, (2, 2))),

@@ -35,7 +35,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``heads`` options to ``p``."""
     p.add_argument(
         "--prompt",
-        help="edits and/or falip joined by '&': circle, blur, blur&circle, falip, ... (default circle; "
+        help="edits and/or falip joined by '&': input-circle, redcircle, blur&input-circle, falip, ... "
+        "(default input-circle; "
         "falip for a task that takes no edits, e.g. pointcloud, whose depth views go to the model as they are)",
     )
     p.add_argument("--out", required=True, help="output folder: heads.json, heads.png")
@@ -61,7 +62,7 @@ def _check(args: argparse.Namespace) -> None:
             raise FalipError(f"{reason}; leave it out")
     takes = _prompts_taken(spec)
     if args.prompt is None:
-        args.prompt = "circle" if takes is None or "circle" in takes else "falip"
+        args.prompt = "input-circle" if takes is None or "input-circle" in takes else "falip"
     atoms = parse_prompt(args.prompt, f"--prompt {args.prompt!r}")
     refused = [a for a in atoms if takes is not None and a not in takes]
     if refused:

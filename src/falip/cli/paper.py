@@ -87,7 +87,7 @@ REDCIRCLE_NOTE = (
     "int(max(W, H) / 200) px wide on the original image, nothing else (on an image under 200 px the width "
     "is 0 and nothing is drawn: the row is then plain CLIP). RedCircle+Blur: their `circle` branch as released "
     "(blur = True): the original inside the ellipse (its mask's 1-px ring at 76/255), Gaussian blur radius "
-    "100 outside, the same red outline, in one image. falip's crisp 2-px circle at 224 (`circle`) is not used."
+    "100 outside, the same red outline, in one image. falip's crisp 2-px circle at 224 (`input-circle`) is not used."
 )
 BLUR_NOTE = (
     "blurs: 'ellipse blur' = the whole image Gaussian-blurred (radius 100), the original kept inside the "

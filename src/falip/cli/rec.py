@@ -17,7 +17,7 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``rec`` options to ``p``: the registry's task ``rec`` (``falip compare --task rec``'s)."""
     add_task_options(p, task="rec")
-    p.add_argument("--method", default="falip", help="scoring method, e.g. falip, circle, falip+blur+circle")
+    p.add_argument("--method", default="falip", help="scoring method, e.g. falip, redcircle, falip+redcircle+blur")
     add_run_options(p)
     add_model_options(p)
 

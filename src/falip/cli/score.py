@@ -43,7 +43,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", action="append", required=True, help="a text to score against (repeat for several)")
     p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy", help="box format (default xyxy)")
     p.add_argument(
-        "--method", default="falip", help="scoring method, e.g. falip, crop, circle, falip+circle (default falip)"
+        "--method", default="falip", help="scoring method, e.g. falip, crop, redcircle, falip+redcircle (default falip)"
     )
     p.add_argument("--template", default="{}", help="text template, e.g. 'a photo of {}.' (default: verbatim)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")

@@ -41,9 +41,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--grid", action="append", metavar="P=V,..,Q=V,..", help="a 2-D grid instead of PARAM/--values (heat map)"
     )
     p.add_argument(
-        "--method", help="scoring method (default falip; circle when sweeping circle-scale); e.g. falip+circle"
+        "--method", help="scoring method (default falip; input-circle when sweeping circle-scale); e.g. falip+redcircle"
     )
-    p.add_argument("--prompt", default="circle", help="the visual prompt of qk-prompt / v-prompt (default circle)")
+    p.add_argument(
+        "--prompt", default="input-circle", help="the visual prompt of qk-prompt / v-prompt (default input-circle)"
+    )
     add_task_options(p)
     add_run_options(p)
     add_model_options(p)

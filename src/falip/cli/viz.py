@@ -71,7 +71,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prompt",
-        help="the visual prompt's edits, e.g. circle, blur, blur&circle (default: circle for attention maps, "
+        help="the visual prompt's edits, e.g. input-circle, redcircle, blur&input-circle (default: input-circle "
+        "for attention maps, "
         "none for --text-map)",
     )
     p.add_argument("--no-prompt", action="store_true", help="vanilla and FALIP panels only")
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.numbering import NUMBERING_NOTE, head_number
     from falip.prompts.registry import parse_method
 
-    prompt = None if args.no_prompt else args.prompt or "circle"
+    prompt = None if args.no_prompt else args.prompt or "input-circle"
     if prompt is not None:
         parse_method(prompt)
     scorer, _ = make_scorer(args, template=args.template)

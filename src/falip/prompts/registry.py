@@ -6,12 +6,12 @@ A method string names one or more *terms* joined by ``+``; the scores of the ter
 (an ensemble; docs/method.md, "Scoring and tasks"). A term names one or more *atoms* joined by ``&``; the atoms
 are applied together to produce ONE image per box (a combined edit). So:
 
-* ``falip+circle+blur``: three scores per box (FALIP, RedCircle, reverse blur), summed;
-* ``blur&circle``: one score per box, from one image that is both blurred and circled;
-* ``falip&circle``: FALIP looking at the box in the circled image.
+* ``falip+input-circle+blur``: three scores per box (FALIP, RedCircle, reverse blur), summed;
+* ``blur&input-circle``: one score per box, from one image that is both blurred and circled;
+* ``falip&input-circle``: FALIP looking at the box in the circled image.
 
-Note that ``blur+circle`` is therefore the ensemble of two images' scores, not the paper's
-"blur + circle in one image", which is ``blur&circle``.
+Note that ``blur+input-circle`` is therefore the ensemble of two images' scores, not the paper's
+"blur + circle in one image", which is ``blur&input-circle``.
 
 Atoms (see :data:`METHODS`, or :func:`available_methods`):
 
@@ -20,8 +20,9 @@ falip          the image untouched; FALIP's foveal attention on the box (one bat
 none           the whole image, no prompt: the same score for every box
 crop           the box alone (the pixels whose centres lie in it), cut from the original
 crop-reclip    ReCLIP's crop: PIL ``image.crop`` of the clipped box (edges rounded half to even)
-circle         red ellipse inscribed in the box, 2 px drawn inward at model-input scale with
-               falip's pixel-centre rule (falip's own drawing; FGVP draws with cv2.ellipse)
+input-circle   red ellipse inscribed in the box, 2 px drawn inward at model-input scale with
+               falip's pixel-centre rule: falip's own drawing (FGVP draws its circle with
+               cv2.ellipse, centred on the path, at its own resized scale); formerly ``circle``
 redcircle      the paper's RedCircle, as the authors draw it: a red PIL ellipse outline
                int(max(W, H) / 200) px wide on the original, nothing else (none under 200 px)
 redcircle-blur the authors' ``circle`` branch as released (blur = True): blur outside the
@@ -37,7 +38,8 @@ cpt            ReCLIP's CPT shading of the box (PIL rectangle, original image); 
 The authors' drawings (``redcircle``, ``redcircle-blur``, ``crop-reclip``, ``blur-box``, ``cpt``)
 are pixel-identical to the images their code makes (:mod:`falip.prompts.edits`, "The authors'
 drawings"). ``redcircle`` meant the blurred circle (now ``redcircle-blur``) before it became the
-circle alone: naming it warns once.
+circle alone, and ``circle`` is the former name of ``input-circle``: naming either warns once
+(:data:`CHANGED_MEANING`); ``circle`` still works everywhere.
 
 :attr:`PromptParams.enlarge` grows every region's box by N pixels per side, clipped to the image,
 before any atom sees it (FALIP's box too): the executors' ``enlarge_boxes`` (Table 14).
@@ -49,15 +51,15 @@ those made at model-input scale (in the order written).
 Unleashed prompts (Eq. 6, :mod:`falip.core.unleash`)
 ----------------------------------------------------
 A term ``unleash:<prompt>`` scores the *unleashed* feature of a prompt: ``<prompt>`` is one or more
-edit atoms and/or ``falip`` joined by ``&`` (``unleash:circle``, ``unleash:blur&circle``,
-``unleash:falip``, ``unleash:falip&circle``). The prompted image (edited, and with FALIP's bias
+edit atoms and/or ``falip`` joined by ``&`` (``unleash:input-circle``, ``unleash:blur&input-circle``,
+``unleash:falip``, ``unleash:falip&input-circle``). The prompted image (edited, and with FALIP's bias
 when ``falip`` is in it) and the original image both go through the ViT, and for the last ``k``
 blocks the prompt's extra attention ``sum_h (G'_h - G_h)`` is added once more to the prompted
 image's final [CLS]. ``k`` is :attr:`PromptParams.unleash_k` (default: the paper's 4), or given in
-the term as ``unleash@K:<prompt>`` (``unleash@2:circle``: the last 2 blocks). ``unleash:`` must
-start its term, and its ``&`` joins the atoms of its prompt: ``falip+unleash:blur&circle`` is the
+the term as ``unleash@K:<prompt>`` (``unleash@2:input-circle``: the last 2 blocks). ``unleash:`` must
+start its term, and its ``&`` joins the atoms of its prompt: ``falip+unleash:blur&input-circle`` is the
 ensemble of FALIP and the unleashed blurred-and-circled image. :func:`parse_method` returns such a
-term as ``("unleash", "blur", "circle")`` (``("unleash@2", "circle")`` with an explicit ``k``); use
+term as ``("unleash", "blur", "input-circle")`` (``("unleash@2", "input-circle")`` with an explicit ``k``); use
 :func:`term_atoms`, :func:`is_unleash` and :func:`unleash_k` to read it.
 """
 
@@ -92,7 +94,12 @@ __all__ = [
 
 UNLEASH = "unleash"  # the term prefix of unleashed prompts: unleash:<prompt> or unleash@K:<prompt>
 
+RENAMED: dict[str, str] = {"circle": "input-circle"}
+"""Former atom names -> their names now; the former still work, and naming one warns once per process."""
 CHANGED_MEANING: dict[str, str] = {
+    "circle": "method 'circle' is now named 'input-circle': falip's own red ellipse, 2 px drawn inward at "
+    "model-input scale, which is not FGVP's cv2.ellipse drawing (centred on the path, at FGVP's own resized "
+    "scale); the paper's RedCircle is 'redcircle'. 'circle' still works",
     "redcircle": "'redcircle' is now the paper's RedCircle, the red ellipse alone (the authors' executor with "
     "blur = False); until this release it was their branch as released, blur outside the ellipse and the "
     "ellipse in one image, which is now 'redcircle-blur' (a run folder of 'redcircle' started before holds "
@@ -133,7 +140,7 @@ class PromptParams:
     cpt_alpha: int = vp.CPT_ALPHA
     unleash_k: int | None = None
     circle_scale: float = 1.0
-    swap_prompt: str = "circle"
+    swap_prompt: str = "input-circle"
     enlarge: float = 0.0
 
     def __post_init__(self) -> None:
@@ -189,6 +196,10 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def _input_circle(im: Image.Image, b: tuple[float, float, float, float], p: PromptParams) -> Image.Image:
+    return vp.red_circle(im, vp.scale_box(b, p.circle_scale, im.size), p.circle_color, p.circle_thickness)
+
+
 for _spec in (
     MethodSpec("falip", "falip", "image untouched; FALIP foveal attention on the box"),
     MethodSpec("none", "none", "whole image, no prompt (same score for every box)"),
@@ -205,14 +216,13 @@ for _spec in (
         lambda im, b, p: vp.reclip_crop(im, b),
     ),
     MethodSpec(
-        "circle",
+        "input-circle",
         "edit",
-        "red ellipse inscribed in the box, at model-input scale",
-        lambda im, b, p: vp.red_circle(
-            im, vp.scale_box(b, p.circle_scale, im.size), p.circle_color, p.circle_thickness
-        ),
+        "red ellipse inscribed in the box, 2 px inward at model-input scale (falip's drawing, not FGVP's cv2)",
+        _input_circle,
         "input",
     ),
+    MethodSpec("circle", "edit", "the former name of input-circle (naming it warns once)", _input_circle, "input"),
     MethodSpec(
         "redcircle",
         "edit",
@@ -320,15 +330,15 @@ def features_of(spec: MethodSpec) -> FeaturesFn:
 
 
 def available_methods() -> list[str]:
-    """The registered atom names (combine with ``+`` for ensembles, ``&`` for combined edits)."""
-    return sorted(METHODS)
+    """The registered atom names (combine with ``+`` for ensembles, ``&`` for combined edits); former names left out."""
+    return sorted(name for name in METHODS if name not in RENAMED)
 
 
 def parse_method(method: str) -> list[tuple[str, ...]]:
-    """``"falip+blur&circle"`` -> ``[("falip",), ("blur", "circle")]``; FalipError (a ValueError) when invalid.
+    """``"falip+blur&input-circle"`` -> ``[("falip",), ("blur", "input-circle")]``; FalipError when invalid.
 
-    ``"unleash:blur&circle"`` -> ``[("unleash", "blur", "circle")]``; ``"unleash@2:circle"`` ->
-    ``[("unleash@2", "circle")]`` (module docstring, "Unleashed prompts").
+    ``"unleash:blur&input-circle"`` -> ``[("unleash", "blur", "input-circle")]``;
+    ``"unleash@2:input-circle"`` -> ``[("unleash@2", "input-circle")]`` (module docstring, "Unleashed prompts").
     """
     if not isinstance(method, str) or not method.strip():
         raise FalipError(f"method must be a non-empty string, got {method!r}")
@@ -344,7 +354,7 @@ def parse_method(method: str) -> list[tuple[str, ...]]:
             if _is_unleash_text(a):
                 raise FalipError(
                     f"{a!r} in {method!r}: 'unleash:' must start its term, and '&' after it joins the atoms of "
-                    f"its prompt (e.g. unleash:blur&circle)"
+                    f"its prompt (e.g. unleash:blur&input-circle)"
                 )
             if a not in METHODS:
                 raise FalipError(
@@ -366,14 +376,14 @@ def _is_unleash_text(text: str) -> bool:
 
 
 def _prompt_atoms() -> list[str]:
-    return sorted(name for name, spec in METHODS.items() if spec.kind in ("edit", "falip"))
+    return sorted(name for name, spec in METHODS.items() if spec.kind in ("edit", "falip") and name not in RENAMED)
 
 
 def _parse_unleash(raw_term: str, method: str) -> tuple[str, ...]:
     """One ``unleash[@K]:<atom>[&<atom>...]`` term -> ``("unleash[@K]", atoms...)``."""
     where = repr(raw_term) if raw_term == method else f"{raw_term!r} in {method!r}"
     head, colon, prompt = raw_term.partition(":")
-    usage = "write unleash:<prompt> or unleash@K:<prompt>, e.g. unleash:circle, unleash@2:blur&circle"
+    usage = "write unleash:<prompt> or unleash@K:<prompt>, e.g. unleash:input-circle, unleash@2:blur&input-circle"
     if not colon or not prompt:
         raise FalipError(f"{where} names no prompt to unleash: {usage}")
     if head != UNLEASH:
@@ -388,7 +398,7 @@ def _parse_unleash(raw_term: str, method: str) -> tuple[str, ...]:
 
 
 def parse_prompt(prompt: str, where: str | None = None) -> tuple[str, ...]:
-    """A visual prompt, image edits and/or ``falip`` joined by ``&`` (``"blur&circle"``) -> its atoms.
+    """A visual prompt, image edits and/or ``falip`` joined by ``&`` (``"blur&input-circle"``) -> its atoms.
 
     What :func:`parse_method` accepts after ``unleash:``, and what the head analysis compares with
     the plain image. FalipError (naming ``where``, default the prompt) for anything else.
@@ -400,7 +410,7 @@ def parse_prompt(prompt: str, where: str | None = None) -> tuple[str, ...]:
     allowed = _prompt_atoms()
     for a in atoms:
         _warn_changed(a)
-        if a not in allowed:
+        if a not in allowed and a not in RENAMED:
             raise FalipError(
                 f"{where}: a visual prompt is image edits and/or falip joined by '&' ({', '.join(allowed)}); "
                 + (f"{a!r} is not one" if a in METHODS else f"{a!r} is no method")

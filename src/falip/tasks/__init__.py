@@ -97,7 +97,7 @@ class TaskSpec:
     metrics: tuple[Metric, ...] = (Metric("accuracy", "top-1"),)
     columns: str | Callable[[Mapping[str, Any]], dict[str, str]] | None = None
     methods: tuple[str, ...] | None = None
-    default_methods: str = "none,crop,circle,blur,falip,falip+blur+circle"
+    default_methods: str = "none,crop,input-circle,blur,falip,falip+blur+input-circle"
     samples: str | Callable[..., Any] | None = None
     settings_type: type | None = None
 
