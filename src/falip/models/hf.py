@@ -17,6 +17,7 @@ import torch
 
 from ..core.errors import FalipError
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from . import hub
 
 __all__ = ["HFTokenizer", "load_hf", "preprocess_from_processor"]
 
@@ -157,7 +158,16 @@ def _source(spec: str, cache_dir: str | None) -> tuple[str, dict]:
         return spec, {"local_files_only": True}
     if spec.startswith((".", "/", "~")) or os.path.exists(spec):
         raise FalipError(f"hf:{spec}: no such folder (a hub id looks like 'owner/name')")
-    return spec, {"cache_dir": cache_dir} if cache_dir else {}
+    kwargs: dict = {"cache_dir": cache_dir} if cache_dir else {}
+    reason = hub.unreachable()
+    if reason is None:
+        return spec, kwargs
+    if hub.cached(spec, ("config.json",), cache_dir):  # read the cache only: no retried requests
+        return spec, {**kwargs, "local_files_only": True}
+    raise FalipError(
+        f"hf:{spec}: no such folder, or a hub id that cannot be reached offline ({reason}; not in the cache "
+        f"{hub.cache_folder(cache_dir)})"
+    )
 
 
 def load_hf(

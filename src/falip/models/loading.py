@@ -22,6 +22,7 @@ from .. import towers  # noqa: F401  (installs the tower adapters: FovealCLIP(mo
 from ..core.errors import FalipError
 from ..core.model import FovealCLIP
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from . import hub
 from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
 
 if TYPE_CHECKING:
@@ -174,29 +175,45 @@ def _weights_cached(cfg: dict, cache_dir: str | None) -> bool:
 
 def _check_download(model_name: str, tag: str, cache_dir: str | None) -> None:
     """Fail fast, before open_clip's retries, when weights must be downloaded and cannot be."""
-    import socket
-    from urllib.parse import urlparse
-
     cfg = _open_clip().get_pretrained_cfg(model_name, tag) or {}
     if not cfg or _weights_cached(cfg, cache_dir):
         return
     what = f"the {model_name} weights {tag!r}"
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub.offline():
         raise FalipError(
             f"{what} are not in the local cache and HF_HUB_OFFLINE is set: download them once with a network, "
             "or use a local checkpoint file"
         )
-    source = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if cfg.get("hf_hub") else cfg.get("url", "")
-    host = urlparse(source).hostname
-    if not host:
-        return
-    try:
-        socket.create_connection((host, 443), timeout=5.0).close()
-    except OSError as err:
+    reason = hub.unreachable(hub.endpoint() if cfg.get("hf_hub") else cfg.get("url", ""))
+    if reason:
         raise FalipError(
-            f"cannot download {what} from {host} ({err.strerror or type(err).__name__}): no network? use a local "
-            "checkpoint file, or set HF_HUB_OFFLINE=1 to use only weights already in the cache"
-        ) from None
+            f"cannot download {what} ({reason}): no network? use a local checkpoint file, or set HF_HUB_OFFLINE=1 "
+            "to use only weights already in the cache"
+        )
+
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")  # what transformers reads first
+
+
+def _hub_tokenizer_options(model_name: str, cache_dir: str | None) -> dict:
+    """Options for ``open_clip.get_tokenizer`` of a model whose tokenizer comes from the hub (SigLIP's):
+    read only the cache when the hub cannot be reached; FalipError at once, saying where the
+    tokenizer goes, when it is not cached either (transformers would retry for about a minute)."""
+    text_cfg = (_open_clip().get_model_config(model_name) or {}).get("text_cfg") or {}
+    name = text_cfg.get("hf_tokenizer_name")
+    if not name:
+        return {}
+    is_cached = hub.cached(name, _TOKENIZER_FILES, cache_dir)
+    reason = hub.unreachable()
+    if reason is None:
+        return {}
+    if is_cached:
+        return {"local_files_only": True}
+    raise FalipError(
+        f"the tokenizer of {model_name} ({name} on the Hugging Face hub) is not in the local cache and {reason}: "
+        f"download it once with a network into {hub.cache_folder(cache_dir)} (e.g. `hf download {name}`, or load "
+        "the model once online), or point HF_HOME (falip.load: cache_dir) at a cache that holds it"
+    )
 
 
 ACTIVATIONS = ("gelu", "quickgelu")
@@ -436,6 +453,7 @@ def _load_open_clip(
     from_file = checkpoint is not None and os.path.isfile(checkpoint)
     if checkpoint is not None and not from_file:
         _check_download(model_name, checkpoint, cache_dir)
+    tokenizer_options = _hub_tokenizer_options(model_name, cache_dir)  # before the weights are read
     with _quiet_random_init_warning(from_file):  # the file is loaded right below
         model = open_clip.create_model(
             model_name,
@@ -458,7 +476,7 @@ def _load_open_clip(
         interpolation=_interpolation(cfg.get("interpolation")),
     )
     try:
-        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir, **tokenizer_options)
     except Exception as err:  # a hub tokenizer (SigLIP's) that cannot be fetched offline
         text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
         source = text_cfg.get("hf_tokenizer_name", "its tokenizer")
