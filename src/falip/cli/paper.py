@@ -1,4 +1,4 @@
-"""``falip paper table1|table2|table4``: the paper's tables, run as the authors ran them, from the data on disk.
+"""``falip paper table1|table2|table3|table4``: the paper's tables, run as the authors ran them, from the data on disk.
 
 table1 (REC, Table 1 of the paper): the ReCLIP split files found in ``--refcoco-dir`` as columns
 ("gold": the annotations' boxes; with ``--detector-file`` also "prop": the detector's proposals,
@@ -13,6 +13,10 @@ image: the first dog of each annotation), ``--cub`` (the entire CUB-200-2011), `
 (its test split), ``--imagenet-s`` (validation; FALIP is given the mask's BOX unless
 ``--region mask``); rows CLIP, RedCircle (the ellipse alone), Blur (outside the ellipse), FALIP,
 and the extras RedCircle+Blur (the executor's, one image), Blur box (ReCLIP's) and crop.
+
+table3 (point clouds, Table 3): plain CLIP and FALIP with PointCLIP's V1 and V2 projections, on
+``--modelnet40`` and every ScanObjectNN variant found under ``--scanobjectnn`` (OBJ_ONLY, OBJ_BG,
+PB_T50_RS), test splits; view weights and prompts printed, PointCLIP's post-search as labelled rows.
 
 table4 (REC, Table 4): RedCircle (R) and RedCircle+Blur (R + B), each plain and unleashed (U,
 Eq. 6), on the gold boxes of the same split files (:data:`TABLE4_ROWS`).
@@ -33,7 +37,16 @@ from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, add_setting, make_scorer, run_task
 from .compare import markdown_table, method_dir
 
-__all__ = ["configure_parser", "run", "TABLE1_SPLITS", "TABLE1_ROWS", "TABLE1_P_ROWS", "TABLE2_ROWS", "TABLE4_ROWS"]
+__all__ = [
+    "configure_parser",
+    "run",
+    "TABLE1_SPLITS",
+    "TABLE1_ROWS",
+    "TABLE1_P_ROWS",
+    "TABLE2_ROWS",
+    "TABLE3_ROWS",
+    "TABLE4_ROWS",
+]
 
 TABLE1_SPLITS = (
     "refcoco_val",
@@ -121,7 +134,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     from falip.data.registry import get_dataset
     from falip.tasks import get_task
 
-    p.add_argument("table", choices=("table1", "table2", "table4"), help="which table")
+    p.add_argument("table", choices=("table1", "table2", "table3", "table4"), help="which table")
     g = p.add_argument_group("table1, table4 (REC)")
     g.add_argument("--refcoco-dir", help="folder with the ReCLIP split files (refcoco_testa.jsonl, ...)")
     g.add_argument("--coco-images", help="COCO train2014 image folder")
@@ -142,6 +155,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     dogs = dataclasses.replace(own["objects"], name="dogs_objects", flag="dogs-objects")
     add_setting(h, dogs, default="first", help="Stanford Dogs: the first dog of each image (default: the paper "
                 "counts images) or every dog")  # fmt: skip
+    add_table3_options(p)
     add_run_options(p)
     add_model_options(p)
 
@@ -400,12 +414,190 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------------------------ table 3
+TABLE3_SCANOBJECTNN = (  # (variant setting, the name papers give it)
+    ("main_split_nobg", "OBJ_ONLY"),
+    ("main_split", "OBJ_BG"),
+    ("main_split+augmentedrot_scale75", "PB_T50_RS"),
+)
+TABLE3_ROWS = (("CLIP", "none"), ("FALIP", "falip"))
+
+
+def add_table3_options(p: argparse.ArgumentParser) -> None:
+    """The ``table3`` (point clouds) options."""
+    g = p.add_argument_group("table3 (point clouds)")
+    g.add_argument("--modelnet40", help="ModelNet40 folder (PointNet's modelnet40_ply_hdf5_2048; its test split)")
+    g.add_argument(
+        "--scanobjectnn",
+        help="ScanObjectNN folder (holding h5_files/): every variant found of OBJ_ONLY (main_split_nobg), OBJ_BG "
+        "(main_split) and PB_T50_RS (main_split+augmentedrot_scale75), test split",
+    )
+    g.add_argument(
+        "--projections",
+        default="v1,v2",
+        help="PointCLIP projections, comma-separated: v1 (6 views), v2 (10 views) (default v1,v2)",
+    )
+    g.add_argument(
+        "--v2-prompts",
+        metavar="FILE",
+        help="V2 rows: PointCLIP V2's best_param.py (one test-searched sentence per class, the list of each "
+        "dataset and the model's backbone) or a JSON {class: [sentence, ...]}; default: V1's template",
+    )
+    g.add_argument(
+        "--post-search",
+        action="store_true",
+        help="also PointCLIP's post-search of the view weights on the reported split (labelled optimistic rows)",
+    )
+
+
+def _table3_columns(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """``(column title, dataset, variant)`` of the data given; FalipError when none or a folder is missing."""
+    from falip.core.errors import FalipError
+
+    if not args.modelnet40 and not args.scanobjectnn:
+        raise FalipError("table3 needs --modelnet40 and/or --scanobjectnn")
+    columns: list[tuple[str, str, str | None]] = []
+    for option, value in (("--modelnet40", args.modelnet40), ("--scanobjectnn", args.scanobjectnn)):
+        if value and not Path(value).is_dir():
+            raise FalipError(f"{option} {value}: no such folder")
+    if args.modelnet40:
+        columns.append(("ModelNet40", "modelnet40", None))
+    if args.scanobjectnn:
+        root = Path(args.scanobjectnn)
+        found = []
+        for variant, name in TABLE3_SCANOBJECTNN:
+            folder, _, perturbation = variant.partition("+")
+            file = f"test_objectdataset{'_' + perturbation if perturbation else ''}.h5"
+            if any((d / file).is_file() for d in (root / "h5_files" / folder, root / folder)):
+                found.append((f"ScanObjectNN {name}", "scanobjectnn", variant))
+        if not found:
+            raise FalipError(
+                f"--scanobjectnn {root}: none of the test files of "
+                + ", ".join(f"{v} ({n})" for v, n in TABLE3_SCANOBJECTNN)
+                + " under h5_files/"
+            )
+        columns += found
+    return columns
+
+
+def _table3(args: argparse.Namespace, out: Path) -> str:
+    """Table 3 (point clouds): plain CLIP and FALIP with PointCLIP's V1 and V2 projections, each dataset a column.
+
+    PointCLIP V1's zero-shot recipe (ZrrSkywalker/PointCLIP@8656f2c trainers/zeroshot.py:12-13 the
+    template 'point cloud depth map of a {}.', :77-92 every view's cosine with equal weights;
+    trainers/search_weights.py:60-75 its post-search on the test features). V2
+    (yangyangyang127/PointCLIP_V2@0b5aee8 trainers/zeroshot.py:18-20 one test-searched sentence per
+    class, :71 the view weights of best_param.py for the dataset and backbone).
+    """
+    import numpy as np
+
+    from falip.core.errors import FalipError
+    from falip.runner import read_results
+    from falip.tasks import make_task
+    from falip.tasks.pointcloud import POST_SEARCH_LABEL, VIEW_WEIGHT_PRESETS, post_search_view_weights, v2_backbone
+
+    columns = _table3_columns(args)
+    projections = [p.strip() for p in str(args.projections).split(",") if p.strip()]
+    bad = [p for p in projections if p not in ("v1", "v2")]
+    if bad or not projections or len(set(projections)) != len(projections):
+        raise FalipError(f"--projections {args.projections}: give v1, v2 or v1,v2 (each once)")
+    if args.v2_prompts and "v2" not in projections:
+        raise FalipError("--v2-prompts is for the V2 rows: add v2 to --projections")
+    if args.v2_prompts and not Path(args.v2_prompts).is_file():
+        raise FalipError(f"--v2-prompts {args.v2_prompts}: no such file")
+    scorer, model_info = make_scorer(args)
+    backbone = v2_backbone(args.model)
+    rows: dict[str, dict[str, str]] = {}
+    summaries: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    weights_used: dict[str, str] = {}
+    for projection in projections:
+        for title, dataset, variant in columns:
+            preset = f"v2-{dataset}-{backbone.replace('_', '-')}" if backbone else None
+            weights = preset if projection == "v2" and preset in VIEW_WEIGHT_PRESETS else None
+            weights_used[f"{projection}/{title}"] = (
+                f"{weights} ({', '.join(f'{w:g}' for w in VIEW_WEIGHT_PRESETS[weights])})" if weights else "equal"
+            )
+            settings = {"dataset": dataset, "root": args.modelnet40 if dataset == "modelnet40" else args.scanobjectnn}
+            if variant:
+                settings["variant"] = variant
+            prompts = args.v2_prompts if projection == "v2" else None
+            for name, method in TABLE3_ROWS:
+                label = f"{name} ({projection.upper()})"
+                print(f"\n== {label}: {title}")
+                task = make_task(
+                    "pointcloud",
+                    scorer,
+                    method=method,
+                    model_info=model_info,
+                    projection=projection,
+                    view_weights=weights,
+                    prompts=prompts,
+                    split="test",
+                    **settings,
+                )
+                cell = out / projection / (title.lower().replace(" ", "-")) / method
+                summary = run_task(task, args, cell)
+                summaries[f"{label}/{title}"] = summary
+                counts[title] = int(summary.get("n", 0))
+                rows.setdefault(label, {})[title] = f"{summary['accuracy']:.1f}"
+                if args.post_search:
+                    records, _ = read_results(cell)
+                    cos = np.array([r["view_cosines"] for r in records])
+                    labels = np.array([r["label"] for r in records])
+                    best, acc = post_search_view_weights(cos, labels)
+                    summaries[f"{label} post-searched/{title}"] = {"view_weights": list(best), "accuracy": acc}
+                    rows.setdefault(f"{label}, post-searched (optimistic)", {})[title] = f"{acc:.1f}"
+    n_text = ", ".join(f"{title} (n = {counts.get(title, 0)} clouds, test split)" for title, _, _ in columns)
+    v2_text = "template" if not args.v2_prompts else f"prompts of {args.v2_prompts}"
+    lines = [
+        f"data: {n_text}; ScanObjectNN's clouds are centred and scaled into the unit sphere by the reader (its "
+        "files are not), background points kept except in OBJ_ONLY",
+        "V1 rows: PointCLIP V1's projection (6 views, the first 1024 points, depth maps at 128 px upsampled to "
+        "the model's input), text 'point cloud depth map of a {class}.' (underscores as spaces), view weights "
+        "equal",
+        "V2 rows: PointCLIP V2's realistic projection (10 views, densified and smoothed depth, background 1), "
+        + (
+            f"text: {v2_text} (V2's own: one sentence per class searched on the test split)"
+            if args.v2_prompts
+            else "text 'point cloud depth map of a {class}.' (V2's test-searched sentences: --v2-prompts)"
+        ),
+        "view weights: "
+        + (
+            "equal in every row"
+            if set(weights_used.values()) == {"equal"}
+            else "; ".join(f"{key}: {value}" for key, value in weights_used.items())
+        )
+        + " (a V2 preset is PointCLIP V2's best_param.py for the dataset and backbone, searched by its authors "
+        "on the test split; equal where the model has no V2 backbone)",
+        "prediction: argmax over the classes of the weighted sum over views of the cosines; FALIP's region per "
+        "view = the object's pixels (V1: depth > 0; V2: darker than the background)",
+        (
+            f"post-searched rows: {POST_SEARCH_LABEL}; the grid {{0.25, 0.5, 0.75, 1}} per view, the first best "
+            "in grid order"
+            if args.post_search
+            else "no post-search (--post-search adds PointCLIP's, labelled optimistic)"
+        ),
+        f"model {args.model} ({args.pretrained}), preprocessing: the depth maps themselves (no mean/std)",
+        numerics_line(args),
+    ]
+    differences = [
+        "PointCLIP's zero-shot numbers use the weights its post-search found on the test split; here the plain "
+        "rows use equal (V1) or V2's published weights, and a post-searched row is marked optimistic.",
+    ]
+    title = "Point-cloud classification top-1 accuracy % (Table 3), model " + args.model + "\n\n"
+    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
+    (out / "table3.md").write_text(text, encoding="utf-8")
+    (out / "table3.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the table; returns the exit code."""
     from ._common import ensure_writable_dir
 
     out = ensure_writable_dir(args.out, "--out")
-    text = {"table1": _table1, "table2": _table2, "table4": _table4}[args.table](args, out)
+    text = {"table1": _table1, "table2": _table2, "table3": _table3, "table4": _table4}[args.table](args, out)
     print("\n" + text)
     print(f"wrote {out / (args.table + '.md')} and {out / (args.table + '.json')}")
     return 0
