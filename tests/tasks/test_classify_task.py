@@ -93,10 +93,19 @@ def test_label_not_in_classes_is_skipped(scorer, dataset, tmp_path):
 
 
 def test_python_api_returns_summary_and_records(scorer, dataset, tmp_path):
+    from falip.tasks import evaluate
     from falip.tasks.region_cls import evaluate_classification
 
-    summary, records = evaluate_classification(
-        scorer, "jsonl", dataset.path, tmp_path / "api", templates=["a photo of a {}.", "a {}."], progress=False
-    )
+    templates = ["a photo of a {}.", "a {}."]
+    with pytest.warns(FutureWarning, match="falip.tasks.evaluate"):  # the one generic call took its place
+        summary, records = evaluate_classification(
+            scorer, "jsonl", dataset.path, tmp_path / "api", templates=templates, progress=False
+        )
     assert summary["n"] == len(records) == len(list(dataset))
     assert {"id", "pred", "topk", "correct", "correct5"} <= set(records[0])
+    run_options = {"progress": False}
+    again, same = evaluate("classify", scorer, tmp_path / "generic", dataset="jsonl", root=dataset.path,
+                           template=templates, run_options=run_options)  # fmt: skip
+    assert same == records and again == summary
+    config = (tmp_path / "api" / "run.json").read_text()
+    assert config == (tmp_path / "generic" / "run.json").read_text()

@@ -308,7 +308,7 @@ def run_sweep(
 
     Args:
         make_task: ``(scorer, model_info, method) -> task`` for :func:`falip.runner.run`, e.g.
-            ``lambda s, m, meth: RecTask(s, RecSettings(data=..., method=meth), m)``.
+            ``lambda s, m, meth: falip.tasks.make_task("rec", s, method=meth, model_info=m, data=[...])``.
         scorer: a :class:`falip.RegionScorer` (each point gets a copy with its settings).
         model_info: the model description for ``run.json`` (each point adds its settings).
         axes: ``{param: values}`` for one parameter or two (a grid); values as in :func:`parse_values`.

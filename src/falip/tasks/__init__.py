@@ -257,9 +257,14 @@ def summary_columns(task: str | TaskSpec, summary: Mapping[str, Any]) -> dict[st
 
 
 def read_templates(settings: Mapping[str, Any], default: str) -> tuple[str, ...]:
-    """The templates of ``settings``: its ``templates`` file (one a line) if given, else ``template`` or ``default``."""
+    """The templates of ``settings``: its ``templates`` file (one a line) if given, else ``template`` (one,
+    or from Python a sequence of them) or ``default``."""
     path, template = settings.get("templates"), settings.get("template")
     if not path:
+        if isinstance(template, (list, tuple)):
+            if not template:
+                raise FalipError("template: an empty list of templates")
+            return tuple(str(t) for t in template)
         return (template or default,)
     path = Path(path)
     if not path.is_file():

@@ -555,25 +555,30 @@ def evaluate_pointcloud(
     model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
-    """Point-cloud classification like ``falip pointcloud``: ``(summary, per-cloud records)``.
+    """Deprecated: ``falip.tasks.evaluate("pointcloud", scorer, out_dir, dataset=..., root=..., ...)`` (warns
+    once). ``split``, ``variant``, ``n_points``, ``seed`` go to the datasets that take them; to search view
+    weights on another split, run there, then :func:`search_view_weights` on the records' ``view_cosines``."""
+    import dataclasses
+    from types import SimpleNamespace
 
-    ``run_options`` go to :func:`falip.runner.run`. To search view weights on another split, run
-    this there, then :func:`search_view_weights` on its records' ``view_cosines`` and labels.
-    """
+    from ..core.deprecation import warn_renamed
+    from ..data.registry import get_dataset
     from ..runner import read_results, run
+    from . import make_task
 
-    items, classes, options = open_pointcloud_dataset(dataset, root, split, variant, n_points, seed)
-    weights = None if view_weights is None else tuple(float(w) for w in view_weights)
-    settings = PointCloudSettings(
-        dataset=dataset,
-        source=str(root),
-        method=method,
-        projection=projection,
-        template=template,
-        view_weights=weights,
-        weights_from=weights_from or ("equal" if weights is None else "given"),
-        options=tuple(sorted(options.items())),
+    warn_renamed(
+        "falip.tasks.pointcloud.evaluate_pointcloud(...)",
+        'falip.tasks.evaluate("pointcloud", RegionScorer(fclip, preprocess, tokenizer), out_dir, dataset=..., ...)',
     )
-    summary = run(PointCloudTask(fclip, tokenizer, settings, items, classes, model_info), out_dir, **run_options)
+    taken = {s.name for s in get_dataset(dataset, "pointcloud").settings}
+    own = {"split": split, "variant": variant, "n_points": n_points, "seed": seed}
+    task = make_task(
+        "pointcloud", SimpleNamespace(fclip=fclip, tokenizer=tokenizer), method=method, model_info=model_info,
+        dataset=dataset, root=root, projection=projection, template=template, view_weights=view_weights,
+        **{k: v for k, v in own.items() if k in taken},
+    )  # fmt: skip
+    if weights_from is not None:
+        task.settings = dataclasses.replace(task.settings, weights_from=weights_from)
+    summary = run(task, out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records

@@ -510,27 +510,16 @@ def evaluate_rec(
     model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
-    """REC on ReCLIP-format split file(s), like ``falip rec``: ``(summary, per-sentence records)``.
+    """Deprecated: ``falip.tasks.evaluate("rec", scorer, out_dir, data=[...], ...)`` (warns once; same run)."""
+    from ..core.deprecation import warn_renamed
+    from . import evaluate
 
-    ``run_options`` go to :func:`falip.runner.run` (``resume``, ``limit``, ``workers``,
-    ``batch_units``, ``progress``); results are written to ``out_dir`` as the command does.
-    """
-    from ..runner import read_results, run
-
-    files = (data,) if isinstance(data, (str, Path)) else tuple(data)
-    settings = RecSettings(
-        data=tuple(str(f) for f in files),
-        images=None if images is None else str(images),
-        detector_file=None if detector_file is None else str(detector_file),
-        method=method,
-        template=template if isinstance(template, str) else tuple(template),
-        subtract_q=subtract_q,
-        seed=seed,
-        ties=ties,
-    )
-    summary = run(RecTask(scorer, settings, model_info), out_dir, **run_options)
-    records, _ = read_results(out_dir)
-    return summary, records
+    warn_renamed("falip.tasks.rec.evaluate_rec(...)", 'falip.tasks.evaluate("rec", scorer, out_dir, data=[...], ...)')
+    files = [data] if isinstance(data, (str, Path)) else list(data)
+    return evaluate(
+        "rec", scorer, out_dir, method=method, model_info=model_info, run_options=run_options, data=files,
+        images=images, detector_file=detector_file, template=template, subtract_q=subtract_q, seed=seed, ties=ties,
+    )  # fmt: skip
 
 
 def split_names(paths: Sequence[str]) -> dict[str, str]:

@@ -281,29 +281,19 @@ def evaluate_classification(
     model_info: dict | None = None,
     **run_options: Any,
 ) -> tuple[dict, list[dict]]:
-    """Region classification like ``falip classify``: ``(summary, per-region records)``.
+    """Deprecated: ``falip.tasks.evaluate("classify", scorer, out_dir, dataset=..., root=..., ...)`` (warns
+    once; same run). ``split``, ``cub_root``, ``region``, ``classnames`` go to the datasets that take them."""
+    from ..core.deprecation import warn_renamed
+    from ..data.registry import get_dataset
+    from . import evaluate
 
-    ``dataset``: ``cub``, ``dogs``, ``waterbirds``, ``imagenet-s``, ``jsonl`` or ``csv`` (see
-    :func:`open_dataset`); ``run_options`` go to :func:`falip.runner.run`.
-    """
-    from ..runner import read_results, run
-
-    items, classes, options = open_dataset(
-        dataset,
-        str(root),
-        split=split,
-        cub_root=None if cub_root is None else str(cub_root),
-        region=region,
-        classnames=None if classnames is None else str(classnames),
+    warn_renamed(
+        "falip.tasks.region_cls.evaluate_classification(...)",
+        'falip.tasks.evaluate("classify", scorer, out_dir, dataset=..., root=..., ...)',
     )
-    settings = ClassifySettings(
-        dataset=dataset,
-        source=str(root),
-        method=method,
-        templates=(templates,) if isinstance(templates, str) else tuple(templates),
-        top_k=top_k,
-        options=tuple(sorted(options.items())),
-    )
-    summary = run(ClassifyTask(scorer, settings, items, classes, model_info), out_dir, **run_options)
-    records, _ = read_results(out_dir)
-    return summary, records
+    taken = {s.name for s in get_dataset(dataset, "regions").settings}
+    own = {"split": split, "cub_root": cub_root, "region": region, "classnames": classnames}
+    return evaluate(
+        "classify", scorer, out_dir, method=method, model_info=model_info, run_options=run_options, dataset=dataset,
+        root=root, template=templates, top_k=top_k, **{k: v for k, v in own.items() if k in taken},
+    )  # fmt: skip
