@@ -95,3 +95,17 @@ def test_an_hf_folder_is_not_called_shipped_weights(tmp_path):
     assert app.describe().startswith(f"hf:{folder} (Hugging Face weights): ")
     assert "shipped" not in app.describe()
     assert C.AppModel.load("falip-tiny").weights() == "shipped weights"
+
+
+def test_check_port_says_why_in_words():
+    from falip.app.port import check_port, free_port
+    from falip.core.errors import FalipError
+
+    with pytest.raises(FalipError, match=r"cannot serve on 203\.0\.113\.1:8000: 203\.0\.113\.1 is not an address"):
+        check_port("203.0.113.1", 8000)  # TEST-NET-3: never this machine's
+    port = free_port()
+    check_port("127.0.0.1", port)  # free: no error
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        with pytest.raises(FalipError, match=f"port {port} is in use"):  # bound, not yet listening
+            check_port("127.0.0.1", port)

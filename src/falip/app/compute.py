@@ -766,6 +766,7 @@ def pointcloud_view(
     from ..analysis.views import write_contact_sheet
     from ..core.mask import masks_to_roa
     from ..data.pointclouds import read_point_file
+    from ..defaults import POINTCLOUD_METHODS
     from ..scoring import check_template
     from ..tasks.pointcloud import PointCloudSettings, PointCloudTask, fuse_views
     from ..tasks.projection import get_projection
@@ -782,7 +783,7 @@ def pointcloud_view(
     except FalipError as err:
         raise FalipError(str(err).replace(str(p), p.name)) from None
     top: dict[str, list[tuple[str, float]]] = {}
-    for i, method in enumerate(("falip", "none")):
+    for i, method in enumerate(POINTCLOUD_METHODS):
         if progress is not None:
             progress(0.1 + 0.4 * i, f"classifying the views ({'FALIP' if method == 'falip' else 'plain CLIP'})")
         settings = PointCloudSettings(dataset="upload", source=p.name, method=method, projection=projection,
@@ -818,7 +819,7 @@ def pointcloud_view(
     rows = []
     for r in range(min(top_k, len(classes))):
         cells = ""
-        for method in ("falip", "none"):
+        for method in POINTCLOUD_METHODS:
             name, score = top[method][r]
             cells += f'<td data-method="{method}" data-rank="{r + 1}">{html.escape(name)}</td><td>{score:.4f}</td>'
         rows.append(f"<tr><td>{r + 1}</td>{cells}</tr>")
