@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,18 @@ def _imports(path: Path) -> list[str]:
             else:
                 out.append(node.module or "")
     return out
+
+
+_LAZY = re.compile(r"falip(\.\w+)+:\w+")  # a lazy "module:attr" entry of a registry
+
+
+def _lazy_modules(source: str) -> list[str]:
+    """The modules named by the lazy ``"falip.x.y:attr"`` strings of ``source`` (they import like imports)."""
+    return [
+        node.value.partition(":")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _LAZY.fullmatch(node.value)
+    ]
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -121,6 +134,15 @@ def test_every_area_has_its_rule():
 def test_imports_point_down(path):
     bad = [m for m in _imports(path) if m.startswith(FORBIDDEN[_area(path)])]
     assert not bad, f"{path.relative_to(PACKAGE)} ({_area(path)}) imports higher modules {bad}"
+    lazy = [m for m in _lazy_modules(path.read_text()) if m.startswith(FORBIDDEN[_area(path)])]
+    assert not lazy, f"{path.relative_to(PACKAGE)} ({_area(path)}) names higher modules lazily {lazy}"
+
+
+def test_the_rules_see_lazy_entries():
+    """A registry's ``"module:attr"`` string is an import too: one naming a higher module would fail."""
+    assert "falip.tasks.rec" in _lazy_modules((PACKAGE / "tasks" / "__init__.py").read_text())
+    upward = _lazy_modules('register(samples="falip.analysis.heads:rec_samples", doc="see falip.x:y below")')
+    assert upward == ["falip.analysis.heads"] and upward[0].startswith(FORBIDDEN["tasks"])
 
 
 def test_the_rules_see_relative_imports():

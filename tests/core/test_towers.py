@@ -220,10 +220,10 @@ def test_map_towers_refuse_the_cls_form_in_blocks():
 
 @pytest.mark.parametrize("name", ["map-prefix0", "map-prefix1"])
 def test_analysis_on_map_towers_maps_the_probe_and_refuses_the_cls_stream(name):
-    from falip.analysis.ablations import feature_mask_forward, swap_forward
     from falip.analysis.heads import decompose
     from falip.analysis.maps import cls_attention, in_region_mass
     from falip.core.unleash import attention_terms
+    from falip.prompts.ablations import feature_mask_forward, swap_forward
 
     tower = _tower(name)
     images = _images(tower, 1)

@@ -53,6 +53,9 @@ from ..core.tower import Tower, as_cls_tower
 from ..defaults import ALPHA, FORM, SIGMA
 from ..numbering import NUMBERING_NOTE
 from ..prompts.registry import PromptParams, apply_edits, parse_prompt
+from ..tasks.pointcloud import pointcloud_samples
+from ..tasks.rec import rec_samples
+from ..tasks.region_cls import classification_samples
 
 __all__ = [
     "Decomposition",
@@ -508,110 +511,6 @@ def _tensor_rows(
 
 
 # ------------------------------------------------------------------------------- datasets
-RegionMaker = Callable[[tuple[int, int]], Regions]
-
-
-def rec_samples(
-    data: Sequence[str | os.PathLike], images: str | os.PathLike | None = None, dataset: str = "reclip", **_: Any
-) -> Iterator[Any]:
-    """The images of ReCLIP-format REC splits with their gold boxes: ``(image_path, [maker, ...], sources)``.
-
-    The region analysed per REC line is its gold box (the object the sentences refer to), once per
-    line whatever the number of sentences, and once per image when several lines refer to the same
-    box. Lines are grouped by image, in first-seen order; malformed lines are yielded as
-    :class:`falip.data.records.Skipped`. A maker maps the image size ``(W, H)`` to the box's Regions.
-    ``dataset``: the REC format (:func:`falip.data.registry.rec_reader`); other task settings are ignored.
-    """
-    from ..data.records import Skipped
-    from ..data.registry import rec_reader
-
-    read = rec_reader(dataset)
-
-    groups: dict[str, tuple[Path, list[RegionMaker], list[str], set]] = {}
-    for path in data:
-        seen_lines: set[str] = set()
-        for sample in read(path, images, errors="skip"):
-            if isinstance(sample, Skipped):
-                yield sample
-                continue
-            if sample.source in seen_lines:
-                continue
-            seen_lines.add(sample.source)
-            key = str(sample.image_path)
-            group = groups.setdefault(key, (sample.image_path, [], [], set()))
-            for box in sample.gold_boxes:
-                xyxy = tuple(float(v) for v in box)
-                if xyxy in group[3]:
-                    continue
-                group[3].add(xyxy)
-                group[1].append(lambda size, b=xyxy: Regions([b], image_size=size))
-                group[2].append(sample.source)
-    for path, makers, sources, _ in groups.values():
-        yield path, makers, sources
-
-
-def classification_samples(dataset: str, root: str | os.PathLike, **settings: Any) -> Iterator[Any]:
-    """The images of a classification dataset with their labelled regions: ``(image_path, [maker, ...], sources)``.
-
-    Read through :func:`falip.data.registry.open_dataset` (any ``regions`` dataset; ``settings``: its
-    reader's, e.g. ``split``, ``cub_root``, ``region``; others are ignored); each item's region is its
-    box or mask as the task uses it. Items are grouped by image in first-seen order; unreadable
-    records come as ``Skipped``.
-    """
-    from ..data.records import Skipped
-    from ..data.registry import open_dataset
-
-    items, _, _ = open_dataset(dataset, str(root), "regions", **settings)
-    groups: dict[str, tuple[Path, list[RegionMaker], list[str]]] = {}
-    for item in items:
-        if isinstance(item, Skipped):
-            yield item
-            continue
-        group = groups.setdefault(str(item.image_path), (Path(item.image_path), [], []))
-        group[1].append(item.regions)
-        group[2].append(item.source)
-    yield from groups.values()
-
-
-def pointcloud_samples(
-    dataset: str,
-    root: str | os.PathLike,
-    projection: str = "v1",
-    image_size: int = 224,
-    **settings: Any,
-) -> Iterator[Any]:
-    """A point-cloud dataset's clouds as the point-cloud task shows them to the model, for :func:`head_sensitivity`.
-
-    Per cloud ``(views, regions)``: its depth views ``[V, 3, S, S]`` (``S`` = ``image_size``, the
-    model's input side) made by :func:`falip.tasks.pointcloud.project_views` with the task's
-    projection and projected points, and per view FALIP's region there, the view's foreground
-    (:func:`falip.tasks.projection.foreground`) as an input-frame mask, or None for a view the cloud
-    does not cover (the task encodes it without bias; the analysis leaves it out). The prompt to
-    analyse is ``falip``. ``dataset``/``settings``: any ``pointcloud`` dataset and its reader's
-    settings (:func:`falip.data.registry.open_dataset`; others are ignored). A cloud that cannot
-    be read comes as ``Skipped``. The views are made when the entry is drawn.
-    """
-    from ..data.records import Skipped
-    from ..data.registry import open_dataset
-    from ..tasks.pointcloud import project_views, projected_points_of
-    from ..tasks.projection import foreground
-
-    items, _, _ = open_dataset(dataset, str(root), "pointcloud", **settings)
-    for item in items:
-        if isinstance(item, Skipped):
-            yield item
-            continue
-        try:
-            points = item.load_points()
-        except FalipError as err:
-            yield Skipped(item.id, item.source, str(err))
-            continue
-        views = project_views([points], projection, int(image_size), projected_points_of(dataset))[0]
-        masks = foreground(views[None], projection)[0].cpu().numpy()  # [V, S, S]
-        regions = [Regions(masks=m[None], frame="input") if m.any() else None for m in masks]
-        yield views, regions
-
-
 def load_samples(
     entries: Iterable[Any], limit: int | None = None, on_skip: Callable[[str, str], None] | None = None
 ) -> Iterator[tuple[Image.Image | torch.Tensor, list[Regions | None]]]:

@@ -18,7 +18,7 @@ Parameters (values as strings, as on the command line):
     ``lastK``, K = 1..depth).
 ``form``
     The mask form, ``cls``, ``all`` or ``diag`` (docs/method.md "The foveal mask"), or an
-    ablation of :mod:`falip.analysis.ablations`: ``feature-mask`` (Fig. 7a), ``qk-prompt``
+    ablation of :mod:`falip.prompts.ablations`: ``feature-mask`` (Fig. 7a), ``qk-prompt``
     (Fig. 7b) or ``v-prompt`` (Fig. 7c). The ablations are method atoms: each replaces every
     plain ``falip`` term of the method (:func:`point_method`).
 ``circle-scale``
@@ -47,9 +47,9 @@ from ..core.errors import FalipError
 from ..core.mask import FORMS
 from ..defaults import SWEEP_PARAMS
 from ..numbering import BLOCKS_NOTE
+from ..prompts.ablations import VARIANTS
 from ..prompts.registry import METHODS, parse_method
 from ..tasks.metrics import Summary
-from .ablations import VARIANTS
 
 __all__ = [
     "DEFAULT_VALUES",

@@ -269,19 +269,19 @@ for _spec in (
         "feature-mask",
         "features",
         "Fig. 7a ablation: the patch tokens times the region's ROA mask at the input of FALIP's blocks",
-        features="falip.analysis.ablations:feature_mask_features",
+        features="falip.prompts.ablations:feature_mask_features",
     ),
     MethodSpec(
         "qk-prompt",
         "features",
         "Fig. 7b ablation: q, k from the prompted image (swap_prompt), v from the original, in FALIP's blocks",
-        features="falip.analysis.ablations:qk_prompt_features",
+        features="falip.prompts.ablations:qk_prompt_features",
     ),
     MethodSpec(
         "v-prompt",
         "features",
         "Fig. 7c ablation: q, k from the original with FALIP's bias, v from the prompted image",
-        features="falip.analysis.ablations:v_prompt_features",
+        features="falip.prompts.ablations:v_prompt_features",
     ),
     MethodSpec(
         "cpt",

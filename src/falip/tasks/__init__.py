@@ -300,14 +300,14 @@ register_task(TaskSpec(
     "rec", "REC", "falip.tasks.rec:make_task",
     "referring expression comprehension: the box an expression names (ReCLIP-format splits)",
     dataset_kind="rec", default_dataset="reclip", settings=RecSettings,
-    metrics=(Metric("accuracy", "all"),), columns=_rec_columns, samples="falip.analysis.heads:rec_samples",
+    metrics=(Metric("accuracy", "all"),), columns=_rec_columns, samples="falip.tasks.rec:rec_samples",
 ))  # fmt: skip
 register_task(TaskSpec(
     "classify", "region classification", "falip.tasks.region_cls:make_task",
     "name the object in each region among a list of classes",
     dataset_kind="regions", settings=ClassifySettings,
     metrics=(_ACCURACY, Metric("group_mean_accuracy", "group mean"), Metric("worst_group_accuracy", "worst group")),
-    columns=_classify_columns, samples="falip.analysis.heads:classification_samples",
+    columns=_classify_columns, samples="falip.tasks.region_cls:classification_samples",
 ))  # fmt: skip
 register_task(TaskSpec(
     "pointcloud", "point clouds", "falip.tasks.pointcloud:make_task",
@@ -315,7 +315,7 @@ register_task(TaskSpec(
     dataset_kind="pointcloud", settings=PointCloudSettings,
     metrics=(_ACCURACY, Metric("mean_per_class_accuracy", "mean per class")),
     methods=("none", "falip"), default_methods="none,falip",
-    samples="falip.analysis.heads:pointcloud_samples",
+    samples="falip.tasks.pointcloud:pointcloud_samples",
 ))  # fmt: skip
 
 

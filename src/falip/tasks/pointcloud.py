@@ -15,6 +15,7 @@ not cover (empty foreground) is encoded without bias.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -582,3 +583,42 @@ def evaluate_pointcloud(
     summary = run(task, out_dir, **run_options)
     records, _ = read_results(out_dir)
     return summary, records
+
+
+# ------------------------------------------------------------- samples for ``falip heads``
+def pointcloud_samples(
+    dataset: str,
+    root: str | os.PathLike,
+    projection: str = "v1",
+    image_size: int = 224,
+    **settings: Any,
+) -> Iterator[Any]:
+    """A point-cloud dataset's clouds as the point-cloud task shows them to the model, for :func:`head_sensitivity`.
+
+    Per cloud ``(views, regions)``: its depth views ``[V, 3, S, S]`` (``S`` = ``image_size``, the
+    model's input side) made by :func:`falip.tasks.pointcloud.project_views` with the task's
+    projection and projected points, and per view FALIP's region there, the view's foreground
+    (:func:`falip.tasks.projection.foreground`) as an input-frame mask, or None for a view the cloud
+    does not cover (the task encodes it without bias; the analysis leaves it out). The prompt to
+    analyse is ``falip``. ``dataset``/``settings``: any ``pointcloud`` dataset and its reader's
+    settings (:func:`falip.data.registry.open_dataset`; others are ignored). A cloud that cannot
+    be read comes as ``Skipped``. The views are made when the entry is drawn.
+    """
+    from ..data.records import Skipped
+    from ..data.registry import open_dataset
+    from .projection import foreground
+
+    items, _, _ = open_dataset(dataset, str(root), "pointcloud", **settings)
+    for item in items:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        try:
+            points = item.load_points()
+        except FalipError as err:
+            yield Skipped(item.id, item.source, str(err))
+            continue
+        views = project_views([points], projection, int(image_size), projected_points_of(dataset))[0]
+        masks = foreground(views[None], projection)[0].cpu().numpy()  # [V, S, S]
+        regions = [Regions(masks=m[None], frame="input") if m.any() else None for m in masks]
+        yield views, regions

@@ -5,9 +5,10 @@ Built on :class:`falip.scoring.RegionScorer`; "subtract" post-processing (P) by 
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -574,3 +575,43 @@ def _count_dropped(records: Sequence[dict]) -> tuple[int, int]:
         else:
             messages.update(r.get("dropped", []))
     return len(messages) + sum(d for d, _ in per_set.values()), sum(u for _, u in per_set.values())
+
+
+# ------------------------------------------------------------- samples for ``falip heads``
+def rec_samples(
+    data: Sequence[str | os.PathLike], images: str | os.PathLike | None = None, dataset: str = "reclip", **_: Any
+) -> Iterator[Any]:
+    """The images of ReCLIP-format REC splits with their gold boxes: ``(image_path, [maker, ...], sources)``.
+
+    The region analysed per REC line is its gold box (the object the sentences refer to), once per
+    line whatever the number of sentences, and once per image when several lines refer to the same
+    box. Lines are grouped by image, in first-seen order; malformed lines are yielded as
+    :class:`falip.data.records.Skipped`. A maker maps the image size ``(W, H)`` to the box's Regions.
+    ``dataset``: the REC format (:func:`falip.data.registry.rec_reader`); other task settings are ignored.
+    """
+    from ..data.records import Skipped
+    from ..data.registry import rec_reader
+
+    read = rec_reader(dataset)
+
+    groups: dict[str, tuple[Path, list[Callable[[tuple[int, int]], Regions]], list[str], set]] = {}
+    for path in data:
+        seen_lines: set[str] = set()
+        for sample in read(path, images, errors="skip"):
+            if isinstance(sample, Skipped):
+                yield sample
+                continue
+            if sample.source in seen_lines:
+                continue
+            seen_lines.add(sample.source)
+            key = str(sample.image_path)
+            group = groups.setdefault(key, (sample.image_path, [], [], set()))
+            for box in sample.gold_boxes:
+                xyxy = tuple(float(v) for v in box)
+                if xyxy in group[3]:
+                    continue
+                group[3].add(xyxy)
+                group[1].append(lambda size, b=xyxy: Regions([b], image_size=size))
+                group[2].append(sample.source)
+    for path, makers, sources, _ in groups.values():
+        yield path, makers, sources

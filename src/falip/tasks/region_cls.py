@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,27 @@ def evaluate_classification(
         "classify", scorer, out_dir, method=method, model_info=model_info, run_options=run_options, dataset=dataset,
         root=root, template=templates, top_k=top_k, **{k: v for k, v in own.items() if k in taken},
     )  # fmt: skip
+
+
+# ------------------------------------------------------------- samples for ``falip heads``
+def classification_samples(dataset: str, root: str | os.PathLike, **settings: Any) -> Iterator[Any]:
+    """The images of a classification dataset with their labelled regions: ``(image_path, [maker, ...], sources)``.
+
+    Read through :func:`falip.data.registry.open_dataset` (any ``regions`` dataset; ``settings``: its
+    reader's, e.g. ``split``, ``cub_root``, ``region``; others are ignored); each item's region is its
+    box or mask as the task uses it. Items are grouped by image in first-seen order; unreadable
+    records come as ``Skipped``.
+    """
+    from ..data.records import Skipped
+    from ..data.registry import open_dataset
+
+    items, _, _ = open_dataset(dataset, str(root), "regions", **settings)
+    groups: dict[str, tuple[Path, list[Callable[[tuple[int, int]], Regions]], list[str]]] = {}
+    for item in items:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        group = groups.setdefault(str(item.image_path), (Path(item.image_path), [], []))
+        group[1].append(item.regions)
+        group[2].append(item.source)
+    yield from groups.values()

@@ -8,17 +8,17 @@ import torch
 from PIL import Image
 
 import falip
-from falip.analysis.ablations import (
-    feature_mask_forward,
-    mixed_attention,
-    scale_box,
-    swap_forward,
-)
 from falip.core.errors import FalipError
 from falip.core.mask import foveal_profile, full_mask, regions_to_roa
 from falip.core.preprocess import Preprocess
 from falip.core.regions import Regions
 from falip.prompts import edits as vp
+from falip.prompts.ablations import (
+    feature_mask_forward,
+    mixed_attention,
+    scale_box,
+    swap_forward,
+)
 from falip.prompts.registry import PromptParams, parse_method
 from falip.scoring import RegionScorer, _Item
 
