@@ -101,9 +101,24 @@ def test_viz_text_map_prompt_and_unleash_fig6_middle(image, tmp_path, capsys):
         (["--box", "1,1,9,9", "--prompt", "circle", "--no-prompt"], "--prompt circle and --no-prompt contradict"),
         (["--text-map", "--text", "a", "--prompt", "circle"], "--prompt circle is drawn on a region"),
         (["--text-map", "--text", "a", "--box", "1,1,9,9", "--prompt", "sparkles"], "sparkles"),
+        (["--box", "1,1,9,9", "--enlarge", "4"], "--enlarge 4 applies to scoring commands"),
+        (["--text-map", "--text", "a", "--logits", "fp16"], "--logits fp16 applies to scores; --text-map"),
+        (["--box", "1,1,9,9", "--logits", "fp16"], "--logits fp16 applies to the panels' scores: add --text"),
     ],
 )
 def test_viz_flags_that_do_not_apply_are_errors(image, tmp_path, capsys, extra, message):
     code = main(["viz", str(image), *extra, "--out", str(tmp_path / "m.png")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_viz_scores_follow_logits(image, tmp_path, capsys):
+    """--logits fp16 (the authors' numerics) reaches the attention panels' scores; it used to be ignored."""
+    js = tmp_path / "v.json"
+    argv = ["viz", str(image), "--box", "10,5,40,30", "--text", "a dog", "--out", str(tmp_path / "v.png")]
+    assert main([*argv, "--json", str(js), "--logits", "fp16"]) == 0
+    scores = [v for m in json.loads(js.read_text())["maps"].values() for v in m["scores"].values()]
+    assert scores and all(float(np.float16(v)) == v for v in scores)
+    assert main([*argv, "--json", str(js)]) == 0
+    scores = [v for m in json.loads(js.read_text())["maps"].values() for v in m["scores"].values()]
+    assert any(float(np.float16(v)) != v for v in scores)

@@ -315,6 +315,7 @@ def attention_maps(
     layers: Sequence[int] | None = None,
     form: str | None = None,
     upsample: str = "nearest",
+    logits: str = "fp32",
 ) -> AttentionMaps:
     """[CLS] attention maps of vanilla CLIP, FALIP and a visual prompt for one image and region.
 
@@ -329,6 +330,8 @@ def attention_maps(
             (vanilla: the whole image, method ``none``; FALIP; the prompt), as ``falip score``
             computes them.
         upsample: ``"nearest"`` or ``"bilinear"`` (see :func:`upsample_map`).
+        logits: how the scores are computed (:class:`falip.RegionScorer`'s ``logits``: ``"fp32"``, or
+            ``"fp16"``, the authors' numerics).
     """
     image = to_rgb(image)
     region = _as_region(region, image)
@@ -360,7 +363,9 @@ def attention_maps(
 
         if tokenizer is None:
             raise FalipError("scores need the model's tokenizer (tokenizer=...)")
-        scorer = RegionScorer(fclip, preprocess, tokenizer, params=params, template=template, config=config)
+        scorer = RegionScorer(
+            fclip, preprocess, tokenizer, params=params, template=template, config=config, logits=logits
+        )
         for name in rows:
             method = "none" if name == "vanilla" else name
             s = scorer.score(image, region, list(texts), method=method)[0]

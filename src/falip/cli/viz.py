@@ -138,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
         raise FalipError("--unleash needs the prompt to unleash: add --prompt circle (or another edit)")
     if args.text_map and args.prompt is not None and args.box is None and args.mask is None:
         raise FalipError(f"--prompt {args.prompt} is drawn on a region: give --box X0,Y0,X1,Y1 and/or --mask FILE")
+    if getattr(args, "enlarge", 0.0):
+        raise FalipError(f"--enlarge {args.enlarge:g} applies to scoring commands; viz draws the region as given")
+    if args.text_map and getattr(args, "logits", "fp32") != "fp32":
+        raise FalipError(f"--logits {args.logits} applies to scores; --text-map draws votes (features . text)")
+    if not args.text_map and getattr(args, "logits", "fp32") != "fp32" and not args.text:
+        raise FalipError(f"--logits {args.logits} applies to the panels' scores: add --text")
     args.upsample = args.upsample or "nearest"
     out = Path(args.out)
     if out.is_dir():
@@ -192,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer=scorer.tokenizer,
         template=args.template,
         upsample=args.upsample,
+        logits=getattr(args, "logits", "fp32"),
     )
     plot_attention_maps(maps, out, title=args.title, dpi=args.dpi)
     for m in maps.maps.values():
