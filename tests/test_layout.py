@@ -103,7 +103,7 @@ _ALLOWED = {
     "train": {"models", "towers", "data", "defaults.py", "core"},
     "runner.py": {"defaults.py", "core"},
     "scoring.py": {"prompts", "models", "towers", "defaults.py", "core"},
-    "proposals": {"data", "defaults.py", "core"},
+    "proposals": {"models", "towers", "data", "defaults.py", "core"},
     "prompts": {"defaults.py", "core"},
     "models": {"towers", "defaults.py", "core"},
     "towers": {"defaults.py", "core"},

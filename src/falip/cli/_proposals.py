@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_proposal_options", "proposal_filter", "dropped_text"]
+__all__ = ["add_proposal_options", "dropped_text", "proposal_filter", "source_options"]
 
 
 def _fraction(text: str) -> float:
@@ -57,6 +57,33 @@ def add_proposal_options(p: argparse.ArgumentParser) -> None:
         "--nms", type=_fraction, default=None, metavar="IOU", help="drop a proposal overlapping a better one above IOU"
     )
     g.add_argument("--top", type=_positive_int, default=None, metavar="N", help="keep the N best by the source's score")
+    g.add_argument(
+        "--proposal-option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the source (repeat): auto: min_fraction, max_fraction, max_side, sigma, min_size, masks; "
+        "hf: the pipeline's keywords (points_per_batch, pred_iou_thresh, threshold, ...)",
+    )
+
+
+def _option(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--proposal-option`` pairs as keywords of the source's opener."""
+    return dict(args.proposal_option or [])
 
 
 def proposal_filter(args: argparse.Namespace) -> dict[str, Any]:

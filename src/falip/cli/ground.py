@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._common import describe_model
 from ._eval import add_model_options, make_scorer
-from ._proposals import add_proposal_options, dropped_text, proposal_filter
+from ._proposals import add_proposal_options, dropped_text, proposal_filter, source_options
 
 __all__ = ["configure_parser", "run"]
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise FalipError(f"--seed must be >= 0, got {args.seed}")
     image = load_image(args.image)
-    source = open_proposals(args.proposals, single=True)
+    source = open_proposals(args.proposals, single=True, **source_options(args))
     proposals = filter_proposals(source.propose(image, Path(args.image)), **proposal_filter(args))
     scorer, _ = make_scorer(args, template=args.template)
     proposals = visible_proposals(proposals, getattr(scorer.preprocess, "geometry", None))

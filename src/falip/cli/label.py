@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ._eval import add_model_options, add_run_options, add_template_options, make_scorer, read_templates, run_task
-from ._proposals import add_proposal_options
+from ._proposals import add_proposal_options, source_options
 
 __all__ = ["configure_parser", "run"]
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise FalipError(f"--top-k must be >= 1, got {args.top_k}")
     images = find_images(args.inputs)
-    source = open_proposals(args.proposals, single=len(images) == 1)
+    source = open_proposals(args.proposals, single=len(images) == 1, **source_options(args))
     if not getattr(source, "in_workers", True):
         args.workers = 0  # the source holds a model: it proposes in this process
     scorer, model_info = make_scorer(args)

@@ -151,6 +151,12 @@ def _check_vocabulary(tok: Any, config: Any, spec: str) -> None:
         )
 
 
+def hf_source(spec: str, cache_dir: str | None = None) -> tuple[str, dict]:
+    """Where ``hf:<spec>`` loads from: ``(folder or hub id, from_pretrained keywords)``; FalipError at once
+    for a missing folder, or a hub id that cannot be reached offline and is not cached."""
+    return _source(spec, cache_dir)
+
+
 def _source(spec: str, cache_dir: str | None) -> tuple[str, dict]:
     if not spec:
         raise FalipError("an hf: model needs a hub id or a folder after 'hf:', e.g. hf:openai/clip-vit-base-patch16")

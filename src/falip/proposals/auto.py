@@ -222,16 +222,25 @@ def _mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return out
 
 
-def open_auto(argument: str = "", **options: Any) -> AutoProposals:
-    """The ``auto`` source (``auto`` or ``auto:SCALES``, e.g. ``auto:100,300``)."""
+def open_auto(
+    argument: str = "",
+    single: bool = False,
+    sigma: float = 0.8,
+    min_size: int = 20,
+    max_side: int = 256,
+    min_fraction: float = 0.002,
+    max_fraction: float = 0.8,
+    masks: bool = True,
+) -> AutoProposals:
+    """The ``auto`` source (``auto`` or ``auto:SCALES``, e.g. ``auto:100,300``); keywords as :class:`AutoProposals`."""
     try:
         import skimage  # noqa: F401
     except ImportError:
         raise FalipError(
             "auto proposals need scikit-image (Felzenszwalb's segmentation): pip install 'falip[proposals]'"
         ) from None
-    known = ("sigma", "min_size", "max_side", "min_fraction", "max_fraction", "masks")
-    kwargs = {k: v for k, v in options.items() if k in known}
+    kwargs: dict[str, Any] = dict(sigma=sigma, min_size=int(min_size), max_side=int(max_side),
+                                  min_fraction=min_fraction, max_fraction=max_fraction, masks=bool(masks))  # fmt: skip
     if argument:
         try:
             kwargs["scales"] = tuple(float(v) for v in argument.split(","))

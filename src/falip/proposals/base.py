@@ -116,6 +116,17 @@ def _open(spec: SourceSpec, argument: str, options: dict[str, Any]) -> ProposalS
     except ImportError as e:
         need = f" (pip install '{spec.needs}')" if spec.needs else ""
         raise FalipError(f"proposals source {spec.name!r} needs a package that is not installed{need}: {e}") from None
+    import inspect
+
+    params = inspect.signature(opener).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            takes = [n for n in params if n not in ("argument", "single")]
+            raise FalipError(
+                f"proposals source {spec.name!r} takes no option {', '.join(unknown)}; "
+                f"it takes {', '.join(takes) or 'none'}"
+            )
     return opener(argument, **options)
 
 

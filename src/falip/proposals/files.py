@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -101,7 +100,7 @@ class FileProposals:
         )
 
 
-def open_file(argument: str, single: bool = False, **_: Any) -> FileProposals:
+def open_file(argument: str, single: bool = False) -> FileProposals:
     """The ``file`` source: ``file:PATH`` or a JSON path."""
     if not argument:
         raise FalipError("the file source needs a path: file:PATH")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -111,8 +110,8 @@ class SamProposals:
         )
 
 
-def open_sam(argument: str, **_: Any) -> SamProposals:
-    """The ``sam`` source: ``sam:PATH`` or a folder."""
+def open_sam(argument: str, single: bool = False) -> SamProposals:
+    """The ``sam`` source: ``sam:PATH`` or a folder (``single`` unused: one image's folder shows by its layout)."""
     if not argument:
         raise FalipError("the sam source needs a path: sam:FOLDER or sam:FILE.json")
     return SamProposals(argument)
