@@ -393,3 +393,19 @@ def test_score_with_an_hf_folder_without_tokenizer_exits_2(tmp_path, capsys):
     code, out, err = _run(argv, capsys)
     assert code == 2 and out == ""
     assert f"no tokenizer in {bare} (tokenizer.json or vocab.json + merges.txt)" in err
+
+
+def test_a_wrong_dataset_for_the_file_gives_the_first_reason_with_file_and_line(tmp_path, capsys):
+    """Issue 21 item 12: both said only "no item could be read from it (an empty file?)"."""
+    _image(tmp_path / "a.png", (64, 64))
+    csv = tmp_path / "items.csv"
+    csv.write_text("image,label,x0,y0,x1,y1\na.png,cat,0,0,30,30\n")
+    argv = ["classify", "--dataset", "jsonl", "--root", csv, "--out", tmp_path / "o", "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{csv}: nothing to score: no item could be read from it; first reason: {csv}:1: invalid JSON" in err
+    header = tmp_path / "header.csv"
+    header.write_text("image,label,x0,y0,x1,y1\n")
+    argv = ["classify", "--dataset", "csv", "--root", header, "--out", tmp_path / "h", "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and f"{header}: nothing to score: it holds only a header, no rows" in err

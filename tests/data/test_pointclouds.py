@@ -460,3 +460,19 @@ def test_point_folder_split_and_empty(tmp_path):
         pc.PointFolder(tmp_path / "none")
     with pytest.raises(FalipError, match="no such directory"):
         pc.PointFolder(tmp_path / "missing")
+
+
+def test_modelnet40_shape_names_missing_a_name_is_refused(tmp_path):
+    """Issue 21 item 13: 39 names for 40 classes was accepted, so every class after the missing name
+    was named wrongly (and the last class's clouds skipped one by one)."""
+    root = tmp_path / "mn"
+    write_modelnet40(root, files={"ply_data_test0.h5": [0, 1, 2, 3], "ply_data_train0.h5": [0]})
+    (root / "shape_names.txt").write_text("".join(f"{n}\n" for n in MN_NAMES[:3]))
+    message = (
+        rf"^{root / 'shape_names.txt'}: 3 class names, but the labels of the test files take 4 distinct values "
+        r"\(0..3\); the published ModelNet40 has 40 classes, one name a line: is a name missing\?$"
+    )
+    with pytest.raises(FalipError, match=message):
+        pc.ModelNet40(root)
+    with pytest.warns(UserWarning, match=r"shape_names.txt: 3 class names; the published ModelNet40 has 40"):
+        pc.ModelNet40(root, split="train")  # its one label fits: a subset, said once

@@ -274,9 +274,14 @@ class ClassificationFile:
         format: str | None = None,
     ) -> None:
         self.path, self.root, self.errors, self.format = Path(path), root, check_errors(errors), format
+        self.first_skipped: Skipped | None = None  # the first line that could not be read, when classes is None
         if classes is None:
-            items = iter_classification(self.path, root, "skip", format=format)
-            labels = {it.label for it in items if not isinstance(it, Skipped)}
+            labels = set()
+            for it in iter_classification(self.path, root, "skip", format=format):
+                if not isinstance(it, Skipped):
+                    labels.add(it.label)
+                elif self.first_skipped is None:
+                    self.first_skipped = it
             classes = sorted(labels)
         self.classes: list[str] = list(classes)
 

@@ -303,7 +303,15 @@ def _open_file(fmt: str) -> Callable[..., tuple[Any, list[str], dict]]:
 
         ds = ClassificationFile(root, errors="skip", format=fmt)
         if not ds.classes:
-            raise FalipError(f"{root}: nothing to score: no item could be read from it (an empty file?)")
+            first = ds.first_skipped
+            if first is not None:
+                raise FalipError(
+                    f"{root}: nothing to score: no item could be read from it; first reason: {first.source}: "
+                    f"{first.reason}"
+                )
+            lines = [ln for ln in Path(root).read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            what = "it holds only a header, no rows" if fmt == "csv" and lines else "it holds no items"
+            raise FalipError(f"{root}: nothing to score: {what}")
         return ds, ds.classes, {}
 
     return open_file

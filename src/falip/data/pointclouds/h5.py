@@ -46,6 +46,7 @@ the ``_nobg`` files hold a ``mask``, and the counts of clouds.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,7 @@ __all__ = [
 ]
 
 MODELNET40_SPLITS = ("test", "train")
+MODELNET40_CLASS_COUNT = 40  # shape_names.txt of the published release
 SCANOBJECTNN_SPLITS = ("test", "train")
 SCANOBJECTNN_CLASSES = (
     "bag",
@@ -170,6 +172,29 @@ class ModelNet40:
         self.raw_classes: list[str] = _class_names(require(self.root, "shape_names.txt", folder))
         self.classes: list[str] = [c.replace("_", " ") for c in self.raw_classes]
         self.files: list[Path] = self._list(require(self.root, f"{split}_files.txt", folder))
+        self._check_class_count()
+
+    def _check_class_count(self) -> None:
+        """FalipError when the split's files hold more distinct labels than ``shape_names.txt`` has names
+        (a name is missing: every class after it would be named wrongly); a warning when it does not
+        have the published 40. A stray label among fewer classes is the cloud's own problem (skipped)."""
+        names = self.root / "shape_names.txt"
+        found: set[int] = set()
+        for path in self.files:
+            found.update(np.unique(_h5_labels(path, False)[0]).tolist())
+        if len(found) > len(self.raw_classes):
+            raise FalipError(
+                f"{names}: {len(self.raw_classes)} class names, but the labels of the {self.split} files take "
+                f"{len(found)} distinct values ({min(found)}..{max(found)}); the published ModelNet40 has "
+                f"{MODELNET40_CLASS_COUNT} classes, one name a line: is a name missing?"
+            )
+        if len(self.raw_classes) != MODELNET40_CLASS_COUNT:
+            warnings.warn(
+                f"{names}: {len(self.raw_classes)} class names; the published ModelNet40 has "
+                f"{MODELNET40_CLASS_COUNT} (a subset of its classes?)",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _list(self, list_file: Path) -> list[Path]:
         files = []
