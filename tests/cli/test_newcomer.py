@@ -409,3 +409,23 @@ def test_a_wrong_dataset_for_the_file_gives_the_first_reason_with_file_and_line(
     argv = ["classify", "--dataset", "csv", "--root", header, "--out", tmp_path / "h", "--workers", "0"]
     code, _, err = _run(argv, capsys)
     assert code == 2 and f"{header}: nothing to score: it holds only a header, no rows" in err
+
+
+@pytest.mark.parametrize("resize", [None, "crop"])
+def test_paper_tables_1_and_2_name_the_preprocessing_used(tmp_path, capsys, resize):
+    """Issue 21 item 11: the protocol notes said "preprocessing None" when --resize was not given."""
+    from falip.data import synthetic
+
+    synthetic.write_reclip_rec(synthetic.rec_examples(seed=40, n_scenes=2), tmp_path / "rc", split="refcoco_testa")
+    cub = synthetic.write_cub_style(synthetic.classification_scenes(seed=11, n_scenes=2), tmp_path / "cub")
+    extra = ["--resize", resize] if resize else []
+    want = f"preprocessing {resize or 'squash'}"  # falip-tiny's own mode is squash
+    argv = ["paper", "table1", "--refcoco-dir", tmp_path / "rc", "--coco-images", tmp_path / "rc" / "images",
+            "--out", tmp_path / "t1", "--workers", "0", "--limit", "1", *extra]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert want in (tmp_path / "t1" / "table1.md").read_text()
+    argv = ["paper", "table2", "--cub", cub, "--out", tmp_path / "t2", "--workers", "0", "--limit", "1", *extra]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert want in (tmp_path / "t2" / "table2.md").read_text()

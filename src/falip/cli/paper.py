@@ -256,7 +256,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
         "left out as malformed, as FGVP's main.py builds its caption bank from the whole file before it reads "
         f"any image), seeded per sentence id with seed {args.seed}; each box's logit minus its mean logit over "
         "them (the captions stay 'a photo of ...', also for CPT)",
-        f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
+        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}",
         numerics_line(args),
         *TABLE1_NOTES,
     ]
@@ -321,7 +321,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         REDCIRCLE_NOTE,
         BLUR_NOTE.replace("'ellipse blur'", "Blur").replace("'box blur'", "Blur box"),
         "CLIP: the whole image; rows marked (extra) are not in the paper's Table 2",
-        f"model {args.model} ({args.pretrained}), preprocessing {args.resize}",
+        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}",
         numerics_line(args),
     ]
     differences = []
