@@ -299,7 +299,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
             summary = run_task(task, args, out / key / method_dir(method))
             summaries[f"{title}/{name}"] = summary
             n = summary.get("n", 0)
-            cell = summary.get("worst_group_accuracy") if key == "waterbirds" else None
+            cell = summary.get("worst_group_accuracy")  # a dataset with groups (Waterbirds) reports it
             worst = f" (worst {cell:.1f})" if cell is not None else ""
             rows[name][title] = f"{summary['accuracy']:.1f}{worst}"
         region = {
@@ -518,7 +518,7 @@ def _table3(args: argparse.Namespace, out: Path) -> str:
             weights_used[f"{projection}/{title}"] = (
                 f"{weights} ({', '.join(f'{w:g}' for w in VIEW_WEIGHT_PRESETS[weights])})" if weights else "equal"
             )
-            settings = {"dataset": dataset, "root": args.modelnet40 if dataset == "modelnet40" else args.scanobjectnn}
+            settings = {"dataset": dataset, "root": getattr(args, dataset)}  # --modelnet40, --scanobjectnn
             if variant:
                 settings["variant"] = variant
             prompts = args.v2_prompts if projection == "v2" else None
