@@ -52,3 +52,15 @@ def test_bench_synthetic_smoke(tmp_path, capsys):
     assert (tmp_path / "data" / "runs" / "rec" / "compare.md").is_file()
     assert (tmp_path / "data" / "rec" / "synthetic_test.jsonl").is_file()
     assert "REC all" in capsys.readouterr().out
+
+
+def test_bench_help_smoke(tmp_path, capsys):
+    """benchmarks/bench_help.py times `falip --help` in fresh processes and records whether torch came along."""
+    spec = importlib.util.spec_from_file_location("bench_help", ROOT / "benchmarks" / "bench_help.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "help.json"
+    assert mod.main(["--rounds", "1", "--no-plugin", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["command"] for r in rows] == ["falip --help", "falip compare --help"]
+    assert all(r["min_s"] > 0 and r["imports_torch"] is False for r in rows)

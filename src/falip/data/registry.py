@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.errors import FalipError
+from ..plugins import Registry
 
 __all__ = [
     "KINDS",
@@ -193,7 +194,7 @@ class DatasetSpec:
         return resolve(self.reader)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: dict[str, DatasetSpec] = Registry()  # loads the plugins (falip.plugins) when first read
 
 
 def resolve(target: str | Callable[..., Any]) -> Any:
@@ -445,3 +446,4 @@ for _spec in (
     ),
 ):  # fmt: skip
     register_dataset(_spec)
+DATASETS.arm()  # falip's own are in: the first read from now on loads the plugins

@@ -73,6 +73,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from ..core.errors import FalipError
+from ..plugins import Registry
 from . import edits as vp
 
 __all__ = [
@@ -177,7 +178,7 @@ class MethodSpec:
     features: FeaturesFn | str | None = None
 
 
-METHODS: dict[str, MethodSpec] = {}
+METHODS: dict[str, MethodSpec] = Registry()  # loads the plugins (falip.plugins) when first read
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -466,3 +467,6 @@ def apply_edits(
         if s.scale == "input":
             im = s.edit(im, box_input, params)  # type: ignore[misc]
     return im
+
+
+METHODS.arm()  # falip's own are in: the first read from now on loads the plugins

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import FalipError
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     from .base import Proposals, ProposalSource, filter_proposals, open_proposals
@@ -76,7 +77,7 @@ class SourceSpec:
     needs: str = ""  # the extra it needs, named in messages (e.g. "falip[proposals]")
 
 
-SOURCES: dict[str, SourceSpec] = {}
+SOURCES: dict[str, SourceSpec] = Registry()  # loads the plugins (falip.plugins) when first read
 
 
 def register_source(spec: SourceSpec) -> SourceSpec:
@@ -97,3 +98,4 @@ register_source(SourceSpec("hf", "falip.proposals.hf:open_hf", "hf:<model>: tran
                            "object-detection pipelines", needs="falip[hf]"))  # fmt: skip
 register_source(SourceSpec("auto", "falip.proposals.auto:open_auto", "weight-free: Felzenszwalb segments grouped "
                            "as in selective search", needs="falip[proposals]"))  # fmt: skip
+SOURCES.arm()  # falip's own are in: the first read from now on loads the plugins

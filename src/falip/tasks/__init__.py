@@ -39,6 +39,7 @@ from typing import Any, Literal, TypeVar
 from ..core.errors import FalipError
 from ..data.registry import Setting, get_dataset, required_of, resolve, setting, setting_fields, settings_of
 from .settings import ClassifySettings, DetectSettings, PointCloudSettings, RecSettings
+from ..plugins import Registry
 
 __all__ = [
     "Metric",
@@ -116,7 +117,7 @@ class TaskSpec:
         return tuple(out)
 
 
-TASKS: dict[str, TaskSpec] = {}
+TASKS: dict[str, TaskSpec] = Registry()  # loads the plugins (falip.plugins) when first read
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
@@ -336,3 +337,4 @@ register_task(TaskSpec(
     metrics=(Metric("AP", "AP"), Metric("AP50", "AP50"), Metric("AP75", "AP75")),
     columns=_detect_columns,
 ))  # fmt: skip
+TASKS.arm()  # falip's own are in: the first read from now on loads the plugins

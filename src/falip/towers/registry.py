@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core.errors import FalipError
 from ..core.tower import Tower
+from ..plugins import Registry
 
 __all__ = ["TOWERS", "TowerEntry", "adapter_class", "tower_for"]
 
@@ -31,20 +32,24 @@ class TowerEntry:
     description: str
 
 
-TOWERS: dict[str, TowerEntry] = {
-    "open_clip_vit": TowerEntry(
-        "falip.towers.open_clip_vit:OpenClipViTTower", ("open_clip",), "open_clip CLIP with its own VisionTransformer"
-    ),
-    "open_clip_timm": TowerEntry(
-        "falip.towers.open_clip_timm:OpenClipTimmTower", ("open_clip",), "open_clip CLIP with a timm image tower"
-    ),
-    "hf_clip": TowerEntry(
-        "falip.towers.hf_clip:HFCLIPTower", ("transformers",), "Hugging Face CLIPModel / CLIPVisionModel"
-    ),
-    "hf_siglip": TowerEntry(
-        "falip.towers.hf_siglip:HFSiglipTower", ("transformers",), "Hugging Face SiglipModel / SiglipVisionModel"
-    ),
-}
+TOWERS: dict[str, TowerEntry] = Registry(
+    {
+        "open_clip_vit": TowerEntry(
+            "falip.towers.open_clip_vit:OpenClipViTTower",
+            ("open_clip",),
+            "open_clip CLIP with its own VisionTransformer",
+        ),
+        "open_clip_timm": TowerEntry(
+            "falip.towers.open_clip_timm:OpenClipTimmTower", ("open_clip",), "open_clip CLIP with a timm image tower"
+        ),
+        "hf_clip": TowerEntry(
+            "falip.towers.hf_clip:HFCLIPTower", ("transformers",), "Hugging Face CLIPModel / CLIPVisionModel"
+        ),
+        "hf_siglip": TowerEntry(
+            "falip.towers.hf_siglip:HFSiglipTower", ("transformers",), "Hugging Face SiglipModel / SiglipVisionModel"
+        ),
+    }
+).arm()  # loads the plugins (falip.plugins) when first read
 
 
 def adapter_class(name: str) -> type[Tower] | None:
