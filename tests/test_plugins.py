@@ -138,10 +138,6 @@ def test_classify_compare_and_sweep_run_the_plugins_dataset_and_method(installed
     assert "| falip |" in done.stdout
 
 
-@pytest.mark.xfail(
-    reason="`falip pointcloud` takes registered point-cloud datasets once it is a thin alias of the "
-    "registry-driven command (issue 19 item 2, the settings work); `compare --task pointcloud` takes it today"
-)
 def test_pointcloud_runs_the_plugins_dataset(installed):
     base, site, _, _ = installed
     args = ["pointcloud", "--dataset", "shapes-xyz", "--root", str(base / "clouds"), "--out", "pc"]

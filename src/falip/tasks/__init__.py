@@ -38,8 +38,8 @@ from typing import Any, Literal, TypeVar
 
 from ..core.errors import FalipError
 from ..data.registry import Setting, get_dataset, required_of, resolve, setting, setting_fields, settings_of
-from .settings import ClassifySettings, DetectSettings, PointCloudSettings, RecSettings
 from ..plugins import Registry
+from .settings import ClassifySettings, DetectSettings, PointCloudSettings, RecSettings
 
 __all__ = [
     "Metric",
