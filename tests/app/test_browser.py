@@ -183,10 +183,10 @@ def test_regions_scores_are_region_scorer_scores(app, page, tmp_path, shots):
     page.locator("#regions-alpha input").fill("6")
     page.locator("#regions-blocks textarea, #regions-blocks input").first.fill("3-4")
     page.get_by_label("gray").check()
-    page.locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("falip+circle")
+    page.locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("falip+input-circle")
     page.click("#regions-run")
     _status(page, "regions", "scored 2 regions x 2 texts")
-    methods = ["falip", "crop", "circle", "gray", "falip+circle"]
+    methods = ["falip", "crop", "input-circle", "gray", "falip+input-circle"]
     fclip, preprocess, tokenizer = falip.load("falip-tiny")
     scorer = falip.RegionScorer(
         fclip, preprocess, tokenizer, template="a photo of {}", config=fclip.config.override(alpha=6.0, layers=[2, 3])
@@ -205,7 +205,7 @@ def test_regions_scores_are_region_scorer_scores(app, page, tmp_path, shots):
     page.locator("#regions-winners img").wait_for()
     # the attention view of region 2
     _run_attention_of_region(page, 2)
-    maps = attention_maps(fclip, preprocess, reference, boxes[1:], prompt="circle", alpha=6.0, layers=[2, 3])
+    maps = attention_maps(fclip, preprocess, reference, boxes[1:], prompt="input-circle", alpha=6.0, layers=[2, 3])
     for m in maps.maps.values():
         share = page.locator(f'#falip-attention td[data-share="{m.title}"]')
         assert share.inner_text() == f"{100 * m.in_region:.1f}%"
@@ -376,7 +376,7 @@ def test_two_tabs_run_side_by_side_and_a_third_is_told_it_waits(page, server, ga
         page.click("#regions-run")
         assert entered.acquire(timeout=60), "the long job never started"
         tabs[1].click("#regions-run")  # a small job: done while the long one still waits
-        _status(tabs[1], "regions", "scored 2 regions x 2 texts with falip, crop, circle", TIMEOUT_MS / 2)
+        _status(tabs[1], "regions", "scored 2 regions x 2 texts with falip, crop, input-circle", TIMEOUT_MS / 2)
         assert "scored" not in page.locator("#regions-status").inner_text()
         tabs[1].locator("#regions-extra-methods textarea, #regions-extra-methods input").first.fill("app-test-gate")
         tabs[1].click("#regions-run")

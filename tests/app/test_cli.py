@@ -109,3 +109,24 @@ def test_check_port_says_why_in_words():
         taken.bind(("127.0.0.1", port))
         with pytest.raises(FalipError, match=f"port {port} is in use"):  # bound, not yet listening
             check_port("127.0.0.1", port)
+
+
+def test_falip_app_options_reach_the_server(app, monkeypatch, capsys):
+    """--jobs and --max-upload-mb become the served Limits; "serving on" only once the server runs."""
+    pytest.importorskip("gradio")
+    import falip.app.ui as ui
+    from falip.core.errors import FalipError
+
+    served = []
+
+    def serve(model, host, port, limits, block=True, quiet=False):
+        served.append((model, host, port, limits, block))
+        raise FalipError("not serving in this test")
+
+    monkeypatch.setattr(C.AppModel, "load", classmethod(lambda cls, *a, **k: app))
+    monkeypatch.setattr(ui, "serve", serve)
+    assert main(["app", "--port", "0", "--jobs", "3", "--max-upload-mb", "2"]) == 2
+    ((model, host, port, limits, block),) = served
+    assert model is app and host == "127.0.0.1" and port > 0 and not block
+    assert limits.jobs == 3 and limits.max_upload_bytes == 2 * 1024 * 1024
+    assert "serving on" not in capsys.readouterr().out

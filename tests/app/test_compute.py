@@ -78,11 +78,11 @@ def test_blocks_are_numbered_from_one_on_the_page():
 
 
 def test_methods_are_validated_by_the_registry():
-    assert C.parse_methods(["falip", "crop"], "falip + circle, blur&circle, crop") == [
+    assert C.parse_methods(["falip", "crop"], "falip + input-circle, blur&input-circle, crop") == [
         "falip",
         "crop",
-        "falip+circle",
-        "blur&circle",
+        "falip+input-circle",
+        "blur&input-circle",
     ]
     with pytest.raises(FalipError, match="unknown method 'sparkle'"):
         C.parse_methods(["falip"], "sparkle")
@@ -92,25 +92,28 @@ def test_methods_are_validated_by_the_registry():
 
 def test_choices_come_from_the_registries_and_defaults():
     from falip import defaults
-    from falip.prompts.registry import METHODS, MethodSpec, register_method
+    from falip.prompts.registry import METHODS, RENAMED, MethodSpec, register_method
     from falip.tasks.projection import PROJECTIONS
 
-    assert C.method_choices() == list(METHODS)
-    assert C.prompt_choices() == [n for n, s in METHODS.items() if s.kind == "edit"] + [C.NO_PROMPT]
+    assert C.method_choices() == [m for m in METHODS if m not in RENAMED]  # a former name is not offered
+    assert "circle" in RENAMED and "circle" not in C.method_choices() + C.prompt_choices()
+    assert C.prompt_choices() == [n for n, s in METHODS.items() if s.kind == "edit" and n not in RENAMED] + [
+        C.NO_PROMPT
+    ]
     assert C.template_choices()[0] == defaults.REC_TEMPLATE and defaults.CLS_TEMPLATE in C.template_choices()
     assert C.template_choices("pointcloud") == [defaults.POINTCLOUD_TEMPLATE]
     assert [name for _, name in C.projection_choices()] == list(PROJECTIONS) == list(defaults.PROJECTIONS)
     register_method(MethodSpec("app-test-edit", "edit", "a test edit", lambda im, b, p: im, "original"))
     try:  # a method registered later (a plugin's) is offered too
         assert "app-test-edit" in C.method_choices() and "app-test-edit" in C.prompt_choices()
-        assert C.parse_prompt_choice("app-test-edit&circle") == "app-test-edit&circle"
+        assert C.parse_prompt_choice("app-test-edit&input-circle") == "app-test-edit&input-circle"
     finally:
         del METHODS["app-test-edit"]
     assert C.parse_prompt_choice(C.NO_PROMPT) is None
     with pytest.raises(FalipError, match="visual prompt 'sparkle'"):
         C.parse_prompt_choice("sparkle")
     with pytest.warns(DeprecationWarning, match="method_choices"):
-        assert C.METHOD_CHOICES == tuple(METHODS)
+        assert C.METHOD_CHOICES == tuple(C.method_choices())
 
 
 def test_two_clicks_make_a_box_in_either_order():
@@ -163,7 +166,7 @@ def test_mask_upload_one_region_per_gray_level(tmp_path):
 def test_scores_are_region_scorer_scores_and_their_softmax(app):
     image, boxes, texts = C.example_scene(0)
     regions = C.make_regions(image, boxes, None)
-    methods = ["falip", "crop", "falip+circle"]
+    methods = ["falip", "crop", "falip+input-circle"]
     result = C.score_regions(app, image, regions, texts, methods, "a photo of {}", alpha=4.0, blocks=(2, 3))
     fclip, preprocess, tokenizer = falip.load("falip-tiny")
     scorer = falip.RegionScorer(
@@ -186,6 +189,29 @@ def test_scores_are_region_scorer_scores_and_their_softmax(app):
     assert figure.width > 2 * 300 and figure.mode == "RGB"
 
 
+def test_jobs_side_by_side_give_the_results_of_one_at_a_time(app):
+    """The app runs Limits.jobs model jobs at once on one model: threads must not disturb each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image, boxes, texts = C.example_scene(0)
+    regions = C.make_regions(image, boxes, None)
+    jobs = [
+        lambda: (
+            C.score_regions(app, image, regions, texts, ["falip", "input-circle"], "a photo of {}", 4.0, (2, 3)).scores
+        ),
+        lambda: C.score_regions(app, image, regions, texts, ["falip", "crop"], "{}", 9.0, (1,)).scores,
+        lambda: C.attention_view(app, image, regions, 1, prompt="blur", block=3, head=1, alpha=5.0).shares,
+    ]
+    alone = [job() for job in jobs]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(lambda job: job(), jobs * 2))
+    for i, result in enumerate(together):
+        expected = alone[i % len(jobs)]
+        assert result.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(result[key], expected[key], rtol=0, atol=1e-6)
+
+
 def test_default_falip_settings_are_the_models_preset(app):
     assert C.falip_config(app, None, None) == app.fclip.config
     assert C.falip_config(app, 3.0, [1]) == app.fclip.config.override(alpha=3.0, layers=(1,))
@@ -204,9 +230,16 @@ def test_attention_view_is_falip_viz_maps(app):
 
     image, boxes, texts = C.example_scene(0)
     regions = C.make_regions(image, boxes, None)
-    view = C.attention_view(app, image, regions, 1, prompt="circle", block=3, alpha=5.0, blocks=(1, 2, 3))
+    view = C.attention_view(app, image, regions, 1, prompt="input-circle", block=3, alpha=5.0, blocks=(1, 2, 3))
     maps = attention_maps(
-        app.fclip, app.preprocess, image, regions.select([1]), layer=2, prompt="circle", alpha=5.0, layers=[1, 2, 3]
+        app.fclip,
+        app.preprocess,
+        image,
+        regions.select([1]),
+        layer=2,
+        prompt="input-circle",
+        alpha=5.0,
+        layers=[1, 2, 3],
     )
     assert view.shares == {m.title: m.in_region for m in maps.maps.values()}
     assert view.shares["FALIP"] > view.shares["vanilla CLIP"]

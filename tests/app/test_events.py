@@ -42,7 +42,7 @@ class Page:
         self.app = app
         self.values = {"image": None, "pending": None, "boxes": "", "mask_file": None, "texts": "a dog\na cat",
                        "template": "a photo of {}", "methods": ["falip"], "extra_methods": "", "alpha": None,
-                       "blocks": "", "region": 1, "prompt": "circle", "block": None, "head": "mean"}  # fmt: skip
+                       "blocks": "", "region": 1, "prompt": "input-circle", "block": None, "head": "mean"}  # fmt: skip
         self.status = None
 
     def apply(self, handler, **given):

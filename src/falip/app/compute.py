@@ -93,17 +93,18 @@ NO_PROMPT = "(none)"
 
 
 def method_choices() -> list[str]:
-    """The methods offered as check boxes: every atom of the method registry (plugins' too), in its order."""
-    from ..prompts.registry import METHODS
+    """The methods offered as check boxes: every atom of the method registry (plugins' too), in its order,
+    without former names (``circle``: still accepted when typed)."""
+    from ..prompts.registry import METHODS, RENAMED
 
-    return list(METHODS)
+    return [name for name in METHODS if name not in RENAMED]
 
 
 def prompt_choices() -> list[str]:
     """The attention view's visual prompts: the registry's edit atoms, then :data:`NO_PROMPT`."""
-    from ..prompts.registry import METHODS
+    from ..prompts.registry import METHODS, RENAMED
 
-    return [name for name, spec in METHODS.items() if spec.kind == "edit"] + [NO_PROMPT]
+    return [name for name, spec in METHODS.items() if spec.kind == "edit" and name not in RENAMED] + [NO_PROMPT]
 
 
 def template_choices(task: str = "regions") -> list[str]:

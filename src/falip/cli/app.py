@@ -35,6 +35,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-upload-mb", type=int_at_least(1), default=25, help="largest file accepted, in MB (default 25)"
     )
+    p.add_argument(
+        "--jobs",
+        type=int_at_least(1),
+        default=2,
+        help="model jobs (scores, attention maps, point clouds) run side by side, from every open tab; "
+        "more wait in a queue that the page shows (default 2)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.model} ...", flush=True)
     app = AppModel.load(args.model, args.pretrained, device=device, activation=args.activation)
     print(f"falip app: {app.describe()}", flush=True)
-    limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    limits = Limits(max_upload_bytes=args.max_upload_mb * 1024 * 1024, jobs=args.jobs)
     blocks, _ = serve(app, args.host, args.port, limits, block=False, quiet=True)
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     blocks.block_thread()
