@@ -181,6 +181,22 @@ def _protocol(lines: list[str], differences: tuple[str, ...] | list[str]) -> str
     return text
 
 
+def _write_table(
+    out: Path,
+    name: str,
+    title: str,
+    rows: dict[str, dict[str, str]],
+    lines: list[str],
+    differences: tuple[str, ...] | list[str],
+    summaries: dict,
+) -> str:
+    """Write ``<name>.md`` (the title, the table, the protocol) and ``<name>.json`` (the summaries) under ``out``."""
+    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
+    (out / f"{name}.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
+    return text
+
+
 def _rec_splits(args: argparse.Namespace) -> list[Path]:
     """The ReCLIP split files of :data:`TABLE1_SPLITS` found in ``--refcoco-dir`` (tables 1 and 4)."""
     from falip.core.errors import FalipError
@@ -261,10 +277,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
         *TABLE1_NOTES,
     ]
     title = "REC accuracy % (IoU > 0.5), model " + args.model + "\n\n"
-    text = title + markdown_table(rows) + "\n" + _protocol(lines, TABLE1_DIFFERENCES)
-    (out / "table1.md").write_text(text, encoding="utf-8")
-    (out / "table1.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
-    return text
+    return _write_table(out, "table1", title, rows, lines, TABLE1_DIFFERENCES, summaries)
 
 
 def _table2(args: argparse.Namespace, out: Path) -> str:
@@ -334,10 +347,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         "also take the cell before a left/top edge that lies exactly on a patch boundary."
     )
     title = "Region classification top-1 accuracy %, model " + args.model + "\n\n"
-    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
-    (out / "table2.md").write_text(text, encoding="utf-8")
-    (out / "table2.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
-    return text
+    return _write_table(out, "table2", title, rows, lines, differences, summaries)
 
 
 TABLE4_ROWS = (  # (R, B, U, method): Table 4's combinations of RedCircle, Blur and Unleash
@@ -408,10 +418,7 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
         "as written, with every head of the last blocks.",
     ]
     title = "REC accuracy % (IoU > 0.5), Table 4 (R: RedCircle, B: Blur, U: Unleash), model " + args.model + "\n\n"
-    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
-    (out / "table4.md").write_text(text, encoding="utf-8")
-    (out / "table4.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
-    return text
+    return _write_table(out, "table4", title, rows, lines, differences, summaries)
 
 
 # ------------------------------------------------------------------------------------------------ table 3
@@ -586,10 +593,7 @@ def _table3(args: argparse.Namespace, out: Path) -> str:
         "rows use equal (V1) or V2's published weights, and a post-searched row is marked optimistic.",
     ]
     title = "Point-cloud classification top-1 accuracy % (Table 3), model " + args.model + "\n\n"
-    text = title + markdown_table(rows) + "\n" + _protocol(lines, differences)
-    (out / "table3.md").write_text(text, encoding="utf-8")
-    (out / "table3.json").write_text(json.dumps(summaries, indent=2), encoding="utf-8")
-    return text
+    return _write_table(out, "table3", title, rows, lines, differences, summaries)
 
 
 def run(args: argparse.Namespace) -> int:
