@@ -349,3 +349,15 @@ def test_prompts_help_describes_v2_files():
     sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
     text = next(a.help for a in sub.choices["pointcloud"]._actions if a.dest == "prompts")
     assert "one sentence per class" in text and "_test_prompts" in text and "averaged" in text
+
+
+def test_view_cosines_of_clouds_in_memory_are_the_runs(tiny, modelnet, tmp_path):
+    """The app's one-cloud scoring (no dataset, no run) gives the harness's per-view cosines."""
+    from falip.tasks.pointcloud import view_cosines
+
+    run(_task(tiny, modelnet), tmp_path / "out", progress=False, batch_units=6)
+    records, _ = read_results(tmp_path / "out")
+    items, classes, _ = open_pointcloud_dataset("modelnet40", str(modelnet))
+    clouds = {it.id: it.load_points() for it in items}
+    cos = view_cosines(*tiny, [clouds[r["id"]] for r in records], classes)
+    np.testing.assert_allclose(cos, np.array([r["view_cosines"] for r in records]), atol=1e-5)

@@ -769,7 +769,7 @@ def pointcloud_view(
     from ..data.pointclouds import read_point_file
     from ..defaults import POINTCLOUD_METHODS
     from ..scoring import check_template
-    from ..tasks.pointcloud import PointCloudSettings, PointCloudTask, fuse_views
+    from ..tasks.pointcloud import fuse_views, view_cosines
     from ..tasks.projection import get_projection
 
     p = _check_file(path, "point file", limits)
@@ -787,13 +787,9 @@ def pointcloud_view(
     for i, method in enumerate(POINTCLOUD_METHODS):
         if progress is not None:
             progress(0.1 + 0.4 * i, f"classifying the views ({'FALIP' if method == 'falip' else 'plain CLIP'})")
-        settings = PointCloudSettings(dataset="upload", source=p.name, method=method, projection=projection,
-                                      template=template)  # fmt: skip
-        task = PointCloudTask(app.fclip, app.tokenizer, settings, [], list(classes))
-        with torch.no_grad():
-            feats = task.view_features([points])  # [1, V, D]
-            cos = (feats @ task.text_features().T.to(feats.device)).cpu().numpy()  # [1, V, C]
-        fused = fuse_views(cos)[0]
+        cos = view_cosines(app.fclip, app.tokenizer, [points], classes, method=method, projection=projection,
+                           template=template)  # fmt: skip
+        fused = fuse_views(cos)[0]  # [1, V, C] -> [C]
         order = sorted(range(len(classes)), key=lambda c: (-fused[c], c))[:top_k]
         top[method] = [(classes[c], float(fused[c])) for c in order]
     if progress is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_pointcloud",
     "default_view_chunk",
     "fuse_views",
+    "view_cosines",
     "open_pointcloud_dataset",
     "project_views",
     "projected_points_of",
@@ -474,6 +475,28 @@ class PointCloudTask:
         return text + (
             f"\nmean per-class accuracy {summary.value(MEAN_PER_CLASS):.1f}%; view weights: {s.weights_from}"
         )
+
+
+def view_cosines(
+    fclip: Any,
+    tokenizer: Any,
+    clouds: Sequence[np.ndarray],
+    classes: Sequence[str],
+    *,
+    method: str = "falip",
+    projection: str = "v1",
+    template: str = POINTCLOUD_TEMPLATE,
+) -> np.ndarray:
+    """Cosines ``[N, V, C]`` of each view of in-memory ``clouds`` (``[P, 3]`` each) with each class's text.
+
+    The point-cloud task's scoring (its projection, FALIP on each view's foreground, its text
+    features) without a dataset or a run, e.g. for one uploaded file; :func:`fuse_views` sums them.
+    """
+    settings = PointCloudSettings(dataset="", source="", method=method, projection=projection, template=template)
+    task = PointCloudTask(fclip, tokenizer, settings, [], list(classes))  # the scoring only: no items, no run
+    with torch.no_grad():
+        feats = task.view_features(list(clouds))  # [N, V, D]
+        return (feats @ task.text_features().T.to(feats.device)).cpu().numpy()
 
 
 def open_pointcloud_dataset(
