@@ -129,3 +129,20 @@ def test_falip_detect_command_with_weight_free_proposals(coco, tmp_path, capsys)
     assert summary["AP50"] is not None and "AP50" in text
     # with masks from the source, mask AP is reported too
     assert "segm" in summary and all("segmentation" in d for d in dets)
+
+
+def test_sweep_and_compare_take_the_detect_task(coco, tmp_path, capsys):
+    from falip.cli import main
+
+    path, images, _ = coco
+    base = ["--task", "detect", "--root", str(path), "--images", str(images), "--workers", "0"]
+    assert main(["sweep", "alpha", *base, "--values", "0,1", "--out", str(tmp_path / "s")]) == 0
+    table = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert table["metric"] == "AP" and [r["alpha"] for r in table["rows"]] == ["0", "1"]
+    for r in table["rows"]:  # the plotted number is each point's AP, read back from its summary
+        point = json.loads((tmp_path / "s" / r["run"] / "summary.json").read_text())
+        assert r["value"] == point["AP"] and r["ci95_low"] is None
+    assert "AP %" in capsys.readouterr().out
+    assert main(["compare", *base, "--methods", "none,falip", "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "| AP | AP50 | AP75 |" in md and "region top-1" in md

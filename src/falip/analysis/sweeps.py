@@ -64,6 +64,8 @@ __all__ = [
     "parse_values",
     "plot_sweep",
     "run_sweep",
+    "metric_label",
+    "plotted",
     "summary_row",
     "sweep_points",
     "write_table",
@@ -269,18 +271,25 @@ def point_model_info(model_info: Mapping[str, Any], point: SweepPoint, prompt: s
 def summary_row(summary: Mapping[str, Any], metrics: Sequence[str] = ()) -> dict[str, Any]:
     """The numbers of one run's summary that the table keeps (accuracy in percent, its 95% interval).
 
-    ``metrics``: further summary keys to keep (a task's declared metrics, :mod:`falip.tasks`).
+    ``metrics``: further summary keys to keep (a task's declared metrics, :mod:`falip.tasks`); the
+    first is the one the sweep plots. A task whose first metric is not accuracy (``detect``: AP)
+    adds ``value`` (that metric) and leaves the interval empty (None).
     """
+    primary = metrics[0] if metrics else "accuracy"
+    ci = summary.get("ci95") if primary == "accuracy" else None
     row: dict[str, Any] = {
-        "accuracy": summary["accuracy"],
-        "ci95_low": summary["ci95"][0],
-        "ci95_high": summary["ci95"][1],
-        "correct": summary["correct"],
+        "accuracy": summary.get("accuracy"),
+        "ci95_low": None if ci is None else ci[0],
+        "ci95_high": None if ci is None else ci[1],
+        "correct": summary.get("correct"),
         "n": summary["n"],
         "skipped": summary.get("skipped", 0),
     }
-    for m in Summary.from_dict(summary).metrics[1:]:  # top-k as "top<k>_accuracy", the others by their key
-        row[m.key.replace("correct", "top", 1) if m.label.startswith("top-") else m.key] = summary[m.key]
+    if primary != "accuracy":
+        row["value"] = summary.get(primary)
+    if "ci95" in summary:
+        for m in Summary.from_dict(summary).metrics[1:]:  # top-k as "top<k>_accuracy", the others by their key
+            row[m.key.replace("correct", "top", 1) if m.label.startswith("top-") else m.key] = summary[m.key]
     for key in metrics:  # a task's further declared metrics
         if key in summary and key not in row and isinstance(summary[key], (int, float)):
             row[key] = summary[key]
@@ -288,6 +297,16 @@ def summary_row(summary: Mapping[str, Any], metrics: Sequence[str] = ()) -> dict
         if len(summary["by_split"]) > 1:
             row[f"accuracy[{split}]"] = part["accuracy"]
     return row
+
+
+def plotted(row: Mapping[str, Any]) -> float:
+    """The number a sweep plots for a row: the task's first metric (``value``), else accuracy."""
+    return row["value"] if "value" in row else row["accuracy"]
+
+
+def metric_label(table: Mapping[str, Any]) -> str:
+    """What a sweep's number is: ``"accuracy"``, or the task's first metric (``"AP"``)."""
+    return str(table.get("metric") or "accuracy")
 
 
 def run_sweep(
@@ -344,8 +363,10 @@ def run_sweep(
         )
         summary = run(task, folder, resume=resume, **run_options)
         rows.append({**dict(point.labels), **summary_row(summary, _metric_keys(task)), "run": point.name})
+    keys = _metric_keys(task)
     table = {
         "task": getattr(task, "name", None),
+        "metric": keys[0] if keys and keys[0] != "accuracy" else "accuracy",
         "params": params,
         "method": method,
         "prompt": prompt,
@@ -402,7 +423,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
 
     params, rows = list(table["params"]), list(table["rows"])
     task = _task_title(table.get("task"))
-    what = f"{task} accuracy %, method {table.get('method')}"
+    what = f"{task} {metric_label(table)} %, method {table.get('method')}"
     sizes = sorted({r["n"] for r in rows})
     what += f", n = {sizes[0]}" if len(sizes) == 1 else f", n = {sizes[0]}-{sizes[-1]}"
     model = table.get("model", {}).get("model")
@@ -410,8 +431,13 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
     if len(params) == 1:
         p = params[0]
         labels = [r[p] for r in rows]
-        acc = np.array([r["accuracy"] for r in rows])
-        err = np.array([[r["accuracy"] - r["ci95_low"] for r in rows], [r["ci95_high"] - r["accuracy"] for r in rows]])
+        acc = np.array([plotted(r) for r in rows], dtype=np.float64)
+        has_ci = all(r.get("ci95_low") is not None for r in rows)
+        err = (
+            np.array([[r["accuracy"] - r["ci95_low"] for r in rows], [r["ci95_high"] - r["accuracy"] for r in rows]])
+            if has_ci
+            else None
+        )
         fig = Figure(figsize=(max(4.5, 0.7 * len(rows) + 2), 3.6), dpi=dpi)
         ax = fig.subplots()
         x = np.arange(len(rows))
@@ -423,7 +449,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
             ax.annotate(f"{a:.1f}", (xi, a), textcoords="offset points", xytext=(6, 4), fontsize=7)
         ax.set_xticks(x, labels, rotation=30 if max(len(s) for s in labels) > 5 else 0)
         ax.set_xlabel(_axis_label(p))
-        ax.set_ylabel("accuracy % (95% CI)")
+        ax.set_ylabel(f"{metric_label(table)} %" + (" (95% CI)" if has_ci else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     else:
@@ -432,7 +458,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         xs = list(dict.fromkeys(r[q] for r in rows))
         grid = np.full((len(ys), len(xs)), np.nan)
         for r in rows:
-            grid[ys.index(r[p]), xs.index(r[q])] = r["accuracy"]
+            grid[ys.index(r[p]), xs.index(r[q])] = plotted(r)
         fig = Figure(figsize=(max(4.5, 0.75 * len(xs) + 2.5), max(3.0, 0.45 * len(ys) + 1.6)), dpi=dpi)
         ax = fig.subplots()
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
@@ -450,7 +476,7 @@ def plot_sweep(table: Mapping[str, Any], path: str | Path, title: str | None = N
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(_axis_label(q))
         ax.set_ylabel(_axis_label(p))
-        fig.colorbar(im, ax=ax, label="accuracy %")
+        fig.colorbar(im, ax=ax, label=f"{metric_label(table)} %")
         if title is None:
             heading += "; * best"
     ax.set_title(heading, fontsize=9)

@@ -91,17 +91,19 @@ def run(args: argparse.Namespace) -> int:
         batch_units=args.batch,
         require_scored=True,
     )
+    from falip.analysis.sweeps import metric_label, plotted
     from falip.tasks.metrics import format_table
 
     params = table["params"]
-    header = [*params, "accuracy %", "95% CI", "n"]
+    header = [*params, f"{metric_label(table)} %", "95% CI", "n"]
     lines = [header]
     for r in table["rows"]:
+        value = plotted(r)
         lines.append(
             [
                 *(r[p] for p in params),
-                f"{r['accuracy']:.1f}",
-                f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]",
+                "-" if value is None else f"{value:.1f}",
+                "-" if r.get("ci95_low") is None else f"[{r['ci95_low']:.1f}, {r['ci95_high']:.1f}]",
                 str(r["n"]),
             ]
         )

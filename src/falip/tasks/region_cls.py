@@ -214,6 +214,8 @@ class ClassifyTask:
     def table(self, summary: Summary | dict) -> str:
         s = summary if isinstance(summary, Summary) else Summary.from_dict(summary)
         text = summary_table(s, "group", f"region classification ({self.settings.dataset}, {self.settings.method})")
+        if s.value(MEAN_PER_CLASS) is not None:
+            text += f"\nmean per-class accuracy {s.value(MEAN_PER_CLASS):.1f}% ({len(self.classes)} classes)"
         if "worst_group" in s.extra:
             text += (
                 f"\nmean over groups {s.value(GROUP_MEAN):.1f}%, worst group "
