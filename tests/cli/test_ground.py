@@ -83,3 +83,13 @@ def test_ground_bad_input_is_one_line_and_exit_2(scene, capsys, extra, message):
     code, out, err = _run(["ground", str(path), *extra], capsys)
     assert code == 2 and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_image_with_no_proposal_at_all_is_one_line(tmp_path, capsys):
+    """A uniform image gives auto no region under its size cap: filtering zero mask proposals used to
+    fail with "internal error: ValueError: cannot reshape array of size 0" (exit 1)."""
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(path)
+    code, out, err = _run(["ground", str(path), "--text", "a red square"], capsys)
+    assert code == 2 and "no proposals from auto" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

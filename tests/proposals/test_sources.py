@@ -146,3 +146,9 @@ def test_unknown_or_empty_sources_are_one_clear_line(tmp_path):
     bad.write_text(json.dumps([{"foo": 1}]))
     with pytest.raises(FalipError, match="neither a COCO results file"):
         open_proposals(str(bad))
+
+
+def test_filters_take_an_empty_set_of_mask_proposals():
+    empty = Proposals(np.zeros((0, 4)), image_size=(8, 8), masks=np.zeros((0, 8, 8), dtype=bool))
+    assert empty.areas().shape == (0,)
+    assert len(filter_proposals(empty, min_area=1, nms=0.5, top=3)) == 0

@@ -53,7 +53,7 @@ class Proposals:
     def areas(self) -> np.ndarray:
         """Each proposal's area in pixels: its mask's pixels, or its box's area."""
         if self.masks is not None:
-            return self.masks.reshape(len(self), -1).sum(axis=1).astype(np.float64)
+            return self.masks.sum(axis=(1, 2), dtype=np.float64)  # reshape(0, -1) fails on no proposals
         return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
 
 
