@@ -96,3 +96,17 @@ def test_classes_from_a_file_name_the_line(tmp_path):
     assert read_classes(str(f)) == ["cat", "dog"]
     many = [f"class number {k}" for k in range(40)]  # longer than a file name may be
     assert read_classes(",".join(many)) == many
+
+
+def test_a_relative_folder_is_labelled(images, capsys, tmp_path, monkeypatch):
+    """`falip label photos` (a folder relative to the working directory) used to fail with "internal
+    error: ValueError: 'photos/0.png' is not in the subpath of '/.../photos'" (exit 1)."""
+    monkeypatch.chdir(images)
+    out = tmp_path / "run"
+    code, _, err = _run(["label", "imgs", "--classes", CLASSES, "--proposals", "props.json", "--workers", "0",
+                         "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert {r["image"] for r in json.loads((out / "labels.json").read_text())} == {
+        "000000000001.png",
+        "000000000002.png",
+    }

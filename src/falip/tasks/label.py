@@ -124,7 +124,8 @@ class LabelTask:
         self.model_info = dict(model_info or {})
         self.geometry = getattr(getattr(scorer, "preprocess", None), "geometry", None)
         root = self._common_root()
-        self._names = {str(p): (p.relative_to(root).as_posix() if root else p.name) for p in self.paths}
+        # root is resolved: a relative folder (`falip label photos`) is named from it too
+        self._names = {str(p): (p.resolve().relative_to(root).as_posix() if root else p.name) for p in self.paths}
 
     def _common_root(self) -> Path | None:
         parents = {p.resolve().parent for p in self.paths}
