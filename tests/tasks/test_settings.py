@@ -72,3 +72,22 @@ def test_run_json_keys_are_the_fields(tmp_path):
     task = RecTask(Scorer(), RecSettings(data=(str(split),)), {"model": "m"})
     fields = [f.name for f in dataclasses.fields(RecSettings) if f.name != "format"]
     assert list(task.config()) == ["task", *fields, "model"]
+
+
+def test_a_dataset_declares_its_settings_as_a_dataclass_too(tmp_path):
+    """A reader's settings as setting() fields: the registry lists them and `falip classify` offers them."""
+    from falip.cli import build_parser
+    from falip.data.registry import DATASETS, DatasetSpec, register_dataset
+
+    @dataclass(frozen=True)
+    class EveryNth:
+        nth: int = setting(2, minimum=1, flag="every", help="keep every Nth item")
+
+    register_dataset(DatasetSpec("nth", "regions", "falip.data.registry:_open_cub", "every Nth", settings=EveryNth))
+    try:
+        assert DATASETS["nth"].settings == (Setting("nth", "int", 2, "keep every Nth item", minimum=1, flag="every"),)
+        sub = build_parser()._subparsers._group_actions[0].choices["classify"]  # type: ignore[union-attr]
+        assert "--every" in sub.format_help()
+        assert task_settings("classify", dataset="nth", root="r")["nth"] == 2
+    finally:
+        DATASETS.pop("nth")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ._common import describe_model
-from ._eval import add_model_options, make_scorer
+from ._eval import add_model_options, add_setting, make_scorer
 from ._proposals import add_proposal_options, dropped_text, proposal_filter, source_options
 
 __all__ = ["configure_parser", "run"]
@@ -15,14 +15,15 @@ __all__ = ["configure_parser", "run"]
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``ground`` options to ``p``."""
-    from falip.defaults import REC_TEMPLATE, TIES
+    from falip.tasks import get_task
 
+    rec = {s.name: s for s in get_task("rec").settings}  # REC's settings, declared once (falip.tasks.settings)
     p.add_argument("image", help="image file (any format Pillow reads)")
     p.add_argument("--text", action="append", required=True, help="what to find (repeat for several)")
     p.add_argument("--method", default="falip", help="scoring method: falip (default) or a baseline (crop, blur, ...)")
-    p.add_argument("--template", default=REC_TEMPLATE, help=f"text template (REC's default {REC_TEMPLATE!r})")
-    p.add_argument("--ties", choices=TIES, default=TIES[0], help="exact ties: the first proposal (default) or a draw")
-    p.add_argument("--seed", type=int, default=0, help="seed of --ties random")
+    add_setting(p, rec["template"], default=rec["template"].default, metavar="TEMPLATE")
+    add_setting(p, rec["ties"], default=rec["ties"].default, help="exact ties: the first proposal (default) or a draw")
+    add_setting(p, rec["seed"], default=rec["seed"].default, help="seed of --ties random")
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, box, score, margin, ...}")
     p.add_argument("--out", default=None, help="folder for ground.json and overlay.png")
     add_proposal_options(p)
