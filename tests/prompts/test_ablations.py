@@ -180,3 +180,11 @@ def test_ablation_scorer_scales_the_circle(scorers):
         assert not np.array_equal(expected, plain)
         blurred = np.asarray(bigger.edited(item, k, ("blur", "circle")))  # the other edits, then the circle
         np.testing.assert_array_equal(blurred, np.asarray(vp.red_circle(base.edited(item, k, ("blur",)), box)))
+
+
+def test_the_old_import_path_still_works():
+    """The ablations moved beside the scoring methods (prompts/); falip.analysis.ablations keeps its names."""
+    from falip.analysis import ablations as old
+    from falip.prompts import ablations as new
+
+    assert old.__all__ == new.__all__ and all(getattr(old, n) is getattr(new, n) for n in new.__all__)

@@ -3,24 +3,5 @@
 
 from __future__ import annotations
 
-from ..prompts.ablations import (
-    VARIANTS,
-    feature_mask_features,
-    feature_mask_forward,
-    mixed_attention,
-    qk_prompt_features,
-    scale_box,
-    swap_forward,
-    v_prompt_features,
-)
-
-__all__ = [
-    "VARIANTS",
-    "feature_mask_features",
-    "qk_prompt_features",
-    "v_prompt_features",
-    "feature_mask_forward",
-    "mixed_attention",
-    "scale_box",
-    "swap_forward",
-]
+from ..prompts.ablations import *  # noqa: F403  (the same names, from their new home)
+from ..prompts.ablations import __all__  # noqa: F401
