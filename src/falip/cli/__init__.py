@@ -36,7 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "rec": ("falip.cli.rec", "referring expression comprehension on ReCLIP-format splits (RefCOCO/+/g)"),
     "classify": ("falip.cli.classify", "region classification: CUB, Stanford Dogs, Waterbirds, ImageNet-S, your files"),
     "compare": ("falip.cli.compare", "several methods side by side on the same data, any task (REC, regions, 3D)"),
-    "paper": ("falip.cli.paper", "the paper's Table 1 (REC) or Table 2 (classification) from your datasets"),
+    "paper": ("falip.cli.paper", "the paper's Tables 1-4 (REC, classification, 3D, unleash) from your datasets"),
     "pointcloud": ("falip.cli.pointcloud", "zero-shot 3D classification: ModelNet40, ScanObjectNN, point files"),
     "views": ("falip.cli.views", "the depth maps CLIP sees of one point cloud, as a contact sheet with the FALIP ROA"),
     "viz": ("falip.cli.viz", "attention maps of vanilla CLIP, FALIP and a visual prompt, side by side (PNG)"),
