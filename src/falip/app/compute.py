@@ -68,6 +68,17 @@ __all__ = [
     "winners_figure",
     "attention_view",
     "pointcloud_view",
+    "DEFAULT_PROPOSALS",
+    "DEFAULT_TOP",
+    "FoundRegion",
+    "LabelledRegions",
+    "proposal_choices",
+    "parse_top",
+    "parse_min_area",
+    "image_proposals",
+    "dropped_text",
+    "find_it",
+    "label_all",
 ]
 
 Progress = Callable[[float, str], None]
@@ -132,7 +143,7 @@ def head_choices(app: AppModel) -> list[str]:
 
 @dataclass(frozen=True)
 class Limits:
-    """What the app accepts: upload size (bytes), image pixels, boxes, texts, classes, points; and how
+    """What the app accepts: upload size (bytes), image pixels, boxes, texts, classes, points, proposals; and how
     many model jobs (scores, attention maps, point clouds) run side by side (others wait in a queue)."""
 
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -141,6 +152,7 @@ class Limits:
     max_texts: int = 32
     max_classes: int = 1000
     max_points: int = 1024  # a point file's seeded subset (PointCLIP's 1024)
+    max_proposals: int = 200  # proposals scored by "find it" / "label all"
     jobs: int = 2
     queue_size: int = 32
 
@@ -858,3 +870,212 @@ def example_scene(seed: int = 3) -> tuple[Image.Image, np.ndarray, list[str]]:
     objects = scene.objects[:2]
     boxes = np.asarray([[v * s for v in o.box] for o in objects], dtype=np.float64)
     return image, boxes, [f"the {o.label}" for o in objects]
+
+
+# ------------------------------------------------------------------ start from the image: proposals
+DEFAULT_PROPOSALS = "auto"
+"""The proposal source "find it" and "label all" use unless another is typed."""
+DEFAULT_TOP = 30
+"""How many proposals (the source's best) "find it" and "label all" score by default."""
+
+
+def proposal_choices() -> list[str]:
+    """The proposal sources offered: ``auto`` (weight-free, works on any image) and each other registered
+    source as ``name:`` (plugins' too); a file or folder path, or ``hf:<model>``, may be typed."""
+    from ..proposals import SOURCES
+
+    return [DEFAULT_PROPOSALS] + [f"{n}:" for n in SOURCES if n != DEFAULT_PROPOSALS]
+
+
+def parse_top(value: Any, limits: Limits = Limits()) -> int:
+    """The "top N proposals" field: a whole number in 1..``limits.max_proposals``; empty: :data:`DEFAULT_TOP`."""
+    number = _whole_number(value, "top proposals")
+    if number is None:
+        return DEFAULT_TOP
+    if not 1 <= number <= limits.max_proposals:
+        raise FalipError(f"top proposals must be 1..{limits.max_proposals}, got {number}")
+    return number
+
+
+def parse_min_area(value: Any) -> float:
+    """The "min area" field: pixels >= 0 (empty: 0)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return 0.0
+    try:
+        area = float(value)
+    except (TypeError, ValueError):
+        raise FalipError(f"min area {value!r}: write a number of pixels >= 0") from None
+    if not math.isfinite(area) or area < 0:
+        raise FalipError(f"min area must be a number of pixels >= 0, got {area:g}")
+    return area
+
+
+_PROPOSAL_CACHE: dict[tuple, Any] = {}  # (image digest, source) -> raw proposals; the last few only
+
+
+def image_proposals(
+    app: AppModel,
+    image: Image.Image,
+    source: str | None = DEFAULT_PROPOSALS,
+    top: int = DEFAULT_TOP,
+    min_area: float = 0.0,
+    progress: Progress | None = None,
+) -> Any:
+    """``image``'s proposals as ``falip ground`` gets them: the source opened for one image (``single``),
+    :func:`falip.proposals.filter_proposals` (``min_area`` pixels, the ``top`` best) and only those the
+    model can see (:func:`~falip.proposals.base.visible_proposals`); FalipError when none is left."""
+    import hashlib
+
+    from ..proposals import filter_proposals, open_proposals
+    from ..proposals.base import visible_proposals
+
+    spec = (source or "").strip() or DEFAULT_PROPOSALS
+    if spec.endswith(":") and spec[:-1] and not Path(spec).exists():
+        raise FalipError(f"proposals {spec!r}: say what follows the colon (e.g. hf:<model>, sam:<folder>)")
+    key = (hashlib.sha1(image.tobytes()).hexdigest(), image.size, image.mode, spec)
+    raw = None if Path(spec).exists() else _PROPOSAL_CACHE.get(key)  # a file may change: read it again
+    if raw is None:
+        if progress is not None:
+            progress(0.05, f"proposing regions ({spec})")
+        raw = open_proposals(spec, single=True).propose(image, None)
+        if not Path(spec).exists():
+            while len(_PROPOSAL_CACHE) >= 4:
+                _PROPOSAL_CACHE.pop(next(iter(_PROPOSAL_CACHE)))
+            _PROPOSAL_CACHE[key] = raw
+    props = filter_proposals(raw, min_area=min_area, top=top)
+    props = visible_proposals(props, getattr(app.preprocess, "geometry", None))
+    if len(props) == 0:
+        raise FalipError(f"no proposals from {spec} for this image (dropped: {dropped_text(props.dropped)})")
+    return props
+
+
+def dropped_text(dropped: dict[str, int]) -> str:
+    """What the filters left out, in words: ``"12 under min area, 3 beyond top"`` (``"none"``)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())) or "none"
+
+
+@dataclass
+class FoundRegion:
+    """ "find it": the best proposal for the text (a :class:`falip.tasks.ground.Grounding`), the
+    proposals it was chosen among, the picture and a one-row table."""
+
+    grounding: Any
+    proposals: Any
+    figure: Image.Image
+    html: str
+
+
+def find_it(
+    app: AppModel,
+    image: Image.Image,
+    text: str | None,
+    source: str | None = DEFAULT_PROPOSALS,
+    template: str = "{}",
+    method: str = "falip",
+    alpha: float | None = None,
+    blocks: Sequence[int] | None = None,
+    top: int = DEFAULT_TOP,
+    min_area: float = 0.0,
+    progress: Progress | None = None,
+) -> FoundRegion:
+    """The proposal that ``text`` names best: :func:`falip.tasks.ground.ground` on :func:`image_proposals`,
+    with the page's template and FALIP settings (``alpha``, 0-based ``blocks``; None: the model's preset)."""
+    from ..prompts.registry import parse_method
+    from ..scoring import check_template
+    from ..tasks.ground import ground
+    from ..tasks.overlay import draw_regions
+
+    phrase = " ".join((text or "").split())
+    if not phrase:
+        raise FalipError("no text to find: type what to look for (e.g. the red star)")
+    texts = [phrase]
+    check_template(template)
+    parse_method(method)
+    scorer = app.scorer.with_options(template=template, config=falip_config(app, alpha, blocks))
+    props = image_proposals(app, image, source, top, min_area, progress)
+    if progress is not None:
+        progress(0.5, f"scoring {len(props)} proposals")
+    g = ground(scorer, image, texts, props, method, template)[0]
+    masks = None if g.mask is None else g.mask[None]
+    figure = draw_regions(image, np.asarray([g.box]), [f"{g.index + 1}: {g.text}"], [0], masks)
+    margin = "-" if g.margin is None else f"{g.margin:.3f}"
+    box = ", ".join(f"{v:g}" for v in g.box)
+    table = (
+        '<table id="falip-found" class="falip-table"><thead><tr><th>text</th><th>proposal</th>'
+        "<th>box (x0, y0, x1, y1)</th><th>score</th><th>margin over the runner-up</th></tr></thead><tbody>"
+        f'<tr><td>{html.escape(g.text)}</td><td data-found="proposal">{g.index + 1}</td><td data-found="box">{box}'
+        f'</td><td data-found="score">{g.score:.3f}</td><td data-found="margin">{margin}</td></tr></tbody></table>'
+        f"<p class='legend'>the best of {len(props)} proposals ({html.escape(props.source or str(source))}; dropped: "
+        f"{html.escape(dropped_text(props.dropped))}) by {html.escape(method)}, as <code>falip ground</code></p>"
+    )
+    return FoundRegion(g, props, figure, table)
+
+
+@dataclass
+class LabelledRegions:
+    """ "label all": each proposal's class (:class:`falip.tasks.label.RegionLabel`), the proposals,
+    the picture (coloured by class) and the table."""
+
+    labels: list[Any]
+    classes: list[str]
+    proposals: Any
+    figure: Image.Image
+    html: str
+
+
+def label_all(
+    app: AppModel,
+    image: Image.Image,
+    classes: str | Sequence[str] | None,
+    source: str | None = DEFAULT_PROPOSALS,
+    template: str = "{}",
+    method: str = "falip",
+    alpha: float | None = None,
+    blocks: Sequence[int] | None = None,
+    top: int = DEFAULT_TOP,
+    min_area: float = 0.0,
+    limits: Limits = Limits(),
+    progress: Progress | None = None,
+) -> LabelledRegions:
+    """Every proposal named among ``classes`` (comma-separated text or a list): :func:`falip.tasks.label.label_regions`
+    on :func:`image_proposals`, drawn coloured by class."""
+    from ..prompts.registry import parse_method
+    from ..scoring import check_template
+    from ..tasks.label import label_regions, read_classes
+    from ..tasks.overlay import draw_regions
+
+    if classes is None or (isinstance(classes, str) and not classes.strip()):
+        raise FalipError("no class given: enter the class names, comma-separated (e.g. cat, dog, sky)")
+    given = classes.replace("\n", ",").split(",") if isinstance(classes, str) else list(classes)
+    for k, name in enumerate(given, start=1):
+        if not str(name).strip():
+            raise FalipError(f"class {k} is empty: write class names separated by commas, e.g. cat, dog, sky")
+    names = read_classes([str(n) for n in given])  # repeated names, fewer than two: its messages
+    if len(names) > limits.max_classes:
+        raise FalipError(f"{len(names)} classes; the app takes up to {limits.max_classes}")
+    check_template(template)
+    parse_method(method)
+    scorer = app.scorer.with_options(template=template, config=falip_config(app, alpha, blocks))
+    props = image_proposals(app, image, source, top, min_area, progress)
+    if progress is not None:
+        progress(0.5, f"labelling {len(props)} proposals")
+    labels = label_regions(scorer, image, props, names, method, template)
+    index = {c: k for k, c in enumerate(names)}
+    figure = draw_regions(
+        image, props.boxes, [f"{k + 1}: {r.label}" for k, r in enumerate(labels)],
+        [index[r.label] for r in labels], props.masks,
+    )  # fmt: skip
+    rows = "".join(
+        f'<tr data-proposal="{k + 1}"><td>{k + 1}</td><td>{", ".join(f"{v:g}" for v in props.boxes[k])}</td>'
+        f'<td data-label="{k + 1}">{html.escape(r.label)}</td><td data-score="{k + 1}">{r.score:.3f}</td>'
+        f"<td>{html.escape(', '.join(f'{c} {p:.0%}' for c, p in r.topk[1:3]))}</td></tr>"
+        for k, r in enumerate(labels)
+    )
+    table = (
+        '<table id="falip-labels" class="falip-table"><thead><tr><th>proposal</th><th>box (x0, y0, x1, y1)</th>'
+        f"<th>class</th><th>score</th><th>next</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<p class='legend'>score = softmax over the {len(names)} classes, as <code>falip label</code>; "
+        f"{len(props)} proposals ({html.escape(props.source or str(source))}; dropped: "
+        f"{html.escape(dropped_text(props.dropped))}) by {html.escape(method)}</p>"
+    )
+    return LabelledRegions(labels, names, props, figure, table)

@@ -14,7 +14,8 @@ Names of the Regions tab: ``image`` and ``pending`` (state: the image shown, a f
 clicked), ``preview``, ``image_file``, ``mask_file``, ``boxes``, ``texts``, ``template``,
 ``methods``, ``extra_methods``, ``alpha``, ``blocks``, ``regions_status``, ``scores``,
 ``winners``, ``region``, ``prompt``, ``block``, ``head``, ``attention_figure``,
-``attention_table``. Of the Point cloud tab: ``cloud_file``, ``classes``, ``projection``,
+``attention_table``; "find it" and "label all": ``find_text``, ``label_classes``, ``proposals``,
+``top``, ``min_area``, ``found``, ``found_table``. Of the Point cloud tab: ``cloud_file``, ``classes``, ``projection``,
 ``cloud_template``, ``cloud_status``, ``cloud_table``, ``cloud_views``.
 """
 
@@ -40,7 +41,9 @@ __all__ = [
     "clear_regions",
     "clicked",
     "example",
+    "find_it",
     "image_uploaded",
+    "label_all",
     "mask_cleared",
     "mask_uploaded",
     "regions_of",
@@ -306,3 +309,71 @@ def classify_cloud(
     best, plain = view.top["falip"][0][0], view.top["none"][0][0]
     note = f"{_name(cloud_file)}: {view.n_points} points; top class with FALIP: {best}, without: {plain}"
     return {"cloud_views": view.sheet, "cloud_table": view.html, "cloud_status": Status(note)}
+
+
+# ------------------------------------------------------------- start from the image: find it, label all
+def find_it(
+    app: C.AppModel,
+    image: Any,
+    find_text: str | None,
+    proposals: str | None,
+    top: Any,
+    min_area: Any,
+    template: str,
+    alpha: Any,
+    blocks: str | None,
+    limits: C.Limits = LIMITS,
+    progress: C.Progress | None = None,
+) -> Update:
+    """The "find it" button: the best proposal for the text drawn (FALIP, the page's template, alpha and
+    blocks), its score and margin; its box becomes the boxes field (any mask leaves), to go on scoring it."""
+    if image is None:
+        raise FalipError(NO_IMAGE)
+    found = C.find_it(
+        app, image, find_text, proposals, template, "falip", _alpha(alpha), C.parse_blocks(blocks, app.num_blocks),
+        C.parse_top(top, limits), C.parse_min_area(min_area), progress=progress,
+    )  # fmt: skip
+    g = found.grounding
+    boxes = C.format_boxes([g.box])
+    margin = "" if g.margin is None else f", margin {g.margin:.3f} over the runner-up"
+    note = (
+        f'found "{g.text}": proposal {g.index + 1} of {len(found.proposals)}, box {boxes}, '
+        f"score {g.score:.3f}{margin}; it is box 1 now"
+    )
+    return {
+        "found": found.figure,
+        "found_table": found.html,
+        "boxes": boxes,
+        "mask_file": None,
+        "pending": None,
+        "preview": C.preview_image(image, [g.box]),
+        "regions_status": Status(note),
+    }
+
+
+def label_all(
+    app: C.AppModel,
+    image: Any,
+    label_classes: str | None,
+    proposals: str | None,
+    top: Any,
+    min_area: Any,
+    template: str,
+    alpha: Any,
+    blocks: str | None,
+    limits: C.Limits = LIMITS,
+    progress: C.Progress | None = None,
+) -> Update:
+    """The "label all" button: every proposal named among the classes (comma-separated), drawn coloured by class."""
+    if image is None:
+        raise FalipError(NO_IMAGE)
+    result = C.label_all(
+        app, image, label_classes, proposals, template, "falip", _alpha(alpha), C.parse_blocks(blocks, app.num_blocks),
+        C.parse_top(top, limits), C.parse_min_area(min_area), limits, progress=progress,
+    )  # fmt: skip
+    counts: dict[str, int] = {}
+    for r in result.labels:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    per_class = ", ".join(f"{c} {counts[c]}" for c in result.classes if c in counts)
+    note = f"labelled {len(result.labels)} proposals: {per_class}"
+    return {"found": result.figure, "found_table": result.html, "regions_status": Status(note)}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -32,7 +32,16 @@ from ..runner import Skip, Unit
 from ..scoring import RegionScorer
 from .metrics import format_table
 
-__all__ = ["IMAGE_SUFFIXES", "LabelSettings", "LabelTask", "find_images", "read_classes"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LabelSettings",
+    "LabelTask",
+    "RegionLabel",
+    "find_images",
+    "label_regions",
+    "labels_from_scores",
+    "read_classes",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -89,6 +98,50 @@ def read_classes(value: str | Sequence[str]) -> list[str]:
     if len(pairs) < 2:
         raise FalipError("give at least two classes: a region is named among them")
     return [n for n, _ in pairs]
+
+
+class RegionLabel(NamedTuple):
+    """One proposal's label: its best class (``label``), that class's softmax probability over the
+    classes (``score``) and the ``topk`` ``[(class, probability), ...]``, best first."""
+
+    label: str
+    score: float
+    topk: list[tuple[str, float]]
+
+
+def labels_from_scores(scores: Any, classes: Sequence[str], top_k: int = 5) -> list[RegionLabel]:
+    """Per region, the softmax over the classes of ``scores`` (``[K, C]`` logits, a tensor or array;
+    float64) and its best ``top_k`` (exact ties: the earlier class)."""
+    logits = np.asarray(scores.double().numpy() if hasattr(scores, "double") else scores, dtype=np.float64)
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    k = min(top_k, len(classes))
+    out = []
+    for row in prob:
+        order = np.lexsort((np.arange(row.shape[0]), -row))[:k]  # ties: the earlier class
+        topk = [(classes[int(i)], float(row[i])) for i in order]
+        out.append(RegionLabel(topk[0][0], topk[0][1], topk))
+    return out
+
+
+def label_regions(
+    scorer: RegionScorer,
+    image: Image.Image,
+    proposals: Any,
+    classes: Sequence[str],
+    method: str = "falip",
+    templates: str | Sequence[str] = (CLS_TEMPLATE,),
+    top_k: int = 5,
+) -> list[RegionLabel]:
+    """Each proposal of ``image`` (a :class:`~falip.proposals.base.Proposals` or any regions
+    ``scorer.score_many`` takes) named among ``classes``: one batched pass, then
+    :func:`labels_from_scores`, exactly as ``falip label`` labels one image."""
+    if top_k < 1:
+        raise FalipError(f"top_k must be >= 1, got {top_k}")
+    regions = proposals.regions() if hasattr(proposals, "regions") else proposals
+    template = [templates] if isinstance(templates, str) else list(templates)
+    scores = scorer.score_many([image], [regions], list(classes), method, template=template)[0]
+    return labels_from_scores(scores, list(classes), top_k)
 
 
 @dataclass(frozen=True)
@@ -182,22 +235,17 @@ class LabelTask:
             [im for _, im, _, _ in loaded], [p.regions() for _, _, p, _ in loaded], self.classes, s.method,
             template=list(s.templates),
         )  # fmt: skip
-        k = min(s.top_k, len(self.classes))
         out: list[list[Any]] = []
         for (payload, _, props, seconds), sc in zip(loaded, scores):
-            logits = sc.double().numpy()
-            prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-            prob /= prob.sum(axis=1, keepdims=True)
             records: list[Any] = []
-            for j, row in enumerate(prob):
-                order = np.lexsort((np.arange(row.shape[0]), -row))[:k]  # ties: the earlier class
+            for j, label in enumerate(labels_from_scores(sc, self.classes, s.top_k)):
                 rec: dict[str, Any] = {
                     "id": f"{payload['name']}#{j + 1}",
                     "image": payload["name"],
                     "box": [float(v) for v in props.boxes[j]],
-                    "class": self.classes[int(order[0])],
-                    "score": float(row[order[0]]),
-                    "topk": [[self.classes[int(i)], float(row[i])] for i in order],
+                    "class": label.label,
+                    "score": label.score,
+                    "topk": [list(pair) for pair in label.topk],
                     "proposal_score": None if props.scores is None else float(props.scores[j]),
                 }
                 if props.masks is not None:
