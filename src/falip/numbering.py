@@ -155,19 +155,14 @@ def parse_set(text: str, what: str = "blocks") -> NumberSet:
         if part == "all":
             items.append(("all", 0, 0))
             continue
-        m = _LAST.fullmatch(part)
-        if m:
-            k = int(m.group(1))
+        counted = [
+            (kind, m) for kind, pattern in (("last", _LAST), ("end", _FROM_END)) if (m := pattern.fullmatch(part))
+        ]
+        if counted:  # from the end: last K, -K
+            kind, k = counted[0][0], int(counted[0][1].group(1))
             if k < 1:
-                raise FalipError(f"{what} {raw!r}: last{k} names no {one}; write last 1 or more")
-            items.append(("last", k, k))
-            continue
-        m = _FROM_END.fullmatch(part)
-        if m:
-            k = int(m.group(1))
-            if k < 1:
-                raise FalipError(f"{what} {raw!r}: -0 is no {one}; {what} are numbered from 1 (-1 is the last)")
-            items.append(("end", k, k))
+                raise FalipError(f"{what} {raw!r}: {part!r} names no {one} (-1 and last 1 are the last {one})")
+            items.append((kind, k, k))
             continue
         m = _RANGE.fullmatch(part)
         if m is None:
