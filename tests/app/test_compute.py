@@ -334,3 +334,26 @@ def test_falip_app_without_gradio_in_a_fresh_process(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert 'pip install "falip[app]"' in proc.stderr
+
+
+def test_every_event_is_wired_by_name(app):
+    """Each handler's parameters are components of the page (or the model, limits, click, progress), and
+    every component an event outputs exists; a handler's FalipError outputs (ON_ERROR) are among them."""
+    import inspect
+
+    gr = pytest.importorskip("gradio")
+    from falip.app import events as E
+    from falip.app import ui
+
+    with gr.Blocks():
+        c = ui.layout(app)
+    for status, events in ui.EVENTS.items():
+        assert status in c
+        for source, event, handler, outputs in events:
+            assert source in c and event in type(c[source]).EVENTS, (source, event)
+            params = set(inspect.signature(handler).parameters)
+            assert params <= set(c) | set(ui.SERVICES) | {"point", "progress"}, (handler.__name__, params - set(c))
+            assert set(outputs) <= set(c), (handler.__name__, set(outputs) - set(c))
+            assert set(E.ON_ERROR.get(handler.__name__, {})) <= set(outputs)
+    handled = {handler.__name__ for events in ui.EVENTS.values() for _, _, handler, _ in events}
+    assert handled == {name for name in E.__all__ if callable(getattr(E, name)) and name[0].islower()} - {"regions_of"}

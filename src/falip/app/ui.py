@@ -31,7 +31,7 @@ from . import compute as C  # noqa: E402
 from . import events as E  # noqa: E402
 from .port import port_problem  # noqa: E402
 
-__all__ = ["DEFAULT_METHODS", "DEFAULT_TEMPLATE", "build_app", "serve"]
+__all__ = ["DEFAULT_METHODS", "DEFAULT_TEMPLATE", "EVENTS", "build_app", "layout", "serve"]
 
 DEFAULT_TEMPLATE = REC_TEMPLATE
 DEFAULT_METHODS = ("falip", "crop", "input-circle")
@@ -61,30 +61,31 @@ def _render(value: Any) -> Any:
 
 
 def _wire(
-    trigger: Callable,
-    handler: Callable[..., E.Update],
     c: Components,
-    inputs: Sequence[str],
+    source: str,
+    event: str,
+    handler: Callable[..., E.Update],
     outputs: Sequence[str],
     status: str,
-    *,
-    limits: C.Limits,
-    bound: dict[str, Any] | None = None,
-    select: bool = False,
-    model_job: bool = False,
+    services: dict[str, Any],
 ) -> None:
-    """Connect ``handler`` to ``trigger`` (e.g. ``c["run"].click``) by name.
+    """Connect ``handler`` to the ``event`` of component ``source`` (e.g. ``"run"``, ``"click"``), by name.
 
-    ``handler(**{name: value of each input}, **bound)`` (plus ``point=`` the clicked pixel with
-    ``select``, ``progress=`` with ``model_job``) returns an update of some of ``outputs``; a
-    FalipError becomes the ``status`` component's message (plus :data:`events.ON_ERROR`).
-    Model jobs share one concurrency group of ``limits.jobs`` (the others queue).
+    Its inputs are the components named by its parameters; ``services`` (``app``, ``limits``) fill
+    the parameters of those names, ``point`` is the clicked pixel of a ``select`` event and a
+    handler with a ``progress`` parameter is a model job (one concurrency group of ``limits.jobs``;
+    the others queue). It returns an update of some of ``outputs`` (the ``status`` line is one);
+    a FalipError becomes the status line's message, plus :data:`events.ON_ERROR`'s values.
     """
-    inputs, outputs = list(inputs), list(outputs)
+    params = inspect.signature(handler).parameters
+    inputs = [name for name in params if name in c]
+    bound = {name: value for name, value in services.items() if name in params}
+    outputs = list(outputs) + [status]
+    select, model_job = event == "select", "progress" in params
 
     def call(values: Sequence[Any], extra: dict[str, Any]) -> tuple:
         try:
-            update = handler(**dict(zip(inputs, values)), **(bound or {}), **extra)
+            update = handler(**dict(zip(inputs, values)), **bound, **extra)
         except FalipError as err:
             message = " ".join(str(err).split())
             update = {**E.ON_ERROR.get(handler.__name__, {}), status: E.Status(message, error=True)}
@@ -105,20 +106,19 @@ def _wire(
             extra = {"progress": lambda fraction, desc: progress(fraction, desc=desc)}
         else:
             extra = {}
-        out = call(values, extra)
-        return out if len(outputs) > 1 else out[0]
+        return call(values, extra)
 
     # Gradio passes its special arguments (click data, progress) by the signature: declare it
-    params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(len(inputs))]
+    signature = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(len(inputs))]
     if select:
-        params.append(inspect.Parameter("evt", inspect.Parameter.POSITIONAL_OR_KEYWORD))
+        signature.append(inspect.Parameter("evt", inspect.Parameter.POSITIONAL_OR_KEYWORD))
         run.__annotations__ = {"evt": gr.SelectData}
     elif model_job:
-        params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
-    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        signature.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    run.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
     run.__name__ = handler.__name__
-    queue = {"concurrency_id": "model", "concurrency_limit": limits.jobs} if model_job else {}
-    trigger(run, [c[n] for n in inputs], [c[n] for n in outputs], **queue)
+    queue = {"concurrency_id": "model", "concurrency_limit": services["limits"].jobs} if model_job else {}
+    getattr(c[source], event)(run, [c[n] for n in inputs], [c[n] for n in outputs], **queue)
 
 
 # ---------------------------------------------------------------------------------- layout
@@ -286,120 +286,59 @@ def _pointcloud_tab(limits: C.Limits) -> Components:
 
 
 # ---------------------------------------------------------------------------------- wiring
-def _wire_regions(c: Components, app: C.AppModel, limits: C.Limits) -> None:
-    s = "regions_status"
-    lim = {"limits": limits}
-    shown = ["image", "mask_file", "pending", "boxes", "preview"]
-    _wire(
-        c["image_file"].upload,
-        E.image_uploaded,
-        c,
-        ["image_file"],
-        shown + ["image_file", s],
-        s,
-        limits=limits,
-        bound=lim,
-    )
-    _wire(c["example"].click, E.example, c, [], shown + ["texts", s], s, limits=limits)
-    _wire(c["clear"].click, E.clear_regions, c, ["image"], shown[1:] + [s], s, limits=limits)
-    _wire(
-        c["mask_file"].upload,
-        E.mask_uploaded,
-        c,
-        ["mask_file", "image", "boxes"],
-        ["mask_file", "preview", "pending", s],
-        s,
-        limits=limits,
-        bound=lim,
-    )
-    _wire(
-        c["mask_file"].clear,
-        E.mask_cleared,
-        c,
-        ["image", "boxes"],
-        ["preview", "pending", s],
-        s,
-        limits=limits,
-        bound=lim,
-    )
-    _wire(
-        c["preview"].select,
-        E.clicked,
-        c,
-        ["image", "boxes", "mask_file", "pending"],
-        ["pending", "boxes", "preview", s],
-        s,
-        limits=limits,
-        bound=lim,
-        select=True,
-    )
-    _wire(
-        c["boxes"].blur,
-        E.boxes_edited,
-        c,
-        ["image", "boxes", "mask_file", "pending"],
-        ["preview", s],
-        s,
-        limits=limits,
-        bound=lim,
-    )
-    job = {"app": app, "limits": limits}
-    regions = ["image", "boxes", "mask_file", "texts", "template"]
-    _wire(
-        c["run"].click,
-        E.score,
-        c,
-        regions + ["methods", "extra_methods", "alpha", "blocks"],
-        ["scores", "winners", s],
-        s,
-        limits=limits,
-        bound=job,
-        model_job=True,
-    )
-    _wire(
-        c["attention_run"].click,
-        E.attention,
-        c,
-        regions + ["alpha", "blocks", "region", "prompt", "block", "head"],
-        ["attention_figure", "attention_table", s],
-        s,
-        limits=limits,
-        bound=job,
-        model_job=True,
-    )
+_SHOWN = ["image", "mask_file", "pending", "boxes", "preview"]  # what a new image or the example sets
+
+REGIONS_EVENTS: list[tuple[str, str, Callable[..., E.Update], list[str]]] = [
+    # (component, event, handler, the components it may change besides the status line)
+    ("image_file", "upload", E.image_uploaded, _SHOWN + ["image_file"]),
+    ("example", "click", E.example, _SHOWN + ["texts"]),
+    ("clear", "click", E.clear_regions, _SHOWN[1:]),
+    ("mask_file", "upload", E.mask_uploaded, ["mask_file", "preview", "pending"]),
+    ("mask_file", "clear", E.mask_cleared, ["preview", "pending"]),
+    ("preview", "select", E.clicked, ["pending", "boxes", "preview"]),
+    ("boxes", "blur", E.boxes_edited, ["preview"]),
+    ("run", "click", E.score, ["scores", "winners"]),
+    ("attention_run", "click", E.attention, ["attention_figure", "attention_table"]),
+]
+"""The Regions tab's events; each handler's inputs are the components its parameters name."""
+
+POINTCLOUD_EVENTS: list[tuple[str, str, Callable[..., E.Update], list[str]]] = [
+    ("cloud_file", "upload", E.classify_cloud, ["cloud_views", "cloud_table", "cloud_file"]),
+    ("cloud_run", "click", E.classify_cloud, ["cloud_views", "cloud_table", "cloud_file"]),
+]
+"""The Point cloud tab's events."""
 
 
-def _wire_pointcloud(c: Components, app: C.AppModel, limits: C.Limits) -> None:
-    s = "cloud_status"
-    inputs = ["cloud_file", "classes", "projection", "cloud_template"]
-    outputs = ["cloud_views", "cloud_table", s, "cloud_file"]
-    for trigger in (c["cloud_file"].upload, c["cloud_run"].click):
-        _wire(
-            trigger,
-            E.classify_cloud,
-            c,
-            inputs,
-            outputs,
-            s,
-            limits=limits,
-            bound={"app": app, "limits": limits},
-            model_job=True,
-        )
+EVENTS: dict[str, list[tuple[str, str, Callable[..., E.Update], list[str]]]] = {
+    "regions_status": REGIONS_EVENTS,
+    "cloud_status": POINTCLOUD_EVENTS,
+}
+"""Each tab's status line -> the tab's events (their errors show there)."""
+SERVICES = ("app", "limits")
+"""Handler parameters that are not components: the model and the limits (and ``point``, ``progress``)."""
 
 
 def build_app(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> gr.Blocks:
     """The page: a "Regions" tab and a "Point cloud" tab, for the model in ``app`` (loaded once)."""
     with gr.Blocks(title="falip app", analytics_enabled=False) as blocks:
-        gr.Markdown(
-            f"## falip: point CLIP at a region, and see where it looks\nModel: {html.escape(app.describe())}. "
-            f"Boxes and regions are numbered from 1; {NUMBERING_NOTE}."
-        )
-        with gr.Tabs():
-            c = _regions_tab(app, limits)
-            c.update(_pointcloud_tab(limits))
-        _wire_regions(c, app, limits)
-        _wire_pointcloud(c, app, limits)
+        c = layout(app, limits)
+        services = {"app": app, "limits": limits}
+        for status, events in EVENTS.items():
+            for source, event, handler, outputs in events:
+                _wire(c, source, event, handler, outputs, status, services)
     return blocks
+
+
+def layout(app: C.AppModel, limits: C.Limits = DEFAULT_LIMITS) -> Components:
+    """The page's components by name (inside a ``gr.Blocks`` context), not yet wired."""
+    gr.Markdown(
+        f"## falip: point CLIP at a region, and see where it looks\nModel: {html.escape(app.describe())}. "
+        f"Boxes and regions are numbered from 1; {NUMBERING_NOTE}."
+    )
+    with gr.Tabs():
+        c = _regions_tab(app, limits)
+        c.update(_pointcloud_tab(limits))
+    return c
 
 
 def serve(
