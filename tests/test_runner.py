@@ -145,7 +145,8 @@ def test_an_out_dir_with_results_needs_resume(tmp_path, data):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (out / "summary.json").unlink()
     (out / "results.jsonl").unlink()
-    with pytest.raises(FalipError, match="already holds results"):  # skipped.jsonl / run.json alone count too
+    # skipped.jsonl / run.json alone count too, said as what they are (issue 21 item 15)
+    with pytest.raises(FalipError, match="holds a run that scored nothing yet .*; pass resume=True to try its items"):
         run(task, out)
 
 

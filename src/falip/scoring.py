@@ -68,9 +68,11 @@ def as_texts(texts: str | Sequence[str], name: str = "texts") -> list[str]:
     if isinstance(texts, (bytes, Mapping)) or not isinstance(texts, Iterable):
         raise FalipError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
     out = list(texts)
-    for t in out:
+    for i, t in enumerate(out):
         if not isinstance(t, str):
             raise FalipError(f"{name} must be strings, got {type(t).__name__} {t!r}")
+        if not t.strip():
+            raise FalipError(f"{name}[{i}] is empty ({t!r}): give a text with words (an empty one says nothing)")
     return out
 
 

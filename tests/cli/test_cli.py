@@ -112,12 +112,18 @@ def test_other_exceptions_are_internal_errors_with_status_1(monkeypatch, capsys,
 
 @pytest.mark.parametrize("where", ["before", "after", "env"])
 @pytest.mark.parametrize("exc", [RuntimeError("kaput"), FalipError("user mistake")])
-def test_debug_reraises(monkeypatch, where, exc):
+def test_debug_reraises(monkeypatch, capsys, where, exc):
+    """An internal error propagates; a user error prints its traceback and keeps exit 2 (issue 21 item 15)."""
     monkeypatch.setattr(models_cmd, "run", _raise(exc))
     monkeypatch.delenv("FALIP_DEBUG", raising=False)
     argv = {"before": ["--debug", "models"], "after": ["models", "--debug"], "env": ["models"]}[where]
     if where == "env":
         monkeypatch.setenv("FALIP_DEBUG", "1")
+    if isinstance(exc, FalipError):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and err.endswith("falip: error: user mistake\n")
+        return
     with pytest.raises(type(exc)):
         main(argv)
 

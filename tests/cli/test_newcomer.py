@@ -429,3 +429,57 @@ def test_paper_tables_1_and_2_name_the_preprocessing_used(tmp_path, capsys, resi
     code, _, err = _run(argv, capsys)
     assert code == 0, err
     assert want in (tmp_path / "t2" / "table2.md").read_text()
+
+
+def test_an_empty_text_is_refused_by_the_library_and_so_by_score(tmp_path, capsys):
+    """Issue 21 item 15: `falip score --text ""` scored an empty text (the app refused it)."""
+    import falip
+
+    image = _image(tmp_path / "p.png", (64, 64))
+    code, out, err = _run(["score", image, "--box", "0,0,30,30", "--text", "a cat", "--text", " "], capsys)
+    assert code == 2 and out == "" and "texts[1] is empty (' '): give a text with words" in err
+    fclip, pre, tok = falip.load("falip-tiny")
+    with pytest.raises(falip.FalipError, match=r"texts\[0\] is empty"):
+        falip.RegionScorer(fclip, pre, tok).score(Image.open(image), [[0, 0, 30, 30]], "")
+
+
+def test_negative_values_need_no_equals_sign_and_get_a_range_error(tmp_path, capsys):
+    """Issue 21 item 15: `--values -1,1` and `--view-weights -1,...` stopped at "expected one argument"."""
+    items = tmp_path / "items.jsonl"
+    _image(tmp_path / "p.png", (64, 64))
+    items.write_text(json.dumps({"image": "p.png", "label": "cat", "box": [0, 0, 30, 30]}) + "\n")
+    argv = ["sweep", "alpha", "--task", "classify", "--dataset", "jsonl", "--root", items, "--values", "-1,1",
+            "--out", tmp_path / "sw", "--workers", "0"]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "alpha value '-1' must be a finite number >= 0" in err
+    argv = ["pointcloud", "--dataset", "modelnet40", "--root", tmp_path, "--view-weights", "-1,1,1,1,1,1"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "--view-weights: must be finite non-negative numbers" in err
+
+
+def test_debug_prints_the_traceback_of_a_user_error_and_keeps_exit_2(tmp_path, capsys):
+    """Issue 21 item 15: --debug turned a user error's exit 2 into 1 (an uncaught exception)."""
+    argv = ["--debug", "score", tmp_path / "missing.png", "--box", "0,0,3,3", "--text", "a"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "Traceback (most recent call last)" in err
+    assert err.rstrip().splitlines()[-1] == f"falip: error: {tmp_path / 'missing.png'}: no such image file"
+
+
+def test_a_run_that_scored_nothing_says_how_to_go_on(tmp_path, capsys):
+    """Issue 21 item 15: after a run in which every item was skipped, the next fresh run said the folder
+    "already holds results" though it held none."""
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"image": "gone.png", "label": "cat", "box": [0, 0, 30, 30]}) + "\n")
+    argv = ["classify", "--dataset", "jsonl", "--root", items, "--out", tmp_path / "o", "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "0 of 1 items could be scored" in err
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert f"{tmp_path / 'o'} holds a run that scored nothing yet (why: its skipped.jsonl); pass --resume" in err
+
+
+def test_a_block_named_twice_is_refused(tmp_path, capsys):
+    """Issue 21 item 15 (`--layers 2,2,3` was accepted); refused by falip.numbering since it landed."""
+    image = _image(tmp_path / "p.png", (64, 64))
+    code, _, err = _run(["score", image, "--box", "0,0,30,30", "--text", "a", "--layers", "2,2,3"], capsys)
+    assert code == 2 and "names block 2 twice; name each block once" in err

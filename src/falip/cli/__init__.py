@@ -9,7 +9,7 @@ Exit statuses: 0 success; 2 a mistake in the user's input (a :class:`falip.Falip
 or unreadable file, a bad option), printed as one line ``falip: error: ...``; 1 an internal error
 (any other exception: a bug, printed as such with a hint to rerun with ``--debug``); 130
 interrupted; 141 stdout closed by its reader (a broken pipe). ``--debug`` (or ``FALIP_DEBUG=1``)
-lets exceptions propagate with their traceback.
+prints the traceback of a user error (still exit 2) and lets any other exception propagate.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
@@ -154,10 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except Exception as err:
-        if debug:
-            raise
         message = _user_message(err)
+        if debug and message is None:
+            raise
         if message is not None:
+            if debug:  # the traceback, and still the user error's exit status
+                traceback.print_exc()
             print(f"falip: error: {message}", file=sys.stderr)
             return 2
         detail = _first_line(err)

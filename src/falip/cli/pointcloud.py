@@ -17,7 +17,10 @@ from falip.defaults import POINTCLOUD_METHODS
 from ._common import int_at_least
 from ._eval import add_model_options, add_run_options, add_task_options, build_task, make_scorer, run_task
 
-__all__ = ["configure_parser", "run"]
+__all__ = ["NEGATIVE_VALUE_OPTIONS", "configure_parser", "run"]
+
+# options whose value may start with a minus sign (main joins "OPTION -1,..." into "OPTION=-1,...")
+NEGATIVE_VALUE_OPTIONS: tuple[str, ...] = ("--view-weights",)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,10 @@ from falip.defaults import SWEEP_PARAMS
 
 from ._eval import add_model_options, add_run_options, add_task_options
 
-__all__ = ["configure_parser", "run"]
+__all__ = ["NEGATIVE_VALUE_OPTIONS", "configure_parser", "run"]
+
+# options whose value may start with a minus sign (main joins "OPTION -1,..." into "OPTION=-1,...")
+NEGATIVE_VALUE_OPTIONS: tuple[str, ...] = ("--values",)
 
 
 _EPILOG = """values:

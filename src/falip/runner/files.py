@@ -137,6 +137,12 @@ def check_out_dir(out_dir: Path, header: dict, resume: bool) -> None:
     if not _holds_results(out_dir):
         return
     if not resume:
+        if not any(p.stat().st_size for p in rank_files(out_dir, "results")):
+            raise FalipError(
+                f"{out_dir} holds a run that scored nothing yet (why: its skipped.jsonl); pass {{resume}} to try its "
+                "items again once they are fixed, or choose another {out}",
+                terms={"resume": "resume=True", "out": "out_dir"},
+            )
         raise FalipError(
             f"{out_dir} already holds results of a run; pass {{resume}} to continue it, or choose another {{out}}",
             terms={"resume": "resume=True", "out": "out_dir"},
