@@ -311,3 +311,15 @@ def test_table3_errors_name_the_option(tmp_path, capsys, extra, message):
     extra = [str(tmp_path / "MN") if x == "MN" else x for x in extra]
     code, _, err = _run(["paper", "table3", *extra, "--out", str(tmp_path / "o"), "--workers", "0"], capsys)
     assert code == 2 and message in err, err
+
+
+def test_enlarge_is_in_every_row_and_in_the_protocol(four, tmp_path, capsys):
+    """`--enlarge N` (pumpkin805/FALIP @ 583df71 executor.py:139-144, 157-162, 187-192: every branch's box)
+    reaches every row's run.json and the protocol says so."""
+    out = tmp_path / "t2e"
+    argv = ["paper", "table2", "--cub", str(four["cub"]), "--enlarge", "3", "--out", str(out), "--workers", "0"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "every box enlarged by 3 px per side" in (out / "table2.md").read_text()
+    for method in ("none", "redcircle", "falip", "crop"):
+        assert json.loads((out / "cub" / method / "run.json").read_text())["config"]["enlarge"] == 3.0

@@ -197,6 +197,17 @@ def _write_table(
     return text
 
 
+def model_line(args: argparse.Namespace, model_info: dict) -> str:
+    """The protocol's model line: model, weights, preprocessing and, when set, ``--enlarge``."""
+    line = f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}"
+    if model_info.get("enlarge"):
+        line += (
+            f"; every box enlarged by {model_info['enlarge']:g} px per side and clipped to the image, for "
+            "every row, FALIP's box included (--enlarge; the executors' enlarge_boxes, Table 14)"
+        )
+    return line
+
+
 def _rec_splits(args: argparse.Namespace) -> list[Path]:
     """The ReCLIP split files of :data:`TABLE1_SPLITS` found in ``--refcoco-dir`` (tables 1 and 4)."""
     from falip.core.errors import FalipError
@@ -272,7 +283,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
         "left out as malformed, as FGVP's main.py builds its caption bank from the whole file before it reads "
         f"any image), seeded per sentence id with seed {args.seed}; each box's logit minus its mean logit over "
         "them (the captions stay 'a photo of ...', also for CPT)",
-        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}",
+        model_line(args, model_info),
         numerics_line(args),
         *TABLE1_NOTES,
     ]
@@ -334,7 +345,7 @@ def _table2(args: argparse.Namespace, out: Path) -> str:
         REDCIRCLE_NOTE,
         BLUR_NOTE.replace("'ellipse blur'", "Blur").replace("'box blur'", "Blur box"),
         "CLIP: the whole image; rows marked (extra) are not in the paper's Table 2",
-        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}",
+        model_line(args, model_info),
         numerics_line(args),
     ]
     differences = []
@@ -408,8 +419,7 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
         f"U = unleashed (Eq. 6, `unleash:<prompt>`): the original and the prompted image both go through the ViT; "
         f"in the last {k} blocks the prompt's extra attention sum_h (G'_h - G_h) over the heads is added once more "
         "to the prompted image's [CLS] before ln_post and the projection (every head, no selection)",
-        f"model {args.model} ({args.pretrained}), preprocessing {model_info['resize']}"
-        + (f"; every box enlarged by {model_info['enlarge']:g} px per side" if model_info.get("enlarge") else ""),
+        model_line(args, model_info),
         numerics_line(args),
         REDCIRCLE_NOTE,
     ]
