@@ -208,6 +208,31 @@ def model_line(args: argparse.Namespace, model_info: dict) -> str:
     return line
 
 
+def _rec_task(args: argparse.Namespace, scorer, model_info: dict, splits: list[Path], method: str, **settings):
+    """One REC cell's task (tables 1 and 4): ``method`` on every split file, ``--seed``/``--ties`` as given."""
+    from falip.tasks import make_task
+
+    return make_task(
+        "rec",
+        scorer,
+        method=method,
+        model_info=model_info,
+        data=[str(x) for x in splits],
+        images=args.coco_images,
+        seed=args.seed,
+        ties=args.ties,
+        **settings,
+    )
+
+
+def _ties_line(args: argparse.Namespace) -> str:
+    """The protocol's prediction line (tables 1 and 4)."""
+    rule = (
+        "the first box in annotation order (np.argmax)" if args.ties == "first" else f"seeded draw (seed {args.seed})"
+    )
+    return "prediction: argmax of the logits over the boxes; ties: " + rule
+
+
 def _rec_splits(args: argparse.Namespace) -> list[Path]:
     """The ReCLIP split files of :data:`TABLE1_SPLITS` found in ``--refcoco-dir`` (tables 1 and 4)."""
     from falip.core.errors import FalipError
@@ -223,7 +248,6 @@ def _rec_splits(args: argparse.Namespace) -> list[Path]:
 
 def _table1(args: argparse.Namespace, out: Path) -> str:
     from falip.core.errors import FalipError
-    from falip.tasks import make_task
 
     splits = _rec_splits(args)
     if args.detector_file and not Path(args.detector_file).is_file():
@@ -240,18 +264,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
                     continue
                 q = args.subtract_q if with_p else 0
                 label = f"{name} + P" if with_p else name
-                task = make_task(
-                    "rec",
-                    scorer,
-                    method=method,
-                    model_info=model_info,
-                    data=[str(s) for s in splits],
-                    images=args.coco_images,
-                    detector_file=detector,
-                    subtract_q=q,
-                    seed=args.seed,
-                    ties=args.ties,
-                )
+                task = _rec_task(args, scorer, model_info, splits, method, detector_file=detector, subtract_q=q)
                 print(f"\n== {label} ({boxes})")
                 cell = out / boxes / (method_dir(method) + (f"-P{q}" if q else ""))
                 summary = run_task(task, args, cell)
@@ -272,12 +285,7 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
             else ""
         )  # fmt: skip
         + "; correct when IoU(predicted box, a gold box) > 0.5",
-        "prediction: argmax of the logits over the boxes; ties: "
-        + (
-            "the first box in annotation order (np.argmax)"
-            if args.ties == "first"
-            else f"seeded draw (seed {args.seed})"
-        ),
+        _ties_line(args),
         f"P (subtract): for each sentence, Q = {args.subtract_q} captions drawn without replacement from the "
         "split's list of all sentences (duplicates kept; every sentence of every line of the file, also of lines "
         "left out as malformed, as FGVP's main.py builds its caption bank from the whole file before it reads "
@@ -372,7 +380,6 @@ TABLE4_ROWS = (  # (R, B, U, method): Table 4's combinations of RedCircle, Blur 
 def _table4(args: argparse.Namespace, out: Path) -> str:
     """Table 4 (REC): RedCircle (R), with Blur (B), each plain and unleashed (U, Eq. 6), gold boxes."""
     from falip.core.unleash import check_k
-    from falip.tasks import make_task
 
     splits = _rec_splits(args)
     if args.detector_file:
@@ -385,16 +392,7 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
     summaries: dict[str, dict] = {}
     counts: dict[str, int] = {}
     for r, b, u, method in TABLE4_ROWS:
-        task = make_task(
-            "rec",
-            scorer,
-            method=method,
-            model_info=model_info,
-            data=[str(x) for x in splits],
-            images=args.coco_images,
-            seed=args.seed,
-            ties=args.ties,
-        )
+        task = _rec_task(args, scorer, model_info, splits, method)
         print(f"\n== {method}")
         summary = run_task(task, args, out / "gold" / method_dir(method))
         summaries[method] = summary
@@ -407,12 +405,7 @@ def _table4(args: argparse.Namespace, out: Path) -> str:
     lines = [
         f"splits: {n_text}; every sentence is one query, text 'a photo of {{expression lowercased}}'; gold boxes "
         "(each line's annotation boxes); correct when IoU(predicted box, a gold box) > 0.5",
-        "prediction: argmax of the logits over the boxes; ties: "
-        + (
-            "the first box in annotation order (np.argmax)"
-            if args.ties == "first"
-            else f"seeded draw (seed {args.seed})"
-        ),
+        _ties_line(args),
         "R = RedCircle (`redcircle`: the red ellipse alone, the authors' executor with blur = False); R + B = "
         "RedCircle+Blur (`redcircle-blur`: their circle branch as released, blur outside the ellipse and the "
         "ellipse in one image)",
