@@ -245,6 +245,10 @@ def test_the_checks_can_fail():
         with pytest.raises(AssertionError):
             _check_command(bad, "test")
     _check_command("rec --data a.jsonl --ties random --out o", "test")
+    for bad in ("falip.nosuchmodule.thing", "falip.tasks.no_such_function", "falip.Regions.no_such_method"):
+        with pytest.raises((ImportError, AttributeError)):
+            _resolve(bad)
+    _resolve("falip.analysis.maps.attention_maps")
     assert falip_lines("falip rec --data a \\\n    --out b   # a comment\npip install falip\n") == [
         "rec --data a --out b"
     ]
@@ -268,3 +272,31 @@ def test_license_and_citation_agree_with_the_package():
     bib_title = re.search(r"title\s*=\s*\{(.*)\},", bibtex)[1].replace("{", "").replace("}", "")
     assert cff_title == bib_title
     assert "2407.05578" in cff and "2407.05578" in bibtex
+
+
+def _resolve(dotted: str) -> None:
+    """Import the longest module prefix of ``dotted`` and get the rest as attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as err:
+            if err.name is None or not ".".join(parts[:cut]).startswith(err.name):
+                raise
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_named_python_objects_exist(page):
+    """`falip.tasks.evaluate`, `falip.analysis.maps.attention_maps(...)` in the prose name real objects."""
+    names = set(re.findall(r"`(falip(?:\.[A-Za-z_]\w*)+)(?:\(|`)", page.read_text()))
+    missing = []
+    for name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as err:
+            missing.append(f"{name} ({type(err).__name__}: {err})")
+    assert not missing, f"{page.relative_to(ROOT)} names objects that do not exist: {missing}"
