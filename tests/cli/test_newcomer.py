@@ -483,3 +483,43 @@ def test_a_block_named_twice_is_refused(tmp_path, capsys):
     image = _image(tmp_path / "p.png", (64, 64))
     code, _, err = _run(["score", image, "--box", "0,0,30,30", "--text", "a", "--layers", "2,2,3"], capsys)
     assert code == 2 and "names block 2 twice; name each block once" in err
+
+
+def _phone_photo(path: Path) -> Path:
+    """A 40x20 JPEG whose EXIF orientation tag (6) says: turn 90 degrees clockwise to view (20x40 upright)."""
+    rng = np.random.default_rng(3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 255, (20, 40, 3), dtype=np.uint8)).save(path, exif=exif)
+    return path
+
+
+def test_exif_transpose_reads_photos_upright_and_the_default_stays_as_stored(tmp_path, capsys, monkeypatch):
+    """Issue 21 item 16: falip read the stored frame without a way to use the upright one."""
+    from PIL import ImageOps
+
+    from falip.data.images import EXIF_TRANSPOSE_ENV, load_image
+
+    monkeypatch.setenv(EXIF_TRANSPOSE_ENV, "0")  # restored after the test (the flag sets it for workers)
+    photo = _phone_photo(tmp_path / "phone.jpg")
+    assert load_image(photo).size == (40, 20)
+    upright = load_image(photo, exif_transpose=True)
+    with Image.open(photo) as raw:
+        assert upright.size == (20, 40) and np.array_equal(
+            np.asarray(upright), np.asarray(ImageOps.exif_transpose(raw))
+        )
+    argv = ["score", photo, "--box", "0,25,15,38", "--text", "a cat"]  # below the stored image, inside the upright
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "of a 40x20 image" in err
+    code, out, err = _run([*argv, "--exif-transpose"], capsys)
+    assert code == 0, err
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"image": "phone.jpg", "label": "cat", "box": [0, 25, 15, 38]}) + "\n")
+    monkeypatch.setenv(EXIF_TRANSPOSE_ENV, "0")
+    for flag, scored in (([], 0), (["--exif-transpose"], 1)):
+        out_dir = tmp_path / f"run{len(flag)}"
+        argv = ["classify", "--dataset", "jsonl", "--root", items, "--out", out_dir, "--workers", "1", *flag]
+        code, _, err = _run(argv, capsys)
+        assert code == (0 if scored else 2), err
+        assert json.loads((out_dir / "summary.json").read_text())["n"] == scored
+    assert json.loads((tmp_path / "run1" / "run.json").read_text())["config"]["exif_transpose"] is True

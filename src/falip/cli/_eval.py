@@ -139,6 +139,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="Pillow's pixel limit for the images read (default about 89 million; a file over twice it is "
         "skipped as a possible decompression bomb); 0: no limit. Same as FALIP_MAX_IMAGE_PIXELS=N",
     )
+    g.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        default=None,
+        help="turn photos upright by their EXIF orientation tag (as a phone shows them); boxes and masks then "
+        "refer to the upright image. Default: the pixels as stored, as COCO and the other datasets give their "
+        "boxes. Same as FALIP_EXIF_TRANSPOSE=1",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -222,7 +230,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def apply_image_limit(args: argparse.Namespace) -> None:
-    """``--max-image-pixels`` -> the environment setting every image reader (and worker) uses."""
+    """``--max-image-pixels``, ``--exif-transpose`` -> the environment settings every image reader (and worker) uses."""
     import os
 
     value = getattr(args, "max_image_pixels", None)
@@ -230,6 +238,10 @@ def apply_image_limit(args: argparse.Namespace) -> None:
         from falip.data.images import MAX_PIXELS_ENV
 
         os.environ[MAX_PIXELS_ENV] = str(value)
+    if getattr(args, "exif_transpose", None):
+        from falip.data.images import EXIF_TRANSPOSE_ENV
+
+        os.environ[EXIF_TRANSPOSE_ENV] = "1"
 
 
 def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, dict]:
@@ -282,6 +294,8 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         model_info["activation"] = args.activation
     if enlarge:  # only when set, so runs started before the option resume
         model_info["enlarge"] = enlarge
+    if getattr(args, "exif_transpose", None):  # boxes refer to upright images: a resume must do the same
+        model_info["exif_transpose"] = True
     return scorer, model_info
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ._common import describe_model
-from ._eval import add_model_options, make_scorer
+from ._eval import add_model_options, apply_image_limit, make_scorer
 
 __all__ = ["NEGATIVE_VALUE_OPTIONS", "SCORE_LEGEND", "configure_parser", "run"]
 
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from falip.prompts.registry import parse_method
 
     parse_method(args.method)
+    apply_image_limit(args)  # --max-image-pixels, --exif-transpose: before the image is read
     image = load_image(args.image)  # FalipError naming the file if missing or unreadable
     scorer, _ = make_scorer(args, template=args.template)
     fclip = scorer.fclip

@@ -7,18 +7,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import FalipError
 from ..core.images import to_rgb
 
-__all__ = ["MAX_PIXELS_ENV", "decode_file", "load_image"]
+__all__ = ["EXIF_TRANSPOSE_ENV", "MAX_PIXELS_ENV", "decode_file", "exif_transpose_default", "load_image"]
 
 MAX_PIXELS_ENV = "FALIP_MAX_IMAGE_PIXELS"
 """Environment setting: Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``) for every file falip
 decodes; N pixels, or 0 for no limit. Unset: Pillow's default (about 89 million pixels; a file over
 twice that is refused as a possible decompression bomb)."""
 _PIL_DEFAULT_LIMIT = Image.MAX_IMAGE_PIXELS
+
+EXIF_TRANSPOSE_ENV = "FALIP_EXIF_TRANSPOSE"
+"""Environment setting: ``1`` makes :func:`load_image` turn photos upright by their EXIF orientation
+tag (``--exif-transpose`` sets it, so worker processes see it too). Unset or ``0``: stored pixels."""
+
+
+def exif_transpose_default() -> bool:
+    """Whether :data:`EXIF_TRANSPOSE_ENV` asks for upright images."""
+    text = os.environ.get(EXIF_TRANSPOSE_ENV, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise FalipError(f"{EXIF_TRANSPOSE_ENV}={text!r}: must be 1 (upright by the EXIF tag) or 0 (as stored)")
 
 
 def _apply_pixel_limit() -> None:
@@ -81,7 +95,7 @@ def decode_file(path: str | os.PathLike) -> Iterator[Image.Image]:
         im.close()
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, exif_transpose: bool | None = None) -> Image.Image:
     """Open, fully decode and convert an image file to 8-bit ``RGB`` (size ``(W, H)`` as stored).
 
     The pixels go through :func:`falip.core.images.to_rgb` (16-bit grayscale scaled by the 16-bit
@@ -91,14 +105,18 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     truncated or corrupt file fails now, naming the file, not later inside the model. Of a
     multi-frame file (GIF, TIFF) the first frame is read.
 
-    EXIF orientation is **not** applied: the image is returned as stored, because dataset boxes
-    (COCO, CUB, ...) are given in stored pixels; rotating the image would move it away from them.
+    EXIF orientation is **not** applied by default: the image is returned as stored (as COCO's
+    and the other datasets' boxes are given, in stored pixels; rotating the image would move it away
+    from them). ``exif_transpose=True`` (None: the :data:`EXIF_TRANSPOSE_ENV` setting, off unless
+    set) turns a photo upright by its orientation tag (``PIL.ImageOps.exif_transpose``), as a phone
+    or a viewer shows it; boxes then refer to the upright image, whose size may be ``(H, W)``.
 
     Raises:
         FalipError: naming ``path``, as :func:`decode_file`, or for a mode that cannot become RGB.
     """
+    upright = exif_transpose_default() if exif_transpose is None else bool(exif_transpose)
     with decode_file(path) as im:
         try:
-            return to_rgb(im)
+            return to_rgb(ImageOps.exif_transpose(im) if upright else im)
         except FalipError as e:
             raise FalipError(f"{Path(path)}: {e}") from None
