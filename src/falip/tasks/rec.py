@@ -139,8 +139,9 @@ def sample_negatives(bank: Sequence[str], q: int, sentence_id: str, seed: int = 
     """One sentence's Q negative captions for "subtract", drawn without replacement from ``bank``.
 
     ``bank`` is the split's list of every sentence (lowercased, file order, duplicates kept; also
-    those of lines left out as malformed, which FGVP never reads apart), as FGVP's ``main.py``
-    builds its ``caption_bank`` before it opens any image; FGVP draws
+    those of lines left out as malformed, which FGVP never reads apart; blank ones left out, as the
+    scorer refuses empty texts), as FGVP's ``main.py`` builds its ``caption_bank`` before it opens
+    any image; FGVP draws
     ``np.random.choice(caption_bank, 500, replace=False)`` for each sentence from numpy's global
     state. Here the draw is seeded per sentence from ``(seed, sentence_id)``, so it does not depend
     on the order the sentences run in. A bank of at most Q captions is used whole.
@@ -290,7 +291,8 @@ class RecTask:
             for sample in rec_reader(s.format)(path, image_root=s.images, errors="skip"):
                 if isinstance(sample, Skipped):
                     out.append(Skip(sample.id, sample.source, sample.reason))
-                    bank.extend(t.lower() for t in sample.texts)  # FGVP's bank holds every sentence of the file
+                    # FGVP's bank holds every sentence of the file; a blank one says nothing (the scorer refuses it)
+                    bank.extend(t.lower() for t in sample.texts if t.strip())
                     continue
                 key = str(sample.image_path)
                 line_id = sample.id.rsplit("#", 1)[0]
