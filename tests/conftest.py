@@ -25,6 +25,3 @@ def vit_b16() -> open_clip.CLIP:
 @pytest.fixture
 def tiny_clip() -> open_clip.CLIP:
     return make_tiny_clip()
-
-
-import falip.towers  # noqa: F401,E402  (installs the tower resolver: tests pass library models to core)

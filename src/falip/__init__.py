@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "regions_to_roa": "falip.core.mask",
     "full_mask": "falip.core.mask",
     "FalipConfig": "falip.core.config",
-    "FovealCLIP": "falip.core.model",
+    "FovealCLIP": "falip.towers.model",
     "ForwardPlan": "falip.core.plan",
     "Preprocess": "falip.core.preprocess",
     "to_rgb": "falip.core.images",
@@ -40,21 +40,16 @@ _EXPORTS: dict[str, str] = {
     "Preset": "falip.models.presets",
     "get_preset": "falip.models.presets",
     "RegionScorer": "falip.scoring",
+    "wrap": "falip.towers.registry",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-# names whose use wraps a library's model in a tower: the adapters' registry is loaded with them
-_NEEDS_TOWERS = ("FovealCLIP", "load", "RegionScorer")
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'falip' has no attribute {name!r}")
-    if name in _NEEDS_TOWERS:
-        importlib.import_module("falip.towers")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -23,6 +23,7 @@ from falip.core.reference import reference_forward
 from falip.core.regions import Regions
 from falip.core.unleash import project
 from falip.data import synthetic
+from falip.towers import wrap
 from support.tiny import make_tiny_clip
 
 BOXES = [[[0.0, 0.0, 12.0, 20.0], [9.0, 9.0, 31.0, 30.0]], [[8.0, 16.0, 16.0, 24.0]]]
@@ -66,7 +67,7 @@ def test_decomposition_sums_back_to_the_model_output(options):
         assert plain.heads.shape == (4, 2, 4, 64) and biased.heads.shape == (4, 3, 4, 64)
         for d, want in ((plain, want_plain), (biased, want_biased)):
             torch.testing.assert_close(d.reconstruct(), d.output, atol=1e-5, rtol=0)
-            assert (project(model, d.reconstruct()) - want).abs().max().item() <= 1e-4
+            assert (project(wrap(model), d.reconstruct()) - want).abs().max().item() <= 1e-4
             for layer in range(4):  # per block: the heads and the bias term are its attention term
                 torch.testing.assert_close(
                     d.head_terms(layer).sum(1) + d.bias[layer], d.attention[layer], atol=1e-5, rtol=0
@@ -75,7 +76,7 @@ def test_decomposition_sums_back_to_the_model_output(options):
         assert (biased.heads[3][0] - plain.heads[3][0]).abs().max() > 1e-2
         torch.testing.assert_close(biased.heads[0][:2], plain.heads[0][[0, 0]], atol=1e-6, rtol=0)
         if options == "layerscale":  # the terms are ls_1(G_h) = gamma * G_h, not the raw G_h
-            raw = reference_forward(model, images, record=[1]).head_outputs[1][:, :, 0]
+            raw = reference_forward(wrap(model), images, record=[1]).head_outputs[1][:, :, 0]
             torch.testing.assert_close(plain.heads[1], raw * blocks[1].ls_1.gamma, atol=1e-6, rtol=0)
             assert (plain.heads[1] - raw).abs().max() > 1e-2
 
@@ -92,9 +93,9 @@ def test_decomposition_of_the_shipped_model_matches_its_output(shipped):
         biased = decompose(
             fclip.model, x, [regions], alpha=fclip.alpha, sigma=fclip.sigma, biased_layers=fclip.layers, form=fclip.form
         )
-        assert (project(fclip.model, plain.reconstruct()) - fclip.encode_image(x)).abs().max().item() <= 1e-4
+        assert (project(fclip, plain.reconstruct()) - fclip.encode_image(x)).abs().max().item() <= 1e-4
         want = fclip.encode_image(x, regions=[regions])
-        assert (project(fclip.model, biased.reconstruct()) - want).abs().max().item() <= 1e-4
+        assert (project(fclip, biased.reconstruct()) - want).abs().max().item() <= 1e-4
         assert (want[0] - fclip.encode_image(x)[0]).abs().max().item() > 1e-2  # the bias acts on this model
 
 
@@ -107,7 +108,7 @@ def test_blocks_that_normalise_attention_have_no_per_head_split():
             decompose(model, images)
         d = decompose(model, images, split_layers=[])  # the block-level terms still sum back
         assert d.heads.shape[0] == 0 and d.split_layers == ()
-        torch.testing.assert_close(project(model, d.reconstruct()), model.encode_image(images), atol=1e-5, rtol=0)
+        torch.testing.assert_close(project(wrap(model), d.reconstruct()), model.encode_image(images), atol=1e-5, rtol=0)
 
 
 def test_some_layers_only_and_bad_layers():
@@ -279,9 +280,9 @@ def test_point_cloud_head_deltas_equal_per_view_reference_forwards(point_folder)
             r = regions[v]
             assert r is not None and r.frame == "input" and np.array_equal(r.masks[0], masks[v])
             assert 0 < masks[v].sum() < masks[v].size
-            plain = reference_forward(model, views[v : v + 1], record="all")
+            plain = reference_forward(wrap(model), views[v : v + 1], record="all")
             biased = reference_forward(
-                model, views[v : v + 1], [r], alpha=3.0, sigma=2.0, layers=(2, 3), form=fclip.form, record="all"
+                wrap(model), views[v : v + 1], [r], alpha=3.0, sigma=2.0, layers=(2, 3), form=fclip.form, record="all"
             )
             for layer in range(4):
                 g0 = gammas[layer] * plain.head_outputs[layer][0, :, 0]  # [heads, C]: ls_1(G_h)

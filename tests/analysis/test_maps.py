@@ -24,6 +24,7 @@ from falip.core.reference import reference_forward
 from falip.core.regions import Regions, Resize
 from falip.data import synthetic
 from falip.scoring import RegionScorer, _Item
+from falip.towers import wrap
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_attention_rows_sum_to_one(tiny, head, layer):
 
 def test_head_rows_are_the_reference_probabilities(tiny):
     model, images, regions = tiny
-    out = reference_forward(model, images, regions, alpha=2.0, layers=[1, 2], record=[2])
+    out = reference_forward(wrap(model), images, regions, alpha=2.0, layers=[1, 2], record=[2])
     probs = out.attention[2][:, :, 0].double()
     for h in range(4):
         row = cls_attention(model, images, regions, layer=2, head=h, alpha=2.0, layers=[1, 2])
@@ -86,7 +87,7 @@ def test_rollout_by_hand():
 
 def test_rollout_row_is_row_zero_of_the_full_product(tiny):
     model, images, _ = tiny
-    out = reference_forward(model, images, None, record="all", tokens="all")
+    out = reference_forward(wrap(model), images, None, record="all", tokens="all")
     full = attention_rollout([out.attention[i] for i in range(2)])
     row = cls_attention(model, images, None, layer=1, head="rollout")
     torch.testing.assert_close(row, full[:, 0])

@@ -14,6 +14,7 @@ from falip.analysis.text_maps import plot_text_head_maps, text_head_maps, token_
 from falip.core.errors import FalipError
 from falip.core.mask import foveal_profile, full_mask, regions_to_roa
 from falip.core.regions import Regions
+from falip.towers import wrap
 from support import towers as tiny_towers
 from support.tiny import make_tiny_clip
 
@@ -161,7 +162,6 @@ def test_attention_pooled_towers_are_refused_with_the_reason():
 
 
 def _library_tower(name):
-    import falip.towers  # noqa: F401  (installs the adapters)
     from support import tiny_towers as lib
 
     if name == "timm-vit":
@@ -179,9 +179,7 @@ def _library_tower(name):
 )
 def test_readout_reproduces_the_tower_head(name):
     """Readout (LayerNorm + projection) is each library's own head, on the [CLS] towers of every adapter."""
-    from falip.core.tower import as_tower
-
-    tower = as_tower(_library_tower(name))
+    tower = wrap(_library_tower(name))
     ro = tower.readout()
     x = torch.randn(3, 5, tower.width)
     cls = x[:, 0]

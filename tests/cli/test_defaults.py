@@ -32,6 +32,7 @@ def _defaults(cls) -> dict:
 
 def test_defaults_module_is_what_the_library_uses():
     from falip.analysis.sweeps import PARAMS
+    from falip.core.config import FalipConfig
     from falip.core.mask import FORMS
     from falip.core.model import FovealCLIP
     from falip.core.regions import RESIZE_MODES
@@ -43,12 +44,15 @@ def test_defaults_module_is_what_the_library_uses():
 
     assert FORMS == defaults.FORMS and RESIZE_MODES == defaults.RESIZE_MODES and PARAMS == defaults.SWEEP_PARAMS
     assert tuple(PROJECTIONS) == defaults.PROJECTIONS and tuple(_DTYPES) == defaults.PRECISIONS
-    sig = inspect.signature(FovealCLIP.__init__).parameters
-    assert (sig["alpha"].default, sig["sigma"].default, sig["form"].default) == (
+    config = _defaults(FalipConfig)  # FovealCLIP's settings not given are its config's: these
+    assert (config["alpha"], config["sigma"], config["layers"], config["form"]) == (
         defaults.ALPHA,
         defaults.SIGMA,
+        None,
         defaults.FORM,
     )
+    sig = inspect.signature(FovealCLIP.__init__).parameters
+    assert sig["config"].default is None and sig["alpha"].default is sig["form"].default  # "not given"
     rec = _defaults(RecSettings)
     assert rec["template"] == defaults.REC_TEMPLATE and rec["ties"] == defaults.TIES[0]
     assert _defaults(ClassifySettings)["templates"] == (defaults.CLS_TEMPLATE,)

@@ -20,7 +20,7 @@ from falip.core.attention import (
     pool_attention,
     pool_head_attention,
 )
-from falip.core.tower import as_tower
+from falip.towers import wrap
 from support.naive import naive_attention, naive_block
 from support.tiny import make_tiny_clip
 from support.towers import TOWERS, build
@@ -31,7 +31,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny():
     model = make_tiny_clip(layers=2, heads=4)
-    return model, as_tower(model)
+    return model, wrap(model)
 
 
 def _tokens(tower, n: int, seed: int = 0) -> torch.Tensor:
@@ -108,7 +108,7 @@ def test_cls_query_attention_forms_no_keys_yet_is_row_zero(tiny):
 
 @pytest.mark.parametrize("name", ["open_clip-qknorm-headscale-attnnorm", "open_clip-innernorm-fcnorm"])
 def test_cls_query_attention_general_path_is_row_zero(name):
-    tower = as_tower(build(name))
+    tower = wrap(build(name))
     p = tower.parts(0)
     x = _tokens(tower, 2, seed=3)
     bias = 3 * torch.randn(2, 1, 1, tower.num_tokens)
@@ -157,7 +157,7 @@ def test_shared_patches_block_is_a_block_per_region(tiny):
 @pytest.mark.parametrize("name", [n for n in TOWERS if n.startswith("open_clip")])
 def test_shared_patches_block_on_every_open_clip_tower(name):
     """Towers the shortcut cannot take (q/k norm, inner norm) fall back; all equal a block per region."""
-    tower = as_tower(build(name))
+    tower = wrap(build(name))
     p = tower.parts(2)
     n_p = tower.num_tokens - 1
     torch.manual_seed(6)
@@ -172,7 +172,7 @@ def test_shared_patches_block_on_every_open_clip_tower(name):
 
 
 def test_pool_attention_is_the_probe_with_a_key_bias():
-    tower = as_tower(build("map-prefix1"))
+    tower = wrap(build("map-prefix1"))
     pp = tower.pool_parts()
     torch.manual_seed(7)
     tokens = torch.randn(2, tower.num_tokens, tower.width)

@@ -8,6 +8,7 @@ import torch
 
 from falip.core.reference import reference_forward
 from falip.core.regions import Regions
+from falip.towers import wrap
 from support.naive import naive_region_feature
 from support.tiny import make_tiny_clip
 from support.towers import build
@@ -39,7 +40,9 @@ def test_reference_is_exact_against_the_naive_loops():
     image = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     box = [5.0, 3.0, 27.0, 19.0]
     for form in ("cls", "all", "diag"):
-        ref = reference_forward(model, image, _input_regions([[box]]), alpha=4.0, sigma=2.0, layers=(1, 2), form=form)
+        ref = reference_forward(
+            wrap(model), image, _input_regions([[box]]), alpha=4.0, sigma=2.0, layers=(1, 2), form=form
+        )
         naive = naive_region_feature(model, image[0], box, 4.0, 2.0, {1, 2}, form)
         assert (ref.features[0] - naive).abs().max().item() <= 1e-10
 
@@ -51,8 +54,10 @@ def test_hooks_decompose_the_cls_output(options):
     images = torch.randn(2, 3, 32, 32)
     regions = _input_regions([BOXES["generic"], BOXES["one-cell"]])
     with torch.no_grad():
-        out = reference_forward(model, images, regions, alpha=2.0, sigma=1.0, layers=(2, 3), record="all", tokens="all")
-        cls_only = reference_forward(model, images, regions, alpha=2.0, sigma=1.0, layers=(2, 3), record=[2])
+        out = reference_forward(
+            wrap(model), images, regions, alpha=2.0, sigma=1.0, layers=(2, 3), record="all", tokens="all"
+        )
+        cls_only = reference_forward(wrap(model), images, regions, alpha=2.0, sigma=1.0, layers=(2, 3), record=[2])
     blocks = model.visual.transformer.resblocks
     r, heads, length = 3, blocks[0].attn.num_heads, 1 + 16
     for layer in range(4):
@@ -69,7 +74,7 @@ def test_hooks_decompose_the_cls_output(options):
     )
     # the bias moves [CLS] attention onto the region's tokens in the biased blocks only
     roa_tokens = 1 + torch.tensor([0, 1, 4, 5, 8, 9])  # box (0, 0, 12, 20) on the 4x4 grid of 8-px cells
-    plain = reference_forward(model, images, None, record=[1, 2])
+    plain = reference_forward(wrap(model), images, None, record=[1, 2])
     assert out.attention[2][0, :, 0, roa_tokens].sum() > plain.attention[2][0, :, 0, roa_tokens].sum() + 0.1
     torch.testing.assert_close(out.attention[1][0, :, 0], plain.attention[1][0, :, 0])
     assert cls_only.attention[2].shape == (r, heads, 1, length) and set(cls_only.attention) == {2}
@@ -80,14 +85,14 @@ def test_reference_without_regions_and_with_zero_alpha_is_open_clip():
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model.encode_image(images)
-        torch.testing.assert_close(reference_forward(model, images).features, plain, atol=1e-6, rtol=1e-6)
-        zero = reference_forward(model, images, _input_regions([BOXES["generic"], BOXES["whole"]]), alpha=0.0)
+        torch.testing.assert_close(reference_forward(wrap(model), images).features, plain, atol=1e-6, rtol=1e-6)
+        zero = reference_forward(wrap(model), images, _input_regions([BOXES["generic"], BOXES["whole"]]), alpha=0.0)
     torch.testing.assert_close(zero.features, plain[[0, 0, 1]], atol=1e-6, rtol=1e-6)
 
 
 def test_inner_norm_has_no_per_head_outputs():
     model = _model("innernorm-fcnorm")
-    out = reference_forward(model, torch.randn(1, 3, 32, 32), record="all")
+    out = reference_forward(wrap(model), torch.randn(1, 3, 32, 32), record="all")
     assert out.head_outputs == {} and set(out.attention) == {0, 1, 2, 3}
 
 
@@ -96,6 +101,6 @@ def test_masks_and_boxes_agree_in_the_reference():
     images = torch.randn(1, 3, 32, 32)
     mask = np.zeros((1, 32, 32), dtype=bool)
     mask[0, 0:20, 0:12] = True
-    by_mask = reference_forward(model, images, [Regions(masks=mask, frame="input")], alpha=2.0, layers=(1, 2))
-    by_box = reference_forward(model, images, _input_regions([[[0, 0, 12, 20]]]), alpha=2.0, layers=(1, 2))
+    by_mask = reference_forward(wrap(model), images, [Regions(masks=mask, frame="input")], alpha=2.0, layers=(1, 2))
+    by_box = reference_forward(wrap(model), images, _input_regions([[[0, 0, 12, 20]]]), alpha=2.0, layers=(1, 2))
     torch.testing.assert_close(by_mask.features, by_box.features)

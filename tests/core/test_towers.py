@@ -17,7 +17,7 @@ import falip
 from falip.core.attention import block_forward, pool_attention
 from falip.core.reference import reference_forward
 from falip.core.regions import Regions
-from falip.core.tower import as_tower
+from falip.towers import wrap
 from support.towers import TOWERS, build
 
 TOL = 1e-5
@@ -25,7 +25,7 @@ NAMES = list(TOWERS)
 
 
 def _tower(name, seed=0):
-    return as_tower(build(name, seed))
+    return wrap(build(name, seed))
 
 
 def _boxes(tower, fractions):
@@ -169,7 +169,7 @@ def test_reference_layers_beyond_the_depth_is_an_error_not_a_wraparound():
     """The issue's case: layers=[5] on a 3-block tower once gave the features of layers=[2]."""
     from support.tiny import make_tiny_clip
 
-    model = make_tiny_clip(layers=3)
+    model = wrap(make_tiny_clip(layers=3))
     images = torch.randn(1, 3, 32, 32)
     regions = [Regions([[0, 0, 12, 20]], image_size=(32, 32), frame="input")]
     with pytest.raises(falip.FalipError, match="index 5 is out of range for a tower of 3 blocks"):

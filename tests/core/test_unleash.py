@@ -16,6 +16,7 @@ from falip.core.unleash import attention_terms, project, unleash_cls, unleash_fe
 from falip.prompts import edits as vp
 from falip.prompts.registry import METHODS, MethodSpec, PromptParams, register_method
 from falip.scoring import RegionScorer
+from falip.towers import wrap
 from support.tiny import make_tiny_clip
 
 OPTIONS = {
@@ -47,14 +48,14 @@ def test_attention_terms_equal_the_reference_forward(options, form):
     model = _tiny(options)
     torch.manual_seed(1)
     images = torch.randn(2, 3, 32, 32)
-    ref = reference_forward(model, images, _regions(BOXES), alpha=3.0, sigma=1.5, layers=(1, 3), form=form)
+    ref = reference_forward(wrap(model), images, _regions(BOXES), alpha=3.0, sigma=1.5, layers=(1, 3), form=form)
     for k in (1, 4):
-        t = attention_terms(model, images, _regions(BOXES), k=k, alpha=3.0, sigma=1.5, layers=(1, 3), form=form)
+        t = attention_terms(wrap(model), images, _regions(BOXES), k=k, alpha=3.0, sigma=1.5, layers=(1, 3), form=form)
         assert t.blocks == tuple(range(4 - k, 4)) and t.msa.shape == (k, 3, 64)
         torch.testing.assert_close(t.cls, ref.cls_stream[-1], atol=1e-5, rtol=0)
         torch.testing.assert_close(t.msa, ref.msa_cls[4 - k :], atol=1e-5, rtol=0)
-    plain = attention_terms(model, images, k=2)
-    torch.testing.assert_close(project(model, plain.cls), model.encode_image(images), atol=1e-5, rtol=0)
+    plain = attention_terms(wrap(model), images, k=2)
+    torch.testing.assert_close(project(wrap(model), plain.cls), model.encode_image(images), atol=1e-5, rtol=0)
 
 
 def test_unleashing_the_image_itself_gives_its_own_feature():
@@ -63,12 +64,12 @@ def test_unleashing_the_image_itself_gives_its_own_feature():
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model.encode_image(images)
-        same = unleash_features(model, images, images.clone())
+        same = unleash_features(wrap(model), images, images.clone())
         torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)
-        repeated = unleash_features(model, images, images[[1, 0, 1]], index=[1, 0, 1], k=2)
+        repeated = unleash_features(wrap(model), images, images[[1, 0, 1]], index=[1, 0, 1], k=2)
         torch.testing.assert_close(repeated, plain[[1, 0, 1]], atol=1e-5, rtol=0)
         # FALIP as the prompt, at alpha 0, is no prompt either
-        zero = unleash_features(model, images, images, [0, 0, 1], prompted_regions=_regions(BOXES), alpha=0.0)
+        zero = unleash_features(wrap(model), images, images, [0, 0, 1], prompted_regions=_regions(BOXES), alpha=0.0)
         torch.testing.assert_close(zero, plain[[0, 0, 1]], atol=1e-5, rtol=0)
 
 
@@ -77,11 +78,11 @@ def test_unleash_errors():
     images = torch.randn(2, 3, 32, 32)
     for k in (0, 4, 1.5, True):
         with pytest.raises(falip.FalipError, match="k"):
-            attention_terms(model, images, k=k)
-    assert attention_terms(model, images).blocks == (0, 1, 2)  # default: the last 4, or all of a shallower tower
+            attention_terms(wrap(model), images, k=k)
+    assert attention_terms(wrap(model), images).blocks == (0, 1, 2)  # default: the last 4, or all of a shallower tower
     with pytest.raises(falip.FalipError, match="pass index"):
-        unleash_features(model, images, images[:1])
-    a, b = attention_terms(model, images, k=1), attention_terms(model, images, k=2)
+        unleash_features(wrap(model), images, images[:1])
+    a, b = attention_terms(wrap(model), images, k=1), attention_terms(wrap(model), images, k=2)
     with pytest.raises(falip.FalipError, match="different blocks"):
         unleash_cls(a, b)
 
@@ -114,8 +115,8 @@ def test_unleash_circle_by_hand_for_one_region(setup):
     x = pre(img)[None]
     x_circle = pre.to_tensor(vp.red_circle(pre.resize(img), box_in, vp.RED, 2.0))[None]
     with torch.no_grad():
-        g = reference_forward(model, x, record="all")
-        g_prime = reference_forward(model, x_circle, record="all")
+        g = reference_forward(wrap(model), x, record="all")
+        g_prime = reference_forward(wrap(model), x_circle, record="all")
         blocks = model.visual.transformer.resblocks
         delta = sum(
             blocks[i].ls_1.gamma * (g_prime.head_outputs[i][0, :, 0] - g.head_outputs[i][0, :, 0]).sum(0)
@@ -152,17 +153,13 @@ def test_unleash_falip_is_falip_plus_its_delta(setup):
     regions = [pre.map_regions(Regions(IMAGE_BOXES, image_size=img.size))]
     x = pre(img)[None]
     with torch.no_grad():
-        want = unleash_features(
-            fclip.model, x, x, [0, 0], prompted_regions=regions, k=4, alpha=2.0, sigma=1.5, layers=(2, 3)
-        )
-        biased = attention_terms(fclip.model, x, regions, k=4, alpha=2.0, sigma=1.5, layers=(2, 3))
-        plain = attention_terms(fclip.model, x, k=4)
+        want = unleash_features(fclip, x, x, [0, 0], prompted_regions=regions, k=4, alpha=2.0, sigma=1.5, layers=(2, 3))
+        biased = attention_terms(fclip, x, regions, k=4, alpha=2.0, sigma=1.5, layers=(2, 3))
+        plain = attention_terms(fclip, x, k=4)
     torch.testing.assert_close(sc.features([img], [IMAGE_BOXES], "unleash:falip"), want, atol=1e-5, rtol=0)
     # blocks 0-1 are not biased: their terms are the same, only blocks 2-3 add a delta
     torch.testing.assert_close(biased.msa[:2], plain.msa[:2, [0, 0]], atol=1e-6, rtol=0)
-    torch.testing.assert_close(
-        project(fclip.model, biased.cls), fclip.encode_image(x, regions=regions), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(project(fclip, biased.cls), fclip.encode_image(x, regions=regions), atol=1e-5, rtol=0)
 
 
 def test_unleash_scores_batches_params_and_ensembles(setup):

@@ -2,7 +2,7 @@
 
 ``TOWERS[name](seed)`` returns a tiny random-weight model in eval mode: a library's own model (that a
 falip tower adapter wraps, e.g. an open_clip CLIP) or a :class:`falip.core.tower.Tower`. Tests wrap it
-with :func:`falip.core.tower.as_tower` / ``falip.FovealCLIP`` and read its geometry from the tower
+with :func:`falip.wrap` / ``falip.FovealCLIP`` and read its geometry from the tower
 (image size, grid, pooling), so a new entry needs no other change. To add a library's tower, add its
 builder here (a few blocks, width <= 64, input <= 64 px, non-trivial norms and scales).
 

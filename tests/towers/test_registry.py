@@ -1,4 +1,5 @@
-"""The tower registry: lazy "module:Class" entries, tower_for, and the resolver core uses."""
+"""The tower registry: lazy "module:Class" entries, tower_for / falip.wrap, falip.FovealCLIP (core keeps
+no resolver)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,50 @@ def test_what_no_adapter_fits_is_named():
         tower_for("ViT-B-16")
 
 
-def test_core_needs_the_resolver_installed(monkeypatch):
-    """core never imports falip.towers: without the resolver a library model is refused with the fix."""
-    monkeypatch.setattr(core_tower, "_RESOLVER", None)
-    with pytest.raises(falip.FalipError, match="import falip.towers first"):
-        as_tower(make_tiny_clip())
+def test_core_takes_a_tower_and_says_how_to_wrap_a_library_model():
+    """core keeps no resolver: a library's model is refused with the fix, whatever was imported before."""
+    from falip.core.model import FovealCLIP as CoreFovealCLIP
+
+    model = make_tiny_clip()
+    assert not hasattr(core_tower, "_RESOLVER") and not hasattr(core_tower, "set_tower_resolver")
+    for call in (lambda: as_tower(model), lambda: CoreFovealCLIP(model)):
+        with pytest.raises(falip.FalipError, match=r"takes a falip Tower, got a open_clip\.model\.CLIP: .*falip\.wrap"):
+            call()
+    tower = falip.wrap(model)
+    core = CoreFovealCLIP(tower, alpha=3.0)  # core alone, from a Tower
+    assert core.tower is tower and type(core) is CoreFovealCLIP
+    top = falip.FovealCLIP(model, alpha=3.0)  # the top-level class wraps
+    assert isinstance(top, CoreFovealCLIP) and isinstance(top.tower, OpenClipViTTower) and top.model is model
+    assert falip.FovealCLIP.from_model(model, alpha=3.0).config == core.config == top.config
+    assert falip.wrap(top) is top.tower and falip.wrap(tower) is tower
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        boxes = [torch.tensor([[0.0, 0.0, 16.0, 24.0]])]
+        assert torch.equal(core.encode_image(x, boxes=boxes), top.encode_image(x, boxes=boxes))
+
+
+def test_the_issues_case_in_a_fresh_process():
+    """``from falip.core.model import FovealCLIP; FovealCLIP(open_clip_model)`` first in a process: the
+    error names falip.wrap (once: "import falip.towers first"); then ``falip.FovealCLIP`` wraps it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from falip.core.model import FovealCLIP\n"
+        "from falip.core.errors import FalipError\n"
+        "from support.tiny import make_tiny_clip\n"
+        "model = make_tiny_clip()\n"
+        "try:\n"
+        "    FovealCLIP(model)\n"
+        "except FalipError as e:\n"
+        "    assert 'falip.wrap(model)' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('core wrapped a library model')\n"
+        "import falip\n"
+        "f = falip.FovealCLIP(model, alpha=2.0)\n"
+        "assert f.tower.library == 'open_clip' and f.alpha == 2.0 and isinstance(f, FovealCLIP)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -56,6 +56,7 @@ from ..prompts.registry import PromptParams, apply_edits, parse_prompt
 from ..tasks.pointcloud import pointcloud_samples
 from ..tasks.rec import rec_samples
 from ..tasks.region_cls import classification_samples
+from ..towers.registry import wrap
 
 __all__ = [
     "Decomposition",
@@ -114,7 +115,7 @@ class Decomposition:
 
 def _cls_tower(model: Any) -> Tower:
     return as_cls_tower(
-        model,
+        wrap(model),
         "the head decomposition (Eq. 5) splits the [CLS] output, but this {library} tower pools with an "
         "attention probe over all tokens: its features are no sum of per-head [CLS] terms",
     )

@@ -47,10 +47,11 @@ from ..core.images import to_rgb
 from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions, Resize
-from ..core.tower import Tower, as_tower, resolve_layer
+from ..core.tower import Tower, resolve_layer
 from ..defaults import ALPHA, FORM, SIGMA
 from ..numbering import format_blocks, head_number
 from ..prompts.registry import METHODS, PromptParams, apply_edits, parse_method
+from ..towers.registry import wrap
 
 __all__ = [
     "AttentionMap",
@@ -136,7 +137,7 @@ def cls_attention(
     Returns:
         rows that sum to 1, [CLS] first, then the patch tokens in row-major grid order.
     """
-    tower = as_tower(model)
+    tower = wrap(model)
     layer = _resolve_layer(layer, tower)
     head = _check_head(head, _heads(tower, layer))
     if tower.pooling == "map" and form == "cls":

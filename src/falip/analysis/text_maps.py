@@ -62,8 +62,9 @@ from ..core.images import to_rgb
 from ..core.mask import regions_to_roa
 from ..core.reference import reference_forward
 from ..core.regions import Regions
-from ..core.tower import Readout, Tower, as_cls_tower, as_tower, resolve_layer
+from ..core.tower import Readout, Tower, as_cls_tower, resolve_layer
 from ..numbering import NUMBERING_NOTE
+from ..towers.registry import wrap
 from .heads import _check_splittable
 
 __all__ = [
@@ -77,7 +78,7 @@ __all__ = [
 
 def _contrib_tower(model: Any) -> tuple[Tower, Readout]:
     tower = as_cls_tower(
-        model,
+        wrap(model),
         "text head maps split the [CLS] output per token, but this {library} tower pools with an "
         "attention probe: the probe's MLP and norm make its features no sum of per-token head terms",
     )
@@ -319,7 +320,7 @@ def text_head_maps(
     maps over the last ``k`` blocks (None: the paper's 4; module docstring).
     """
     image = to_rgb(image)
-    tower = as_tower(fclip)
+    tower = wrap(fclip)
     _, ro = _contrib_tower(tower)
     layer = resolve_layer(layer, tower.depth)
     if prompt is None and unleash:

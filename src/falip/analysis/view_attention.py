@@ -25,8 +25,9 @@ import torch
 from ..core.errors import FalipError
 from ..core.mask import regions_to_roa
 from ..core.regions import Regions
-from ..core.tower import as_cls_tower, as_tower, resolve_layer
+from ..core.tower import as_cls_tower, resolve_layer
 from ..numbering import NUMBERING_NOTE, format_blocks, head_number
+from ..towers.registry import wrap
 from .maps import cls_attention, in_region_mass
 
 __all__ = ["ViewAttention", "view_attention", "cloud_view_attention", "plot_view_attention"]
@@ -85,7 +86,7 @@ def view_attention(
     """[CLS] attention of depth views ``images`` ``[V, 3, S, S]`` (model input size) without and with
     FALIP's bias on their ``foreground`` ``[V, S, S]`` (bool), with ``fclip``'s FALIP settings."""
     tower = as_cls_tower(
-        fclip, "this {library} tower pools with an attention probe: it has no [CLS] attention on the views"
+        wrap(fclip), "this {library} tower pools with an attention probe: it has no [CLS] attention on the views"
     )
     layer = resolve_layer(layer, tower.depth)
     fg = np.asarray(foreground, dtype=bool)
@@ -132,7 +133,7 @@ def cloud_view_attention(
     from ..tasks.projection import get_projection
 
     proj = get_projection(projection)
-    size = int(as_tower(fclip).image_size[0])
+    size = int(wrap(fclip).image_size[0])
     cloud = torch.from_numpy(np.asarray(points, dtype=np.float32))[None]
     images = proj(cloud, n_points=cloud.shape[1], size=size)[0]  # [V, 3, S, S]
     return view_attention(fclip, images, proj.foreground(images).numpy(), proj.views, layer=layer, head=head)

@@ -86,8 +86,8 @@ def reference_forward(
     """Run every region through the whole tower with its foveal mask, block by block.
 
     Args:
-        model: a :class:`~falip.core.tower.Tower`, a :class:`~falip.FovealCLIP`, or a model a tower
-            adapter wraps (an open_clip CLIP with a ViT, ...).
+        model: a :class:`~falip.core.tower.Tower` or a :class:`~falip.FovealCLIP` (``falip.wrap(model)``
+            makes a Tower of a library's model).
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: N :class:`Regions` in the model-input frame, or None: each image once, no bias.
         alpha, sigma, form: the foveal mask (docs/method.md, "The foveal mask").

@@ -47,7 +47,6 @@ __all__ = [
     "layer_indices",
     "resolve_layer",
     "resolve_layers",
-    "set_tower_resolver",
 ]
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -207,30 +206,20 @@ def resolve_layer(layer: Any, depth: int, name: str = "layer") -> int:
     return resolve_layers([layer], depth, name=name)[0]
 
 
-_RESOLVER: Callable[[nn.Module], Tower] | None = None
-
-
-def set_tower_resolver(fn: Callable[[nn.Module], Tower] | None) -> None:
-    """Install the function that wraps a library's model in its :class:`Tower` (``falip.towers`` does,
-    on import; core never imports the adapters)."""
-    global _RESOLVER
-    _RESOLVER = fn
-
-
 def as_tower(model: Any) -> Tower:
-    """``model`` as a :class:`Tower`: a Tower itself, a FovealCLIP's tower, or a library's model
-    wrapped by the installed resolver (``import falip.towers`` installs it)."""
+    """``model`` as a :class:`Tower`: a Tower itself, or the tower of an object holding one (a
+    FovealCLIP). A library's model is wrapped by :mod:`falip.towers` (``falip.wrap(model)``), never
+    here: core knows no library; FalipError saying so."""
     if isinstance(model, Tower):
         return model
     tower = getattr(model, "tower", None)
     if isinstance(tower, Tower):
         return tower
-    if _RESOLVER is None:
-        raise FalipError(
-            f"no tower adapters are loaded to wrap a {type(model).__module__}.{type(model).__qualname__}: "
-            "import falip.towers first (falip.FovealCLIP and falip.load do)"
-        )
-    return _RESOLVER(model)
+    raise FalipError(
+        f"falip's core takes a falip Tower, got a {type(model).__module__}.{type(model).__qualname__}: wrap a "
+        "library's model with falip.wrap(model), or build falip.FovealCLIP(model) / FovealCLIP.from_model(model), "
+        "which wrap it"
+    )
 
 
 def as_cls_tower(model: Any, refusal: str) -> Tower:

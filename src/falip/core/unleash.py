@@ -95,8 +95,8 @@ def attention_terms(
     """The final [CLS] and the [CLS] attention terms of the last ``k`` blocks.
 
     Args:
-        model: a [CLS]-pooled :class:`~falip.core.tower.Tower`, a FovealCLIP or a model a tower
-            adapter wraps, in eval mode.
+        model: a [CLS]-pooled :class:`~falip.core.tower.Tower` or a FovealCLIP (``falip.wrap(model)``
+            makes a Tower of a library's model), in eval mode.
         images: ``[N, 3, H, W]`` preprocessed images.
         regions: None (each image once, no bias), or N :class:`Regions` in the model-input frame:
             one row per region (image-major), with FALIP's bias on it in ``layers``.

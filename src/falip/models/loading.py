@@ -14,19 +14,15 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .. import towers  # noqa: F401  (installs the tower adapters: FovealCLIP(model) finds the model's tower)
 from ..core.errors import FalipError
-from ..core.model import FovealCLIP
 from ..core.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from ..towers.model import FovealCLIP
 from . import hub
 from .presets import CONFIG_DIR, PRESETS, SHIPPED_TAG, get_preset
-
-if TYPE_CHECKING:
-    from ..core.model import FovealCLIP
 
 _AUTO = "auto"
 HF_PREFIX = "hf:"
@@ -396,9 +392,6 @@ def load(
         ``(fclip, preprocess, tokenizer)``; ``fclip.preprocess`` is ``preprocess``; ``tokenizer``
         maps a list of texts to token ids ``[T, context]``.
     """
-    from ..core.model import FovealCLIP
-    from ..towers import tower_for
-
     if isinstance(model_name, str) and model_name.startswith(HF_PREFIX):
         from .hf import load_hf
 
@@ -426,7 +419,7 @@ def load(
     config = falip_kwargs.pop("config", None)  # a whole FalipConfig instead of the preset's
     if config is None:
         config = get_preset(model_name).config
-    fclip = FovealCLIP(tower_for(model), config=config, **falip_kwargs)
+    fclip = FovealCLIP.from_model(model, config=config, **falip_kwargs)
     fclip.preprocess = preprocess
     return fclip, preprocess, tokenizer
 

@@ -80,7 +80,7 @@ def feature_mask_forward(
 ) -> torch.Tensor:
     """Features ``[R, D]`` of the feature-mask ablation (Fig. 7a; module docstring).
 
-    ``model``: a [CLS]-pooled Tower, FovealCLIP or a model a tower adapter wraps.
+    ``model``: a [CLS]-pooled Tower or FovealCLIP (``falip.wrap(model)`` makes a Tower of a library's model).
     ``images`` ``[R, 3, H, W]`` (one per region); ``roa`` ``[R, gh, gw]`` bool, the regions' cells;
     ``layers``: the chosen blocks (0-based; None: the last 4).
     """

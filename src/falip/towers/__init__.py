@@ -1,16 +1,14 @@
 """Tower adapters: one file per library, the only place that knows a library's module names.
 
-Importing this package installs :func:`~falip.towers.registry.tower_for` as core's resolver
-(:func:`falip.core.tower.set_tower_resolver`), so ``FovealCLIP(model)`` and the analysis tools take
-a library's model as well as a :class:`~falip.core.tower.Tower`. No adapter module (and no
-library) is imported until a model of its library is wrapped.
+:func:`wrap` (``falip.wrap``) puts a library's model in its :class:`~falip.core.tower.Tower`, which
+``falip.core`` takes; :class:`FovealCLIP` (``falip.FovealCLIP``) is core's FovealCLIP that wraps the
+model it is given. No adapter module (and no library) is imported until a model of its library is
+wrapped; importing this package changes nothing in core.
 """
 
 from __future__ import annotations
 
-from ..core.tower import set_tower_resolver
-from .registry import TOWERS, TowerEntry, adapter_class, tower_for
+from .model import FovealCLIP
+from .registry import TOWERS, TowerEntry, adapter_class, tower_for, wrap
 
-__all__ = ["TOWERS", "TowerEntry", "adapter_class", "tower_for"]
-
-set_tower_resolver(tower_for)
+__all__ = ["TOWERS", "FovealCLIP", "TowerEntry", "adapter_class", "tower_for", "wrap"]

@@ -20,7 +20,7 @@ from ..core.errors import FalipError
 from ..core.tower import Tower
 from ..plugins import Registry
 
-__all__ = ["TOWERS", "TowerEntry", "adapter_class", "tower_for"]
+__all__ = ["TOWERS", "TowerEntry", "adapter_class", "tower_for", "wrap"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,12 @@ def tower_for(model: Any) -> Tower:
     raise FalipError(
         f"no falip tower adapter fits a {type(model).__module__}.{type(model).__qualname__} (FALIP wraps: {known})"
     )
+
+
+def wrap(model: Any) -> Tower:
+    """``model`` as a :class:`Tower`: a Tower as is, a FovealCLIP's tower, or a library's model in its
+    adapter (:func:`tower_for`). ``falip.wrap``; what the analyses call on the model they are given."""
+    tower = getattr(model, "tower", None)
+    if not isinstance(model, Tower) and isinstance(tower, Tower):
+        return tower
+    return tower_for(model)
