@@ -21,6 +21,7 @@ from falip.prompts.ablations import (
 )
 from falip.prompts.registry import PromptParams, parse_method
 from falip.scoring import RegionScorer, _Item
+from falip.towers import wrap
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_qk_prompt_by_hand(setup):
         else:
             xp = block(xp)
         xo = block(xo)
-    got = swap_forward(model, prompted, original, "qk-prompt", layers=[1, 2])
+    got = swap_forward(wrap(model), prompted, original, "qk-prompt", layers=[1, 2])
     torch.testing.assert_close(got, _final(model, xp), atol=1e-5, rtol=1e-5)
 
 
@@ -86,7 +87,7 @@ def test_v_prompt_by_hand(setup):
             xo = block(xo, attn_mask=m)
         else:
             xp, xo = block(xp), block(xo)
-    got = swap_forward(model, prompted, original, "v-prompt", layers=[1, 2], mask=mask)
+    got = swap_forward(wrap(model), prompted, original, "v-prompt", layers=[1, 2], mask=mask)
     torch.testing.assert_close(got, _final(model, xp), atol=1e-5, rtol=1e-5)
 
 
@@ -94,13 +95,15 @@ def test_v_prompt_by_hand(setup):
 def test_swaps_of_an_unprompted_image_are_clip_and_falip(setup):
     model, _, original, regions, _, mask = setup
     clip = model.encode_image(original)
-    torch.testing.assert_close(swap_forward(model, original, original, "qk-prompt", [1, 2]), clip, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        swap_forward(wrap(model), original, original, "qk-prompt", [1, 2]), clip, atol=1e-5, rtol=1e-5
+    )
     fclip = falip.FovealCLIP(model, alpha=1.5, layers=[1, 2])
     foveal = fclip.encode_image(original, regions=regions)
-    got = swap_forward(model, original, original, "v-prompt", [1, 2], mask)
+    got = swap_forward(wrap(model), original, original, "v-prompt", [1, 2], mask)
     torch.testing.assert_close(got, foveal, atol=1e-5, rtol=1e-5)
     with pytest.raises(FalipError, match="swap must be"):
-        swap_forward(model, original, original, "q-prompt")
+        swap_forward(wrap(model), original, original, "q-prompt")
 
 
 @torch.no_grad()
@@ -113,11 +116,13 @@ def test_feature_mask_by_hand(setup):
         if i in (1, 2):
             x = x * keep
         x = block(x)
-    got = feature_mask_forward(model, original, roa, layers=[1, 2])
+    got = feature_mask_forward(wrap(model), original, roa, layers=[1, 2])
     torch.testing.assert_close(got, _final(model, x), atol=1e-5, rtol=1e-5)
     everything = torch.ones_like(roa)
     clip = model.encode_image(original)
-    torch.testing.assert_close(feature_mask_forward(model, original, everything, [1, 2]), clip, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        feature_mask_forward(wrap(model), original, everything, [1, 2]), clip, atol=1e-5, rtol=1e-5
+    )
     assert not torch.allclose(got, clip, atol=1e-3)
 
 
@@ -150,9 +155,9 @@ def test_ablation_scorer_features_are_the_forwards(scorers):
     circled = torch.stack([pre.to_tensor(vp.red_circle(pre.resize(image), b)) for b in item.regions_input.boxes])
     mask = full_mask(foveal_profile(roa, 2.0, 100.0), "cls")
     expected = {
-        "feature-mask": feature_mask_forward(model, x, roa, [1, 2]),
-        "qk-prompt": swap_forward(model, circled, x, "qk-prompt", [1, 2]),
-        "v-prompt": swap_forward(model, circled, x, "v-prompt", [1, 2], mask.float()),
+        "feature-mask": feature_mask_forward(wrap(model), x, roa, [1, 2]),
+        "qk-prompt": swap_forward(wrap(model), circled, x, "qk-prompt", [1, 2]),
+        "v-prompt": swap_forward(wrap(model), circled, x, "v-prompt", [1, 2], mask.float()),
     }
     for variant, feats in expected.items():  # registered method atoms: the scorer's own term features
         torch.testing.assert_close(base._term_features([item], (variant,)), feats, atol=1e-5, rtol=1e-5)
