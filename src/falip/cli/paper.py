@@ -288,7 +288,8 @@ def _table1(args: argparse.Namespace, out: Path) -> str:
         _ties_line(args),
         f"P (subtract): for each sentence, Q = {args.subtract_q} captions drawn without replacement from the "
         "split's list of all sentences (duplicates kept; every sentence of every line of the file, also of lines "
-        "left out as malformed, as FGVP's main.py builds its caption bank from the whole file before it reads "
+        "left out as malformed, blank ones excepted, as FGVP's main.py builds its caption bank from the whole "
+        "file before it reads "
         f"any image), seeded per sentence id with seed {args.seed}; each box's logit minus its mean logit over "
         "them (the captions stay 'a photo of ...', also for CPT)",
         model_line(args, model_info),
