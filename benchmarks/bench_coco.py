@@ -9,7 +9,7 @@ Held-out synthetic scenes (our generator) are written by our own writers as COCO
 * detection by region recognition (``--task detect``, ground-truth boxes as the regions, the 5 best
   classes per region, softmax scores): pycocotools' AP, AP50, AP75, and region top-1;
 
-each for the whole image (``none``), crop, blur (reverse blur), FGVP's circle and FALIP.
+each for the whole image (``none``), crop, blur (reverse blur), falip's red circle (input-circle) and FALIP.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_coco.py [--scenes 300] [--out benchmarks/results/coco.json]
 """
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = "none,crop,blur,circle,falip"
+METHODS = "none,crop,blur,input-circle,falip"
 
 
 def _cli(argv: list[str]) -> None:

@@ -9,8 +9,8 @@ rule) among two proposal sets:
   regions as masks, nothing known about the scene.
 
 A sentence is right when the chosen region's box has IoU >= 0.5 with the gold box. Methods side by
-side: the whole image (``none``), crop, reverse blur, FGVP's circle and FALIP. Also reported: the
-proposals' recall (gold objects with a proposal of IoU >= 0.5, the ceiling of ``auto``), their
+side: the whole image (``none``), crop, reverse blur, falip's red circle (``input-circle``) and FALIP.
+Also reported: the proposals' recall (gold objects with a proposal of IoU >= 0.5, the ceiling of ``auto``), their
 number per image, and the time spent proposing.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_ground.py [--scenes 200] [--out benchmarks/results/ground.json]
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = "none,crop,blur,circle,falip"
+METHODS = "none,crop,blur,input-circle,falip"
 
 
 def main(argv: list[str] | None = None) -> int:
