@@ -342,6 +342,55 @@ def test_out_of_range_numbers_are_status_messages_without_a_traceback(page, capf
     assert "Traceback" not in err and "Error" not in err, err
 
 
+def test_find_it_and_label_all_show_the_librarys_answers(app, page, tmp_path, shots):
+    """Issue 23 item 4: "find it" shows falip.tasks.ground.ground's best auto proposal (and makes it box 1),
+    "label all" shows falip.tasks.label.label_regions's classes; bad input is a status message."""
+    from falip.data.synthetic import classification_scenes
+    from falip.proposals import filter_proposals, open_proposals
+    from falip.proposals.base import visible_proposals
+    from falip.tasks.ground import ground
+    from falip.tasks.label import label_regions
+
+    scene = classification_scenes(4, 1, min_objects=3, max_objects=3)[0]
+    path = tmp_path / "shapes.png"
+    Image.fromarray(scene.image).resize((128, 128), Image.NEAREST).save(path)
+    page.reload()
+    page.wait_for_selector("#regions-run")
+    _upload(page, "regions-image-file", path)
+    _status(page, "regions", r"loaded shapes\.png \(128x128\)")
+    page.click("#find-run")
+    _status(page, "regions", "Error: no text to find")
+    text = f"the {scene.objects[0].label}"
+    page.locator("#find-text textarea, #find-text input").first.fill(text)
+    page.locator("#find-top input").fill("20")
+    page.click("#find-run")
+    _status(page, "regions", 'found "')
+    image = Image.open(path).convert("RGB")
+    raw = open_proposals("auto", single=True).propose(image, None)
+    props = visible_proposals(filter_proposals(raw, top=20), app.preprocess.geometry)
+    scorer = app.scorer.with_options(template="a photo of {}")
+    g = ground(scorer, image, [text], props, "falip", "a photo of {}")[0]
+    assert page.locator('#falip-found td[data-found="proposal"]').inner_text() == str(g.index + 1)
+    assert page.locator('#falip-found td[data-found="score"]').inner_text() == f"{g.score:.3f}"
+    assert page.locator('#falip-found td[data-found="margin"]').inner_text() == f"{g.margin:.3f}"
+    boxes = ", ".join(f"{v:g}" for v in g.box)
+    assert page.locator("#regions-boxes textarea").input_value() == boxes  # box 1 now, to go on scoring it
+    page.locator("#find-figure img").wait_for()
+    page.locator("#label-classes textarea, #label-classes input").first.fill("star, ring, Star")
+    page.click("#label-run")
+    _status(page, "regions", r"Error: class 3: 'Star' repeats class 1")
+    classes = ["star", "ring", "square", "triangle"]
+    page.locator("#label-classes textarea, #label-classes input").first.fill(", ".join(classes))
+    page.click("#label-run")
+    _status(page, "regions", "labelled 20 proposals: ")
+    labels = label_regions(scorer, image, props, classes, "falip", "a photo of {}")
+    for k, r in enumerate(labels):
+        assert page.locator(f'#falip-labels td[data-label="{k + 1}"]').inner_text() == r.label, k
+        assert page.locator(f'#falip-labels td[data-score="{k + 1}"]').inner_text() == f"{r.score:.3f}", k
+    page.locator("#find-figure img").wait_for()
+    page.screenshot(path=str(shots / "app_find.png"), full_page=True)
+
+
 @pytest.fixture
 def gate():
     """A scoring method that waits until the test opens the gate (the server runs in this process)."""

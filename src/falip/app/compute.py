@@ -9,7 +9,9 @@ block indices appear only in calls.
 Regions tab: :func:`read_image_upload`, :func:`parse_boxes`, :func:`read_mask_upload`,
 :func:`make_regions`, :func:`parse_texts`, :func:`parse_methods`, :func:`parse_blocks`,
 :func:`score_regions` (-> :class:`RegionScores`, :func:`scores_html`, :func:`winner_images`) and
-:func:`attention_view`. Point cloud tab: :func:`pointcloud_view`.
+:func:`attention_view`; starting from the image: :func:`image_proposals`, :func:`find_it`
+(:func:`falip.tasks.ground.ground`) and :func:`label_all` (:func:`falip.tasks.label.label_regions`).
+Point cloud tab: :func:`pointcloud_view`.
 """
 
 from __future__ import annotations

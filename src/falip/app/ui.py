@@ -238,9 +238,54 @@ def _attention_panel(app: C.AppModel) -> Components:
     return c
 
 
+def _proposals_panel(limits: C.Limits) -> Components:
+    """The accordion "start from the image": "find it" (a text -> the best proposal) and "label all"
+    (classes -> every proposal labelled), on automatic proposals or a source typed."""
+    c: Components = {}
+    with gr.Accordion("start from the image: find it, label all (automatic proposals)", elem_id="regions-find"):
+        with gr.Row():
+            c["find_text"] = gr.Textbox(
+                label="find it: what to look for", placeholder="the red star", elem_id="find-text", scale=3
+            )
+            c["find_run"] = gr.Button("find it", variant="primary", elem_id="find-run", scale=1)
+        with gr.Row():
+            c["label_classes"] = gr.Textbox(
+                label="label all: classes, comma-separated", placeholder="star, ring, square", elem_id="label-classes",
+                scale=3,
+            )  # fmt: skip
+            c["label_run"] = gr.Button("label all", elem_id="label-run", scale=1)
+        with gr.Row():
+            c["proposals"] = gr.Dropdown(
+                choices=C.proposal_choices(),
+                value=C.DEFAULT_PROPOSALS,
+                allow_custom_value=True,
+                label="proposals: auto (weight-free), or a COCO results / segment-anything file or folder, hf:<model>",
+                elem_id="find-proposals",
+                scale=3,
+            )
+            c["top"] = gr.Number(
+                value=C.DEFAULT_TOP, precision=0, label=f"top N (1..{limits.max_proposals})", elem_id="find-top"
+            )
+            c["min_area"] = gr.Number(value=0, label="min area (pixels)", elem_id="find-min-area")
+        gr.Markdown(
+            "FALIP with the template, alpha and blocks above; the found box becomes box 1, to go on scoring it.",
+            elem_classes=["legend"],
+        )
+        c["found"] = gr.Image(
+            type="pil",
+            label="found / labelled proposals (numbered from 1, coloured by class)",
+            interactive=False,
+            format="png",
+            elem_id="find-figure",
+        )
+        c["found_table"] = gr.HTML(elem_id="find-table")
+    return c
+
+
 def _regions_tab(app: C.AppModel, limits: C.Limits) -> Components:
     with gr.Tab("Regions", id="regions", elem_id="tab-regions"):
         c = _regions_inputs(app)
+        c.update(_proposals_panel(limits))
         c.update(_regions_outputs(limits))
         c.update(_attention_panel(app))
     return c
@@ -299,6 +344,10 @@ REGIONS_EVENTS: list[tuple[str, str, Callable[..., E.Update], list[str]]] = [
     ("boxes", "blur", E.boxes_edited, ["preview"]),
     ("run", "click", E.score, ["scores", "winners"]),
     ("attention_run", "click", E.attention, ["attention_figure", "attention_table"]),
+    # start from the image: "find it" (its button, or Enter in its text) and "label all"
+    ("find_run", "click", E.find_it, ["found", "found_table", "boxes", "mask_file", "pending", "preview"]),
+    ("find_text", "submit", E.find_it, ["found", "found_table", "boxes", "mask_file", "pending", "preview"]),
+    ("label_run", "click", E.label_all, ["found", "found_table"]),
 ]
 """The Regions tab's events; each handler's inputs are the components its parameters name."""
 
