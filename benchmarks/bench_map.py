@@ -351,7 +351,7 @@ def _pooling(fclip: Any) -> tuple[str, int]:
     tower = getattr(fclip, "tower", None)
     if tower is not None:
         return str(tower.pooling), int(tower.depth)
-    return "cls", int(fclip.num_blocks)
+    return "cls", int(fclip.depth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": args.model,
             "pretrained": args.pretrained,
             "falip_defaults": d,
-            "num_blocks": fclip.num_blocks,
+            "num_blocks": fclip.depth,
             "input_size": list(pre.input_size),
             "seed": args.seed,
             "seeds": {
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # the tuning sweep on the validation splits with falip sweep, then the best setting on the test splits
     if not args.no_sweep:
-        n = fclip.num_blocks
+        n = fclip.depth
         ks = sorted({n if lb == "all" else min(int(lb), n) for lb in args.last_blocks.split(",") if lb.strip()})
         grid = f"alpha={args.alphas},blocks=" + ",".join(f"last{k}" for k in ks)
         val_rec = [

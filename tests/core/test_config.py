@@ -144,3 +144,29 @@ def test_load_applies_the_preset_then_the_callers_settings():
 def test_config_is_torch_free():
     code = "import sys, falip.core.config, falip.models.presets; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_leftover_names_warn_once(monkeypatch, tiny_clip):
+    """``num_blocks`` and ``falip.tasks.task_names`` still answer, with one FutureWarning each."""
+    import warnings
+
+    from falip.core import deprecation
+    from falip.tasks import TASKS, task_names
+
+    monkeypatch.setattr(deprecation, "_SAID", set())
+    fclip = falip.FovealCLIP(tiny_clip)
+    with pytest.warns(FutureWarning, match="FovealCLIP.num_blocks is deprecated; use FovealCLIP.depth"):
+        assert fclip.num_blocks == fclip.depth
+    with pytest.warns(FutureWarning, match="task_names\\(\\) is deprecated"):
+        assert task_names() == tuple(TASKS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fclip.num_blocks == fclip.depth and task_names() == tuple(TASKS)
+
+
+def test_leftovers_are_gone():
+    from falip.core import tower
+    from falip.core.tower import BlockParts
+
+    assert "rope_before_norm" not in {f.name for f in dataclasses.fields(BlockParts)}
+    assert not hasattr(tower, "blocks_note") and defaults.BLOCKS_NOTE

@@ -38,11 +38,9 @@ def naive_attention(p, queries: torch.Tensor, keys_in: torch.Tensor, bias: torch
     k = _per_head(_linear(keys_in, p.k_weight, p.k_bias), p.heads, p.head_dim)
     v = _per_head(_linear(keys_in, p.v_weight, p.v_bias), p.heads, p.head_dim)
     rope = getattr(p, "rope", None)
-    if rope is not None and getattr(p, "rope_before_norm", False):
-        q, k = rope(q), rope(k)
     if p.q_norm is not None:
         q, k = p.q_norm(q), p.k_norm(k)
-    if rope is not None and not getattr(p, "rope_before_norm", False):
+    if rope is not None:  # after the q/k norms, as EVA02 does
         q, k = rope(q), rope(k)
     batch, lq, length = q.shape[0], q.shape[2], k.shape[2]
     out = torch.zeros(batch, lq, p.heads * p.head_dim, dtype=q.dtype)

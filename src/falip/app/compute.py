@@ -195,7 +195,7 @@ class AppModel:
 
     @property
     def num_blocks(self) -> int:
-        return int(self.fclip.num_blocks)
+        return int(self.fclip.depth)
 
     @property
     def num_heads(self) -> int:

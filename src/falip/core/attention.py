@@ -52,14 +52,12 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def _qk(p: BlockParts, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head queries and keys ``[B, heads, L, d]`` after rotation and q/k norms (whole sequence)."""
-    if p.rope is not None and p.rope_before_norm:
-        q, k = p.rope(q), p.rope(k)
+    """Per-head queries and keys ``[B, heads, L, d]`` after q/k norms, then rotation (whole sequence)."""
     if p.q_norm is not None:
         q = p.q_norm(q)
     if p.k_norm is not None:
         k = p.k_norm(k)
-    if p.rope is not None and not p.rope_before_norm:
+    if p.rope is not None:
         q, k = p.rope(q), p.rope(k)
     return q, k
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from .attention import block_forward, block_forward_shared_patches, pool_attention
 from .config import FIELDS, FalipConfig, _as_int
+from .deprecation import warn_renamed
 from .errors import FalipError
 from .mask import attention_bias, foveal_profile, regions_to_roa, token_bias, validate_alpha_sigma, validate_form
 from .plan import ForwardPlan
@@ -145,7 +146,8 @@ class FovealCLIP(nn.Module):
 
     @property
     def num_blocks(self) -> int:
-        """Alias of :attr:`depth`."""
+        """Deprecated alias of :attr:`depth` (warns once)."""
+        warn_renamed("FovealCLIP.num_blocks", "FovealCLIP.depth")
         return self._tower.depth
 
     @property

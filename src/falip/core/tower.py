@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .config import layer_indices
-from .defaults import BLOCKS_NOTE, LAST_BLOCKS
+from .defaults import LAST_BLOCKS
 from .errors import FalipError
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "as_cls_tower",
     "as_tower",
     "block_label",
-    "blocks_note",
     "layer_indices",
     "resolve_layer",
     "resolve_layers",
@@ -69,8 +68,7 @@ class BlockParts:
     Weights follow ``F.linear``: ``q_weight`` ``[heads * head_dim, C]``, ``out_weight``
     ``[C, heads * head_dim]``. Optional pieces are None when the block does not have them.
     ``rope`` rotates per-head queries/keys of the whole sequence ``[B, heads, L, head_dim]``
-    (prefix tokens untouched); it is applied before ``q_norm``/``k_norm`` only if
-    ``rope_before_norm`` (no current tower does), else after them.
+    (prefix tokens untouched), after ``q_norm``/``k_norm`` (as EVA02 does).
     """
 
     norm1: TensorFn
@@ -96,7 +94,6 @@ class BlockParts:
     ls1: TensorFn | None = None
     ls2: TensorFn | None = None
     rope: TensorFn | None = None
-    rope_before_norm: bool = False
     # optional: the same q/k/v weights packed ``[3 * heads * head_dim, C]`` (q rows, then k, then v),
     # when the library stores them so (open_clip's in_proj, timm's qkv): one matrix product instead of three
     qkv_weight: torch.Tensor | None = None
@@ -166,11 +163,6 @@ class Readout:
 def block_label(index: int) -> str:
     """How a person reads block ``index`` (0-based): ``"block 9"`` for index 8 (the paper counts from 1)."""
     return f"block {index + 1}"
-
-
-def blocks_note() -> str:
-    """The one sentence each output a person reads carries once: how its blocks are numbered."""
-    return BLOCKS_NOTE
 
 
 def resolve_layers(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ..core.deprecation import warn_renamed
 from ..core.errors import FalipError
 from ..data.registry import Setting, get_dataset, required_of, resolve, setting, setting_fields, settings_of
 from ..plugins import Registry
@@ -131,7 +132,8 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 def task_names() -> tuple[str, ...]:
-    """The registered task names, in registration order."""
+    """Deprecated (warns once; nothing in falip uses it): ``tuple(TASKS)``, the registered task names."""
+    warn_renamed("falip.tasks.task_names()", "tuple(falip.tasks.TASKS)")
     return tuple(TASKS)
 
 
