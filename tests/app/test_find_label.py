@@ -182,3 +182,27 @@ def test_find_it_makes_the_best_box_the_region_to_score(app, scene, tmp_path):
     assert labelled["found_table"].count("<tr data-proposal=") == 5
     with pytest.raises(FalipError, match="no image"):
         E.find_it(app, None, "the star", "auto", 30, None, "{}", None, "")
+
+
+def test_a_proposals_file_is_read_again_and_jobs_side_by_side_agree(app, scene, tmp_path):
+    """auto's proposals are kept for the last few images (keyed by the pixels); a file is read each time;
+    two jobs at once (Limits.jobs) give what each gives alone."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([{"image_id": 1, "bbox": [2, 2, 20, 20]}, {"image_id": 1, "bbox": [30, 10, 25, 40]}]))
+    assert len(C.find_it(app, scene, "the ring", str(path)).proposals) == 2
+    path.write_text(json.dumps([{"image_id": 1, "bbox": [5, 35, 50, 25]}]))
+    assert C.find_it(app, scene, "the ring", str(path)).grounding.box == (5.0, 35.0, 55.0, 60.0)
+    other = scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    jobs = [
+        lambda: C.find_it(app, scene, "the star", top=8).grounding.box,
+        lambda: [r.label for r in C.label_all(app, other, "star, ring, square", top=8).labels],
+    ]
+    C._PROPOSAL_CACHE.clear()
+    alone = [job() for job in jobs]
+    C._PROPOSAL_CACHE.clear()
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda job: job(), jobs * 2))
+    assert together == alone * 2

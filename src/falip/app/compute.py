@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -913,6 +914,7 @@ def parse_min_area(value: Any) -> float:
 
 
 _PROPOSAL_CACHE: dict[tuple, Any] = {}  # (image digest, source) -> raw proposals; the last few only
+_PROPOSAL_LOCK = threading.Lock()  # model jobs run side by side (Limits.jobs)
 
 
 def image_proposals(
@@ -935,15 +937,17 @@ def image_proposals(
     if spec.endswith(":") and spec[:-1] and not Path(spec).exists():
         raise FalipError(f"proposals {spec!r}: say what follows the colon (e.g. hf:<model>, sam:<folder>)")
     key = (hashlib.sha1(image.tobytes()).hexdigest(), image.size, image.mode, spec)
-    raw = None if Path(spec).exists() else _PROPOSAL_CACHE.get(key)  # a file may change: read it again
+    with _PROPOSAL_LOCK:
+        raw = None if Path(spec).exists() else _PROPOSAL_CACHE.get(key)  # a file may change: read it again
     if raw is None:
         if progress is not None:
             progress(0.05, f"proposing regions ({spec})")
         raw = open_proposals(spec, single=True).propose(image, None)
         if not Path(spec).exists():
-            while len(_PROPOSAL_CACHE) >= 4:
-                _PROPOSAL_CACHE.pop(next(iter(_PROPOSAL_CACHE)))
-            _PROPOSAL_CACHE[key] = raw
+            with _PROPOSAL_LOCK:
+                while len(_PROPOSAL_CACHE) >= 4:
+                    _PROPOSAL_CACHE.pop(next(iter(_PROPOSAL_CACHE)))
+                _PROPOSAL_CACHE[key] = raw
     props = filter_proposals(raw, min_area=min_area, top=top)
     props = visible_proposals(props, getattr(app.preprocess, "geometry", None))
     if len(props) == 0:
