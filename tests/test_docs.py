@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 _RENAMED = (r".* is deprecated; use ", r".* is now named ")  # falip.core.deprecation's and the methods' wording
-MIN_RUN = 24  # Python blocks that must actually run (a regex that stopped matching would pass quietly)
+MIN_RUN = 28  # Python blocks that must actually run (a regex that stopped matching would pass quietly)
 
 _BLOCK = re.compile(r"(?:<!--\s*no-run:\s*(?P<why>.*?)\s*-->\s*\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)```", re.S)
 
