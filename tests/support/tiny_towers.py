@@ -14,6 +14,7 @@ unit norms and layer scales are not trivially neutral in the exactness tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -291,3 +292,43 @@ def save_hf_model(folder: Path, kind: str = "clip", cls_name: str | None = None,
 def describe_folder(folder: Path) -> dict:
     """The JSON files of a saved HF folder (for debugging a failed load)."""
     return {p.name: json.loads(p.read_text()) for p in Path(folder).glob("*.json")}
+
+
+def _open_clip_vit(**options):
+    from support.tiny import make_tiny_clip
+
+    return make_tiny_clip(**options)
+
+
+TINY_TOWERS: dict[str, dict[str, Callable[[], nn.Module]]] = {
+    # falip.towers.TOWERS name -> {variant: builder of a tiny random model that adapter wraps}; a new
+    # adapter in the registry without an entry here fails tests/towers/test_registry.py
+    "open_clip_vit": {
+        "open_clip-vit": lambda: _open_clip_vit(),
+        "open_clip-vit-qknorm-ls": lambda: _open_clip_vit(qk_norm=True, ls_init_value=0.5),
+    },
+    "open_clip_timm": {
+        "timm-vit-cls": lambda: make_timm_clip("vit", "token"),
+        "timm-vit-cls-qknorm-ls-reg": lambda: make_timm_clip(
+            "vit", "token", qk_norm=True, init_values=0.5, reg_tokens=2
+        ),
+        "timm-vit-cls-innernorm": lambda: make_timm_clip("vit", "token", scale_attn_norm=True, scale_mlp_norm=True),
+        "timm-vit-map": lambda: make_timm_clip("vit", "map"),
+        "timm-vit-map-qknorm": lambda: make_timm_clip("vit", "map", qk_norm=True),
+        "timm-eva-rope": lambda: make_timm_clip("eva", "token"),
+        "timm-eva-fused-ls-half": lambda: make_timm_clip(
+            "eva", "token", qkv_fused=True, init_values=0.5, rope_rotate_half=True, scale_attn_inner=False
+        ),
+    },
+    "hf_clip": {
+        "hf-clip": lambda: make_hf_clip("CLIPModel"),
+        "hf-clip-sdpa": lambda: make_hf_clip("CLIPModel", attn="sdpa"),
+        "hf-clip-vision": lambda: make_hf_clip("CLIPVisionModel"),
+        "hf-clip-vision-proj": lambda: make_hf_clip("CLIPVisionModelWithProjection", attn="sdpa"),
+    },
+    "hf_siglip": {
+        "hf-siglip": lambda: make_hf_siglip("SiglipModel"),
+        "hf-siglip-sdpa": lambda: make_hf_siglip("SiglipModel", attn="sdpa"),
+        "hf-siglip-vision": lambda: make_hf_siglip("SiglipVisionModel"),
+    },
+}

@@ -22,27 +22,14 @@ from falip.core.reference import reference_forward
 from falip.core.regions import Regions
 from falip.towers import tower_for
 from support.naive_towers import naive_block, naive_pool, naive_rotate
-from support.tiny_towers import make_hf_clip, make_hf_siglip, make_timm_clip
+from support.tiny_towers import TINY_TOWERS, make_hf_clip, make_hf_siglip, make_timm_clip
 
 ATOL = 1e-5
 
+# the tiny models of every adapter but open_clip's own ViT (tests/core/test_towers.py and the registry's
+# contract test in tests/towers/test_registry.py cover that one): all of depth 2, width 32, 32 px
 TOWERS = {
-    "timm-vit-cls": lambda: make_timm_clip("vit", "token"),
-    "timm-vit-cls-qknorm-ls-reg": lambda: make_timm_clip("vit", "token", qk_norm=True, init_values=0.5, reg_tokens=2),
-    "timm-vit-cls-innernorm": lambda: make_timm_clip("vit", "token", scale_attn_norm=True, scale_mlp_norm=True),
-    "timm-vit-map": lambda: make_timm_clip("vit", "map"),
-    "timm-vit-map-qknorm": lambda: make_timm_clip("vit", "map", qk_norm=True),
-    "timm-eva-rope": lambda: make_timm_clip("eva", "token"),
-    "timm-eva-fused-ls-half": lambda: make_timm_clip(
-        "eva", "token", qkv_fused=True, init_values=0.5, rope_rotate_half=True, scale_attn_inner=False
-    ),
-    "hf-clip": lambda: make_hf_clip("CLIPModel"),
-    "hf-clip-sdpa": lambda: make_hf_clip("CLIPModel", attn="sdpa"),
-    "hf-clip-vision": lambda: make_hf_clip("CLIPVisionModel"),
-    "hf-clip-vision-proj": lambda: make_hf_clip("CLIPVisionModelWithProjection", attn="sdpa"),
-    "hf-siglip": lambda: make_hf_siglip("SiglipModel"),
-    "hf-siglip-sdpa": lambda: make_hf_siglip("SiglipModel", attn="sdpa"),
-    "hf-siglip-vision": lambda: make_hf_siglip("SiglipVisionModel"),
+    v: build for name, variants in TINY_TOWERS.items() if name != "open_clip_vit" for v, build in variants.items()
 }
 EXPECTED = {
     "timm": ("OpenClipTimmTower", "open_clip+timm"),

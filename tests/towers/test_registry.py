@@ -13,6 +13,9 @@ from falip.core.tower import Tower, as_tower
 from falip.towers import TOWERS, adapter_class, tower_for
 from falip.towers.open_clip_vit import OpenClipViTTower
 from support.tiny import make_tiny_clip
+from support.tiny_towers import TINY_TOWERS
+
+CONTRACT = [(name, variant) for name, variants in TINY_TOWERS.items() for variant in variants]
 
 
 def test_entries_are_lazy_module_class_strings_with_accepts():
@@ -96,3 +99,40 @@ def test_the_issues_case_in_a_fresh_process():
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# --------------------------------------------------- the tower contract, over the product registry
+def test_every_registered_adapter_has_tiny_test_models():
+    """A tower adapter added to falip.towers.TOWERS without a tiny builder in
+    tests/support/tiny_towers.py:TINY_TOWERS fails here (and its contract is then untested)."""
+    missing = sorted(set(TOWERS) - set(TINY_TOWERS))
+    assert not missing, f"add tiny test models for {missing} to tests/support/tiny_towers.py:TINY_TOWERS"
+    assert not set(TINY_TOWERS) - set(TOWERS), "TINY_TOWERS names an adapter the registry does not have"
+    assert all(TINY_TOWERS[name] for name in TOWERS)
+
+
+@pytest.mark.parametrize("name, variant", CONTRACT, ids=[f"{n}:{v}" for n, v in CONTRACT])
+def test_registered_adapter_keeps_the_tower_contract(name, variant):
+    """falip.wrap picks the registry's adapter; blocks + head are the library's features; FALIP at
+    alpha 0 is exactly those features, and at alpha > 0 changes them."""
+    model = TINY_TOWERS[name][variant]().eval()
+    tower = falip.wrap(model)
+    assert type(tower) is adapter_class(name) and tower.model is model
+    h, w = tower.image_size
+    images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+    gh, gw = tower.grid_size
+    assert (gh * tower.patch_size[0], gw * tower.patch_size[1]) == (h, w) and tower.pooling in ("cls", "map")
+    regions = [falip.Regions([[0, 0, w / 2, h / 2], [w / 4, h / 4, w, h]], image_size=(w, h), frame="input")] * 2
+    with torch.no_grad():
+        x = tower.embed(images)
+        assert x.shape == (2, tower.num_tokens, tower.width)
+        for i in range(tower.depth):
+            x = tower.run_block(i, x)
+        want = tower.forward_features(images)
+        assert want.shape == (2, tower.output_dim)
+        torch.testing.assert_close(tower.head(x), want, atol=1e-5, rtol=0)
+        zero = falip.FovealCLIP(tower, alpha=0.0).encode_image(images, regions=regions)
+        assert torch.equal(zero, want[[0, 0, 1, 1]])
+        form = "cls" if tower.pooling == "cls" else "all"
+        biased = falip.FovealCLIP(tower, alpha=3.0, layers=[-1], form=form).encode_image(images, regions=regions)
+        assert not torch.allclose(biased, zero, atol=1e-4)
