@@ -8,34 +8,25 @@ from typing import Any
 __all__ = ["add_proposal_options", "dropped_text", "proposal_filter", "source_options"]
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
+def _number(kind: type, low: float, high: float | None, what: str) -> Any:
+    """An argparse type: ``kind`` (int or float) in ``[low, high]`` (``low`` exclusive for floats), said as ``what``."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        bad = v < low or (kind is float and v == low and high is not None) or (high is not None and v > high)
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
+_fraction = _number(float, 0.0, 1.0, "a number in (0, 1]")
+_non_negative = _number(float, 0.0, None, "a number of pixels >= 0")
+_positive_int = _number(int, 1, None, "a whole number >= 1")
 
 
 def add_proposal_options(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import FalipError
-from .base import Proposals, filter_proposals
+from .base import Proposals, filter_proposals, mask_boxes
 
 __all__ = ["AutoProposals", "open_auto", "selective_search"]
 
@@ -188,7 +188,8 @@ class AutoProposals:
             ]
             for k, (s, mem, _) in enumerate(entries):
                 masks[k] = np.isin(full[s], mem)
-            boxes = _mask_boxes(masks, boxes)
+            own = mask_boxes(masks)  # each region's box is its mask's own pixel box
+            boxes = np.where(np.isnan(own), boxes, own)  # (a mask emptied by the resize keeps its box)
         scores = -np.arange(len(entries), dtype=np.float64)  # the order above, as a score
         props = Proposals(boxes=boxes, image_size=(w, h), masks=masks, scores=scores, source="auto")
         props = filter_proposals(props, min_area=self.min_fraction * w * h)
@@ -210,16 +211,6 @@ class AutoProposals:
             props = props.select(np.array(kept, dtype=np.int64))
             props = Proposals(props.boxes, props.image_size, props.masks, props.scores, "auto", dropped)
         return props
-
-
-def _mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Each mask's own pixel box (exclusive corner); the ``fallback`` box for a mask with no pixel."""
-    out = fallback.copy()
-    for k, m in enumerate(masks):
-        cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
-        if cols.size:
-            out[k] = [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
-    return out
 
 
 def open_auto(

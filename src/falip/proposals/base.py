@@ -15,7 +15,7 @@ from ..core.regions import Regions, box_iou
 from ..data.registry import resolve
 from . import SOURCES, SourceSpec
 
-__all__ = ["Proposals", "ProposalSource", "filter_proposals", "open_proposals", "visible_proposals"]
+__all__ = ["Proposals", "ProposalSource", "filter_proposals", "mask_boxes", "open_proposals", "visible_proposals"]
 
 
 @dataclass(frozen=True)
@@ -198,3 +198,13 @@ def visible_proposals(proposals: Proposals, resize: Any | None) -> Proposals:
     dropped = dict(proposals.dropped)
     dropped["not visible at the model input"] = dropped.get("not visible at the model input", 0) + int((~ok).sum())
     return replace(proposals.select(np.flatnonzero(ok)), dropped=dropped)
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """Each mask's own pixel box ``[K, 4]`` xyxy float64 (exclusive corner); a mask with no pixel gets NaN."""
+    out = np.full((len(masks), 4), np.nan)
+    for k, m in enumerate(masks):
+        cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
+        if cols.size:
+            out[k] = [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import FalipError
-from .base import Proposals
+from .base import Proposals, mask_boxes
 
 __all__ = ["MASK_MODEL_TYPES", "HFProposals", "open_hf"]
 
@@ -71,13 +71,9 @@ class HFProposals:
                 return Proposals(np.zeros((0, 4)), (w, h), source=f"hf:{self.model}")
             empty = ~masks.reshape(len(masks), -1).any(axis=1)
             masks, scores = masks[~empty], scores[~empty]
-            boxes = []
-            for m in masks:
-                cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
-                boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
             dropped = {"empty mask": int(empty.sum())} if empty.any() else {}
-            return Proposals(np.array(boxes, dtype=np.float64).reshape(-1, 4), (w, h), masks if len(masks) else None,
-                             scores, f"hf:{self.model}", dropped)  # fmt: skip
+            return Proposals(mask_boxes(masks), (w, h), masks if len(masks) else None, scores, f"hf:{self.model}",
+                             dropped)  # fmt: skip
         boxes, scores, dropped = [], [], 0
         for d in out:
             b = d["box"]

@@ -22,14 +22,9 @@ from PIL import Image
 from ..core.errors import FalipError
 from ..data.classification import load_mask
 from ..data.reclip import decode_segmentation
-from .base import Proposals
+from .base import Proposals, mask_boxes
 
 __all__ = ["SamProposals", "open_sam"]
-
-
-def _box_of(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
 
 
 class SamProposals:
@@ -101,7 +96,7 @@ class SamProposals:
         scores = [scores[k] for k in keep]
         arr = np.array(scores, dtype=np.float64)
         return Proposals(
-            boxes=np.array([_box_of(m) for m in masks], dtype=np.float64).reshape(-1, 4),
+            boxes=mask_boxes(np.stack(masks)) if masks else np.zeros((0, 4)),
             image_size=(w, h),
             masks=np.stack(masks) if masks else None,
             scores=None if not len(arr) or np.isnan(arr).all() else np.nan_to_num(arr, nan=-np.inf),
