@@ -107,19 +107,9 @@ class DetectTask:
                 self._source = open_proposals(settings.proposals)
 
     def config(self) -> dict:
-        s = self.settings
-        return {
-            "task": "detect",
-            "source": s.source,
-            "images": s.images,
-            "region": s.region,
-            "proposals": s.proposals,
-            "method": s.method,
-            "templates": list(s.templates),
-            "detections_per_region": s.detections_per_region,
-            "vocabulary": self.classes,
-            **self.model_info,
-        }
+        from .settings import run_config
+
+        return run_config("detect", self.settings, vocabulary=self.classes, **self.model_info)
 
     def units(self) -> Iterator[Unit | Skip]:
         from ..data.records import Skipped

@@ -348,22 +348,9 @@ class PointCloudTask:
                 raise FalipError(f"the prompts name no sentences for {len(missing)} classes, e.g. {missing[:3]}")
 
     def config(self) -> dict:
-        s = self.settings
-        return {
-            "task": "pointcloud",
-            "dataset": s.dataset,
-            "source": s.source,
-            "method": s.method,
-            "projection": s.projection,
-            "template": s.template,
-            "view_weights": None if s.view_weights is None else list(s.view_weights),
-            "weights_from": s.weights_from,
-            "projected_points": s.projected_points,
-            "prompts": None if s.prompts is None else {c: list(t) for c, t in s.prompts},
-            **{k: v for k, v in s.options},
-            "classes": len(self.classes),
-            **self.model_info,
-        }
+        from .settings import run_config
+
+        return run_config("pointcloud", self.settings, classes=len(self.classes), **self.model_info)
 
     def units(self) -> Iterator[Unit | Skip]:
         from ..data.records import Skipped

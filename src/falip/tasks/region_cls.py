@@ -96,18 +96,9 @@ class ClassifyTask:
         self.model_info = dict(model_info or {})
 
     def config(self) -> dict:
-        s = self.settings
-        return {
-            "task": "classify",
-            "dataset": s.dataset,
-            "source": s.source,
-            "method": s.method,
-            "templates": list(s.templates),
-            "top_k": s.top_k,
-            **{k: v for k, v in s.options},
-            "classes": len(self.classes),
-            **self.model_info,
-        }
+        from .settings import run_config
+
+        return run_config("classify", self.settings, classes=len(self.classes), **self.model_info)
 
     def units(self) -> Iterator[Unit | Skip]:
         from ..data.records import Skipped

@@ -13,13 +13,13 @@ task modules (:mod:`falip.tasks.rec`, ...) use and re-export them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..data.registry import setting
 from ..defaults import CLS_TEMPLATE, POINTCLOUD_TEMPLATE, PROJECTIONS, PROMPTS_HELP, REC_TEMPLATE, TIES
 
-__all__ = ["RecSettings", "ClassifySettings", "PointCloudSettings", "DetectSettings"]
+__all__ = ["RecSettings", "ClassifySettings", "PointCloudSettings", "DetectSettings", "run_config"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,28 @@ class DetectSettings:
     )
     detections_per_region: int = setting(5, minimum=1, help="detections per region: its best classes (default 5)")
     dataset: str = setting("coco", help="a COCO instances dataset (default coco)")
+
+
+def _json_value(value: Any) -> Any:
+    """A settings value as run.json holds it: tuples as lists, a tuple of (name, values) pairs as a mapping."""
+    if isinstance(value, tuple):
+        pairs = value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value)
+        if pairs and all(isinstance(v[1], tuple) for v in value):
+            return {k: _json_value(v) for k, v in value}
+        return [_json_value(v) for v in value]
+    return value
+
+
+def run_config(task: str, settings: Any, **extra: Any) -> dict[str, Any]:
+    """``run.json``'s ``config`` of a task, from its settings dataclass: ``task``, then every field in
+    order (``options``, what the dataset's reader resolved, flattened in its place), then ``extra``
+    (e.g. the class count, the model description). A resumed run must give the same keys and values."""
+    out: dict[str, Any] = {"task": task}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "options":
+            out.update({k: _json_value(v) for k, v in value})
+        else:
+            out[f.name] = _json_value(value)
+    out.update(extra)
+    return out
