@@ -244,19 +244,15 @@ def apply_image_limit(args: argparse.Namespace) -> None:
         os.environ[EXIF_TRANSPOSE_ENV] = "1"
 
 
-def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, dict]:
-    """``(RegionScorer, model description for run.json)`` from the model options (inputs checked first)."""
-    from falip.scoring import RegionScorer
-
-    check_inputs(args)
-    apply_image_limit(args)
-
-    set_threads(args.threads)
+def model_from_options(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(FovealCLIP, preprocess, tokenizer)`` from the model options (threads set, device resolved:
+    ``auto`` is ``cuda:LOCAL_RANK`` under torchrun), the FALIP settings given overriding the preset."""
     from falip.runner import device_for_rank
 
-    device = str(device_for_rank()) if args.device == "auto" else args.device  # cuda:LOCAL_RANK under torchrun
+    set_threads(args.threads)
+    device = str(device_for_rank()) if args.device == "auto" else args.device
     overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
-    fclip, preprocess, tokenizer = load_model(
+    return load_model(
         args.model,
         args.pretrained,
         resize_mode=args.resize,
@@ -265,6 +261,16 @@ def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, di
         activation=args.activation,
         **overrides,
     )
+
+
+def make_scorer(args: argparse.Namespace, template: str = "{}") -> tuple[Any, dict]:
+    """``(RegionScorer, model description for run.json)`` from the model options (inputs checked first)."""
+    from falip.scoring import RegionScorer
+
+    check_inputs(args)
+    apply_image_limit(args)
+
+    fclip, preprocess, tokenizer = model_from_options(args)
     from falip.prompts.registry import PromptParams
 
     enlarge = float(getattr(args, "enlarge", 0.0) or 0.0)

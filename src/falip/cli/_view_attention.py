@@ -18,22 +18,9 @@ def run_attention(args: argparse.Namespace, points: Any, out: Path) -> int:
     from falip.analysis.view_attention import cloud_view_attention, plot_view_attention
     from falip.core.errors import FalipError
 
-    from ._common import load_model, set_threads
+    from ._eval import model_from_options
 
-    set_threads(args.threads)
-    from falip.runner import device_for_rank
-
-    device = str(device_for_rank()) if args.device == "auto" else args.device
-    overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
-    fclip, _, _ = load_model(
-        args.model,
-        args.pretrained,
-        resize_mode=args.resize,
-        device=device,
-        precision=args.precision,
-        activation=args.activation,
-        **overrides,
-    )
+    fclip, _, _ = model_from_options(args)
     va = cloud_view_attention(fclip, points, args.projection)
     fig = plot_view_attention(va, title=None)
     try:

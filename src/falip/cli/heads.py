@@ -81,29 +81,17 @@ def _prompts_taken(spec: Any) -> tuple[str, ...] | None:
 def run(args: argparse.Namespace) -> int:
     """Measure, write ``heads.json`` and ``heads.png``, print the top heads; returns the exit code."""
     _check(args)
-    from ._common import ensure_writable_dir, load_model, set_threads
+    from ._common import ensure_writable_dir
 
     out = ensure_writable_dir(args.out, "--out")
-    set_threads(args.threads)
     from falip.analysis.heads import head_sensitivity, load_samples
     from falip.core.errors import FalipError
     from falip.data.registry import resolve
     from falip.numbering import NUMBERING_NOTE
-    from falip.runner import device_for_rank
 
-    from ._eval import settings_of, task_of
+    from ._eval import model_from_options, settings_of, task_of
 
-    device = str(device_for_rank()) if args.device == "auto" else args.device
-    overrides = {k: getattr(args, k) for k in ("alpha", "sigma", "layers", "form") if getattr(args, k) is not None}
-    fclip, preprocess, _ = load_model(
-        args.model,
-        args.pretrained,
-        resize_mode=args.resize,
-        device=device,
-        precision=args.precision,
-        activation=args.activation,
-        **overrides,
-    )
+    fclip, preprocess, _ = model_from_options(args)
     spec = task_of(args)
     entries = resolve(spec.samples)(image_size=int(fclip.image_size[0]), **settings_of(args, spec))
     skipped: list[tuple[str, str]] = []
