@@ -24,6 +24,7 @@ of lower segment ids).
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -213,28 +214,22 @@ class AutoProposals:
         return props
 
 
-def open_auto(
-    argument: str = "",
-    single: bool = False,
-    sigma: float = 0.8,
-    min_size: int = 20,
-    max_side: int = 256,
-    min_fraction: float = 0.002,
-    max_fraction: float = 0.8,
-    masks: bool = True,
-) -> AutoProposals:
-    """The ``auto`` source (``auto`` or ``auto:SCALES``, e.g. ``auto:100,300``); keywords as :class:`AutoProposals`."""
+def open_auto(argument: str = "", single: bool = False, **options: Any) -> AutoProposals:
+    """The ``auto`` source (``auto`` or ``auto:SCALES``, e.g. ``auto:100,300``); ``options``: the keywords
+    of :class:`AutoProposals` (its defaults are the only ones), an unknown one refused."""
     try:
         import skimage  # noqa: F401
     except ImportError:
         raise FalipError(
             "auto proposals need scikit-image (Felzenszwalb's segmentation): pip install 'falip[proposals]'"
         ) from None
-    kwargs: dict[str, Any] = dict(sigma=sigma, min_size=int(min_size), max_side=int(max_side),
-                                  min_fraction=min_fraction, max_fraction=max_fraction, masks=bool(masks))  # fmt: skip
+    known = [name for name in inspect.signature(AutoProposals).parameters if name != "scales"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise FalipError(f"proposals source 'auto' takes no option {', '.join(unknown)}; it takes {', '.join(known)}")
     if argument:
         try:
-            kwargs["scales"] = tuple(float(v) for v in argument.split(","))
+            options["scales"] = tuple(float(v) for v in argument.split(","))
         except ValueError:
             raise FalipError(f"auto:{argument}: the scales are comma-separated numbers, e.g. auto:100,300") from None
-    return AutoProposals(**kwargs)
+    return AutoProposals(**options)
